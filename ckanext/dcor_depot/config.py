@@ -1,0 +1,62 @@
+"""Typed access to the extension's configuration (declared in config_declaration.yaml).
+
+CKAN validates every value at start-up with the validators in
+``logic/validators.py``; the functions here only read and convert.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from pathlib import Path
+
+import ckan.plugins.toolkit as tk
+
+from .storage.s3 import MiB, ObjectStore, S3Settings
+
+
+def s3_settings() -> S3Settings | None:
+    """The object store settings, or None when no S3 endpoint is configured."""
+    endpoint = tk.config.get("dcor_object_store.endpoint_url")
+    if not endpoint:
+        return None
+    return S3Settings(
+        endpoint_url=endpoint,
+        access_key_id=tk.config["dcor_object_store.access_key_id"],
+        secret_access_key=tk.config["dcor_object_store.secret_access_key"],
+        ssl_verify=tk.asbool(tk.config["dcor_object_store.ssl_verify"]),
+        bucket_name_template=tk.config["dcor_object_store.bucket_name"],
+        abort_incomplete_multipart_days=int(
+            tk.config["dcor_object_store.abort_incomplete_multipart_days"]
+        ),
+        part_size=int(tk.config["dcor_object_store.part_size_mib"]) * MiB,
+        upload_concurrency=int(tk.config["dcor_object_store.upload_concurrency"]),
+    )
+
+
+def object_store() -> ObjectStore | None:
+    """The process-wide object store client, or None when S3 is off."""
+    settings = s3_settings()
+    return None if settings is None else _object_store_for(settings)
+
+
+@functools.lru_cache(maxsize=4)
+def _object_store_for(settings: S3Settings) -> ObjectStore:
+    return ObjectStore(settings)
+
+
+def depots_path() -> Path:
+    return Path(tk.config["ckanext.dcor_depot.depots_path"])
+
+
+def users_depot_name() -> str:
+    return tk.config.get("ckanext.dcor_depot.users_depot_name") or f"users-{socket.gethostname()}"
+
+
+def tmp_dir() -> Path:
+    return Path(tk.config["ckanext.dcor_depot.tmp_dir"])
+
+
+def local_backup_location() -> Path | None:
+    location = tk.config.get("dcor_object_store.local_backup_location")
+    return Path(location) if location else None

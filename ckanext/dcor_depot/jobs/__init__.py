@@ -1,0 +1,1 @@
+"""Background jobs run by CKAN's RQ workers, one module per job family."""

@@ -1,0 +1,67 @@
+"""Validators of the configuration options, named in config_declaration.yaml.
+
+CKAN runs them at start-up and stops with one message per bad option, naming
+the option and what is expected.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+from urllib.parse import urlparse
+
+import ckan.plugins.toolkit as tk
+
+from ..storage.s3 import circle_bucket_name
+
+ENDPOINT_KEY = "dcor_object_store.endpoint_url"
+
+
+def dcor_depot_http_url(value: Any) -> str:
+    url = urlparse(str(value))
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise tk.Invalid(
+            f"expected an http(s) URL of the S3 endpoint such as "
+            f"https://objectstore.example.org, got {value!r}"
+        )
+    return str(value)
+
+
+def dcor_depot_required_with_endpoint(key, data, errors, context) -> None:
+    value = data.get(key)
+    if data.get((ENDPOINT_KEY,)) and not value:
+        errors[key].append(f"required when {ENDPOINT_KEY} is set; set it in the ini file")
+
+
+def dcor_depot_bucket_template(value: Any) -> str:
+    try:
+        circle_bucket_name(str(value), str(uuid.uuid4()))
+    except ValueError as exc:
+        raise tk.Invalid(f"{exc}; expected e.g. circle-{{organization_id}}") from exc
+    return str(value)
+
+
+def dcor_depot_absolute_path(value: Any) -> str:
+    if not str(value).startswith("/"):
+        raise tk.Invalid(f"expected an absolute path such as /data/depots, got {value!r}")
+    return os.path.normpath(str(value))
+
+
+def dcor_depot_folder_name(value: Any) -> str:
+    name = str(value)
+    if name in (".", "..") or "/" in name or "\x00" in name or len(name) > 255:
+        raise tk.Invalid(f"expected a single folder name such as users-myhost, got {value!r}")
+    return name
+
+
+def dcor_depot_positive_int(value: Any) -> int:
+    if not isinstance(value, int) or value < 1:
+        raise tk.Invalid(f"expected a whole number of at least 1, got {value!r}")
+    return value
+
+
+def dcor_depot_part_size(value: Any) -> int:
+    if not isinstance(value, int) or not 5 <= value <= 512:
+        raise tk.Invalid(f"expected a part size in MiB from 5 to 512, got {value!r}")
+    return value

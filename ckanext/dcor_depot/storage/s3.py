@@ -1,0 +1,705 @@
+"""The S3 layer: circle buckets, object keys, verified uploads and visibility.
+
+Every job and command that touches the object store goes through this module.
+It knows nothing of CKAN: it takes plain settings, bucket names, keys and
+paths, so it can be used (and benchmarked) without a CKAN site.
+
+Integrity model of :meth:`ObjectStore.upload_verified`: the file is read once.
+While streaming, the SHA-256 of the whole file and the MD5 of every part are
+computed; each part is sent with ``Content-MD5`` (the server rejects a part
+whose bytes changed on the way), and after completion the object's ETag (read
+with HEAD) must equal the multipart ETag computed locally. The SHA-256 is kept
+in the object's metadata because Ceph RGW neither stores nor returns S3's own
+checksum fields.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import BinaryIO
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+log = logging.getLogger(__name__)
+
+MiB = 1024**2
+#: Artifacts a resource can have in the object store.
+ARTIFACTS = ("resource", "condensed", "preview")
+#: The tag that makes an object anonymously readable through the bucket policy.
+PUBLIC_TAG = {"Key": "public", "Value": "true"}
+#: Object metadata key (``x-amz-meta-sha256``) holding the SHA-256 of the object.
+SHA256_METADATA_KEY = "sha256"
+#: S3 allows at most this many parts in one multipart upload.
+MAX_PARTS = 10_000
+#: Chunk size for streaming reads (hashing a file or an object).
+STREAM_CHUNK = 4 * MiB
+
+_BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_RESOURCE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{6,}$")
+
+
+class S3Error(Exception):
+    """An object store operation failed; the message says what and why."""
+
+
+class S3ConnectionError(S3Error):
+    """The object store endpoint could not be reached."""
+
+
+class S3AuthError(S3Error):
+    """The object store refused the credentials or the request's permission."""
+
+
+class UploadVerificationError(S3Error):
+    """The object in the store does not match the local file."""
+
+
+class ObjectConflictError(S3Error):
+    """An object with different content already exists under the key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Settings:
+    """How to reach the object store and how to upload to it.
+
+    Required: ``endpoint_url``, ``access_key_id``, ``secret_access_key``.
+    """
+
+    #: URL of the S3 endpoint, e.g. ``https://objectstore.example.org``.
+    endpoint_url: str
+    #: Access key of the S3 user owning the circle buckets.
+    access_key_id: str
+    #: Secret of that user; excluded from ``repr`` so it never reaches a log.
+    secret_access_key: str = dataclasses.field(repr=False)
+    #: Verify the endpoint's TLS certificate.
+    ssl_verify: bool = True
+    #: Bucket name template with the placeholder ``{organization_id}``.
+    bucket_name_template: str = "circle-{organization_id}"
+    #: Days after which the store aborts an unfinished multipart upload.
+    abort_incomplete_multipart_days: int = 7
+    #: Part size of multipart uploads; files up to this size use one PUT.
+    part_size: int = 16 * MiB
+    #: Parts of one upload in flight at the same time.
+    upload_concurrency: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    """What HEAD tells about an object."""
+
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    #: SHA-256 recorded in the object's metadata, if any.
+    sha256: str | None
+    last_modified: datetime.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadResult:
+    """The outcome of :meth:`ObjectStore.upload_verified`."""
+
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    etag: str
+    #: True when a verified identical object was already there.
+    skipped: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class StaleUpload:
+    """An unfinished multipart upload."""
+
+    bucket: str
+    key: str
+    upload_id: str
+    initiated: datetime.datetime
+
+
+def object_key(artifact: str, resource_id: str) -> str:
+    """The key of a resource's artifact: ``{artifact}/RES/OUR/CEID``."""
+    if artifact not in ARTIFACTS:
+        raise ValueError(f"Unknown artifact {artifact!r}; expected one of {', '.join(ARTIFACTS)}")
+    if not _RESOURCE_ID_RE.match(resource_id or ""):
+        raise ValueError(
+            f"Invalid resource id {resource_id!r}: expected lower-case letters, "
+            "digits and hyphens, at least 7 characters"
+        )
+    return f"{artifact}/{resource_id[:3]}/{resource_id[3:6]}/{resource_id[6:]}"
+
+
+def circle_bucket_name(template: str, organization_id: str) -> str:
+    """The bucket of a circle, rendered from the bucket name template."""
+    if "{organization_id}" not in template:
+        raise ValueError(
+            f"Bucket name template {template!r} lacks the placeholder {{organization_id}}"
+        )
+    try:
+        name = template.format(organization_id=organization_id)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"Bucket name template {template!r} may only contain the placeholder "
+            "{organization_id}"
+        ) from exc
+    if not _BUCKET_NAME_RE.match(name) or ".." in name:
+        raise ValueError(
+            f"Bucket name {name!r} (from template {template!r}) is not a valid S3 bucket "
+            "name: use 3-63 lower-case letters, digits, dots and hyphens"
+        )
+    return name
+
+
+def public_read_policy(bucket: str) -> dict:
+    """Bucket policy: anonymous GET only for objects tagged ``public=true``."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AnonymousReadOfObjectsTaggedPublic",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": ["s3:GetObject"],
+                "Resource": [f"arn:aws:s3:::{bucket}/*"],
+                "Condition": {
+                    "StringEquals": {
+                        f"s3:ExistingObjectTag/{PUBLIC_TAG['Key']}": PUBLIC_TAG["Value"]
+                    }
+                },
+            }
+        ],
+    }
+
+
+def multipart_etag(part_md5_digests: list[bytes]) -> str:
+    """The ETag S3 gives an object assembled from parts with these MD5 digests."""
+    joined = hashlib.md5(b"".join(part_md5_digests))
+    return f"{joined.hexdigest()}-{len(part_md5_digests)}"
+
+
+def sha256_of_file(path: str | Path) -> str:
+    """SHA-256 of a local file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fd:
+        while chunk := fd.read(STREAM_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def part_size_for(size: int, minimum: int) -> int:
+    """The part size for a file: ``minimum``, grown in MiB steps to stay within 10,000 parts."""
+    needed = -(-size // MAX_PARTS)
+    if needed <= minimum:
+        return minimum
+    return -(-needed // MiB) * MiB
+
+
+@contextlib.contextmanager
+def _s3_errors(action: str, endpoint: str) -> Iterator[None]:
+    """Turn botocore exceptions into :class:`S3Error` messages a user can act on."""
+    try:
+        yield
+    except botocore.exceptions.EndpointConnectionError as exc:
+        raise S3ConnectionError(
+            f"Cannot {action}: the object store at {endpoint} is unreachable "
+            "(check dcor_object_store.endpoint_url and that the server runs)"
+        ) from exc
+    except (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError) as exc:
+        raise S3ConnectionError(
+            f"Cannot {action}: the object store at {endpoint} did not answer in time"
+        ) from exc
+    except botocore.exceptions.SSLError as exc:
+        raise S3ConnectionError(
+            f"Cannot {action}: TLS to {endpoint} failed ({exc}); check the certificate "
+            "or dcor_object_store.ssl_verify"
+        ) from exc
+    except botocore.exceptions.ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise S3AuthError(
+                f"Cannot {action}: the object store at {endpoint} rejected the credentials "
+                f"({code}); check dcor_object_store.access_key_id and .secret_access_key"
+            ) from exc
+        if code in ("AccessDenied", "403"):
+            raise S3AuthError(
+                f"Cannot {action}: access denied by the object store at {endpoint}"
+            ) from exc
+        message = error.get("Message") or code or str(exc)
+        raise S3Error(f"Cannot {action}: {code}: {message}") from exc
+    except botocore.exceptions.BotoCoreError as exc:
+        raise S3Error(f"Cannot {action}: {exc}") from exc
+
+
+class ObjectStore:
+    """Access to the circle buckets of one S3 endpoint.
+
+    Thread-safe: one instance can be shared by the threads of a process.
+    """
+
+    def __init__(self, settings: S3Settings):
+        self.settings = settings
+        self._ready_buckets: set[str] = set()
+        self._lock = threading.Lock()
+        session = boto3.session.Session(
+            aws_access_key_id=settings.access_key_id,
+            aws_secret_access_key=settings.secret_access_key,
+        )
+        self.client = session.client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            verify=settings.ssl_verify,
+            region_name="us-east-1",
+            config=Config(
+                s3={"addressing_style": "path"},
+                signature_version="s3v4",
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                max_pool_connections=settings.upload_concurrency + 4,
+                connect_timeout=10,
+                read_timeout=120,
+                retries={"max_attempts": 3, "mode": "standard"},
+            ),
+        )
+
+    def _errors(self, action: str):
+        return _s3_errors(action, self.settings.endpoint_url)
+
+    # buckets
+    def circle_bucket(self, organization_id: str) -> str:
+        """The name of a circle's bucket (not created by this call)."""
+        return circle_bucket_name(self.settings.bucket_name_template, organization_id)
+
+    def ensure_bucket(self, bucket: str) -> None:
+        """Create the bucket if missing and (re)apply its policy and lifecycle rule."""
+        if bucket in self._ready_buckets:
+            return
+        with self._lock:
+            if bucket in self._ready_buckets:
+                return
+            with self._errors(f"create bucket {bucket}"):
+                try:
+                    self.client.create_bucket(Bucket=bucket)
+                    log.info("Created bucket %s", bucket)
+                except self.client.exceptions.BucketAlreadyOwnedByYou:
+                    pass
+                self.client.put_bucket_policy(
+                    Bucket=bucket, Policy=json.dumps(public_read_policy(bucket))
+                )
+                self.client.put_bucket_lifecycle_configuration(
+                    Bucket=bucket,
+                    LifecycleConfiguration={
+                        "Rules": [
+                            {
+                                "ID": "abort-incomplete-multipart-uploads",
+                                "Status": "Enabled",
+                                "Filter": {"Prefix": ""},
+                                "AbortIncompleteMultipartUpload": {
+                                    "DaysAfterInitiation": (
+                                        self.settings.abort_incomplete_multipart_days
+                                    )
+                                },
+                            }
+                        ]
+                    },
+                )
+            self._ready_buckets.add(bucket)
+
+    def bucket_exists(self, bucket: str) -> bool:
+        with self._errors(f"look up bucket {bucket}"):
+            try:
+                self.client.head_bucket(Bucket=bucket)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+                    return False
+                raise
+        return True
+
+    def list_buckets(self, prefix: str = "") -> list[str]:
+        with self._errors("list buckets"):
+            answer = self.client.list_buckets()
+        return sorted(b["Name"] for b in answer.get("Buckets", []) if b["Name"].startswith(prefix))
+
+    # objects
+    def object_info(self, bucket: str, key: str) -> ObjectInfo | None:
+        """HEAD an object; None when it (or its bucket) does not exist."""
+        with self._errors(f"look up s3://{bucket}/{key}"):
+            try:
+                head = self.client.head_object(Bucket=bucket, Key=key)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in (
+                    "404",
+                    "NoSuchKey",
+                    "NoSuchBucket",
+                ):
+                    return None
+                raise
+        return ObjectInfo(
+            bucket=bucket,
+            key=key,
+            size=head["ContentLength"],
+            etag=head.get("ETag", "").strip('"'),
+            sha256=head.get("Metadata", {}).get(SHA256_METADATA_KEY),
+            last_modified=head.get("LastModified"),
+        )
+
+    def object_exists(self, bucket: str, key: str) -> bool:
+        return self.object_info(bucket, key) is not None
+
+    def object_sha256(self, bucket: str, key: str, trust_metadata: bool = True) -> str:
+        """SHA-256 of an object: from its metadata, else by streaming its bytes."""
+        if trust_metadata:
+            info = self.object_info(bucket, key)
+            if info is None:
+                raise S3Error(f"Object s3://{bucket}/{key} does not exist")
+            if info.sha256:
+                return info.sha256
+        digest = hashlib.sha256()
+        with self._errors(f"read s3://{bucket}/{key}"):
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+            for chunk in body.iter_chunks(STREAM_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def iter_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """All objects under a prefix (size and ETag from the listing, no SHA-256)."""
+        with self._errors(f"list s3://{bucket}/{prefix}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(
+                        bucket=bucket,
+                        key=item["Key"],
+                        size=item["Size"],
+                        etag=item.get("ETag", "").strip('"'),
+                        sha256=None,
+                        last_modified=item.get("LastModified"),
+                    )
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        with self._errors(f"delete s3://{bucket}/{key}"):
+            self.client.delete_object(Bucket=bucket, Key=key)
+
+    # visibility
+    def set_public(self, bucket: str, key: str, public: bool) -> None:
+        """Tag an object ``public=true`` (anonymously readable) or remove that tag."""
+        with self._errors(f"change visibility of s3://{bucket}/{key}"):
+            tags = self.client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
+            tags = [t for t in tags if t["Key"] != PUBLIC_TAG["Key"]]
+            if public:
+                tags.append(dict(PUBLIC_TAG))
+            if tags:
+                self.client.put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": tags})
+            else:
+                self.client.delete_object_tagging(Bucket=bucket, Key=key)
+
+    def is_public(self, bucket: str, key: str) -> bool:
+        with self._errors(f"read tags of s3://{bucket}/{key}"):
+            tags = self.client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
+        return PUBLIC_TAG in tags
+
+    def presigned_get_url(
+        self, bucket: str, key: str, expires_in: int, filename: str | None = None
+    ) -> str:
+        """A URL that allows GET of one object for ``expires_in`` seconds."""
+        params = {"Bucket": bucket, "Key": key}
+        if filename:
+            quoted = filename.replace("\\", "_").replace('"', "_")
+            params["ResponseContentDisposition"] = f'attachment; filename="{quoted}"'
+        with self._errors(f"sign a download URL for s3://{bucket}/{key}"):
+            return self.client.generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=expires_in
+            )
+
+    # uploads
+    def upload_verified(
+        self,
+        path: str | Path,
+        bucket: str,
+        key: str,
+        *,
+        overwrite: bool = False,
+        sha256: str | None = None,
+        public: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> UploadResult:
+        """Upload a file so that the object provably equals it.
+
+        The bucket is created on first use. An existing object is never
+        replaced unless ``overwrite``: if its size and SHA-256 equal the
+        file's, the upload is skipped; otherwise :class:`ObjectConflictError`.
+        ``sha256`` is the file's known SHA-256 (it spares hashing the file
+        when checking an existing object). ``progress`` is called with the
+        number of bytes sent after each part.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise S3Error(f"Cannot upload {path}: not a file")
+        size = path.stat().st_size
+        self.ensure_bucket(bucket)
+        existing = self.object_info(bucket, key)
+        if existing is not None and not overwrite:
+            return self._check_existing(path, existing, size, sha256)
+
+        tags = [PUBLIC_TAG] if public else []
+        part_size = part_size_for(size, self.settings.part_size)
+        with open(path, "rb") as fd:
+            if size <= part_size:
+                result = self._put_single(fd, bucket, key, tags)
+            else:
+                result = self._put_multipart(fd, size, bucket, key, part_size, tags, progress)
+        if progress is not None and size <= part_size:
+            progress(size)
+        if result.size != size:
+            raise UploadVerificationError(
+                f"{path} changed while it was uploaded ({size} bytes before, "
+                f"{result.size} read); upload it again"
+            )
+        if sha256 is not None and sha256 != result.sha256:
+            self.delete_object(bucket, key)
+            raise UploadVerificationError(
+                f"SHA-256 of {path} is {result.sha256}, expected {sha256}; the object was removed"
+            )
+        return result
+
+    def _check_existing(
+        self, path: Path, existing: ObjectInfo, size: int, sha256: str | None
+    ) -> UploadResult:
+        where = f"s3://{existing.bucket}/{existing.key}"
+        local_sha256 = sha256 or sha256_of_file(path)
+        remote_sha256 = existing.sha256 or self.object_sha256(
+            existing.bucket, existing.key, trust_metadata=False
+        )
+        if existing.size != size or remote_sha256 != local_sha256:
+            raise ObjectConflictError(
+                f"{where} already exists with different content "
+                f"({existing.size} bytes, SHA-256 {remote_sha256}) than {path} "
+                f"({size} bytes, SHA-256 {local_sha256}); pass overwrite to replace it"
+            )
+        return UploadResult(
+            bucket=existing.bucket,
+            key=existing.key,
+            size=size,
+            sha256=local_sha256,
+            etag=existing.etag,
+            skipped=True,
+        )
+
+    def _put_single(self, fd: BinaryIO, bucket: str, key: str, tags: list) -> UploadResult:
+        data = fd.read()
+        sha256 = hashlib.sha256(data).hexdigest()
+        md5 = hashlib.md5(data)
+        extra = {"Tagging": _tagging_header(tags)} if tags else {}
+        with self._errors(f"upload s3://{bucket}/{key}"):
+            self.client.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=data,
+                ContentMD5=base64.b64encode(md5.digest()).decode(),
+                Metadata={SHA256_METADATA_KEY: sha256},
+                **extra,
+            )
+        self._verify_etag(bucket, key, md5.hexdigest(), len(data), sha256)
+        return UploadResult(bucket, key, len(data), sha256, md5.hexdigest())
+
+    def _put_multipart(
+        self,
+        fd: BinaryIO,
+        size: int,
+        bucket: str,
+        key: str,
+        part_size: int,
+        tags: list,
+        progress: Callable[[int], None] | None,
+    ) -> UploadResult:
+        extra = {"Tagging": _tagging_header(tags)} if tags else {}
+        with self._errors(f"start the upload of s3://{bucket}/{key}"):
+            upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, **extra)[
+                "UploadId"
+            ]
+        try:
+            sha256, digests, parts, total = self._send_parts(
+                fd, bucket, key, upload_id, part_size, progress
+            )
+            with self._errors(f"complete the upload of s3://{bucket}/{key}"):
+                self.client.complete_multipart_upload(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                )
+        except BaseException:
+            self._abort(bucket, key, upload_id)
+            raise
+        etag = multipart_etag(digests)
+        self._verify_etag(bucket, key, etag, total, None)
+        self._record_sha256(bucket, key, sha256, etag, total)
+        return UploadResult(bucket, key, total, sha256, etag)
+
+    def _send_parts(
+        self,
+        fd: BinaryIO,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        part_size: int,
+        progress: Callable[[int], None] | None,
+    ) -> tuple[str, list[bytes], list[dict], int]:
+        """Read the file once, hash it, and send its parts concurrently.
+
+        At most ``upload_concurrency`` parts are in flight, so memory stays at
+        about ``part_size * (upload_concurrency + 1)`` whatever the file size.
+        """
+        sha256 = hashlib.sha256()
+        digests: dict[int, bytes] = {}
+        etags: dict[int, str] = {}
+        total = 0
+        in_flight: set[Future] = set()
+
+        def send(number: int, data: bytes) -> int:
+            md5 = hashlib.md5(data).digest()
+            digests[number] = md5
+            with self._errors(f"upload part {number} of s3://{bucket}/{key}"):
+                answer = self.client.upload_part(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=data,
+                    ContentMD5=base64.b64encode(md5).decode(),
+                )
+            etags[number] = answer["ETag"]
+            return len(data)
+
+        def collect(done: set[Future]) -> None:
+            for future in done:
+                sent = future.result()  # re-raises a failed part
+                if progress is not None:
+                    progress(sent)
+
+        concurrency = self.settings.upload_concurrency
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="s3-part") as pool:
+            try:
+                number = 0
+                while data := fd.read(part_size):
+                    number += 1
+                    sha256.update(data)
+                    total += len(data)
+                    if len(in_flight) >= concurrency:
+                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                        collect(done)
+                    in_flight.add(pool.submit(send, number, data))
+                    del data
+                done, in_flight = wait(in_flight)
+                collect(done)
+            except BaseException:
+                for future in in_flight:
+                    future.cancel()
+                raise
+        order = sorted(etags)
+        return (
+            sha256.hexdigest(),
+            [digests[n] for n in order],
+            [{"PartNumber": n, "ETag": etags[n]} for n in order],
+            total,
+        )
+
+    def _verify_etag(
+        self, bucket: str, key: str, etag: str, size: int, sha256: str | None
+    ) -> ObjectInfo:
+        info = self.object_info(bucket, key)
+        problem = None
+        if info is None:
+            problem = "the object is missing after the upload"
+        elif info.size != size:
+            problem = f"the object has {info.size} bytes, the file {size}"
+        elif info.etag != etag:
+            problem = f"the object's ETag is {info.etag}, the file's {etag}"
+        elif sha256 is not None and info.sha256 != sha256:
+            problem = f"the object's recorded SHA-256 is {info.sha256}, the file's {sha256}"
+        if problem:
+            if info is not None:
+                self.delete_object(bucket, key)
+            raise UploadVerificationError(
+                f"Upload of s3://{bucket}/{key} failed verification: {problem}; "
+                "the object was removed, upload it again"
+            )
+        return info
+
+    def _record_sha256(self, bucket: str, key: str, sha256: str, etag: str, size: int) -> None:
+        """Store the SHA-256 in the metadata of an object made by a multipart upload.
+
+        The hash is only known once the last part was read, after the upload
+        began; a copy of the object onto itself replaces its metadata (RGW does
+        this without copying data) and keeps its ETag, which is checked again.
+        """
+        with self._errors(f"record the SHA-256 of s3://{bucket}/{key}"):
+            self.client.copy_object(
+                Bucket=bucket,
+                Key=key,
+                CopySource={"Bucket": bucket, "Key": key},
+                CopySourceIfMatch=f'"{etag}"',
+                Metadata={SHA256_METADATA_KEY: sha256},
+                MetadataDirective="REPLACE",
+                TaggingDirective="COPY",
+            )
+        self._verify_etag(bucket, key, etag, size, sha256)
+
+    def _abort(self, bucket: str, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except Exception:  # the lifecycle rule and pruning clean up what is left
+            log.exception(
+                "Could not abort multipart upload %s of s3://%s/%s", upload_id, bucket, key
+            )
+
+    def stale_multipart_uploads(
+        self, bucket: str, initiated_before: datetime.datetime
+    ) -> list[StaleUpload]:
+        """Unfinished multipart uploads of a bucket started before a moment."""
+        stale = []
+        with self._errors(f"list multipart uploads of {bucket}"):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket)
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < initiated_before:
+                        stale.append(
+                            StaleUpload(
+                                bucket, upload["Key"], upload["UploadId"], upload["Initiated"]
+                            )
+                        )
+        return stale
+
+    def prune_multipart_uploads(
+        self, bucket: str, initiated_before: datetime.datetime, dry_run: bool = False
+    ) -> list[StaleUpload]:
+        """Abort the unfinished multipart uploads started before a moment."""
+        stale = self.stale_multipart_uploads(bucket, initiated_before)
+        if not dry_run:
+            for upload in stale:
+                with self._errors(f"abort upload {upload.upload_id} of s3://{bucket}/{upload.key}"):
+                    self.client.abort_multipart_upload(
+                        Bucket=bucket, Key=upload.key, UploadId=upload.upload_id
+                    )
+        return stale
+
+
+def _tagging_header(tags: list[dict]) -> str:
+    return "&".join(f"{t['Key']}={t['Value']}" for t in tags)

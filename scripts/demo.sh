@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The main job: the services, and CKAN with the dcor_depot plugin on
+# http://127.0.0.1:5000 with a sysadmin whose credentials are printed.
+# Usage: scripts/demo.sh [start|stop]. Idempotent: a second start restarts
+# the web server with the current code; the sysadmin and data are kept.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+DEMO_DIR=$STATE_DIR/demo
+INI=$DEMO_DIR/ckan.ini
+PIDFILE=$DEMO_DIR/ckan-web.pid
+URL=http://127.0.0.1:5000
+ADMIN=dcor-admin
+
+stop_web() {
+    if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+        kill -- "-$(cat "$PIDFILE")" 2>/dev/null || kill "$(cat "$PIDFILE")"
+        wait_for 30 "stopping CKAN" sh -c "! kill -0 $(cat "$PIDFILE") 2>/dev/null"
+        say "CKAN web server stopped"
+    fi
+    rm -f "$PIDFILE"
+}
+
+if [ "${1:-start}" = stop ]; then
+    stop_web
+    bash "$REPO_DIR/scripts/ceph-rgw.sh" stop
+    if [ -f "$STATE_DIR/solr/pid" ]; then
+        kill "$(cat "$STATE_DIR/solr/pid")" 2>/dev/null || true
+        rm -f "$STATE_DIR/solr/pid"
+        say "Solr stand-in stopped"
+    fi
+    say "Stopped. PostgreSQL and Redis are left running."
+    exit 0
+fi
+
+bash "$REPO_DIR/scripts/services.sh"
+bash "$REPO_DIR/scripts/venv.sh" 2.12
+CKAN="$REPO_DIR/.venv/bin/ckan"
+mkdir -p "$DEMO_DIR"/{storage,depots,tmp,backup}
+
+cat >"$INI" <<INI
+# Written by scripts/demo.sh: a local demo site. Production: see ckan.ini.example.
+[app:main]
+use = config:$REPO_DIR/services.ini
+ckan.site_url = $URL
+ckan.site_id = dcor_depot_demo
+ckan.site_title = DCOR depot demo
+SECRET_KEY = $(cat "$DEMO_DIR/secret" 2>/dev/null || (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' | tee "$DEMO_DIR/secret"))
+ckan.plugins = dcor_depot
+ckan.storage_path = $DEMO_DIR/storage
+ckan.max_resource_size = 4096
+ckanext.dcor_depot.depots_path = $DEMO_DIR/depots
+ckanext.dcor_depot.tmp_dir = $DEMO_DIR/tmp
+dcor_object_store.local_backup_location = $DEMO_DIR/backup
+
+[loggers]
+keys = root, ckanext
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARNING
+handlers = console
+
+[logger_ckanext]
+qualname = ckanext
+handlers =
+level = INFO
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %(asctime)s %(levelname)-5.5s [%(name)s] %(message)s
+INI
+
+say "Database"
+"$CKAN" -c "$INI" db upgrade >/dev/null 2>&1 || "$CKAN" -c "$INI" db init >/dev/null
+"$CKAN" -c "$INI" dcor-check-object-store
+
+password_file=$DEMO_DIR/sysadmin-password
+new_password=
+if [ ! -s "$password_file" ]; then
+    (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$password_file")
+    new_password=1
+fi
+if ! "$CKAN" -c "$INI" user show "$ADMIN" 2>/dev/null | grep -q "name=$ADMIN"; then
+    "$CKAN" -c "$INI" user add "$ADMIN" email=admin@dcor.invalid \
+        password="$(cat "$password_file")" >/dev/null
+    say "Created user $ADMIN"
+elif [ -n "$new_password" ]; then
+    "$CKAN" -c "$INI" user setpass "$ADMIN" -p "$(cat "$password_file")" >/dev/null
+fi
+"$CKAN" -c "$INI" sysadmin add "$ADMIN" >/dev/null 2>&1 || true
+
+stop_web
+say "Starting CKAN on $URL"
+setsid nohup "$CKAN" -c "$INI" run --host 127.0.0.1 --port 5000 --disable-reloader \
+    >>"$DEMO_DIR/ckan-web.log" 2>&1 &
+echo $! >"$PIDFILE"
+wait_for 120 "CKAN on $URL (log: $DEMO_DIR/ckan-web.log)" curl -sf "$URL/api/3/action/status_show"
+
+cat <<MSG
+
+  CKAN with the dcor_depot plugin runs on $URL
+  Sysadmin:  $ADMIN
+  Password:  $(cat "$password_file")
+  Config:    $INI
+  Log:       $DEMO_DIR/ckan-web.log
+  Stop with: make stop
+
+MSG

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Start the services the extension needs, installing what is missing:
+# PostgreSQL, Redis, Ceph RADOS Gateway (S3) and the Solr stand-in.
+# Idempotent: starts only what is down, then writes services.ini with the
+# connection settings (and S3 credentials, mode 600) for test.ini and demo.ini.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PG_USER=dcor_depot
+PG_PASSWORD=dcor_depot
+PG_DATABASES=(dcor_depot_test_2_12 dcor_depot_test_2_11 dcor_depot_demo)
+SOLR_PORT=${DCOR_SOLR_PORT:-8983}
+mkdir -p "$STATE_DIR"
+
+# PostgreSQL
+apt_install postgresql curl ca-certificates
+if ! pg_isready -q -h 127.0.0.1; then
+    cluster=$(pg_lsclusters --no-header | awk 'NR==1 {print $1" "$2}')
+    [ -n "$cluster" ] || die "no PostgreSQL cluster found (pg_lsclusters)"
+    # shellcheck disable=SC2086
+    pg_ctlcluster --skip-systemctl-redirect $cluster start
+    wait_for 60 PostgreSQL pg_isready -h 127.0.0.1
+    say "PostgreSQL started"
+else
+    say "PostgreSQL already running"
+fi
+psql_admin() { su postgres -c "psql -v ON_ERROR_STOP=1 -qtAX $*"; }
+if [ "$(psql_admin "-c \"SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'\"")" != 1 ]; then
+    psql_admin "-c \"CREATE ROLE $PG_USER LOGIN PASSWORD '$PG_PASSWORD'\""
+fi
+for db in "${PG_DATABASES[@]}"; do
+    if [ "$(psql_admin "-c \"SELECT 1 FROM pg_database WHERE datname='$db'\"")" != 1 ]; then
+        psql_admin "-c \"CREATE DATABASE $db OWNER $PG_USER ENCODING 'UTF8' TEMPLATE template0\""
+    fi
+done
+
+# Redis
+apt_install redis-server
+if ! redis-cli -h 127.0.0.1 ping 2>/dev/null | grep -q PONG; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+        --dir /tmp --logfile "$STATE_DIR/redis.log"
+    wait_for 30 Redis sh -c 'redis-cli -h 127.0.0.1 ping | grep -q PONG'
+    say "Redis started"
+else
+    say "Redis already running"
+fi
+
+# S3: Ceph RADOS Gateway
+bash "$REPO_DIR/scripts/ceph-rgw.sh" start
+# shellcheck disable=SC1091
+source "$STATE_DIR/ceph/s3.env"
+
+# Solr stand-in (tests and demo only; production needs a real Solr)
+solr_url="http://127.0.0.1:$SOLR_PORT/solr/ckan"
+solr_ping() { curl -sf "$solr_url/select?q=*:*&rows=0&wt=json"; }
+if ! solr_ping >/dev/null 2>&1; then
+    mkdir -p "$STATE_DIR/solr"
+    nohup python3 "$REPO_DIR/scripts/solr_standin.py" --host 127.0.0.1 --port "$SOLR_PORT" \
+        --data-file "$STATE_DIR/solr/index.json" >>"$STATE_DIR/solr/solr.log" 2>&1 &
+    echo $! >"$STATE_DIR/solr/pid"
+    wait_for 30 "Solr stand-in" solr_ping
+    say "Solr stand-in started"
+else
+    say "Solr stand-in already running"
+fi
+
+umask 077
+cat >"$REPO_DIR/services.ini" <<INI
+# Written by scripts/services.sh for this machine's local services; do not commit.
+[app:main]
+use = egg:ckan
+sqlalchemy.url = postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1/dcor_depot_demo
+ckan.redis.url = redis://127.0.0.1:6379/1
+solr_url = $solr_url
+dcor_object_store.endpoint_url = $DCOR_S3_ENDPOINT_URL
+dcor_object_store.access_key_id = $DCOR_S3_ACCESS_KEY_ID
+dcor_object_store.secret_access_key = $DCOR_S3_SECRET_ACCESS_KEY
+dcor_object_store.ssl_verify = false
+INI
+say "Services ready; settings in $REPO_DIR/services.ini"

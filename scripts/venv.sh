@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Create (or update) a virtualenv with CKAN of one version, the test tools and
+# this extension installed in development mode.
+# Usage: scripts/venv.sh 2.12|2.11 [DIR]
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+series=${1:?usage: venv.sh 2.12|2.11 [DIR]}
+case "$series" in
+    2.12) ckan=2.12.0; tests="pytest==9.1.1 pytest-factoryboy==2.8.1 factory-boy==3.3.3 Faker==40.28.1" ;;
+    2.11) ckan=2.11.6; tests="pytest==8.3.4 pytest-factoryboy==2.7.0 factory-boy==3.3.0 Faker==26.0.0" ;;
+    *) die "unknown CKAN series '$series'; expected 2.12 or 2.11" ;;
+esac
+default_dir=$REPO_DIR/.venv; [ "$series" = 2.12 ] || default_dir=$REPO_DIR/.venv-$series
+venv=${2:-$default_dir}
+
+# psycopg2 builds from source
+apt_install python3-venv python3-dev gcc libpq-dev
+if [ ! -x "$venv/bin/python" ]; then
+    say "Creating $venv"
+    python3 -m venv "$venv"
+fi
+# pip install, without the warnings about package index folders that do not exist here
+pip_quiet() {
+    local venv=$1; shift
+    "$venv/bin/pip" install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2)
+}
+stamp="$venv/.dcor-depot-installed"
+wanted="ckan=$ckan $tests $(sha256sum "$REPO_DIR/pyproject.toml" | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    say "Installing CKAN $ckan and the extension into $venv"
+    # shellcheck disable=SC2086
+    pip_quiet "$venv" "ckan[requirements]==$ckan" $tests ruff
+    pip_quiet "$venv" -e "$REPO_DIR"
+    echo "$wanted" >"$stamp"
+fi
+"$venv/bin/python" -c "import ckan, ckanext.dcor_depot; print('CKAN', ckan.__version__, 'in $venv')"

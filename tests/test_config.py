@@ -1,0 +1,61 @@
+"""Configuration: bad values stop CKAN with one message naming the option."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CKAN = str(Path(sys.executable).with_name("ckan"))
+
+
+def run_ckan(tmp_path, options: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """Run ``ckan`` with test.ini plus ``options`` in a separate process."""
+    ini = tmp_path / "site.ini"
+    lines = ["[app:main]", f"use = config:{REPO / 'test.ini'}"]
+    lines += [f"{key} = {value}" for key, value in options.items()]
+    ini.write_text("\n".join(lines) + "\n")
+    return subprocess.run(
+        [CKAN, "-c", str(ini), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ,
+    )
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("dcor_object_store.endpoint_url", "objectstore.example.org", "expected an http(s) URL"),
+        ("dcor_object_store.access_key_id", "", "required when dcor_object_store.endpoint_url"),
+        ("dcor_object_store.secret_access_key", "", "required when"),
+        ("dcor_object_store.bucket_name", "circle", "lacks the placeholder"),
+        ("dcor_object_store.bucket_name", "Circle_{organization_id}", "not a valid S3 bucket"),
+        ("dcor_object_store.ssl_verify", "maybe", ""),
+        ("dcor_object_store.part_size_mib", "2", "from 5 to 512"),
+        ("dcor_object_store.upload_concurrency", "0", "at least 1"),
+        ("dcor_object_store.abort_incomplete_multipart_days", "soon", ""),
+        ("ckanext.dcor_depot.depots_path", "data/depots", "expected an absolute path"),
+        ("ckanext.dcor_depot.users_depot_name", "../elsewhere", "single folder name"),
+    ],
+)
+def test_bad_value_stops_ckan_with_a_clear_message(tmp_path, key, value, expected):
+    result = run_ckan(tmp_path, {key: value}, "dcor-check-object-store")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert f"{key}:" in output
+    assert expected in output
+    assert "Traceback" not in output
+    assert "botocore" not in output
+
+
+def test_without_endpoint_s3_is_off_and_the_log_says_so_once(tmp_path):
+    result = run_ckan(tmp_path, {"dcor_object_store.endpoint_url": ""}, "dcor-check-object-store")
+    assert result.returncode == 1
+    assert "No object store configured" in result.stderr
+    assert result.stderr.count("S3 features") == 1
