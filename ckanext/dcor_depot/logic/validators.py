@@ -55,6 +55,17 @@ def dcor_depot_folder_name(value: Any) -> str:
     return name
 
 
+def dcor_depot_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise tk.Invalid(f"expected true or false, got {value!r}")
+
+
 def dcor_depot_positive_int(value: Any) -> int:
     if not isinstance(value, int) or value < 1:
         raise tk.Invalid(f"expected a whole number of at least 1, got {value!r}")

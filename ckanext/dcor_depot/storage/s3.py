@@ -456,27 +456,33 @@ class ObjectStore:
         self.ensure_bucket(bucket)
         existing = self.object_info(bucket, key)
         if existing is not None and not overwrite:
-            return self._check_existing(path, existing, size, sha256)
+            result = self._check_existing(path, existing, size, sha256)
+        else:
+            result = self._upload(path, size, bucket, key, progress)
+            problem = None
+            if result.size != size:
+                problem = f"{path} changed while it was uploaded ({size} bytes, {result.size} read)"
+            elif sha256 is not None and sha256 != result.sha256:
+                problem = f"SHA-256 of {path} is {result.sha256}, expected {sha256}"
+            if problem:
+                self.delete_object(bucket, key)
+                raise UploadVerificationError(f"{problem}; the object was removed")
+        if public:
+            # tagged only now: RGW ignores tags given at the start of a multipart
+            # upload and drops them when the object is copied onto itself
+            self.set_public(bucket, key, True)
+        return result
 
-        tags = [PUBLIC_TAG] if public else []
+    def _upload(
+        self, path: Path, size: int, bucket: str, key: str, progress: Callable[[int], None] | None
+    ) -> UploadResult:
         part_size = part_size_for(size, self.settings.part_size)
         with open(path, "rb") as fd:
-            if size <= part_size:
-                result = self._put_single(fd, bucket, key, tags)
-            else:
-                result = self._put_multipart(fd, size, bucket, key, part_size, tags, progress)
-        if progress is not None and size <= part_size:
-            progress(size)
-        if result.size != size:
-            raise UploadVerificationError(
-                f"{path} changed while it was uploaded ({size} bytes before, "
-                f"{result.size} read); upload it again"
-            )
-        if sha256 is not None and sha256 != result.sha256:
-            self.delete_object(bucket, key)
-            raise UploadVerificationError(
-                f"SHA-256 of {path} is {result.sha256}, expected {sha256}; the object was removed"
-            )
+            if size > part_size:
+                return self._put_multipart(fd, bucket, key, part_size, progress)
+            result = self._put_single(fd, bucket, key)
+        if progress is not None:
+            progress(result.size)
         return result
 
     def _check_existing(
@@ -502,11 +508,10 @@ class ObjectStore:
             skipped=True,
         )
 
-    def _put_single(self, fd: BinaryIO, bucket: str, key: str, tags: list) -> UploadResult:
+    def _put_single(self, fd: BinaryIO, bucket: str, key: str) -> UploadResult:
         data = fd.read()
         sha256 = hashlib.sha256(data).hexdigest()
         md5 = hashlib.md5(data)
-        extra = {"Tagging": _tagging_header(tags)} if tags else {}
         with self._errors(f"upload s3://{bucket}/{key}"):
             self.client.put_object(
                 Bucket=bucket,
@@ -514,7 +519,6 @@ class ObjectStore:
                 Body=data,
                 ContentMD5=base64.b64encode(md5.digest()).decode(),
                 Metadata={SHA256_METADATA_KEY: sha256},
-                **extra,
             )
         self._verify_etag(bucket, key, md5.hexdigest(), len(data), sha256)
         return UploadResult(bucket, key, len(data), sha256, md5.hexdigest())
@@ -522,18 +526,13 @@ class ObjectStore:
     def _put_multipart(
         self,
         fd: BinaryIO,
-        size: int,
         bucket: str,
         key: str,
         part_size: int,
-        tags: list,
         progress: Callable[[int], None] | None,
     ) -> UploadResult:
-        extra = {"Tagging": _tagging_header(tags)} if tags else {}
         with self._errors(f"start the upload of s3://{bucket}/{key}"):
-            upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, **extra)[
-                "UploadId"
-            ]
+            upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
         try:
             sha256, digests, parts, total = self._send_parts(
                 fd, bucket, key, upload_id, part_size, progress
@@ -658,7 +657,6 @@ class ObjectStore:
                 CopySourceIfMatch=f'"{etag}"',
                 Metadata={SHA256_METADATA_KEY: sha256},
                 MetadataDirective="REPLACE",
-                TaggingDirective="COPY",
             )
         self._verify_etag(bucket, key, etag, size, sha256)
 
@@ -699,7 +697,3 @@ class ObjectStore:
                         Bucket=bucket, Key=upload.key, UploadId=upload.upload_id
                     )
         return stale
-
-
-def _tagging_header(tags: list[dict]) -> str:
-    return "&".join(f"{t['Key']}={t['Value']}" for t in tags)
