@@ -11,6 +11,24 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CKAN = str(Path(sys.executable).with_name("ckan"))
+# CKAN 2.11 reads the logging set-up from the top ini file only
+LOGGING = """
+[loggers]
+keys = root
+[handlers]
+keys = console
+[formatters]
+keys = generic
+[logger_root]
+level = INFO
+handlers = console
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+formatter = generic
+[formatter_generic]
+format = %(levelname)s [%(name)s] %(message)s
+"""
 
 
 def run_ckan(tmp_path, options: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -18,7 +36,7 @@ def run_ckan(tmp_path, options: dict[str, str], *args: str) -> subprocess.Comple
     ini = tmp_path / "site.ini"
     lines = ["[app:main]", f"use = config:{REPO / 'test.ini'}"]
     lines += [f"{key} = {value}" for key, value in options.items()]
-    ini.write_text("\n".join(lines) + "\n")
+    ini.write_text("\n".join(lines) + LOGGING)
     return subprocess.run(
         [CKAN, "-c", str(ini), *args],
         capture_output=True,
