@@ -17,5 +17,4 @@ lint:
 	.venv/bin/ruff check .
 
 benchmark:  ## the S3 upload benchmark (1 GiB and 2 GiB files)
-	bash scripts/services.sh && bash scripts/venv.sh 2.12
-	.venv/bin/python benchmarks/upload.py
+	bash scripts/benchmark.sh

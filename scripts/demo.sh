@@ -113,6 +113,6 @@ cat <<MSG
   Password:  $(cat "$password_file")
   Config:    $INI
   Log:       $DEMO_DIR/ckan-web.log
-  Stop with: make stop
+  Stop with: bash scripts/demo.sh stop
 
 MSG

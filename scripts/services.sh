@@ -12,7 +12,7 @@ SOLR_PORT=${DCOR_SOLR_PORT:-8983}
 mkdir -p "$STATE_DIR"
 
 # PostgreSQL
-apt_install postgresql curl ca-certificates
+apt_install postgresql curl ca-certificates procps python3
 if ! pg_isready -q -h 127.0.0.1; then
     cluster=$(pg_lsclusters --no-header | awk 'NR==1 {print $1" "$2}')
     [ -n "$cluster" ] || die "no PostgreSQL cluster found (pg_lsclusters)"

@@ -209,7 +209,7 @@ def parse_date(text):
 
 def format_date(date):
     """Solr's canonical form: UTC, 'Z', milliseconds only when non-zero."""
-    ms = ".%03d" % (date.microsecond // 1000) if date.microsecond else ""
+    ms = f".{date.microsecond // 1000:03d}" if date.microsecond else ""
     return date.strftime("%Y-%m-%dT%H:%M:%S") + ms + "Z"
 
 
@@ -511,24 +511,23 @@ class Core:
                 if not is_multi(key):
                     if len(value) > 1:
                         raise SolrError(
-                            "ERROR: [doc=%s] multiple values encountered for "
-                            "non multiValued field %s: %s"
-                            % (doc.get("index_id"), key, value))
+                            "ERROR: [doc={}] multiple values encountered for "
+                            "non multiValued field {}: {}".format(doc.get("index_id"), key, value))
                     value = value[0]
             elif value is None:
                 continue
             elif isinstance(value, dict):
                 raise SolrError("atomic updates / child documents are not "
-                                "supported by the stand-in (field %s)" % key)
+                                f"supported by the stand-in (field {key})")
             elif is_multi(key):
                 value = [value]
             if field_type(key) == "date":
                 dates = [parse_date(as_str(v)) for v in (
                     value if isinstance(value, list) else [value])]
                 if None in dates:
-                    raise SolrError("ERROR: [doc=%s] Error adding field '%s'="
-                                    "'%s' msg=Invalid Date String"
-                                    % (doc.get("index_id"), key, value))
+                    raise SolrError(
+                        f"ERROR: [doc={doc.get('index_id')}] Error adding field "
+                        f"'{key}'='{value}' msg=Invalid Date String")
                 dates = [format_date(d) for d in dates]
                 value = dates if isinstance(value, list) else dates[0]
             clean[key] = value
@@ -573,7 +572,7 @@ class Core:
         try:
             start, rows = int(p("start", 0) or 0), int(p("rows", 10) or 0)
         except ValueError as e:
-            raise SolrError(str(e))
+            raise SolrError(str(e)) from e
 
         hits = []
         for doc in list(self.docs.values()):
@@ -612,7 +611,7 @@ def sort_hits(hits, spec):
         parts = clause.split()
         if len(parts) != 2 or parts[1].lower() not in ("asc", "desc"):
             raise SolrError("Can't determine a Sort Order (asc or desc) in "
-                            "sort spec '%s'" % clause)
+                            f"sort spec '{clause}'")
         if "(" in parts[0]:
             log.warning("sort functions are not supported: %r", clause)
             continue
@@ -623,7 +622,7 @@ def sort_hits(hits, spec):
             continue
         conv = converter(field)
 
-        def key(hit):
+        def key(hit, conv=conv, field=field):
             vals = [conv(v) for v in values(hit[1], field)]
             vals = [v for v in vals if v is not None]
             return vals[0] if vals else None
@@ -655,7 +654,7 @@ def project(doc, fl, score):
 def facet(field, hits, all_docs, p):
     """facet.field counts as Solr's flat [value, count, ...] list."""
     def param(name, default):
-        return p("f.%s.facet.%s" % (field, name), p("facet." + name, default))
+        return p(f"f.{field}.facet.{name}", p("facet." + name, default))
     limit = int(param("limit", 100))
     mincount = int(param("mincount", 0))
     offset = int(param("offset", 0))
@@ -765,7 +764,7 @@ class Store:
         with self.lock:
             data = {"cores": {n: list(c.docs.values())
                               for n, c in self.cores.items()}}
-            tmp = "%s.tmp%d" % (self.data_file, os.getpid())
+            tmp = f"{self.data_file}.tmp{os.getpid()}"
             with open(tmp, "w", encoding="utf-8") as fd:
                 json.dump(data, fd)
                 fd.flush()
@@ -794,8 +793,8 @@ class Store:
 
 
 SCHEMA_XML = ('<?xml version="1.0" encoding="UTF-8"?>\n'
-              '<schema name="%s" version="1.6">\n'
-              '  <uniqueKey>index_id</uniqueKey>\n</schema>\n' % SCHEMA_NAME)
+              f'<schema name="{SCHEMA_NAME}" version="1.6">\n'
+              '  <uniqueKey>index_id</uniqueKey>\n</schema>\n')
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -859,7 +858,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 log.warning("unsupported request %s %s", self.command,
                             self.path)
-                raise SolrError("unknown handler: %s" % url.path, 404)
+                raise SolrError(f"unknown handler: {url.path}", 404)
         except SolrError as e:
             log.warning("%s %s: %s", self.command, self.path, e)
             self.send(e.code, {"responseHeader": {"status": e.code},
@@ -870,7 +869,7 @@ class Handler(BaseHTTPRequestHandler):
                     "%s %s: %r", self.command, self.path, e,
                     exc_info=code == 500)
             self.send(code, {"responseHeader": {"status": code},
-                             "error": {"msg": "%s: %s" % (type(e).__name__, e),
+                             "error": {"msg": f"{type(e).__name__}: {e}",
                                        "code": code}})
 
 
