@@ -28,6 +28,9 @@ import time
 import uuid
 from pathlib import Path
 
+import boto3
+from botocore.config import Config
+
 from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore, S3Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,8 +61,24 @@ def sha256_of_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def plain_client(settings: S3Settings):
+    """boto3 as a user would set it up for Ceph RGW (FACTS: path style, checksums when required)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        region_name="us-east-1",
+        config=Config(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
 def run_method(method: str, store: ObjectStore, path: Path, bucket: str, key: str) -> None:
-    client = store.client
+    client = plain_client(store.settings)
     if method == "a":
         client.upload_file(str(path), bucket, key)
     elif method == "b":

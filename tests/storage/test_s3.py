@@ -174,6 +174,8 @@ def test_existing_object_is_checked_and_never_overwritten(store, bucket, random_
     with pytest.raises(s3.ObjectConflictError, match="already exists with different content"):
         store.upload_verified(other, bucket, key)
     assert stored_bytes(store, bucket, key) == first.read_bytes()
+    with pytest.raises(s3.ObjectConflictError, match=f"already exists with {2 * MiB} bytes"):
+        store.upload_verified(random_file(MiB, "smaller.bin"), bucket, key)
 
     replaced = store.upload_verified(other, bucket, key, overwrite=True)
     assert not replaced.skipped

@@ -266,7 +266,10 @@ class ObjectStore:
             verify=settings.ssl_verify,
             region_name="us-east-1",
             config=Config(
-                s3={"addressing_style": "path"},
+                # Bodies are not hashed again for the signature: every body is
+                # sent with a Content-MD5 header, which is signed and checked by
+                # the server (over https botocore skips the hash anyway).
+                s3={"addressing_style": "path", "payload_signing_enabled": False},
                 signature_version="s3v4",
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
@@ -489,15 +492,19 @@ class ObjectStore:
         self, path: Path, existing: ObjectInfo, size: int, sha256: str | None
     ) -> UploadResult:
         where = f"s3://{existing.bucket}/{existing.key}"
+        if existing.size != size:
+            raise ObjectConflictError(
+                f"{where} already exists with {existing.size} bytes, {path} has {size}; "
+                "pass overwrite to replace it"
+            )
         local_sha256 = sha256 or sha256_of_file(path)
         remote_sha256 = existing.sha256 or self.object_sha256(
             existing.bucket, existing.key, trust_metadata=False
         )
-        if existing.size != size or remote_sha256 != local_sha256:
+        if remote_sha256 != local_sha256:
             raise ObjectConflictError(
-                f"{where} already exists with different content "
-                f"({existing.size} bytes, SHA-256 {remote_sha256}) than {path} "
-                f"({size} bytes, SHA-256 {local_sha256}); pass overwrite to replace it"
+                f"{where} already exists with different content (SHA-256 {remote_sha256}) "
+                f"than {path} (SHA-256 {local_sha256}); pass overwrite to replace it"
             )
         return UploadResult(
             bucket=existing.bucket,
