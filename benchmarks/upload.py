@@ -9,7 +9,7 @@ each in a fresh process so that its peak RSS is its own; (c) is repeated with a
 file twice as large to show that memory does not grow with file size.
 
 Usage: .venv/bin/python benchmarks/upload.py [--size-mib 1024] [--repeat 3]
-Needs the services (``make services``): the S3 settings come from services.ini.
+Needs the services (``bash scripts/services.sh``): the S3 settings come from services.ini.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore, S3Settings
+from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore, S3Settings, sha256_of_file
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = {
@@ -51,14 +51,6 @@ def settings_from_ini(path: Path) -> S3Settings:
         secret_access_key=section["dcor_object_store.secret_access_key"],
         ssl_verify=section.getboolean("dcor_object_store.ssl_verify", True),
     )
-
-
-def sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fd:
-        while chunk := fd.read(4 * MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def plain_client(settings: S3Settings):

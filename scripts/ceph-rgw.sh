@@ -35,7 +35,7 @@ RGW_NAME=client.rgw.dcor
 MON_V2_PORT=3300
 MON_V1_PORT=6789
 EMPTY_SHA256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
-BLOCK_SIZE=$((60 * 1024 * 1024 * 1024))   # sparse, 60 GiB
+BLOCK_SIZE=$((32 * 1024 * 1024 * 1024))   # sparse, 32 GiB: grows on the host disk up to this
 
 say() { echo "ceph-rgw: $*"; }
 die() { echo "ceph-rgw: ERROR: $*" >&2; exit 1; }
@@ -195,10 +195,11 @@ rgw_frontends = beast endpoint=127.0.0.1:$RGW_PORT
 rgw_thread_pool_size = 256
 rgw_enable_usage_log = false
 rgw_enable_ops_log = false
-# reclaim deleted objects after 5 min instead of 2 h, so repeated big test
-# uploads do not pile up in the 60 GiB block file
-rgw_gc_obj_min_wait = 300
-rgw_gc_processor_period = 300
+# reclaim deleted objects after 30 s instead of 2 h, so repeated big test
+# uploads do not pile up in the 32 GiB block file (a full OSD refuses writes)
+rgw_gc_obj_min_wait = 30
+rgw_gc_processor_period = 30
+rgw_gc_processor_max_time = 30
 EOF
     mv -f "$tmp" "$CONF"
 }

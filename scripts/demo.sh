@@ -97,7 +97,7 @@ if ! "$CKAN" -c "$INI" user show "$ADMIN" 2>/dev/null | grep -q "name=$ADMIN"; t
 elif [ -n "$new_password" ]; then
     "$CKAN" -c "$INI" user setpass "$ADMIN" -p "$(cat "$password_file")" >/dev/null
 fi
-"$CKAN" -c "$INI" sysadmin add "$ADMIN" >/dev/null 2>&1 || true
+"$CKAN" -c "$INI" sysadmin add "$ADMIN" >/dev/null
 
 stop_web
 say "Starting CKAN on $URL"
@@ -105,6 +105,8 @@ setsid nohup "$CKAN" -c "$INI" run --host 127.0.0.1 --port 5000 --disable-reload
     >>"$DEMO_DIR/ckan-web.log" 2>&1 &
 echo $! >"$PIDFILE"
 wait_for 120 "CKAN on $URL (log: $DEMO_DIR/ckan-web.log)" curl -sf "$URL/api/3/action/status_show"
+kill -0 "$(cat "$PIDFILE")" 2>/dev/null \
+    || die "CKAN did not start (is port 5000 taken by another program?); see $DEMO_DIR/ckan-web.log"
 
 cat <<MSG
 

@@ -23,13 +23,15 @@ if ! pg_isready -q -h 127.0.0.1; then
 else
     say "PostgreSQL already running"
 fi
-psql_admin() { su postgres -c "psql -v ON_ERROR_STOP=1 -qtAX $*"; }
-if [ "$(psql_admin "-c \"SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'\"")" != 1 ]; then
-    psql_admin "-c \"CREATE ROLE $PG_USER LOGIN PASSWORD '$PG_PASSWORD'\""
+sql() { (cd / && runuser -u postgres -- psql -v ON_ERROR_STOP=1 -qtAX -c "$1"); }
+if [ "$(sql "SELECT 1 FROM pg_roles WHERE rolname='$PG_USER'")" != 1 ]; then
+    sql "CREATE ROLE $PG_USER LOGIN"
 fi
+# set on every run: the role may exist from elsewhere with another password
+sql "ALTER ROLE $PG_USER LOGIN PASSWORD '$PG_PASSWORD'"
 for db in "${PG_DATABASES[@]}"; do
-    if [ "$(psql_admin "-c \"SELECT 1 FROM pg_database WHERE datname='$db'\"")" != 1 ]; then
-        psql_admin "-c \"CREATE DATABASE $db OWNER $PG_USER ENCODING 'UTF8' TEMPLATE template0\""
+    if [ "$(sql "SELECT 1 FROM pg_database WHERE datname='$db'")" != 1 ]; then
+        sql "CREATE DATABASE $db OWNER $PG_USER ENCODING 'UTF8' TEMPLATE template0"
     fi
 done
 

@@ -7,13 +7,12 @@ cd "$REPO_DIR"
 
 bash scripts/services.sh
 failed=()
+bash scripts/venv.sh 2.12
+say "Lint (ruff)"
+.venv/bin/ruff check . || failed+=("ruff")
 for series in ${DCOR_CKAN_SERIES:-2.12 2.11}; do
     bash scripts/venv.sh "$series"
     venv=.venv; [ "$series" = 2.12 ] || venv=.venv-$series
-    if [ "$series" = 2.12 ]; then
-        say "Lint (ruff)"
-        "$venv/bin/ruff" check . || failed+=("ruff")
-    fi
     export CKAN_SQLALCHEMY_URL="postgresql://dcor_depot:dcor_depot@127.0.0.1/dcor_depot_test_${series/./_}"
     "$venv/bin/ckan" -c test.ini db upgrade >/dev/null
     say "Tests on CKAN $series"

@@ -24,12 +24,13 @@ pip_quiet() {
     local venv=$1; shift
     "$venv/bin/pip" install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2)
 }
+RUFF_VERSION=0.17.5
 stamp="$venv/.dcor-depot-installed"
-wanted="ckan=$ckan $tests $(sha256sum "$REPO_DIR/pyproject.toml" | cut -c1-16)"
+wanted="ckan=$ckan $tests ruff==$RUFF_VERSION $(sha256sum "$REPO_DIR/pyproject.toml" | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     say "Installing CKAN $ckan and the extension into $venv"
     # shellcheck disable=SC2086
-    pip_quiet "$venv" "ckan[requirements]==$ckan" $tests ruff
+    pip_quiet "$venv" "ckan[requirements]==$ckan" $tests "ruff==$RUFF_VERSION"
     pip_quiet "$venv" -e "$REPO_DIR"
     echo "$wanted" >"$stamp"
 fi

@@ -22,7 +22,7 @@ def sha256_hex(data: bytes) -> str:
 def store(with_plugins) -> ObjectStore:
     """The object store configured in test.ini (services.ini): the real Ceph RGW."""
     store = config.object_store()
-    assert store is not None, "no S3 endpoint configured: run `make services` first"
+    assert store is not None, "no S3 endpoint configured: run `bash scripts/services.sh` first"
     return store
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from ckanext.dcor_depot import config
 
 REPO = Path(__file__).resolve().parents[1]
 CKAN = str(Path(sys.executable).with_name("ckan"))
@@ -50,13 +53,16 @@ def run_ckan(tmp_path, options: dict[str, str], *args: str) -> subprocess.Comple
     "key, value, expected",
     [
         ("dcor_object_store.endpoint_url", "objectstore.example.org", "expected an http(s) URL"),
+        ("dcor_object_store.endpoint_url", "https://h:99999", "expected an http(s) URL"),
+        ("dcor_object_store.endpoint_url", "https://key:pw@h", "must not contain a user name"),
         ("dcor_object_store.access_key_id", "", "required when dcor_object_store.endpoint_url"),
         ("dcor_object_store.secret_access_key", "", "required when"),
         ("dcor_object_store.bucket_name", "circle", "lacks the placeholder"),
         ("dcor_object_store.bucket_name", "Circle_{organization_id}", "not a valid S3 bucket"),
         ("dcor_object_store.ssl_verify", "maybe", "expected true or false"),
         ("dcor_object_store.part_size_mib", "2", "from 5 to 512"),
-        ("dcor_object_store.upload_concurrency", "0", "at least 1"),
+        ("dcor_object_store.upload_concurrency", "0", "from 1 to 32"),
+        ("dcor_object_store.upload_concurrency", "100", "from 1 to 32"),
         ("dcor_object_store.abort_incomplete_multipart_days", "soon", "integer"),
         ("ckanext.dcor_depot.depots_path", "data/depots", "expected an absolute path"),
         ("ckanext.dcor_depot.users_depot_name", "../elsewhere", "single folder name"),
@@ -77,3 +83,11 @@ def test_without_endpoint_s3_is_off_and_the_log_says_so_once(tmp_path):
     assert result.returncode == 1
     assert "No object store configured" in result.stderr
     assert result.stderr.count("S3 features") == 1
+
+
+@pytest.mark.usefixtures("with_plugins")
+def test_path_options_and_their_defaults():
+    assert config.users_depot_name() == f"users-{socket.gethostname()}"
+    assert config.depots_path() == Path("/tmp/dcor-depot-test/depots")
+    assert config.tmp_dir() == Path("/tmp/dcor-depot-test/tmp")
+    assert config.local_backup_location() is None

@@ -17,7 +17,6 @@ log = logging.getLogger(__name__)
 @tk.blanket.cli
 class DCORDepotPlugin(p.SingletonPlugin):
     p.implements(p.IConfigurable, inherit=True)
-    p.implements(p.IResourceController, inherit=True)
 
     # IConfigurable
     def configure(self, config_):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import traceback
 
 import botocore.auth
 import pytest
@@ -182,6 +183,60 @@ def test_existing_object_is_checked_and_never_overwritten(store, bucket, random_
     assert stored_bytes(store, bucket, key) == other.read_bytes()
 
 
+def test_same_size_object_with_other_content_is_a_conflict(store, bucket, random_file):
+    key = s3.object_key("resource", RID)
+    path = random_file(MiB)
+    other = bytearray(path.read_bytes())
+    other[-1] ^= 0xFF
+    store.client.put_object(Bucket=bucket, Key=key, Body=bytes(other))  # no SHA-256 metadata
+    with pytest.raises(s3.ObjectConflictError, match="different content"):
+        store.upload_verified(path, bucket, key)
+    assert stored_bytes(store, bucket, key) == bytes(other)
+
+
+@pytest.mark.parametrize("change", ["rewrite", "append"])
+def test_file_changed_during_upload_stores_nothing(store, bucket, random_file, change):
+    path = random_file(3 * store.settings.part_size)
+    key = s3.object_key("resource", RID)
+
+    def change_file(sent):
+        if change == "rewrite":
+            with open(path, "r+b") as fd:
+                fd.write(b"changed")
+        else:
+            with open(path, "ab") as fd:
+                fd.write(b"more")
+
+    with pytest.raises(s3.UploadVerificationError, match="changed while it was uploaded"):
+        store.upload_verified(path, bucket, key, progress=change_file)
+    assert store.object_info(bucket, key) is None
+    assert open_uploads(store, bucket) == []
+
+
+def test_failed_overwrite_keeps_the_old_object(store, bucket, random_file):
+    key = s3.object_key("resource", RID)
+    old = random_file(2 * store.settings.part_size, "old.bin")
+    store.upload_verified(old, bucket, key)
+    new = random_file(3 * store.settings.part_size, "new.bin")
+    with pytest.raises(s3.UploadVerificationError, match="expected"):
+        store.upload_verified(new, bucket, key, overwrite=True, sha256="0" * 64)
+    assert stored_bytes(store, bucket, key) == old.read_bytes()
+    assert open_uploads(store, bucket) == []
+
+
+def test_visibility_after_upload_is_what_was_asked(store, bucket, random_file):
+    key = s3.object_key("resource", RID)
+    path = random_file(2 * store.settings.part_size)
+    store.upload_verified(path, bucket, key, public=True)
+    assert anonymous_get(store, bucket, key).status_code == 200
+    # a skipped upload still applies the visibility
+    assert store.upload_verified(path, bucket, key, public=False).skipped
+    assert anonymous_get(store, bucket, key).status_code == 403
+    # an overwrite keeps a public object public when asked
+    store.upload_verified(path, bucket, key, public=True, overwrite=True)
+    assert anonymous_get(store, bucket, key).status_code == 200
+
+
 def test_existing_object_without_metadata_is_hashed_before_skipping(store, bucket, random_file):
     key = s3.object_key("resource", RID)
     path = random_file(MiB)
@@ -191,11 +246,14 @@ def test_existing_object_without_metadata_is_hashed_before_skipping(store, bucke
     assert store.upload_verified(path, bucket, key).skipped
 
 
-def test_wrong_expected_sha256_removes_the_object(store, bucket, random_file):
+@pytest.mark.parametrize("parts", [0.5, 2], ids=["single", "multipart"])
+def test_wrong_expected_sha256_stores_nothing(store, bucket, random_file, parts):
     key = s3.object_key("resource", RID)
+    path = random_file(int(parts * store.settings.part_size))
     with pytest.raises(s3.UploadVerificationError, match="expected"):
-        store.upload_verified(random_file(MiB), bucket, key, sha256="0" * 64)
+        store.upload_verified(path, bucket, key, sha256="0" * 64)
     assert store.object_info(bucket, key) is None
+    assert open_uploads(store, bucket) == []
 
 
 def test_presigned_url_allows_get_until_it_expires(store, bucket, random_file, monkeypatch):
@@ -258,14 +316,17 @@ def test_prune_stale_multipart_uploads(store, bucket):
     assert open_uploads(store, bucket) == []
 
 
-def test_wrong_credentials_give_a_clear_error(store):
+def test_wrong_credentials_give_a_clear_error(store, bucket):
     secret = "not-the-secret-" + hashlib.sha1(b"x").hexdigest()
     bad = ObjectStore(dataclasses.replace(store.settings, secret_access_key=secret))
     with pytest.raises(s3.S3AuthError, match="rejected the credentials") as error:
         bad.list_buckets()
     assert "access_key_id" in str(error.value)
-    assert secret not in str(error.value)
+    # neither the message nor the whole chained traceback nor the settings show the secret
+    assert secret not in "".join(traceback.format_exception(error.value))
     assert secret not in repr(bad.settings)
+    with pytest.raises(s3.S3AuthError, match="check dcor_object_store.access_key_id"):
+        bad.object_info(bucket, "resource/abc/def/g")
 
 
 def test_unreachable_endpoint_gives_a_clear_error(store):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from .. import config
-from ..storage.s3 import S3Error
+from ..storage.s3 import S3Error, circle_bucket_prefix
 
 
-@click.command("dcor-check-object-store", context_settings={"show_default": True})
+@click.command("dcor-check-object-store")
 def dcor_check_object_store():
     """Check that the configured S3 object store answers and accepts the credentials.
 
@@ -23,7 +23,7 @@ def dcor_check_object_store():
             "No object store configured: set dcor_object_store.endpoint_url, "
             ".access_key_id and .secret_access_key in the ini file"
         )
-    prefix = _bucket_prefix(store)
+    prefix = circle_bucket_prefix(store.settings.bucket_name_template)
     try:
         buckets = store.list_buckets(prefix=prefix)
     except S3Error as exc:
@@ -32,8 +32,3 @@ def dcor_check_object_store():
     click.echo(f"{len(buckets)} circle bucket(s) matching '{prefix}*'")
     for name in buckets:
         click.echo(f"  {name}")
-
-
-def _bucket_prefix(store) -> str:
-    """The fixed beginning of every circle bucket's name (before the organization id)."""
-    return store.settings.bucket_name_template.split("{organization_id}", 1)[0]

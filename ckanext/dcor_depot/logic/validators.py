@@ -20,10 +20,19 @@ ENDPOINT_KEY = "dcor_object_store.endpoint_url"
 
 def dcor_depot_http_url(value: Any) -> str:
     url = urlparse(str(value))
-    if url.scheme not in ("http", "https") or not url.netloc:
+    try:
+        valid = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+    except ValueError:  # a port that is not a number from 1 to 65535
+        valid = False
+    if not valid:
         raise tk.Invalid(
             f"expected an http(s) URL of the S3 endpoint such as "
             f"https://objectstore.example.org, got {value!r}"
+        )
+    if url.username or url.password:
+        raise tk.Invalid(
+            "the URL must not contain a user name or password; "
+            "set dcor_object_store.access_key_id and .secret_access_key instead"
         )
     return str(value)
 
@@ -69,6 +78,12 @@ def dcor_depot_bool(value: Any) -> bool:
 def dcor_depot_positive_int(value: Any) -> int:
     if not isinstance(value, int) or value < 1:
         raise tk.Invalid(f"expected a whole number of at least 1, got {value!r}")
+    return value
+
+
+def dcor_depot_concurrency(value: Any) -> int:
+    if not isinstance(value, int) or not 1 <= value <= 32:
+        raise tk.Invalid(f"expected a whole number from 1 to 32, got {value!r}")
     return value
 
 

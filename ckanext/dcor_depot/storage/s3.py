@@ -22,6 +22,7 @@ import datetime
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -165,6 +166,11 @@ def circle_bucket_name(template: str, organization_id: str) -> str:
     return name
 
 
+def circle_bucket_prefix(template: str) -> str:
+    """The fixed beginning of every circle bucket's name."""
+    return template.split("{organization_id}", 1)[0]
+
+
 def public_read_policy(bucket: str) -> dict:
     """Bucket policy: anonymous GET only for objects tagged ``public=true``."""
     return {
@@ -209,6 +215,12 @@ def part_size_for(size: int, minimum: int) -> int:
     return -(-needed // MiB) * MiB
 
 
+def _file_state(fd: BinaryIO) -> tuple[int, int, int, int]:
+    """Size, modification times and inode: what changes when a file is rewritten."""
+    stat = os.fstat(fd.fileno())
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+
+
 @contextlib.contextmanager
 def _s3_errors(action: str, endpoint: str) -> Iterator[None]:
     """Turn botocore exceptions into :class:`S3Error` messages a user can act on."""
@@ -238,7 +250,8 @@ def _s3_errors(action: str, endpoint: str) -> Iterator[None]:
             ) from exc
         if code in ("AccessDenied", "403"):
             raise S3AuthError(
-                f"Cannot {action}: access denied by the object store at {endpoint}"
+                f"Cannot {action}: access denied by the object store at {endpoint}; check "
+                "dcor_object_store.access_key_id and .secret_access_key and the bucket's owner"
             ) from exc
         message = error.get("Message") or code or str(exc)
         raise S3Error(f"Cannot {action}: {code}: {message}") from exc
@@ -322,16 +335,6 @@ class ObjectStore:
                     },
                 )
             self._ready_buckets.add(bucket)
-
-    def bucket_exists(self, bucket: str) -> bool:
-        with self._errors(f"look up bucket {bucket}"):
-            try:
-                self.client.head_bucket(Bucket=bucket)
-            except botocore.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
-                    return False
-                raise
-        return True
 
     def list_buckets(self, prefix: str = "") -> list[str]:
         with self._errors("list buckets"):
@@ -448,50 +451,64 @@ class ObjectStore:
         The bucket is created on first use. An existing object is never
         replaced unless ``overwrite``: if its size and SHA-256 equal the
         file's, the upload is skipped; otherwise :class:`ObjectConflictError`.
-        ``sha256`` is the file's known SHA-256 (it spares hashing the file
-        when checking an existing object). ``progress`` is called with the
-        number of bytes sent after each part.
+        ``sha256`` is the file's expected SHA-256: a file that does not match
+        it is not uploaded (and it spares hashing the file when checking an
+        existing object). Afterwards the object is tagged public or not as
+        ``public`` says. ``progress`` is called with the bytes sent per part.
+
+        Two writers racing for the same new key are not excluded (S3 has no
+        portable conditional write); callers serialize uploads of one key.
         """
         path = Path(path)
         if not path.is_file():
             raise S3Error(f"Cannot upload {path}: not a file")
-        size = path.stat().st_size
         self.ensure_bucket(bucket)
         existing = self.object_info(bucket, key)
         if existing is not None and not overwrite:
-            result = self._check_existing(path, existing, size, sha256)
+            result = self._check_existing(path, existing, sha256)
         else:
-            result = self._upload(path, size, bucket, key, progress)
-            problem = None
-            if result.size != size:
-                problem = f"{path} changed while it was uploaded ({size} bytes, {result.size} read)"
-            elif sha256 is not None and sha256 != result.sha256:
-                problem = f"SHA-256 of {path} is {result.sha256}, expected {sha256}"
-            if problem:
-                self.delete_object(bucket, key)
-                raise UploadVerificationError(f"{problem}; the object was removed")
-        if public:
+            result = self._upload(path, bucket, key, sha256, progress)
+        if public or result.skipped:
             # tagged only now: RGW ignores tags given at the start of a multipart
             # upload and drops them when the object is copied onto itself
-            self.set_public(bucket, key, True)
+            self.set_public(bucket, key, public)
         return result
 
     def _upload(
-        self, path: Path, size: int, bucket: str, key: str, progress: Callable[[int], None] | None
+        self,
+        path: Path,
+        bucket: str,
+        key: str,
+        expected_sha256: str | None,
+        progress: Callable[[int], None] | None,
     ) -> UploadResult:
-        part_size = part_size_for(size, self.settings.part_size)
         with open(path, "rb") as fd:
+            before = _file_state(fd)
+            size = before[0]
+            part_size = part_size_for(size, self.settings.part_size)
+
+            def check_read(total: int, sha256: str) -> None:
+                """Refuse to finish an upload of bytes that are not the file's."""
+                if total != size or _file_state(fd) != before:
+                    raise UploadVerificationError(
+                        f"{path} changed while it was uploaded; nothing was stored, upload it again"
+                    )
+                if expected_sha256 is not None and sha256 != expected_sha256:
+                    raise UploadVerificationError(
+                        f"SHA-256 of {path} is {sha256}, expected {expected_sha256}; "
+                        "nothing was stored"
+                    )
+
             if size > part_size:
-                return self._put_multipart(fd, bucket, key, part_size, progress)
-            result = self._put_single(fd, bucket, key)
+                return self._put_multipart(fd, bucket, key, part_size, check_read, progress)
+            result = self._put_single(fd, size, bucket, key, check_read)
         if progress is not None:
             progress(result.size)
         return result
 
-    def _check_existing(
-        self, path: Path, existing: ObjectInfo, size: int, sha256: str | None
-    ) -> UploadResult:
+    def _check_existing(self, path: Path, existing: ObjectInfo, sha256: str | None) -> UploadResult:
         where = f"s3://{existing.bucket}/{existing.key}"
+        size = path.stat().st_size
         if existing.size != size:
             raise ObjectConflictError(
                 f"{where} already exists with {existing.size} bytes, {path} has {size}; "
@@ -515,9 +532,12 @@ class ObjectStore:
             skipped=True,
         )
 
-    def _put_single(self, fd: BinaryIO, bucket: str, key: str) -> UploadResult:
-        data = fd.read()
+    def _put_single(
+        self, fd: BinaryIO, size: int, bucket: str, key: str, check_read: Callable
+    ) -> UploadResult:
+        data = fd.read(size + 1)  # one byte more reveals a file that grew
         sha256 = hashlib.sha256(data).hexdigest()
+        check_read(len(data), sha256)
         md5 = hashlib.md5(data)
         with self._errors(f"upload s3://{bucket}/{key}"):
             self.client.put_object(
@@ -527,8 +547,8 @@ class ObjectStore:
                 ContentMD5=base64.b64encode(md5.digest()).decode(),
                 Metadata={SHA256_METADATA_KEY: sha256},
             )
-        self._verify_etag(bucket, key, md5.hexdigest(), len(data), sha256)
-        return UploadResult(bucket, key, len(data), sha256, md5.hexdigest())
+        self._verify(bucket, key, md5.hexdigest(), size, sha256)
+        return UploadResult(bucket, key, size, sha256, md5.hexdigest())
 
     def _put_multipart(
         self,
@@ -536,6 +556,7 @@ class ObjectStore:
         bucket: str,
         key: str,
         part_size: int,
+        check_read: Callable,
         progress: Callable[[int], None] | None,
     ) -> UploadResult:
         with self._errors(f"start the upload of s3://{bucket}/{key}"):
@@ -544,6 +565,7 @@ class ObjectStore:
             sha256, digests, parts, total = self._send_parts(
                 fd, bucket, key, upload_id, part_size, progress
             )
+            check_read(total, sha256)
             with self._errors(f"complete the upload of s3://{bucket}/{key}"):
                 self.client.complete_multipart_upload(
                     Bucket=bucket,
@@ -555,8 +577,8 @@ class ObjectStore:
             self._abort(bucket, key, upload_id)
             raise
         etag = multipart_etag(digests)
-        self._verify_etag(bucket, key, etag, total, None)
-        self._record_sha256(bucket, key, sha256, etag, total)
+        self._verify(bucket, key, etag, total, None)
+        self._record_sha256(bucket, key, sha256, total)
         return UploadResult(bucket, key, total, sha256, etag)
 
     def _send_parts(
@@ -601,24 +623,24 @@ class ObjectStore:
                     progress(sent)
 
         concurrency = self.settings.upload_concurrency
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="s3-part") as pool:
-            try:
-                number = 0
-                while data := fd.read(part_size):
-                    number += 1
-                    sha256.update(data)
-                    total += len(data)
-                    if len(in_flight) >= concurrency:
-                        done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                        collect(done)
-                    in_flight.add(pool.submit(send, number, data))
-                    del data
-                done, in_flight = wait(in_flight)
-                collect(done)
-            except BaseException:
-                for future in in_flight:
-                    future.cancel()
-                raise
+        pool = ThreadPoolExecutor(concurrency, thread_name_prefix="s3-part")
+        try:
+            number = 0
+            while data := fd.read(part_size):
+                number += 1
+                sha256.update(data)
+                total += len(data)
+                if len(in_flight) >= concurrency:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    collect(done)
+                in_flight.add(pool.submit(send, number, data))
+                del data
+            done, in_flight = wait(in_flight)
+            collect(done)
+        finally:
+            # on failure, do not wait for parts in flight: the caller aborts
+            # the upload, and a part that finishes later is refused
+            pool.shutdown(wait=not in_flight, cancel_futures=True)
         order = sorted(etags)
         return (
             sha256.hexdigest(),
@@ -627,9 +649,8 @@ class ObjectStore:
             total,
         )
 
-    def _verify_etag(
-        self, bucket: str, key: str, etag: str, size: int, sha256: str | None
-    ) -> ObjectInfo:
+    def _verify(self, bucket: str, key: str, etag: str, size: int, sha256: str | None) -> None:
+        """HEAD the new object; remove it and raise if it is not what was sent."""
         info = self.object_info(bucket, key)
         problem = None
         if info is None:
@@ -647,25 +668,30 @@ class ObjectStore:
                 f"Upload of s3://{bucket}/{key} failed verification: {problem}; "
                 "the object was removed, upload it again"
             )
-        return info
 
-    def _record_sha256(self, bucket: str, key: str, sha256: str, etag: str, size: int) -> None:
+    def _record_sha256(self, bucket: str, key: str, sha256: str, size: int) -> None:
         """Store the SHA-256 in the metadata of an object made by a multipart upload.
 
         The hash is only known once the last part was read, after the upload
-        began; a copy of the object onto itself replaces its metadata (RGW does
-        this without copying data) and keeps its ETag, which is checked again.
+        began. Copying the verified object onto itself replaces its metadata;
+        Ceph RGW does this without copying data and keeps the ETag (AWS S3
+        refuses such a copy above 5 GB). If it fails, the verified object
+        stays, and :meth:`object_sha256` falls back to streaming it.
         """
         with self._errors(f"record the SHA-256 of s3://{bucket}/{key}"):
             self.client.copy_object(
                 Bucket=bucket,
                 Key=key,
                 CopySource={"Bucket": bucket, "Key": key},
-                CopySourceIfMatch=f'"{etag}"',
                 Metadata={SHA256_METADATA_KEY: sha256},
                 MetadataDirective="REPLACE",
             )
-        self._verify_etag(bucket, key, etag, size, sha256)
+        info = self.object_info(bucket, key)
+        if info is None or info.size != size or info.sha256 != sha256:
+            raise UploadVerificationError(
+                f"s3://{bucket}/{key} was uploaded and verified, but recording its SHA-256 "
+                "in the object's metadata failed; run the upload again to retry"
+            )
 
     def _abort(self, bucket: str, key: str, upload_id: str) -> None:
         try:
