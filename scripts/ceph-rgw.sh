@@ -299,48 +299,38 @@ wait_for() {
     done
 }
 
-start_mon() {
-    [[ -z "${STARTED_MON:-}" ]] || return 0   # already done by bootstrap
-    if [[ -n "$(daemon_pid "mon.$MON_ID")" ]]; then
-        wait_for ceph-mon mon_ok "mon.$MON_ID" "$LOG/mon.$MON_ID.log"
-        say "ceph-mon already running"
+# start_daemon PROGRAM CHECK NAME ARGS...: start one daemon unless it runs,
+# then wait until CHECK passes.
+start_daemon() {
+    local program=$1 check=$2 name=$3
+    shift 3
+    if [[ -n "$(daemon_pid "$name")" ]]; then
+        wait_for "$program" "$check" "$name" "$LOG/$name.log"
+        say "$program already running"
         return
     fi
-    clean_stale "mon.$MON_ID"
-    ceph-mon -c "$CONF" -i "$MON_ID" 9>&- >>"$LOG/mon.$MON_ID.stderr" 2>&1 \
-        || { show_log "$LOG/mon.$MON_ID.stderr" "$LOG/mon.$MON_ID.log"; die "ceph-mon failed to start"; }
-    wait_for ceph-mon mon_ok "mon.$MON_ID" "$LOG/mon.$MON_ID.log"
-    say "ceph-mon started"
+    clean_stale "$name"
+    "$program" -c "$CONF" "$@" 9>&- >>"$LOG/$name.stderr" 2>&1 \
+        || { show_log "$LOG/$name.stderr" "$LOG/$name.log"; die "$program failed to start"; }
+    wait_for "$program" "$check" "$name" "$LOG/$name.log"
+    say "$program started"
+}
+
+# the bootstrap starts mon and osd itself; the STARTED_* flags skip a second start
+start_mon() {
+    [[ -z "${STARTED_MON:-}" ]] || return 0
+    start_daemon ceph-mon mon_ok "mon.$MON_ID" -i "$MON_ID"
     STARTED_MON=1
 }
 
 start_osd() {
-    [[ -z "${STARTED_OSD:-}" ]] || return 0   # already done by bootstrap
-    if [[ -n "$(daemon_pid "osd.$OSD_ID")" ]]; then
-        wait_for ceph-osd osd_ok "osd.$OSD_ID" "$LOG/osd.$OSD_ID.log"
-        say "ceph-osd already running"
-        return
-    fi
-    clean_stale "osd.$OSD_ID"
-    ceph-osd -c "$CONF" -i "$OSD_ID" 9>&- >>"$LOG/osd.$OSD_ID.stderr" 2>&1 \
-        || { show_log "$LOG/osd.$OSD_ID.stderr" "$LOG/osd.$OSD_ID.log"; die "ceph-osd failed to start"; }
-    wait_for ceph-osd osd_ok "osd.$OSD_ID" "$LOG/osd.$OSD_ID.log"
-    say "ceph-osd started"
+    [[ -z "${STARTED_OSD:-}" ]] || return 0
+    start_daemon ceph-osd osd_ok "osd.$OSD_ID" -i "$OSD_ID"
     STARTED_OSD=1
 }
 
 start_rgw() {
-    [[ -z "${STARTED_RGW:-}" ]] || return 0   # already done by bootstrap
-    if [[ -n "$(daemon_pid "$RGW_NAME")" ]]; then
-        wait_for radosgw rgw_ok "$RGW_NAME" "$LOG/$RGW_NAME.log"
-        say "radosgw already running (http://127.0.0.1:$RGW_PORT)"
-        return
-    fi
-    clean_stale "$RGW_NAME"
-    radosgw -c "$CONF" -n "$RGW_NAME" 9>&- >>"$LOG/$RGW_NAME.stderr" 2>&1 \
-        || { show_log "$LOG/$RGW_NAME.stderr" "$LOG/$RGW_NAME.log"; die "radosgw failed to start"; }
-    wait_for radosgw rgw_ok "$RGW_NAME" "$LOG/$RGW_NAME.log"
-    say "radosgw started (http://127.0.0.1:$RGW_PORT)"
+    start_daemon radosgw rgw_ok "$RGW_NAME" -n "$RGW_NAME"
 }
 
 stop_daemon() {
