@@ -75,19 +75,13 @@ def dcor_depot_bool(value: Any) -> bool:
     raise tk.Invalid(f"expected true or false, got {value!r}")
 
 
-def dcor_depot_positive_int(value: Any) -> int:
-    if not isinstance(value, int) or value < 1:
-        raise tk.Invalid(f"expected a whole number of at least 1, got {value!r}")
-    return value
+def dcor_depot_int_range(low: int, high: int | None = None):
+    """A validator of a whole number from ``low`` to ``high`` (no upper bound when None)."""
+    expected = f"from {low} to {high}" if high is not None else f"of at least {low}"
 
+    def validator(value: Any) -> int:
+        if not isinstance(value, int) or value < low or (high is not None and value > high):
+            raise tk.Invalid(f"expected a whole number {expected}, got {value!r}")
+        return value
 
-def dcor_depot_concurrency(value: Any) -> int:
-    if not isinstance(value, int) or not 1 <= value <= 32:
-        raise tk.Invalid(f"expected a whole number from 1 to 32, got {value!r}")
-    return value
-
-
-def dcor_depot_part_size(value: Any) -> int:
-    if not isinstance(value, int) or not 5 <= value <= 512:
-        raise tk.Invalid(f"expected a part size in MiB from 5 to 512, got {value!r}")
-    return value
+    return validator
