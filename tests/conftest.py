@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from ckan.tests import factories
+
 from ckanext.dcor_depot import config
-from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore
+from ckanext.dcor_depot.jobs.queue import QUEUES
+from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore, circle_bucket_prefix
 
 
 def sha256_hex(data: bytes) -> str:
@@ -32,12 +37,7 @@ def bucket(store):
     name = f"dcor-test-{uuid.uuid4().hex[:12]}"
     store.ensure_bucket(name)
     yield name
-    client = store.client
-    for upload in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
-        client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
-    for obj in store.iter_objects(name):
-        client.delete_object(Bucket=name, Key=obj.key)
-    client.delete_bucket(Bucket=name)
+    _remove_bucket(store, name)
 
 
 @pytest.fixture
@@ -89,3 +89,67 @@ def rtdc_file(tmp_path):
         return path
 
     return make
+
+
+#: The ckan command of the virtualenv running the tests.
+CKAN = str(Path(sys.executable).parent / "ckan")
+#: The ini file of the test run (pytest's --ckan-ini).
+TEST_INI = str(Path(__file__).parent.parent / "test.ini")
+
+
+@pytest.fixture
+def clean_circles(store):
+    """Empty and remove the tests' circle buckets after the test."""
+    yield
+    prefix = circle_bucket_prefix(store.settings.bucket_name_template)
+    for name in store.list_buckets(prefix=prefix):
+        _remove_bucket(store, name)
+
+
+def _remove_bucket(store: ObjectStore, name: str) -> None:
+    client = store.client
+    for upload in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+        client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+    for obj in store.iter_objects(name):
+        client.delete_object(Bucket=name, Key=obj.key)
+    client.delete_bucket(Bucket=name)
+
+
+def worker_command(ini: str = TEST_INI) -> list[str]:
+    """A real RQ worker on the depot's queues that stops when they are empty."""
+    return [CKAN, "-c", ini, "jobs", "worker", "--burst", *QUEUES]
+
+
+@pytest.fixture
+def run_worker():
+    """Factory: run a burst worker in its own process; assert it ends well."""
+
+    def run(ini: str = TEST_INI) -> str:
+        proc = subprocess.run(
+            worker_command(ini), capture_output=True, text=True, timeout=600, check=False
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stderr
+
+    return run
+
+
+@pytest.fixture
+def api_upload(app):
+    """Factory: upload a file through CKAN's API (resource_create), as ``user``."""
+
+    def upload(user: dict, package_id: str, path: Path, name: str | None = None) -> dict:
+        token = factories.APIToken(user=user["name"])["token"]
+        data = {"package_id": package_id, "name": name if name is not None else path.name}
+        with open(path, "rb") as fd:
+            data["upload"] = (fd, path.name)
+            response = app.post(
+                "/api/action/resource_create",
+                data=data,
+                headers={"Authorization": token},
+                content_type="multipart/form-data",
+            )
+        assert response.status_code == 200, response.body
+        return response.json["result"]
+
+    return upload

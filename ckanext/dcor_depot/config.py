@@ -60,3 +60,13 @@ def tmp_dir() -> Path:
 def local_backup_location() -> Path | None:
     location = tk.config.get("dcor_object_store.local_backup_location")
     return Path(location) if location else None
+
+
+def job_timeout(queue: str) -> int:
+    """Seconds a job on one of the depot's queues may run (``dcor-short``/``dcor-normal``)."""
+    return int(tk.config[f"ckanext.dcor_depot.job_timeout_{queue.removeprefix('dcor-')}"])
+
+
+def lock_dir() -> Path:
+    """Folder of the lock files that serialize the jobs of one resource (flock)."""
+    return tmp_dir() / "locks"

@@ -221,6 +221,11 @@ def _file_state(fd: BinaryIO) -> tuple[int, int, int, int]:
     return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
 
 
+def _is_missing(exc: botocore.exceptions.ClientError) -> bool:
+    """The error says that the object or its bucket does not exist."""
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NoSuchBucket")
+
+
 @contextlib.contextmanager
 def _s3_errors(action: str, endpoint: str) -> Iterator[None]:
     """Turn botocore exceptions into :class:`S3Error` messages a user can act on."""
@@ -348,11 +353,7 @@ class ObjectStore:
             try:
                 head = self.client.head_object(Bucket=bucket, Key=key)
             except botocore.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in (
-                    "404",
-                    "NoSuchKey",
-                    "NoSuchBucket",
-                ):
+                if _is_missing(exc):
                     return None
                 raise
         return ObjectInfo(
@@ -417,9 +418,25 @@ class ObjectStore:
                 self.client.delete_object_tagging(Bucket=bucket, Key=key)
 
     def is_public(self, bucket: str, key: str) -> bool:
+        visible = self.visibility(bucket, key)
+        if visible is None:
+            raise S3Error(f"Object s3://{bucket}/{key} does not exist")
+        return visible
+
+    def visibility(self, bucket: str, key: str) -> bool | None:
+        """True when the object is tagged public, False when not, None when it does not exist."""
         with self._errors(f"read tags of s3://{bucket}/{key}"):
-            tags = self.client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
+            try:
+                tags = self.client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
+            except botocore.exceptions.ClientError as exc:
+                if _is_missing(exc):
+                    return None
+                raise
         return PUBLIC_TAG in tags
+
+    def object_url(self, bucket: str, key: str) -> str:
+        """The object's URL (readable anonymously only while it is tagged public)."""
+        return f"{self.settings.endpoint_url.rstrip('/')}/{bucket}/{key}"
 
     def presigned_get_url(
         self, bucket: str, key: str, expires_in: int, filename: str | None = None

@@ -1,0 +1,63 @@
+"""Job (queue dcor-normal): record the metadata of a DC (.rtdc) file on its resource."""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from typing import Any
+
+from . import site
+
+log = logging.getLogger(__name__)
+
+#: Resource field that says why dclab could not read the file.
+DC_ERROR_FIELD = "dc_error"
+
+
+def record_dc_metadata(resource_id: str) -> str:
+    """Set ``dc:<section>:<key>`` and ``format`` on the resource.
+
+    A file dclab cannot read is reported in :data:`DC_ERROR_FIELD` and the
+    log; the job then succeeds, so nothing waits on a broken file.
+    """
+    resource = site.show_resource(resource_id)
+    if not site.is_dc_file(resource):
+        return f"resource {resource_id}: not a DC file"
+    path = site.ckan_path(resource_id)
+    try:
+        fields = dc_fields(str(path))
+    except Exception as exc:  # dclab raises many kinds (OSError, KeyError, ValueError...)
+        problem = f"dclab cannot read this file: {type(exc).__name__}: {exc}"
+        log.error("resource %s (%s): %s", resource_id, path, problem)
+        site.patch_resource(resource_id, {DC_ERROR_FIELD: problem})
+        return f"resource {resource_id}: {problem}"
+    site.patch_resource(resource_id, fields)
+    return f"resource {resource_id}: {len(fields)} fields recorded, format {fields['format']}"
+
+
+def dc_fields(path: str) -> dict[str, Any]:
+    import dclab
+
+    with dclab.new_dataset(path) as ds:
+        fields: dict[str, Any] = {}
+        for section in dclab.dfn.CFG_METADATA:
+            if section in ds.config:
+                for key, value in ds.config[section].items():
+                    fields[f"dc:{section}:{key}"] = _json_value(value)
+        fluorescence = "fluorescence" in ds.config or any(
+            f.startswith("fl") for f in ds.features_innate
+        )
+    fields["format"] = "RT-FDC" if fluorescence else "RT-DC"
+    return fields
+
+
+def _json_value(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalar
+        value = value.item()
+    if isinstance(value, bool | str) or value is None:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return str(value)

@@ -1,0 +1,34 @@
+"""Job (queue dcor-short): move an uploaded file into the user depot, symlink it from CKAN."""
+
+from __future__ import annotations
+
+import logging
+
+import ckan.model as model
+
+from .. import config
+from ..storage.depot import depot_path_for, move_into_depot
+from . import site
+
+log = logging.getLogger(__name__)
+
+
+def symlink_resource(resource_id: str) -> str:
+    resource = site.show_resource(resource_id)
+    package = site.show_package(resource["package_id"])
+    creator = model.User.get(package.get("creator_user_id") or "")
+    organization = package.get("organization") or {}
+    depot_path = depot_path_for(
+        depots_path=config.depots_path(),
+        users_depot_name=config.users_depot_name(),
+        user_name=creator.name if creator else "unknown-user",
+        org_name=organization.get("name") or "no-circle",
+        package_id=package["id"],
+        package_name=package["name"],
+        resource_id=resource_id,
+        resource_name=resource.get("name") or "",
+    )
+    result = move_into_depot(site.ckan_path(resource_id), depot_path, config.lock_dir())
+    message = f"resource {resource_id}: {result.action} to {result.depot_path}"
+    log.info(message)
+    return message

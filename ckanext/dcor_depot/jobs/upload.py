@@ -1,0 +1,65 @@
+"""Job (queue dcor-normal): verified upload of a resource's file to its circle bucket."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from .. import config
+from ..storage.depot import exclusive_lock
+from ..storage.s3 import object_key
+from . import site
+
+log = logging.getLogger(__name__)
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def upload_resource(resource_id: str) -> str:
+    store = config.object_store()
+    if store is None:
+        return "S3 is off (dcor_object_store.endpoint_url is not set)"
+    resource = site.show_resource(resource_id)
+    package = site.show_package(resource["package_id"])
+    if not package.get("owner_org"):
+        raise site.JobError(
+            f"Dataset {package['name']} has no organization (circle), so resource "
+            f"{resource_id} has no circle bucket; add the dataset to a circle and run "
+            "`ckan run-jobs-dcor-depot`"
+        )
+    path = site.ckan_path(resource_id)
+    if not path.is_file():
+        raise site.JobError(f"The file of resource {resource_id} is missing at {path}")
+    bucket = store.circle_bucket(package["owner_org"])
+    key = object_key("resource", resource_id)
+    # a checksum the client gave with the resource must hold for the upload
+    claimed = (resource.get("sha256") or "").lower()
+    public = site.is_public(package)
+    with exclusive_lock(config.lock_dir() / f"{resource_id}.upload.lock"):
+        result = store.upload_verified(
+            path,
+            bucket,
+            key,
+            sha256=claimed if _SHA256_RE.match(claimed) else None,
+            public=public,
+        )
+    site.patch_resource(
+        resource_id,
+        {
+            "sha256": result.sha256,
+            "size": result.size,
+            "etag": result.etag,
+            "s3_available": True,
+            "s3_url": store.object_url(bucket, key),
+        },
+    )
+    # the dataset may have changed visibility while the file was uploaded;
+    # from now on the visibility job sees s3_available and handles changes
+    if site.is_public(site.show_package(package["id"])) != public:
+        store.set_public(bucket, key, not public)
+    message = (
+        f"resource {resource_id}: {'already verified at' if result.skipped else 'uploaded to'} "
+        f"s3://{bucket}/{key} ({result.size} bytes, sha256 {result.sha256})"
+    )
+    log.info(message)
+    return message

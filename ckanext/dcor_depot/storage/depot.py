@@ -1,0 +1,189 @@
+"""The depot layer: where a resource's file lives on block storage.
+
+CKAN keeps an uploaded file at ``<storage_path>/resources/RES/OUR/CEID``.
+The depot keeps the same bytes under a path a human can browse
+(:func:`depot_path_for`), and CKAN's path becomes a symlink to it
+(:func:`move_into_depot`). Like ``s3.py``, this module knows nothing of CKAN.
+
+Crash model of :func:`move_into_depot`: the file first gets a second name in
+the depot (a hard link, or on another filesystem a copy that is synced to disk
+and re-read from disk to verify it), and only then is CKAN's path replaced by a
+symlink in one ``rename``. Killed at any moment, CKAN's path is either the
+original file or a symlink to a complete depot file; a leftover ``.part`` file
+in the depot is replaced by the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
+
+#: Longest file name (in bytes) most filesystems accept.
+NAME_MAX = 255
+_COPY_CHUNK = 4 * 1024**2
+_UNSAFE_RE = re.compile(r"[\x00-\x1f\x7f/\\]+")
+
+
+class DepotError(Exception):
+    """A file could not be moved into the depot; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DepotResult:
+    depot_path: Path
+    #: "moved" (same filesystem, no copy), "copied" (other filesystem) or
+    #: "already" (CKAN's path was already a symlink to a complete depot file)
+    action: str
+
+
+def safe_name(text: str, max_bytes: int = 100, fallback: str = "unnamed") -> str:
+    """One path component made from a user-supplied name.
+
+    Separators, NUL and control characters become ``_``, leading dots are
+    dropped (no ``..``, no hidden files), the result is NFC-normalised and cut
+    to ``max_bytes`` of UTF-8 without splitting a character.
+    """
+    name = unicodedata.normalize("NFC", str(text or ""))
+    name = _UNSAFE_RE.sub("_", name).strip().lstrip(".")
+    name = name.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore").strip()
+    return name or fallback
+
+
+def depot_path_for(
+    depots_path: Path,
+    users_depot_name: str,
+    user_name: str,
+    org_name: str,
+    package_id: str,
+    package_name: str,
+    resource_id: str,
+    resource_name: str,
+) -> Path:
+    """``<depots>/<users depot>/<user>-<org>/<pkgid[:2]>/<pkgid[2:4]>/<pkg>_<resid>_<resname>``.
+
+    Every component is made safe with :func:`safe_name`; the file name is cut
+    to :data:`NAME_MAX` bytes, shortening the resource name first.
+    """
+    pkg_id = safe_name(package_id, 36)
+    stem = f"{safe_name(package_name)}_{safe_name(resource_id, 36)}_"
+    room = NAME_MAX - len(stem.encode("utf-8"))
+    root = Path(depots_path) / safe_name(users_depot_name)
+    path = (
+        root
+        / f"{safe_name(user_name)}-{safe_name(org_name)}"
+        / pkg_id[:2]
+        / pkg_id[2:4]
+        / (stem + safe_name(resource_name, room, fallback="resource"))
+    )
+    if os.path.commonpath([root, path]) != str(root) or ".." in path.parts:
+        raise DepotError(f"Refusing depot path {path}: it leaves {root}")
+    return path
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (released when the process dies)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as fd:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def is_in_depot(ckan_path: Path) -> bool:
+    """True when CKAN's path is a symlink to an existing regular file."""
+    return ckan_path.is_symlink() and ckan_path.is_file()
+
+
+def move_into_depot(ckan_path: Path, depot_path: Path, lock_dir: Path) -> DepotResult:
+    """Put the file at ``ckan_path`` at ``depot_path`` and symlink it from ``ckan_path``.
+
+    Safe to run twice or from two processes at once (an exclusive lock per
+    file in ``lock_dir``); safe to kill at any moment (see the module's
+    docstring). A symlink that already points at a complete file is left as
+    it is, even if it points elsewhere than ``depot_path``.
+    """
+    ckan_path = Path(ckan_path)
+    depot_path = Path(depot_path).absolute()
+    # CKAN's path ends in RES/OUR/CEID: together, the resource id
+    file_id = "".join(ckan_path.parts[-3:])
+    with exclusive_lock(Path(lock_dir) / f"{file_id}.depot.lock"):
+        if is_in_depot(ckan_path):
+            return DepotResult(ckan_path.resolve(), "already")
+        if ckan_path.is_symlink():
+            raise DepotError(
+                f"{ckan_path} is a symlink to {os.readlink(ckan_path)}, which is missing"
+            )
+        if not ckan_path.is_file():
+            raise DepotError(f"{ckan_path} does not exist: nothing to move into the depot")
+        depot_path.parent.mkdir(parents=True, exist_ok=True)
+        part = depot_path.with_name(f".{file_id}.part")
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+        before = os.stat(ckan_path)
+        try:
+            os.link(ckan_path, part)
+            action = "moved"
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+            _copy_verified(ckan_path, part)
+            action = "copied"
+        after = os.stat(ckan_path)
+        if (before.st_ino, before.st_size, before.st_mtime_ns) != (
+            after.st_ino,
+            after.st_size,
+            after.st_mtime_ns,
+        ):
+            part.unlink()
+            raise DepotError(f"{ckan_path} changed while it was moved into the depot; run again")
+        os.replace(part, depot_path)
+        _fsync_dir(depot_path.parent)
+        link = ckan_path.with_name(f"{ckan_path.name}.dcor-symlink")
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        os.symlink(depot_path, link)
+        os.replace(link, ckan_path)
+        _fsync_dir(ckan_path.parent)
+        return DepotResult(depot_path, action)
+
+
+def _copy_verified(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target``, sync it, and re-read it from disk to compare SHA-256."""
+    expected = hashlib.sha256()
+    with open(source, "rb") as src, open(target, "xb") as dst:
+        while chunk := src.read(_COPY_CHUNK):
+            expected.update(chunk)
+            dst.write(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+        # drop the cached pages so that the check below reads what is on disk
+        os.posix_fadvise(dst.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    actual = hashlib.sha256()
+    with open(target, "rb") as fd:
+        while chunk := fd.read(_COPY_CHUNK):
+            actual.update(chunk)
+    if actual.hexdigest() != expected.hexdigest():
+        target.unlink()
+        raise DepotError(
+            f"The copy of {source} at {target} differs from the original "
+            f"(SHA-256 {actual.hexdigest()} != {expected.hexdigest()}); nothing was changed"
+        )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

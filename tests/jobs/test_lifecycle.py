@@ -1,0 +1,231 @@
+"""The resource lifecycle with real RQ workers: upload through the API, run
+``ckan jobs worker --burst`` in a separate process, then check what a user
+and an operator would see: the depot file, CKAN's symlink, the S3 object's
+bytes, the resource's fields and anonymous access."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from ckan.lib.jobs import get_queue
+from ckan.tests import factories, helpers
+
+from ckanext.dcor_depot import config
+from ckanext.dcor_depot.jobs import queue, site
+from ckanext.dcor_depot.storage.s3 import object_key
+
+from ..conftest import TEST_INI, sha256_hex, worker_command
+
+pytestmark = pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index", "clean_queues")
+
+
+def sha256_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fd:
+        while chunk := fd.read(4 * 1024**2):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def anonymous_status(url: str) -> int:
+    return requests.get(url, timeout=30).status_code
+
+
+@pytest.fixture
+def circle():
+    """A user, the circle (organization) they administer and a private dataset of theirs."""
+    user = factories.User(name="alice")
+    org = factories.Organization(name="hl60-lab", users=[{"name": "alice", "capacity": "admin"}])
+    dataset = factories.Dataset(
+        name="hl60-deformability", owner_org=org["id"], private=True, user=user
+    )
+    return user, org, dataset
+
+
+def set_visibility(dataset_id: str, **fields) -> None:
+    helpers.call_action("package_patch", id=dataset_id, **fields)
+
+
+@pytest.mark.usefixtures("clean_circles")
+def test_upload_reaches_depot_and_s3_and_follows_visibility(
+    circle, api_upload, run_worker, rtdc_file, store
+):
+    user, org, dataset = circle
+    path = rtdc_file(events=5000, name="cells.rtdc")
+    expected = sha256_path(path)
+    resource = api_upload(user, dataset["id"], path)
+    rid = resource["id"]
+
+    run_worker()
+
+    # depot file with a human-readable path, CKAN's path a symlink to it
+    ckan_path = site.ckan_path(rid)
+    depot_file = (
+        config.depots_path()
+        / config.users_depot_name()
+        / "alice-hl60-lab"
+        / dataset["id"][:2]
+        / dataset["id"][2:4]
+        / f"hl60-deformability_{rid}_cells.rtdc"
+    )
+    assert ckan_path.is_symlink()
+    assert Path(os.readlink(ckan_path)) == depot_file
+    assert sha256_path(depot_file) == expected
+    # the object in the circle bucket holds the same bytes
+    bucket = f"test-circle-{org['id']}"
+    body = store.client.get_object(Bucket=bucket, Key=object_key("resource", rid))["Body"].read()
+    assert sha256_hex(body) == expected
+    # the resource says so, and carries the DC metadata
+    shown = helpers.call_action("resource_show", id=rid)
+    assert shown["sha256"] == expected
+    assert shown["size"] == path.stat().st_size
+    assert shown["s3_available"] is True
+    assert shown["s3_url"] == f"{store.settings.endpoint_url}/{bucket}/{object_key('resource', rid)}"
+    assert shown["etag"] == store.object_info(bucket, object_key("resource", rid)).etag
+    assert shown["format"] == "RT-DC"
+    assert shown["dc:experiment:sample"] == "test sample"
+    assert shown["dc:setup:channel width"] == 20
+    assert "dc_error" not in shown
+    # CKAN still serves the file through the symlink
+    download = helpers._get_test_app().get(shown["url"], headers=_auth(user))
+    assert download.status_code == 200
+    assert sha256_hex(download.get_data()) == expected
+
+    # private dataset: refused; public: allowed; private again: refused
+    assert anonymous_status(shown["s3_url"]) == 403
+    set_visibility(dataset["id"], private=False)
+    run_worker()
+    assert anonymous_status(shown["s3_url"]) == 200
+    set_visibility(dataset["id"], private=True)
+    run_worker()
+    assert anonymous_status(shown["s3_url"]) == 403
+    # nothing failed and nothing waits
+    for name in queue.QUEUES:
+        assert get_queue(name).failed_job_registry.count == 0
+        assert get_queue(name).deferred_job_registry.count == 0
+
+
+def _auth(user: dict) -> dict:
+    return {"Authorization": factories.APIToken(user=user["name"])["token"]}
+
+
+@pytest.mark.usefixtures("clean_circles")
+def test_jobs_of_a_resource_are_queued_once_and_two_workers_are_harmless(
+    circle, api_upload, random_file, store
+):
+    user, org, dataset = circle
+    path = random_file(20 * 1024**2, name="data.rtdc")
+    resource = api_upload(user, dataset["id"], path)
+    # the hook queued the jobs; queueing them again adds nothing
+    queue.enqueue_resource_jobs(resource)
+    queue.enqueue_resource_jobs(resource)
+    short, normal = (get_queue(name) for name in queue.QUEUES)
+    assert short.count == 1
+    assert normal.deferred_job_registry.count == 2  # upload, then DC metadata
+
+    workers = [subprocess.Popen(worker_command(), stderr=subprocess.PIPE) for _ in range(2)]
+    for proc in workers:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()[-3000:]
+
+    ckan_path = site.ckan_path(resource["id"])
+    assert ckan_path.is_symlink()
+    assert sha256_path(ckan_path) == sha256_path(path)
+    assert [p.name for p in ckan_path.resolve().parent.iterdir()] == [ckan_path.resolve().name]
+    shown = helpers.call_action("resource_show", id=resource["id"])
+    assert shown["sha256"] == sha256_path(path)
+    # random bytes are no DC file: reported on the resource, the storage jobs ran anyway
+    assert shown["dc_error"].startswith("dclab cannot read this file")
+    assert shown["s3_available"] is True
+    for name in queue.QUEUES:
+        assert get_queue(name).failed_job_registry.count == 0
+
+
+@pytest.mark.usefixtures("clean_circles")
+def test_resource_name_cannot_leave_the_depot(circle, api_upload, random_file, run_worker):
+    user, org, dataset = circle
+    resource = api_upload(user, dataset["id"], random_file(1000), name="../../x")
+    run_worker()
+    target = site.ckan_path(resource["id"]).resolve()
+    user_folder = config.depots_path() / config.users_depot_name() / "alice-hl60-lab"
+    assert target.parent == user_folder / dataset["id"][:2] / dataset["id"][2:4]
+    assert target.name == f"hl60-deformability_{resource['id']}__.._x"
+
+
+@pytest.mark.usefixtures("clean_circles")
+def test_draft_dataset_stays_private_until_it_is_active(api_upload, random_file, run_worker):
+    user = factories.User()
+    org = factories.Organization(users=[{"name": user["name"], "capacity": "admin"}])
+    dataset = factories.Dataset(owner_org=org["id"], private=False, state="draft", user=user)
+    resource = api_upload(user, dataset["id"], random_file(3000))
+    run_worker()
+    shown = helpers.call_action("resource_show", id=resource["id"])
+    assert shown["s3_available"] is True
+    assert anonymous_status(shown["s3_url"]) == 403
+    set_visibility(dataset["id"], state="active")
+    run_worker()
+    assert anonymous_status(shown["s3_url"]) == 200
+    helpers.call_action("package_delete", id=dataset["id"])
+    run_worker()
+    assert anonymous_status(shown["s3_url"]) == 403
+
+
+@pytest.mark.usefixtures("clean_circles")
+def test_worker_killed_during_a_copy_to_another_filesystem(
+    circle, api_upload, random_file, tmp_path, ckan_config, monkeypatch, cli, request
+):
+    """The depot on /dev/shm (tmpfs): the symlink job copies. Killed mid-copy,
+    CKAN's path still holds the complete file; run-jobs-dcor-depot finishes."""
+    depots = Path("/dev/shm") / f"dcor-depot-test-{os.getpid()}" / "depots"
+    request.addfinalizer(lambda: shutil.rmtree(depots.parent, ignore_errors=True))
+    assert os.stat("/dev/shm").st_dev != os.stat(config.tmp_dir().parent).st_dev
+    ini = tmp_path / "shm.ini"
+    ini.write_text(
+        f"[app:main]\nuse = config:{TEST_INI}\nckanext.dcor_depot.depots_path = {depots}\n"
+    )
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.depots_path", str(depots))
+    user, org, dataset = circle
+    resource = api_upload(user, dataset["id"], random_file(1000, name="small.bin"))
+    # the upload route is not what is tested here: put a large file at CKAN's path
+    big = random_file(1024**3, name="big.bin")
+    expected = sha256_path(big)
+    ckan_path = site.ckan_path(resource["id"])
+    os.replace(big, ckan_path)
+
+    worker = subprocess.Popen(
+        worker_command(str(ini)), stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    part = None
+    deadline = time.monotonic() + 120
+    while part is None and time.monotonic() < deadline and worker.poll() is None:
+        part = next((p for p in depots.rglob(".*.part") if p.stat().st_size > 0), None)
+    assert part is not None, "the symlink job never started copying"
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+
+    assert not ckan_path.is_symlink()
+    assert sha256_path(ckan_path) == expected
+
+    result = cli.invoke(_run_jobs_command(), [])
+    assert result.exit_code == 0, result.output
+    assert "ran symlink, s3-upload" in result.output
+    assert ckan_path.is_symlink()
+    assert Path(os.readlink(ckan_path)).is_relative_to(depots)
+    assert sha256_path(ckan_path) == expected
+    assert not list(depots.rglob(".*.part"))
+    shown = helpers.call_action("resource_show", id=resource["id"])
+    assert shown["sha256"] == expected
+
+
+def _run_jobs_command():
+    from ckanext.dcor_depot.cli.run_jobs import run_jobs_dcor_depot
+
+    return run_jobs_dcor_depot
