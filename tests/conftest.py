@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ckan.tests import factories
 
 from ckanext.dcor_depot import config
@@ -62,7 +61,7 @@ def rtdc_file(tmp_path):
     """Factory: a real, valid .rtdc file written with dclab."""
     import dclab
 
-    def make(events: int = 200, name: str = "measurement.rtdc") -> Path:
+    def make(events: int = 200, name: str = "measurement.rtdc", fluorescence=False) -> Path:
         path = tmp_path / name
         rng = np.random.default_rng()
         with dclab.RTDCWriter(path, mode="reset") as writer:
@@ -86,6 +85,10 @@ def rtdc_file(tmp_path):
             writer.store_feature("deform", rng.uniform(0, 0.1, events))
             writer.store_feature("area_um", rng.uniform(20, 200, events))
             writer.store_feature("bright_avg", rng.uniform(80, 120, events))
+            if fluorescence:
+                fl_meta = {"channel count": 1, "laser count": 1, "samples per event": 100}
+                writer.store_metadata({"fluorescence": fl_meta})
+                writer.store_feature("fl1_max", rng.uniform(0, 1000, events))
         return path
 
     return make
@@ -113,6 +116,21 @@ def _remove_bucket(store: ObjectStore, name: str) -> None:
     for obj in store.iter_objects(name):
         client.delete_object(Bucket=name, Key=obj.key)
     client.delete_bucket(Bucket=name)
+
+
+def derived_ini(folder: Path, **options: str) -> Path:
+    """An ini file that is test.ini with some options changed (for a separate process)."""
+    text = Path(TEST_INI).read_text()
+    lines = [f"{key} = {value}" for key, value in options.items()]
+    ini = folder / "derived.ini"
+    # CKAN 2.11 reads the logging sections from the top file only
+    ini.write_text(
+        f"[app:main]\nuse = config:{TEST_INI}\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + text[text.index("[loggers]") :]
+    )
+    return ini
 
 
 def worker_command(ini: str = TEST_INI) -> list[str]:

@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 import requests
 from ckan.lib.jobs import get_queue
+from ckan.lib.redis import connect_to_redis
 from ckan.tests import factories, helpers
+from rq.job import Job, JobStatus
 
 from ckanext.dcor_depot import config
 from ckanext.dcor_depot.jobs import queue, site
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from ..conftest import TEST_INI, sha256_hex, worker_command
+from ..conftest import derived_ini, sha256_hex, worker_command
 
 pytestmark = pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index", "clean_queues")
 
@@ -88,7 +90,9 @@ def test_upload_reaches_depot_and_s3_and_follows_visibility(
     assert shown["sha256"] == expected
     assert shown["size"] == path.stat().st_size
     assert shown["s3_available"] is True
-    assert shown["s3_url"] == f"{store.settings.endpoint_url}/{bucket}/{object_key('resource', rid)}"
+    assert (
+        shown["s3_url"] == f"{store.settings.endpoint_url}/{bucket}/{object_key('resource', rid)}"
+    )
     assert shown["etag"] == store.object_info(bucket, object_key("resource", rid)).etag
     assert shown["format"] == "RT-DC"
     assert shown["dc:experiment:sample"] == "test sample"
@@ -107,10 +111,14 @@ def test_upload_reaches_depot_and_s3_and_follows_visibility(
     set_visibility(dataset["id"], private=True)
     run_worker()
     assert anonymous_status(shown["s3_url"]) == 403
-    # nothing failed and nothing waits
-    for name in queue.QUEUES:
-        assert get_queue(name).failed_job_registry.count == 0
-        assert get_queue(name).deferred_job_registry.count == 0
+    assert_jobs_finished(rid, "symlink", "s3-upload", "dc-metadata")
+    assert_jobs_finished(dataset["id"], "visibility")
+
+
+def assert_jobs_finished(object_id: str, *kinds: str) -> None:
+    for kind in kinds:
+        job = Job.fetch(queue.job_id(kind, object_id), connection=connect_to_redis())
+        assert job.get_status() == JobStatus.FINISHED, (kind, job.get_status())
 
 
 def _auth(user: dict) -> dict:
@@ -127,9 +135,12 @@ def test_jobs_of_a_resource_are_queued_once_and_two_workers_are_harmless(
     # the hook queued the jobs; queueing them again adds nothing
     queue.enqueue_resource_jobs(resource)
     queue.enqueue_resource_jobs(resource)
+    rid = resource["id"]
     short, normal = (get_queue(name) for name in queue.QUEUES)
-    assert short.count == 1
-    assert normal.deferred_job_registry.count == 2  # upload, then DC metadata
+    assert short.job_ids == [queue.job_id("symlink", rid)]
+    waiting = [j for j in normal.deferred_job_registry.get_job_ids() if rid in j]
+    # the upload waits for the symlink job, the DC metadata job for the upload
+    assert sorted(waiting) == [queue.job_id("dc-metadata", rid), queue.job_id("s3-upload", rid)]
 
     workers = [subprocess.Popen(worker_command(), stderr=subprocess.PIPE) for _ in range(2)]
     for proc in workers:
@@ -145,8 +156,7 @@ def test_jobs_of_a_resource_are_queued_once_and_two_workers_are_harmless(
     # random bytes are no DC file: reported on the resource, the storage jobs ran anyway
     assert shown["dc_error"].startswith("dclab cannot read this file")
     assert shown["s3_available"] is True
-    for name in queue.QUEUES:
-        assert get_queue(name).failed_job_registry.count == 0
+    assert_jobs_finished(rid, "symlink", "s3-upload", "dc-metadata")
 
 
 @pytest.mark.usefixtures("clean_circles")
@@ -187,10 +197,7 @@ def test_worker_killed_during_a_copy_to_another_filesystem(
     depots = Path("/dev/shm") / f"dcor-depot-test-{os.getpid()}" / "depots"
     request.addfinalizer(lambda: shutil.rmtree(depots.parent, ignore_errors=True))
     assert os.stat("/dev/shm").st_dev != os.stat(config.tmp_dir().parent).st_dev
-    ini = tmp_path / "shm.ini"
-    ini.write_text(
-        f"[app:main]\nuse = config:{TEST_INI}\nckanext.dcor_depot.depots_path = {depots}\n"
-    )
+    ini = derived_ini(tmp_path, **{"ckanext.dcor_depot.depots_path": str(depots)})
     monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.depots_path", str(depots))
     user, org, dataset = circle
     resource = api_upload(user, dataset["id"], random_file(1000, name="small.bin"))
@@ -200,14 +207,15 @@ def test_worker_killed_during_a_copy_to_another_filesystem(
     ckan_path = site.ckan_path(resource["id"])
     os.replace(big, ckan_path)
 
+    log = tmp_path / "worker.log"
     worker = subprocess.Popen(
-        worker_command(str(ini)), stderr=subprocess.DEVNULL, start_new_session=True
+        worker_command(str(ini)), stderr=log.open("w"), start_new_session=True
     )
     part = None
     deadline = time.monotonic() + 120
     while part is None and time.monotonic() < deadline and worker.poll() is None:
         part = next((p for p in depots.rglob(".*.part") if p.stat().st_size > 0), None)
-    assert part is not None, "the symlink job never started copying"
+    assert part is not None, f"the symlink job never started copying: {log.read_text()[-3000:]}"
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
 

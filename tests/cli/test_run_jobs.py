@@ -1,0 +1,128 @@
+"""``ckan run-jobs-dcor-depot``: catches up on resources whose jobs never ran
+(Redis was down when they were uploaded), is idempotent, and says what failed."""
+
+from __future__ import annotations
+
+import datetime
+
+import ckan.lib.redis
+import ckan.model as model
+import pytest
+import redis
+import requests
+from ckan.tests import factories, helpers
+
+from ckanext.dcor_depot.cli import run_jobs_dcor_depot
+from ckanext.dcor_depot.jobs import site
+
+pytestmark = pytest.mark.usefixtures(
+    "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
+)
+
+
+@pytest.fixture
+def redis_down(monkeypatch):
+    """Redis unreachable for this process: a real connection to a closed port."""
+    monkeypatch.setattr(
+        ckan.lib.redis, "_connection_pool", redis.ConnectionPool.from_url("redis://127.0.0.1:1/1")
+    )
+
+
+@pytest.fixture
+def public_dataset():
+    user = factories.User()
+    org = factories.Organization(users=[{"name": user["name"], "capacity": "admin"}])
+    return user, factories.Dataset(owner_org=org["id"], private=False, user=user)
+
+
+def test_upload_succeeds_while_redis_is_down_and_run_jobs_catches_up(
+    public_dataset, api_upload, rtdc_file, redis_down, cli, caplog, monkeypatch
+):
+    user, dataset = public_dataset
+    path = rtdc_file(name="late.rtdc")
+    resource = api_upload(user, dataset["id"], path)
+    assert "run-jobs-dcor-depot will catch up" in caplog.text.replace("`", "")
+    monkeypatch.undo()  # Redis is back
+    ckan_path = site.ckan_path(resource["id"])
+    assert not ckan_path.is_symlink()
+
+    dry = cli.invoke(run_jobs_dcor_depot, ["--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert f"resource {resource['id']}" in dry.output
+    assert "would run symlink, s3-upload, dc-metadata" in dry.output
+    assert not ckan_path.is_symlink()  # a dry run changes nothing
+    assert "s3_available" not in helpers.call_action("resource_show", id=resource["id"])
+
+    result = cli.invoke(run_jobs_dcor_depot, [])
+    assert result.exit_code == 0, result.output
+    assert "1 resources: 1 done, 0 already fine, 0 failed" in result.output
+    shown = helpers.call_action("resource_show", id=resource["id"])
+    assert ckan_path.is_symlink()
+    assert shown["s3_available"] is True
+    assert shown["format"] == "RT-DC"
+    assert requests.get(shown["s3_url"], timeout=30).status_code == 200
+
+    again = cli.invoke(run_jobs_dcor_depot, [])
+    assert again.exit_code == 0, again.output
+    assert "1 resources: 0 done, 1 already fine, 0 failed" in again.output
+
+
+def test_wrong_visibility_is_repaired(public_dataset, api_upload, random_file, cli, store):
+    user, dataset = public_dataset
+    resource = api_upload(user, dataset["id"], random_file(2000))
+    assert cli.invoke(run_jobs_dcor_depot, []).exit_code == 0
+    shown = helpers.call_action("resource_show", id=resource["id"])
+    # someone removes the tag behind the extension's back
+    bucket, key = shown["s3_url"].split("/", 3)[3].split("/", 1)
+    store.set_public(bucket, key, False)
+    assert requests.get(shown["s3_url"], timeout=30).status_code == 403
+    result = cli.invoke(run_jobs_dcor_depot, [])
+    assert result.exit_code == 0, result.output
+    assert "ran visibility" in result.output
+    assert requests.get(shown["s3_url"], timeout=30).status_code == 200
+
+
+def test_lost_file_is_reported_and_exits_1(
+    public_dataset, api_upload, random_file, redis_down, cli
+):
+    user, dataset = public_dataset
+    resource = api_upload(user, dataset["id"], random_file(2000))
+    site.ckan_path(resource["id"]).unlink()
+    result = cli.invoke(run_jobs_dcor_depot, [])
+    assert result.exit_code == 1
+    assert "0 done, 0 already fine, 1 failed" in result.output
+    assert f"FAILED resource {resource['id']}" in result.output
+    assert "the file is missing at" in result.output
+
+
+def test_deleted_datasets_and_old_resources_are_left_alone(
+    public_dataset, api_upload, random_file, redis_down, cli
+):
+    user, dataset = public_dataset
+    old = api_upload(user, dataset["id"], random_file(2000, name="old.bin"))
+    other = factories.Dataset(owner_org=dataset["owner_org"], user=user)
+    gone = api_upload(user, other["id"], random_file(2000, name="gone.bin"))
+    helpers.call_action("package_delete", id=other["id"])
+    long_ago = datetime.datetime(2020, 1, 1)
+    model.Session.query(model.Resource).filter_by(id=old["id"]).update(
+        {"metadata_modified": long_ago}
+    )
+    model.Session.query(model.Package).filter_by(id=dataset["id"]).update(
+        {"metadata_modified": long_ago}
+    )
+    model.Session.commit()
+
+    recent = cli.invoke(run_jobs_dcor_depot, ["--modified-days", "30"])
+    assert recent.exit_code == 0, recent.output
+    assert "0 resources" in recent.output
+    everything = cli.invoke(run_jobs_dcor_depot, [])
+    assert everything.exit_code == 0, everything.output
+    assert "1 resources: 1 done" in everything.output
+    assert site.ckan_path(old["id"]).is_symlink()
+    assert not site.ckan_path(gone["id"]).is_symlink()
+
+
+def test_negative_days_are_refused(cli):
+    result = cli.invoke(run_jobs_dcor_depot, ["--modified-days", "-1"])
+    assert result.exit_code == 2
+    assert "-1 is not in the range x>=0" in result.output

@@ -1,0 +1,158 @@
+"""The depot layer on real files: names from users stay inside the depot, the
+move is atomic, works across filesystems, and is harmless when repeated or
+run from two processes at once."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ckanext.dcor_depot.storage.depot import (
+    NAME_MAX,
+    DepotError,
+    depot_path_for,
+    move_into_depot,
+    safe_name,
+)
+
+RID = "a1b2c3d4-0000-4000-8000-000000000001"
+PKG = "f0e1d2c3-0000-4000-8000-000000000002"
+
+
+def sha256_path(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def path_for(depots: Path, **names: str) -> Path:
+    args = {
+        "users_depot_name": "users-host",
+        "user_name": "alice",
+        "org_name": "lab",
+        "package_id": PKG,
+        "package_name": "cells",
+        "resource_id": RID,
+        "resource_name": "m.rtdc",
+    }
+    args.update(names)
+    return depot_path_for(depots, **args)
+
+
+def test_depot_path_scheme(tmp_path):
+    assert path_for(tmp_path) == (
+        tmp_path / "users-host" / "alice-lab" / "f0" / "e1" / f"cells_{RID}_m.rtdc"
+    )
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("resource_name", "../../x"),
+        ("resource_name", "/etc/passwd"),
+        ("resource_name", "a\x00b"),
+        ("resource_name", ".."),
+        ("resource_name", "x" * 5000),
+        ("resource_name", "Zellen_ü_😀" * 60),
+        ("user_name", "../.."),
+        ("org_name", "/"),
+        ("package_name", "..\\..\\x"),
+        ("users_depot_name", ".."),
+        ("package_id", "../../../../"),
+    ],
+)
+def test_user_supplied_names_never_leave_the_depot(tmp_path, field, value):
+    root = tmp_path / "depots"
+    path = path_for(root, **{field: value})
+    assert path.resolve().is_relative_to(root.resolve())
+    assert len(path.parts) == len(path_for(root).parts)
+    assert all(len(part.encode()) <= NAME_MAX and "\x00" not in part for part in path.parts)
+    # the file can really be created there
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"ok")
+
+
+def test_safe_name_keeps_unicode_and_cuts_on_character_boundaries():
+    assert safe_name("Zellen ü") == "Zellen ü"
+    cut = safe_name("ü" * 100, max_bytes=5)
+    assert cut == "üü"
+    assert safe_name("...") == "unnamed"
+
+
+@pytest.fixture
+def ckan_file(tmp_path):
+    """A file at a CKAN-like path storage/resources/RES/OUR/CEID."""
+    path = tmp_path / "storage" / "resources" / RID[:3] / RID[3:6] / RID[6:]
+    path.parent.mkdir(parents=True)
+    path.write_bytes(os.urandom(3 * 1024**2 + 7))
+    return path
+
+
+def test_move_on_one_filesystem_links_then_swaps(tmp_path, ckan_file):
+    expected = sha256_path(ckan_file)
+    inode = ckan_file.stat().st_ino
+    depot = path_for(tmp_path / "depots")
+    result = move_into_depot(ckan_file, depot, tmp_path / "locks")
+    assert result.action == "moved"
+    assert ckan_file.is_symlink() and Path(os.readlink(ckan_file)) == depot
+    assert depot.stat().st_ino == inode  # no copy
+    assert sha256_path(ckan_file) == expected
+    # a second run changes nothing
+    assert move_into_depot(ckan_file, depot, tmp_path / "locks").action == "already"
+    assert sorted(p.name for p in depot.parent.iterdir()) == [depot.name]
+
+
+def test_move_to_another_filesystem_copies_and_verifies(tmp_path, ckan_file):
+    shm = Path("/dev/shm") / f"dcor-depot-test-{uuid.uuid4().hex}"
+    assert os.stat("/dev/shm").st_dev != os.stat(tmp_path).st_dev
+    try:
+        expected = sha256_path(ckan_file)
+        depot = path_for(shm)
+        result = move_into_depot(ckan_file, depot, tmp_path / "locks")
+        assert result.action == "copied"
+        assert ckan_file.is_symlink()
+        assert sha256_path(depot) == sha256_path(ckan_file) == expected
+        assert sorted(p.name for p in depot.parent.iterdir()) == [depot.name]
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+
+
+def test_leftover_part_file_of_a_killed_run_is_replaced(tmp_path, ckan_file):
+    depot = path_for(tmp_path / "depots")
+    depot.parent.mkdir(parents=True)
+    leftover = depot.with_name(f".{RID}.part")
+    leftover.write_bytes(b"half a file")
+    move_into_depot(ckan_file, depot, tmp_path / "locks")
+    assert not leftover.exists()
+    assert sha256_path(depot) == sha256_path(ckan_file)
+
+
+def test_missing_file_and_dangling_symlink_are_errors(tmp_path, ckan_file):
+    depot = path_for(tmp_path / "depots")
+    ckan_file.unlink()
+    with pytest.raises(DepotError, match="does not exist"):
+        move_into_depot(ckan_file, depot, tmp_path / "locks")
+    ckan_file.symlink_to(tmp_path / "gone")
+    with pytest.raises(DepotError, match="which is missing"):
+        move_into_depot(ckan_file, depot, tmp_path / "locks")
+
+
+def _move_in_process(args):
+    ckan_file, depot, locks = args
+    return move_into_depot(Path(ckan_file), Path(depot), Path(locks)).action
+
+
+def test_two_processes_at_once(tmp_path, ckan_file):
+    expected = sha256_path(ckan_file)
+    depot = path_for(tmp_path / "depots")
+    args = (str(ckan_file), str(depot), str(tmp_path / "locks"))
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        actions = pool.map(_move_in_process, [args, args])
+    assert sorted(actions) == ["already", "moved"]
+    assert ckan_file.is_symlink()
+    assert sha256_path(ckan_file) == expected
+    assert sorted(p.name for p in depot.parent.iterdir()) == [depot.name]
