@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PG_USER=dcor_depot
 PG_PASSWORD=dcor_depot
-PG_DATABASES=(dcor_depot_test_2_12 dcor_depot_test_2_11 dcor_depot_demo)
+PG_DATABASES=(dcor_depot_test_2_12 dcor_depot_test_2_11 dcor_depot_demo dcor_depot_bench)
 SOLR_PORT=${DCOR_SOLR_PORT:-8983}
 mkdir -p "$STATE_DIR"
 

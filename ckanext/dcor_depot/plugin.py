@@ -1,9 +1,9 @@
 """The dcor_depot plugin: CKAN's view of where the files of DCOR live.
 
 Data flow: a CKAN event reaches a hook here, the hook queues jobs
-(``jobs/queue.py``), the jobs move files with the storage layer
-(``storage/depot.py``, ``storage/s3.py``). The hooks only queue: no S3
-call, no hashing in the request.
+(``jobs/queue.py``) once CKAN has committed, the jobs move files with the
+storage layer (``storage/depot.py``, ``storage/s3.py``). The hooks only
+queue: no S3 call, no hashing in the request.
 """
 
 from __future__ import annotations
@@ -11,21 +11,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import ckan.model as model
 import ckan.plugins as p
 import ckan.plugins.toolkit as tk
-import redis.exceptions
+import sqlalchemy as sa
+from werkzeug.datastructures import FileStorage
 
 from . import config
-from .jobs import queue
-from .jobs.site import JOB_CONTEXT_KEY
+from .jobs import queue, site
 from .uploader import DepotResourceUpload, legacy_storage_in_use
 
 log = logging.getLogger(__name__)
-
-_REDIS_DOWN = (
-    "dcor_depot: could not queue the jobs of %s %s (%s); the upload itself succeeded. "
-    "`ckan run-jobs-dcor-depot` will catch up"
-)
 
 
 @tk.blanket.config_declarations
@@ -36,6 +32,7 @@ class DCORDepotPlugin(p.SingletonPlugin):
     p.implements(p.IResourceController, inherit=True)
     p.implements(p.IPackageController, inherit=True)
     p.implements(p.IUploader, inherit=True)
+    p.implements(p.IActions)
 
     # IConfigurable
     def configure(self, config_):
@@ -50,36 +47,44 @@ class DCORDepotPlugin(p.SingletonPlugin):
 
     # IResourceController
     def after_resource_create(self, context, resource: dict[str, Any]) -> None:
-        if context.get(JOB_CONTEXT_KEY) or resource.get("url_type") != "upload":
-            return
-        try:
-            queue.enqueue_resource_jobs(resource)
-        except redis.exceptions.RedisError as exc:
-            log.warning(_REDIS_DOWN, "resource", resource["id"], exc)
+        # CKAN (2.11, 2.12) has committed the new resource when this runs
+        if not context.get(site.JOB_CONTEXT_KEY) and resource.get("url_type") == "upload":
+            queue.queue_or_log(queue.enqueue_resource_jobs, resource)
 
-    def after_resource_delete(self, context, resources: list[dict[str, Any]]) -> None:
-        if resources and not context.get(JOB_CONTEXT_KEY):
-            self._queue_visibility(resources[0]["package_id"])
+    def before_resource_update(self, context, current, resource: dict[str, Any]) -> None:
+        upload = resource.get("upload")
+        if current.get("url_type") == "upload" and isinstance(upload, FileStorage):
+            raise tk.ValidationError(
+                {
+                    "upload": [
+                        "The file of a resource cannot be replaced: its depot copy and "
+                        "S3 object are kept as first published. Upload the new file as "
+                        "a new resource instead."
+                    ]
+                }
+            )
+
+    def before_resource_delete(self, context, resource, resources) -> None:
+        # the dataset's visibility job makes the deleted resource's objects private
+        deleted = model.Resource.get(resource["id"])
+        if deleted is not None and not context.get(site.JOB_CONTEXT_KEY):
+            queue.after_commit(queue.enqueue_visibility, deleted.package_id)
 
     # IPackageController
     def after_dataset_update(self, context, pkg_dict: dict[str, Any]) -> None:
-        # only datasets with objects in S3 can need a visibility change; a
-        # file still uploading gets the dataset's visibility from its job
-        if not context.get(JOB_CONTEXT_KEY) and any(
-            r.get("s3_available") for r in pkg_dict.get("resources", [])
-        ):
-            self._queue_visibility(pkg_dict["id"])
+        if not context.get(site.JOB_CONTEXT_KEY) and _visibility_changes(pkg_dict["id"]):
+            queue.after_commit(queue.enqueue_visibility, pkg_dict["id"])
 
     def after_dataset_delete(self, context, pkg_dict: dict[str, Any]) -> None:
-        if not context.get(JOB_CONTEXT_KEY):
-            self._queue_visibility(pkg_dict["id"])
+        if not context.get(site.JOB_CONTEXT_KEY):
+            queue.after_commit(queue.enqueue_visibility, pkg_dict["id"])
 
-    @staticmethod
-    def _queue_visibility(package_id: str) -> None:
-        try:
-            queue.enqueue_visibility(package_id)
-        except redis.exceptions.RedisError as exc:
-            log.warning(_REDIS_DOWN, "dataset", package_id, exc)
+    # IActions
+    def get_actions(self):
+        return {
+            name: _queue_visibility_after(name)
+            for name in ("bulk_update_private", "bulk_update_public", "bulk_update_delete")
+        }
 
     # IUploader
     def get_resource_uploader(self, data_dict: dict[str, Any]):
@@ -87,3 +92,35 @@ class DCORDepotPlugin(p.SingletonPlugin):
 
     def get_uploader(self, upload_to: str, old_filename: str | None = None):
         return None
+
+
+def _visibility_changes(package_id: str) -> bool:
+    """Whether the uncommitted update changes who may read the dataset's files.
+
+    The hook runs before CKAN commits: a second connection still sees the
+    committed state, the session already the new one.
+    """
+    package = model.Package.get(package_id)
+    if package is None:
+        return False
+    with model.meta.engine.connect() as connection:
+        before = connection.execute(
+            sa.text("SELECT private, state FROM package WHERE id = :id"), {"id": package.id}
+        ).first()
+    return before is None or site.visible_to_all(*before) != site.visible_to_all(
+        package.private, package.state
+    )
+
+
+def _queue_visibility_after(name: str):
+    """CKAN 2.11's bulk actions change datasets with SQL, past every hook."""
+
+    @tk.chained_action
+    def action(original, context, data_dict):
+        result = original(context, data_dict)
+        for package_id in data_dict.get("datasets", []):
+            queue.queue_or_log(queue.enqueue_visibility, package_id)
+        return result
+
+    action.__name__ = name
+    return action

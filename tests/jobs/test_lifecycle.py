@@ -24,7 +24,7 @@ from ckanext.dcor_depot import config
 from ckanext.dcor_depot.jobs import queue, site
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from ..conftest import derived_ini, sha256_hex, worker_command
+from ..conftest import CKAN, TEST_INI, derived_ini, sha256_hex, worker_command
 
 pytestmark = pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index", "clean_queues")
 
@@ -113,6 +113,10 @@ def test_upload_reaches_depot_and_s3_and_follows_visibility(
     assert anonymous_status(shown["s3_url"]) == 403
     assert_jobs_finished(rid, "symlink", "s3-upload", "dc-metadata")
     assert_jobs_finished(dataset["id"], "visibility")
+    # the jobs' own resource patches queued nothing new
+    for name in queue.QUEUES:
+        assert get_queue(name).count == 0
+        assert not [j for j in get_queue(name).deferred_job_registry.get_job_ids() if rid in j]
 
 
 def assert_jobs_finished(object_id: str, *kinds: str) -> None:
@@ -130,7 +134,7 @@ def test_jobs_of_a_resource_are_queued_once_and_two_workers_are_harmless(
     circle, api_upload, random_file, store
 ):
     user, org, dataset = circle
-    path = random_file(20 * 1024**2, name="data.rtdc")
+    path = random_file(300 * 1024**2, name="data.rtdc")
     resource = api_upload(user, dataset["id"], path)
     # the hook queued the jobs; queueing them again adds nothing
     queue.enqueue_resource_jobs(resource)
@@ -142,8 +146,13 @@ def test_jobs_of_a_resource_are_queued_once_and_two_workers_are_harmless(
     # the upload waits for the symlink job, the DC metadata job for the upload
     assert sorted(waiting) == [queue.job_id("dc-metadata", rid), queue.job_id("s3-upload", rid)]
 
-    workers = [subprocess.Popen(worker_command(), stderr=subprocess.PIPE) for _ in range(2)]
-    for proc in workers:
+    # two workers and an operator's run-jobs-dcor-depot on the same resource at once
+    catch_up = [CKAN, "-c", TEST_INI, "run-jobs-dcor-depot"]
+    procs = [
+        subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+        for cmd in (worker_command(), worker_command(), catch_up)
+    ]
+    for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err.decode()[-3000:]
 
@@ -196,7 +205,8 @@ def test_worker_killed_during_a_copy_to_another_filesystem(
     CKAN's path still holds the complete file; run-jobs-dcor-depot finishes."""
     depots = Path("/dev/shm") / f"dcor-depot-test-{os.getpid()}" / "depots"
     request.addfinalizer(lambda: shutil.rmtree(depots.parent, ignore_errors=True))
-    assert os.stat("/dev/shm").st_dev != os.stat(config.tmp_dir().parent).st_dev
+    storage = site.ckan_path("0" * 36).parents[3]
+    assert os.stat("/dev/shm").st_dev != os.stat(storage).st_dev
     ini = derived_ini(tmp_path, **{"ckanext.dcor_depot.depots_path": str(depots)})
     monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.depots_path", str(depots))
     user, org, dataset = circle
@@ -237,3 +247,56 @@ def _run_jobs_command():
     from ckanext.dcor_depot.cli.run_jobs import run_jobs_dcor_depot
 
     return run_jobs_dcor_depot
+
+
+@pytest.mark.usefixtures("clean_circles")
+def test_every_way_of_changing_visibility_reaches_the_objects(api_upload, random_file, run_worker):
+    user = factories.User()
+    org = factories.Organization(users=[{"name": user["name"], "capacity": "admin"}])
+    dataset = factories.Dataset(owner_org=org["id"], private=False, user=user)
+    kept = api_upload(user, dataset["id"], random_file(1000, name="kept.bin"))
+    dropped = api_upload(user, dataset["id"], random_file(1000, name="dropped.bin"))
+    run_worker()
+    kept_url, dropped_url = (
+        helpers.call_action("resource_show", id=r["id"])["s3_url"] for r in (kept, dropped)
+    )
+    assert anonymous_status(kept_url) == anonymous_status(dropped_url) == 200
+
+    # deleting a resource makes its object private, the others stay public
+    helpers.call_action("resource_delete", id=dropped["id"])
+    run_worker()
+    assert (anonymous_status(kept_url), anonymous_status(dropped_url)) == (200, 403)
+
+    # an update that does not send the resources (as the dataset edit form does)
+    shown = helpers.call_action("package_show", id=dataset["id"])
+    shown.pop("resources")
+    # (CKAN 2.11's form keeps the resources with allow_partial_update)
+    helpers.call_action(
+        "package_update", context={"allow_partial_update": True}, **dict(shown, private=True)
+    )
+    assert helpers.call_action("resource_show", id=kept["id"])["state"] == "active"
+    run_worker()
+    assert anonymous_status(kept_url) == 403
+
+    # the organization's bulk actions (CKAN 2.11 runs them as plain SQL)
+    helpers.call_action("bulk_update_public", datasets=[dataset["id"]], org_id=org["id"])
+    run_worker()
+    assert anonymous_status(kept_url) == 200
+    helpers.call_action("bulk_update_private", datasets=[dataset["id"]], org_id=org["id"])
+    run_worker()
+    assert anonymous_status(kept_url) == 403
+
+
+def test_the_file_of_a_resource_cannot_be_replaced(circle, api_upload, random_file, app):
+    user, org, dataset = circle
+    resource = api_upload(user, dataset["id"], random_file(1000, name="first.bin"))
+    with open(random_file(2000, name="second.bin"), "rb") as fd:
+        response = app.post(
+            "/api/action/resource_update",
+            data={"id": resource["id"], "upload": (fd, "second.bin")},
+            headers=_auth(user),
+            content_type="multipart/form-data",
+        )
+    assert response.status_code == 409
+    assert "Upload the new file as a new resource" in response.json["error"]["upload"][0]
+    assert site.ckan_path(resource["id"]).stat().st_size == 1000

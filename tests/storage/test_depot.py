@@ -147,12 +147,21 @@ def _move_in_process(args):
 
 
 def test_two_processes_at_once(tmp_path, ckan_file):
+    """Two moves of one 300 MiB file to another filesystem: the copies (about a
+    second each) overlap unless the lock serializes them."""
+    with open(ckan_file, "ab") as fd:
+        for _ in range(30):
+            fd.write(os.urandom(10 * 1024**2))
     expected = sha256_path(ckan_file)
-    depot = path_for(tmp_path / "depots")
-    args = (str(ckan_file), str(depot), str(tmp_path / "locks"))
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        actions = pool.map(_move_in_process, [args, args])
-    assert sorted(actions) == ["already", "moved"]
-    assert ckan_file.is_symlink()
-    assert sha256_path(ckan_file) == expected
-    assert sorted(p.name for p in depot.parent.iterdir()) == [depot.name]
+    shm = Path("/dev/shm") / f"dcor-depot-test-{uuid.uuid4().hex}"
+    try:
+        depot = path_for(shm)
+        args = (str(ckan_file), str(depot), str(tmp_path / "locks"))
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            actions = pool.map(_move_in_process, [args, args], chunksize=1)
+        assert sorted(actions) == ["already", "copied"]
+        assert ckan_file.is_symlink()
+        assert sha256_path(ckan_file) == expected
+        assert sorted(p.name for p in depot.parent.iterdir()) == [depot.name]
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)

@@ -9,11 +9,15 @@ the others for good).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import ckan.model as model
 import ckan.plugins.toolkit as tk
+import redis
+import sqlalchemy as sa
 from ckan.lib.redis import connect_to_redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job, JobStatus
@@ -53,15 +57,15 @@ def enqueue(
     the state when they start, so a change during the run is not missed.
     """
     jid = job_id(kind, object_id)
-    redis = connect_to_redis()
-    # one process at a time decides whether to queue this job id
+    # one process at a time decides whether to queue this job id; with short
+    # timeouts, so that an unreachable Redis fails fast instead of hanging
     guard = f"{jid}:enqueue"
-    if not redis.set(guard, "1", nx=True, ex=30):
+    if not _redis_with_timeouts().set(guard, "1", nx=True, ex=30):
         return jid
     try:
         waiting = _WAITING | ({JobStatus.STARTED} if skip_running else set())
         try:
-            if Job.fetch(jid, connection=redis).get_status() in waiting:
+            if Job.fetch(jid, connection=connect_to_redis()).get_status() in waiting:
                 return jid
         except NoSuchJobError:
             pass
@@ -73,7 +77,14 @@ def enqueue(
         )
         return jid
     finally:
-        redis.delete(guard)
+        _redis_with_timeouts().delete(guard)
+
+
+@functools.lru_cache(maxsize=1)
+def _redis_with_timeouts() -> redis.Redis:
+    return redis.Redis.from_url(
+        tk.config["ckan.redis.url"], socket_connect_timeout=2, socket_timeout=5
+    )
 
 
 def enqueue_resource_jobs(resource: Mapping[str, Any]) -> list[str]:
@@ -93,3 +104,45 @@ def enqueue_visibility(package_id: str) -> str | None:
     if config.s3_settings() is None:
         return None
     return enqueue(apply_visibility, "visibility", package_id, SHORT, skip_running=False)
+
+
+def after_commit(fn: Callable[..., Any], *args: Any) -> None:
+    """Call ``fn(*args)`` once CKAN's current transaction has committed.
+
+    CKAN calls the plugin's hooks before it commits: a job queued right away
+    could run on the state before the change (and not find a new resource).
+    Dropped when the transaction rolls back. A Redis error is logged, never
+    raised: the user's change stands, ``run-jobs-dcor-depot`` catches up.
+    """
+    model.Session().info.setdefault(_PENDING, []).append((fn, args))
+
+
+_PENDING = "dcor_depot_jobs_after_commit"
+
+
+def queue_or_log(fn: Callable[..., Any], *args: Any) -> None:
+    """Call ``fn(*args)``; log a Redis error instead of raising it."""
+    try:
+        fn(*args)
+    except redis.exceptions.RedisError as exc:
+        log.warning(
+            "dcor_depot: could not queue %s for %s (%s); the change itself is saved. "
+            "`ckan run-jobs-dcor-depot` will catch up",
+            fn.__name__,
+            args[0]["id"] if isinstance(args[0], Mapping) else args[0],
+            exc,
+        )
+
+
+def _run_pending(session) -> None:
+    for fn, args in session.info.pop(_PENDING, []):
+        queue_or_log(fn, *args)
+
+
+def _drop_pending(session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+if not sa.event.contains(model.Session, "after_commit", _run_pending):
+    sa.event.listen(model.Session, "after_commit", _run_pending)
+    sa.event.listen(model.Session, "after_rollback", _drop_pending)

@@ -29,7 +29,10 @@ def job_context() -> dict[str, Any]:
 
 
 def show_resource(resource_id: str) -> dict[str, Any]:
-    return tk.get_action("resource_show")(job_context(), {"id": resource_id})
+    try:
+        return tk.get_action("resource_show")(job_context(), {"id": resource_id})
+    except tk.ObjectNotFound as exc:
+        raise JobError(f"Resource {resource_id} does not exist or was deleted") from exc
 
 
 def show_package(package_id: str) -> dict[str, Any]:
@@ -41,8 +44,9 @@ def visible_to_all(private: bool, state: str) -> bool:
     return not private and state == "active"
 
 
-def is_public(package: Mapping[str, Any]) -> bool:
-    return visible_to_all(package["private"], package["state"])
+def is_public(package: Mapping[str, Any], resource: Mapping[str, Any]) -> bool:
+    """Whether a resource's objects are to be anonymously readable."""
+    return visible_to_all(package["private"], package["state"]) and resource["state"] == "active"
 
 
 def ckan_path(resource_id: str) -> Path:

@@ -34,7 +34,7 @@ def upload_resource(resource_id: str) -> str:
     key = object_key("resource", resource_id)
     # a checksum the client gave with the resource must hold for the upload
     claimed = (resource.get("sha256") or "").lower()
-    public = site.is_public(package)
+    public = site.is_public(package, resource)
     with exclusive_lock(config.lock_dir() / f"{resource_id}.upload.lock"):
         result = store.upload_verified(
             path,
@@ -55,7 +55,9 @@ def upload_resource(resource_id: str) -> str:
     )
     # the dataset may have changed visibility while the file was uploaded;
     # from now on the visibility job sees s3_available and handles changes
-    if site.is_public(site.show_package(package["id"])) != public:
+    package = site.show_package(package["id"])
+    resource = next((r for r in package["resources"] if r["id"] == resource_id), None)
+    if (resource is not None and site.is_public(package, resource)) != public:
         store.set_public(bucket, key, not public)
     message = (
         f"resource {resource_id}: {'already verified at' if result.skipped else 'uploaded to'} "

@@ -126,7 +126,7 @@ def move_into_depot(ckan_path: Path, depot_path: Path, lock_dir: Path) -> DepotR
             )
         if not ckan_path.is_file():
             raise DepotError(f"{ckan_path} does not exist: nothing to move into the depot")
-        depot_path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dirs(depot_path.parent)
         part = depot_path.with_name(f".{file_id}.part")
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
@@ -179,6 +179,17 @@ def _copy_verified(source: Path, target: Path) -> None:
             f"The copy of {source} at {target} differs from the original "
             f"(SHA-256 {actual.hexdigest()} != {expected.hexdigest()}); nothing was changed"
         )
+
+
+def _make_dirs(folder: Path) -> None:
+    """``mkdir -p`` whose new entries survive a power cut (each parent synced)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        _fsync_dir(new.parent)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,0 +1,310 @@
+"""Benchmark of the resource lifecycle on the real services.
+
+In one run it measures
+  1. the time the plugin adds to ``resource_create``: the same 1 MiB upload,
+     timed in a CKAN process with the plugin and in one without it
+     (alternating processes, median of all calls);
+  2. the time from the end of an upload to CKAN until the resource records
+     its verified S3 object, for a 200 MiB file, with a real RQ worker
+     (``ckan jobs worker``) already running, against the verified upload of
+     the same file alone (``ObjectStore.upload_verified``), alternating.
+
+Usage: .venv/bin/python benchmarks/lifecycle.py [--creates 40] [--rounds 3] [--size-mib 200]
+Needs the services (``bash scripts/services.sh``); uses its own database
+(dcor_depot_bench), site id, storage folders and bucket prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CKAN = str(Path(sys.executable).parent / "ckan")
+DB_URL = "postgresql://dcor_depot:dcor_depot@127.0.0.1/dcor_depot_bench"
+MiB = 1024**2
+
+
+def write_ini(folder: Path, plugins: str) -> Path:
+    ini = folder / f"bench-{plugins or 'none'}.ini"
+    ini.write_text(
+        f"""[app:main]
+use = config:{REPO / "test.ini"}
+ckan.plugins = {plugins}
+ckan.site_id = dcor_depot_bench
+ckan.storage_path = {folder / "storage"}
+ckanext.dcor_depot.depots_path = {folder / "depots"}
+ckanext.dcor_depot.tmp_dir = {folder / "tmp"}
+dcor_object_store.bucket_name = bench-circle-{{organization_id}}
+dcor_object_store.part_size_mib = 16
+
+[loggers]
+keys = root
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARNING
+handlers = console
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %(asctime)s %(levelname)-5.5s [%(name)s] %(message)s
+"""
+    )
+    return ini
+
+
+# --- child processes: a loaded CKAN ------------------------------------------------------
+
+
+def ckan_app(ini: Path):
+    from ckan.cli import load_config
+    from ckan.config.middleware import make_app
+
+    return make_app(load_config(str(ini)))
+
+
+def new_dataset(private: bool = True) -> tuple[dict, dict]:
+    import ckan.plugins.toolkit as tk
+
+    context = {"ignore_auth": True, "user": site_user()}
+    org = tk.get_action("organization_create")(context.copy(), {"name": f"b-{uuid.uuid4().hex}"})
+    dataset = tk.get_action("package_create")(
+        context.copy(),
+        {"name": f"b-{uuid.uuid4().hex}", "owner_org": org["id"], "private": private},
+    )
+    return org, dataset
+
+
+def site_user() -> str:
+    import ckan.plugins.toolkit as tk
+
+    return tk.get_action("get_site_user")({"ignore_auth": True}, {})["name"]
+
+
+def create_resource(package_id: str, path: Path) -> dict:
+    import ckan.plugins.toolkit as tk
+    from werkzeug.datastructures import FileStorage
+
+    with open(path, "rb") as fd:
+        return tk.get_action("resource_create")(
+            {"ignore_auth": True, "user": site_user()},
+            {"package_id": package_id, "upload": FileStorage(stream=fd, filename=path.name)},
+        )
+
+
+def child_create(args) -> None:
+    """Time resource_create of the same 1 MiB file, ``--creates`` times."""
+    app = ckan_app(args.ini)
+    path = Path(args.file)
+    with app._wsgi_app.test_request_context():
+        _, dataset = new_dataset()
+        create_resource(dataset["id"], path)  # warm-up
+        times = []
+        for _ in range(args.creates):
+            start = time.perf_counter()
+            create_resource(dataset["id"], path)
+            times.append(time.perf_counter() - start)
+        if args.plugins:
+            from ckan.lib.jobs import get_queue
+
+            from ckanext.dcor_depot.jobs.queue import QUEUES
+
+            for name in QUEUES:  # nobody runs these jobs
+                queue = get_queue(name)
+                queue.empty()
+                for job_id in queue.deferred_job_registry.get_job_ids():
+                    queue.deferred_job_registry.remove(job_id, delete_job=True)
+    print(json.dumps(times))
+
+
+def child_end_to_end(args) -> None:
+    """Alternate: the verified upload alone, and upload -> worker -> recorded S3 object."""
+    import ckan.model as model
+    import sqlalchemy as sa
+
+    from ckanext.dcor_depot import config
+    from ckanext.dcor_depot.storage.s3 import object_key
+
+    app = ckan_app(args.ini)
+    path = Path(args.file)
+    rows = []
+    with app._wsgi_app.test_request_context():
+        store = config.object_store()
+        org, dataset = new_dataset()
+        bucket = store.circle_bucket(org["id"])
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            store.upload_verified(path, bucket, f"bench/{uuid.uuid4()}")
+            alone = time.perf_counter() - start
+
+            resource = create_resource(dataset["id"], path)
+            uploaded = time.perf_counter()
+            uploaded_wall = time.time()
+            key = object_key("resource", resource["id"])
+            object_at = None
+            while True:
+                now = time.perf_counter()
+                if object_at is None and (info := store.object_info(bucket, key)) and info.sha256:
+                    object_at = now
+                extras = model.Session.execute(
+                    sa.text("SELECT extras FROM resource WHERE id = :id"), {"id": resource["id"]}
+                ).scalar()
+                model.Session.rollback()
+                if extras and json.loads(extras).get("s3_available"):
+                    recorded_at = time.perf_counter()
+                    break
+                if now - uploaded > 600:
+                    raise SystemExit("the jobs did not finish within 10 minutes: is a worker up?")
+                time.sleep(0.01)
+            rows.append(
+                {
+                    "alone": alone,
+                    "object": (object_at or recorded_at) - uploaded,
+                    "recorded": recorded_at - uploaded,
+                    **job_spans(resource["id"], uploaded_wall),
+                }
+            )
+        for obj in list(store.iter_objects(bucket)):
+            store.delete_object(bucket, obj.key)
+        store.client.delete_bucket(Bucket=bucket)
+    print(json.dumps(rows))
+
+
+def job_spans(resource_id: str, since: float) -> dict:
+    """When each job of the resource started and ended, in s after the upload."""
+    from ckan.lib.redis import connect_to_redis
+    from rq.job import Job
+
+    from ckanext.dcor_depot.jobs.queue import job_id
+
+    spans = {}
+    for kind in ("symlink", "s3-upload"):
+        job = Job.fetch(job_id(kind, resource_id), connection=connect_to_redis())
+        for event in ("started_at", "ended_at"):
+            when = getattr(job, event)
+            spans[f"{kind} {event[:-3]}"] = when.timestamp() - since if when else None
+    return spans
+
+
+# --- the orchestrating process -------------------------------------------------------------
+
+
+def run_child(args, mode: str, ini: Path, file: Path, plugins: str = "") -> list:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--ini", str(ini), "--file", str(file),
+         "--plugins", plugins, "--creates", str(args.creates), "--rounds", str(args.rounds)],
+        check=True, capture_output=True, text=True, env=os.environ,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def make_file(path: Path, size: int) -> Path:
+    with open(path, "wb") as fd:
+        remaining = size
+        while remaining:
+            chunk = min(remaining, 16 * MiB)
+            fd.write(os.urandom(chunk))
+            remaining -= chunk
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--creates", type=int, default=40, help="resource_create calls per process")
+    parser.add_argument("--rounds", type=int, default=3, help="processes per variant / e2e rounds")
+    parser.add_argument("--size-mib", type=int, default=200)
+    parser.add_argument("--child", choices=["create", "e2e"], help=argparse.SUPPRESS)
+    parser.add_argument("--ini", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--file", help=argparse.SUPPRESS)
+    parser.add_argument("--plugins", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "create":
+        child_create(args)
+        return 0
+    if args.child == "e2e":
+        child_end_to_end(args)
+        return 0
+
+    os.environ["CKAN_SQLALCHEMY_URL"] = DB_URL
+    folder = Path(tempfile.mkdtemp(prefix="dcor-depot-bench-"))
+    try:
+        with_plugin = write_ini(folder, "dcor_depot")
+        without = write_ini(folder, "")
+        for command in (["db", "clean", "--yes"], ["db", "upgrade"]):
+            subprocess.run([CKAN, "-c", str(without), *command], check=True, capture_output=True)
+
+        small = make_file(folder / "small.bin", MiB)
+        timed = {"dcor_depot": [], "": []}
+        for _ in range(args.rounds):
+            for plugins, ini in (("", without), ("dcor_depot", with_plugin)):
+                timed[plugins] += run_child(args, "create", ini, small, plugins)
+        print("  measured resource_create", file=sys.stderr)
+
+        big = make_file(folder / "big.bin", args.size_mib * MiB)
+        worker = subprocess.Popen(
+            [CKAN, "-c", str(with_plugin), "jobs", "worker", "dcor-short", "dcor-normal"],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            e2e = run_child(args, "e2e", with_plugin, big, "dcor_depot")
+        finally:
+            worker.terminate()
+            worker.wait()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    base = statistics.median(timed[""]) * 1000
+    plugin = statistics.median(timed["dcor_depot"]) * 1000
+    alone = statistics.median(r["alone"] for r in e2e)
+    obj = statistics.median(r["object"] for r in e2e)
+    recorded = statistics.median(r["recorded"] for r in e2e)
+    n = args.creates * args.rounds
+    print(f"\nResource lifecycle benchmark (median; {os.cpu_count()} cores; Ceph RGW)\n")
+    print(f"resource_create of a 1 MiB upload ({n} calls per variant)\n")
+    print("| variant | median (ms) | vs without |")
+    print("|---|---|---|")
+    print(f"| without the plugin | {base:.1f} | 1.00 |")
+    print(f"| with dcor_depot (queues the jobs) | {plugin:.1f} | {plugin / base:.2f} |")
+    print(f"| added by the plugin | {plugin - base:.1f} | |")
+    print(f"\n{args.size_mib} MiB file, {args.rounds} rounds, a worker already running\n")
+    print("| measure | time (s) | vs upload alone |")
+    print("|---|---|---|")
+    print(f"| (a) upload_verified alone | {alone:.2f} | 1.00 |")
+    print(f"| (b) upload done -> verified object in S3 (jobs) | {obj:.2f} | {obj / alone:.2f} |")
+    print(f"| (c) upload done -> recorded on the resource | {recorded:.2f} | {recorded / alone:.2f} |")
+    print("\nWhere the time goes (s after the upload to CKAN, median):\n")
+    for span in [k for k in e2e[0] if " " in k]:
+        values = [r[span] for r in e2e if r[span] is not None]
+        print(f"- {span}: {statistics.median(values):.3f}" if values else f"- {span}: n/a")
+    checks = {
+        "plugin adds < 10 ms to resource_create": plugin - base < 10,
+        "jobs add < 10% to the verified upload (c vs a)": recorded < 1.10 * alone,
+    }
+    print()
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
