@@ -16,5 +16,5 @@ stop:       ## stop the demo web server and the Ceph daemons
 lint:
 	.venv/bin/ruff check .
 
-benchmark:  ## the S3 upload benchmark (1 GiB and 2 GiB files)
+benchmark:  ## the benchmarks: verified S3 upload, resource lifecycle
 	bash scripts/benchmark.sh

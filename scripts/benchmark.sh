@@ -1,7 +1,21 @@
 #!/usr/bin/env bash
-# The S3 upload benchmark (benchmarks/upload.py) against the local Ceph RGW.
-# Extra arguments go to the benchmark, e.g. --size-mib 256 --repeat 1
+# The benchmarks against the local services: benchmarks/upload.py (the verified
+# S3 upload) and benchmarks/lifecycle.py (resource_create and the jobs).
+# Usage: scripts/benchmark.sh [upload|lifecycle|all] [arguments for the benchmark]
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+which=${1:-all}
+case "$which" in
+    upload|lifecycle) shift ;;
+    all) [ $# -gt 0 ] && shift; [ $# -gt 0 ] && die "arguments go with one benchmark: upload or lifecycle" ;;
+    *) die "unknown benchmark '$which': use upload, lifecycle or all" ;;
+esac
 bash "$REPO_DIR/scripts/services.sh"
 bash "$REPO_DIR/scripts/venv.sh" 2.12
-exec "$REPO_DIR/.venv/bin/python" "$REPO_DIR/benchmarks/upload.py" "$@"
+status=0
+for name in upload lifecycle; do
+    if [ "$which" = all ] || [ "$which" = "$name" ]; then
+        say "Benchmark: $name"
+        "$REPO_DIR/.venv/bin/python" "$REPO_DIR/benchmarks/$name.py" "$@" || status=1
+    fi
+done
+exit $status

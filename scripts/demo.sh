@@ -1,27 +1,31 @@
 #!/usr/bin/env bash
-# The main job: the services, and CKAN with the dcor_depot plugin on
-# http://127.0.0.1:5000 with a sysadmin whose credentials are printed.
+# The main job: the services, an RQ worker on the depot's queues, and CKAN
+# with the dcor_depot plugin on http://127.0.0.1:5000 with a sysadmin whose
+# credentials are printed.
 # Usage: scripts/demo.sh [start|stop]. Idempotent: a second start restarts
 # the web server with the current code; the sysadmin and data are kept.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DEMO_DIR=$STATE_DIR/demo
 INI=$DEMO_DIR/ckan.ini
-PIDFILE=$DEMO_DIR/ckan-web.pid
+WEB_PID=$DEMO_DIR/ckan-web.pid
+WORKER_PID=$DEMO_DIR/ckan-worker.pid
 URL=http://127.0.0.1:5000
 ADMIN=dcor-admin
 
-stop_web() {
-    if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-        kill -- "-$(cat "$PIDFILE")" 2>/dev/null || kill "$(cat "$PIDFILE")"
-        wait_for 30 "stopping CKAN" sh -c "! kill -0 $(cat "$PIDFILE") 2>/dev/null"
-        say "CKAN web server stopped"
+# stop_pid PIDFILE WHAT: stop the process group started with setsid
+stop_pid() {
+    if [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; then
+        kill -- "-$(cat "$1")" 2>/dev/null || kill "$(cat "$1")"
+        wait_for 30 "stopping the $2" sh -c "! kill -0 $(cat "$1") 2>/dev/null"
+        say "The $2 stopped"
     fi
-    rm -f "$PIDFILE"
+    rm -f "$1"
 }
 
 if [ "${1:-start}" = stop ]; then
-    stop_web
+    stop_pid "$WEB_PID" "CKAN web server"
+    stop_pid "$WORKER_PID" "RQ worker"
     bash "$REPO_DIR/scripts/ceph-rgw.sh" stop
     if [ -f "$STATE_DIR/solr/pid" ]; then
         kill "$(cat "$STATE_DIR/solr/pid")" 2>/dev/null || true
@@ -53,7 +57,7 @@ ckanext.dcor_depot.tmp_dir = $DEMO_DIR/tmp
 dcor_object_store.local_backup_location = $DEMO_DIR/backup
 
 [loggers]
-keys = root, ckanext
+keys = root, ckanext, jobs
 
 [handlers]
 keys = console
@@ -67,6 +71,11 @@ handlers = console
 
 [logger_ckanext]
 qualname = ckanext
+handlers =
+level = INFO
+
+[logger_jobs]
+qualname = ckan.lib.jobs
 handlers =
 level = INFO
 
@@ -99,13 +108,21 @@ elif [ -n "$new_password" ]; then
 fi
 "$CKAN" -c "$INI" sysadmin add "$ADMIN" >/dev/null
 
-stop_web
+stop_pid "$WEB_PID" "CKAN web server"
+stop_pid "$WORKER_PID" "RQ worker"
+say "Starting the RQ worker on the depot's queues (dcor-short, dcor-normal)"
+: >"$DEMO_DIR/ckan-worker.log"
+setsid nohup "$CKAN" -c "$INI" jobs worker dcor-short dcor-normal \
+    >>"$DEMO_DIR/ckan-worker.log" 2>&1 &
+echo $! >"$WORKER_PID"
+wait_for 60 "the RQ worker (log: $DEMO_DIR/ckan-worker.log)" \
+    grep -q "has started on queue" "$DEMO_DIR/ckan-worker.log"
 say "Starting CKAN on $URL"
 setsid nohup "$CKAN" -c "$INI" run --host 127.0.0.1 --port 5000 --disable-reloader \
     >>"$DEMO_DIR/ckan-web.log" 2>&1 &
-echo $! >"$PIDFILE"
+echo $! >"$WEB_PID"
 wait_for 120 "CKAN on $URL (log: $DEMO_DIR/ckan-web.log)" curl -sf "$URL/api/3/action/status_show"
-kill -0 "$(cat "$PIDFILE")" 2>/dev/null \
+kill -0 "$(cat "$WEB_PID")" 2>/dev/null \
     || die "CKAN did not start (is port 5000 taken by another program?); see $DEMO_DIR/ckan-web.log"
 
 cat <<MSG
@@ -115,6 +132,7 @@ cat <<MSG
   Password:  $(cat "$password_file")
   Config:    $INI
   Log:       $DEMO_DIR/ckan-web.log
+  Worker:    $DEMO_DIR/ckan-worker.log (uploaded files go to $DEMO_DIR/depots and S3)
   Stop with: bash scripts/demo.sh stop
 
 MSG

@@ -33,6 +33,7 @@ class DCORDepotPlugin(p.SingletonPlugin):
     p.implements(p.IPackageController, inherit=True)
     p.implements(p.IUploader, inherit=True)
     p.implements(p.IActions)
+    p.implements(p.IForkObserver, inherit=True)
 
     # IConfigurable
     def configure(self, config_):
@@ -44,6 +45,11 @@ class DCORDepotPlugin(p.SingletonPlugin):
             )
         else:
             log.info("dcor_depot: object store at %s", settings.endpoint_url)
+
+    # IForkObserver
+    def before_fork(self) -> None:
+        # the worker's work horses inherit a ready S3 client (0.1 s per job otherwise)
+        config.object_store()
 
     # IResourceController
     def after_resource_create(self, context, resource: dict[str, Any]) -> None:
