@@ -35,6 +35,8 @@ MiB = 1024**2
 
 
 def write_ini(folder: Path, plugins: str) -> Path:
+    """test.ini with the benchmark's own site id, folders and bucket prefix."""
+    test_ini = (REPO / "test.ini").read_text()
     ini = folder / f"bench-{plugins or 'none'}.ini"
     ini.write_text(
         f"""[app:main]
@@ -47,28 +49,9 @@ ckanext.dcor_depot.tmp_dir = {folder / "tmp"}
 dcor_object_store.bucket_name = bench-circle-{{organization_id}}
 dcor_object_store.part_size_mib = 16
 
-[loggers]
-keys = root
-
-[handlers]
-keys = console
-
-[formatters]
-keys = generic
-
-[logger_root]
-level = WARNING
-handlers = console
-
-[handler_console]
-class = StreamHandler
-args = (sys.stderr,)
-level = NOTSET
-formatter = generic
-
-[formatter_generic]
-format = %(asctime)s %(levelname)-5.5s [%(name)s] %(message)s
 """
+        # CKAN 2.11 reads the logging sections from the top file only
+        + test_ini[test_ini.index("[loggers]") :]
     )
     return ini
 
