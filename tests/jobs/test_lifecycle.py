@@ -172,11 +172,16 @@ def test_jobs_of_a_resource_are_queued_once_and_two_workers_are_harmless(
 def test_resource_name_cannot_leave_the_depot(circle, api_upload, random_file, run_worker):
     user, org, dataset = circle
     resource = api_upload(user, dataset["id"], random_file(1000), name="../../x")
+    unnamed = api_upload(user, dataset["id"], random_file(1000, name="raw.bin"), name="")
     run_worker()
     target = site.ckan_path(resource["id"]).resolve()
     user_folder = config.depots_path() / config.users_depot_name() / "alice-hl60-lab"
     assert target.parent == user_folder / dataset["id"][:2] / dataset["id"][2:4]
     assert target.name == f"hl60-deformability_{resource['id']}__.._x"
+    # a resource without a name is named after its file
+    assert site.ckan_path(unnamed["id"]).resolve() == (
+        target.parent / f"hl60-deformability_{unnamed['id']}_raw.bin"
+    )
 
 
 @pytest.mark.usefixtures("clean_circles")

@@ -26,7 +26,8 @@ def symlink_resource(resource_id: str) -> str:
         package_id=package["id"],
         package_name=package["name"],
         resource_id=resource_id,
-        resource_name=resource.get("name") or "",
+        # an upload without a name is named after its file
+        resource_name=resource.get("name") or (resource.get("url") or "").rsplit("/", 1)[-1],
     )
     result = move_into_depot(site.ckan_path(resource_id), depot_path, config.lock_dir())
     message = f"resource {resource_id}: {result.action} to {result.depot_path}"
