@@ -7,11 +7,9 @@ import sys
 import click
 
 from .. import config
-from ..jobs.dc_metadata import record_dc_metadata
+from ..jobs.queue import RESOURCE_JOBS
 from ..jobs.site import JobError
 from ..jobs.status import candidates, missing_jobs
-from ..jobs.symlink import symlink_resource
-from ..jobs.upload import upload_resource
 from ..jobs.visibility import apply_visibility
 from ..storage.s3 import S3Error
 
@@ -61,7 +59,7 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
                     if kind == "visibility":
                         apply_visibility(candidate.package_id)
                     else:
-                        _RESOURCE_JOBS[kind](candidate.resource_id)
+                        RESOURCE_JOBS[kind](candidate.resource_id)
                 except Exception as exc:  # report and go on with the next job
                     errors.append(f"{kind} failed: {exc}")
             if errors:
@@ -75,10 +73,3 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
         click.echo(f"FAILED {failure}", err=True)
     if failures:
         sys.exit(1)
-
-
-_RESOURCE_JOBS = {
-    "symlink": symlink_resource,
-    "s3-upload": upload_resource,
-    "dc-metadata": record_dc_metadata,
-}

@@ -36,6 +36,14 @@ NORMAL = "dcor-normal"
 #: The queues a worker for the depot listens on, most urgent first.
 QUEUES = (SHORT, NORMAL)
 
+#: The jobs of an uploaded file by kind (the kind names the job id), in the
+#: order they run; each takes the resource id.
+RESOURCE_JOBS: dict[str, Callable[[str], str]] = {
+    "symlink": symlink_resource,
+    "s3-upload": upload_resource,
+    "dc-metadata": record_dc_metadata,
+}
+
 _WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
 
@@ -90,13 +98,14 @@ def _redis_with_timeouts() -> redis.Redis:
 def enqueue_resource_jobs(resource: Mapping[str, Any]) -> list[str]:
     """The jobs of a newly uploaded file: symlink, S3 upload, DC metadata."""
     rid = resource["id"]
-    last = enqueue(symlink_resource, "symlink", rid, SHORT)
+    last = enqueue(RESOURCE_JOBS["symlink"], "symlink", rid, SHORT)
     jobs = [last]
     if config.s3_settings() is not None:
-        last = enqueue(upload_resource, "s3-upload", rid, NORMAL, depends_on=last)
+        last = enqueue(RESOURCE_JOBS["s3-upload"], "s3-upload", rid, NORMAL, depends_on=last)
         jobs.append(last)
     if site.is_dc_file(resource):
-        jobs.append(enqueue(record_dc_metadata, "dc-metadata", rid, NORMAL, depends_on=last))
+        dc = enqueue(RESOURCE_JOBS["dc-metadata"], "dc-metadata", rid, NORMAL, depends_on=last)
+        jobs.append(dc)
     return jobs
 
 

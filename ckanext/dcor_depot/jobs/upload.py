@@ -53,8 +53,9 @@ def upload_resource(resource_id: str) -> str:
             "s3_url": store.object_url(bucket, key),
         },
     )
-    # the dataset may have changed visibility while the file was uploaded;
-    # from now on the visibility job sees s3_available and handles changes
+    # the dataset may have changed visibility while the file was uploaded, and
+    # the visibility job queued for that change may have run before the object
+    # existed: apply the visibility it has now
     package = site.show_package(package["id"])
     resource = next((r for r in package["resources"] if r["id"] == resource_id), None)
     if (resource is not None and site.is_public(package, resource)) != public:
