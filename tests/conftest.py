@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 from ckan.tests import factories
 
 from ckanext.dcor_depot import config
@@ -20,6 +21,28 @@ from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore, circle_bucket_prefix
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def sha256_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fd:
+        while chunk := fd.read(4 * MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def object_sha256(store: ObjectStore, bucket: str, key: str) -> str:
+    """SHA-256 of an object's bytes, read with plain boto3 (not the layer under test)."""
+    digest = hashlib.sha256()
+    body = store.client.get_object(Bucket=bucket, Key=key)["Body"]
+    for chunk in body.iter_chunks(4 * MiB):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def anonymous_status(url: str) -> int:
+    """HTTP status of a GET without credentials."""
+    return requests.get(url, timeout=30).status_code
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ bytes, the resource's fields and anonymous access."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -14,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 from ckan.lib.jobs import get_queue
 from ckan.lib.redis import connect_to_redis
 from ckan.tests import factories, helpers
@@ -24,21 +22,17 @@ from ckanext.dcor_depot import config
 from ckanext.dcor_depot.jobs import queue, site
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from ..conftest import CKAN, TEST_INI, derived_ini, sha256_hex, worker_command
+from ..conftest import (
+    CKAN,
+    TEST_INI,
+    anonymous_status,
+    derived_ini,
+    sha256_hex,
+    sha256_path,
+    worker_command,
+)
 
 pytestmark = pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index", "clean_queues")
-
-
-def sha256_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fd:
-        while chunk := fd.read(4 * 1024**2):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def anonymous_status(url: str) -> int:
-    return requests.get(url, timeout=30).status_code
 
 
 @pytest.fixture

@@ -1,6 +1,21 @@
 """The extension's ``ckan`` commands, one module per command family."""
 
-from .object_store import dcor_check_object_store
+from .migrate import dcor_migrate_resources_to_object_store
+from .object_store import (
+    dcor_check_object_store,
+    dcor_prune_stale_multipart_uploads,
+    dcor_verify_object_store,
+)
+from .resources import append_resource, dcor_list_s3_objects_for_dataset, list_all_resources
 from .run_jobs import run_jobs_dcor_depot
 
-__all__ = ["dcor_check_object_store", "run_jobs_dcor_depot"]
+__all__ = [
+    "append_resource",
+    "dcor_check_object_store",
+    "dcor_list_s3_objects_for_dataset",
+    "dcor_migrate_resources_to_object_store",
+    "dcor_prune_stale_multipart_uploads",
+    "dcor_verify_object_store",
+    "list_all_resources",
+    "run_jobs_dcor_depot",
+]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import random
+import sys
+
+import ckan.model as model
 import click
 
-from .. import config
+from ..jobs import audit
 from ..storage.s3 import S3Error, circle_bucket_prefix
+from .common import require_object_store
 
 
 @click.command("dcor-check-object-store")
@@ -17,12 +23,7 @@ def dcor_check_object_store():
 
     Example: ckan -c /etc/ckan/default/ckan.ini dcor-check-object-store
     """
-    store = config.object_store()
-    if store is None:
-        raise click.ClickException(
-            "No object store configured: set dcor_object_store.endpoint_url, "
-            ".access_key_id and .secret_access_key in the ini file"
-        )
+    store = require_object_store()
     prefix = circle_bucket_prefix(store.settings.bucket_name_template)
     try:
         buckets = store.list_buckets(prefix=prefix)
@@ -32,3 +33,112 @@ def dcor_check_object_store():
     click.echo(f"{len(buckets)} circle bucket(s) matching '{prefix}*'")
     for name in buckets:
         click.echo(f"  {name}")
+
+
+@click.command("dcor-prune-stale-multipart-uploads")
+@click.option(
+    "--initiated-before-days",
+    type=click.IntRange(min=0),
+    default=7,
+    show_default=True,
+    help="Abort uploads started more than N days ago (0: all unfinished uploads).",
+)
+@click.option("--dry-run", is_flag=True, help="Only list the uploads that would be aborted.")
+def dcor_prune_stale_multipart_uploads(initiated_before_days: int, dry_run: bool):
+    """Abort unfinished multipart uploads in the circle buckets.
+
+    An upload that was interrupted (a killed job, a lost browser) leaves
+    parts that use space in the store until they are aborted. The buckets'
+    lifecycle rule does it too, after dcor_object_store.abort_incomplete_multipart_days.
+
+    Example: ckan -c /etc/ckan/default/ckan.ini dcor-prune-stale-multipart-uploads
+    --initiated-before-days 2
+    """
+    store = require_object_store()
+    cutoff = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+        days=initiated_before_days
+    )
+    prefix = circle_bucket_prefix(store.settings.bucket_name_template)
+    try:
+        buckets = store.list_buckets(prefix=prefix)
+    except S3Error as exc:
+        raise click.ClickException(str(exc)) from exc
+    total = 0
+    failures = []
+    for bucket in buckets:
+        try:
+            stale = store.prune_multipart_uploads(bucket, cutoff, dry_run=dry_run)
+        except S3Error as exc:
+            failures.append(f"{bucket}: {exc}")
+            continue
+        for upload in stale:
+            click.echo(
+                f"{'would abort' if dry_run else 'aborted'} {upload.bucket}:{upload.key} "
+                f"(upload {upload.upload_id}, started {upload.initiated:%Y-%m-%d %H:%M} UTC)"
+            )
+        total += len(stale)
+    verb = "would be aborted" if dry_run else "aborted"
+    click.echo(
+        f"{len(buckets)} circle buckets: {total} multipart uploads started before "
+        f"{cutoff:%Y-%m-%d %H:%M} UTC {verb}, {len(failures)} buckets failed"
+    )
+    for failure in failures:
+        click.echo(f"FAILED {failure}", err=True)
+    if failures:
+        sys.exit(1)
+
+
+@click.command("dcor-verify-object-store")
+@click.option("--dataset", help="Only the resources of this dataset (id or name); no orphans.")
+@click.option(
+    "--sample-percent",
+    type=click.FloatRange(min=0, max=100),
+    default=0,
+    show_default=True,
+    help="Also read back this percentage of the objects, chosen at random, and hash their "
+    "bytes (100: all).",
+)
+def dcor_verify_object_store(dataset: str | None, sample_percent: float):
+    """Fixity audit: check every recorded object against the resource's SHA-256 and size.
+
+    Each object a resource records (the resource's file and its condensed and
+    preview artifacts) must exist with the recorded size and the SHA-256 in
+    its metadata; a sample (--sample-percent) is read back and hashed, which
+    also finds bytes changed behind the metadata's back. Without --dataset,
+    objects in the circle buckets that belong to no resource are reported as
+    orphans. Exits 1 when anything is missing, mismatched or orphaned.
+
+    Example: ckan -c /etc/ckan/default/ckan.ini dcor-verify-object-store --sample-percent 5
+    """
+    store = require_object_store()
+    package_id = None
+    if dataset is not None:
+        package = model.Package.get(dataset)
+        if package is None:
+            raise click.ClickException(f"There is no dataset {dataset!r}: check its name or id")
+        package_id = package.id
+    expected = audit.expected_objects(store, package_id)
+    rehash = audit.sample(expected, sample_percent, random.Random())
+    findings = []
+    try:
+        with click.progressbar(expected, file=sys.stderr, label="objects") as bar:
+            for item in bar:
+                finding = audit.check(store, item, item in rehash)
+                if finding is not None:
+                    findings.append(finding)
+        if package_id is None:
+            findings.extend(audit.orphans(store))
+    except S3Error as exc:
+        raise click.ClickException(str(exc)) from exc
+    counts = dict.fromkeys(("missing", "mismatch", "orphan"), 0)
+    for finding in findings:
+        counts[finding.kind] += 1
+        click.echo(f"{finding.kind.upper()} {finding.bucket}:{finding.key}: {finding.detail}")
+    orphans = "not checked (--dataset)" if package_id else f"{counts['orphan']} orphaned"
+    click.echo(
+        f"{len(expected)} recorded objects checked ({len(rehash)} read back and hashed): "
+        f"{len(expected) - counts['missing'] - counts['mismatch']} ok, "
+        f"{counts['missing']} missing, {counts['mismatch']} mismatched; {orphans}"
+    )
+    if findings:
+        sys.exit(1)

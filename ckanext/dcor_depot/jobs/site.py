@@ -13,6 +13,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
 
+from ..storage.s3 import ObjectStore, UploadResult
 from ..uploader import DepotResourceUpload
 
 #: Context key set by the depot's jobs: the plugin's hooks ignore such updates.
@@ -54,7 +55,13 @@ def ckan_path(resource_id: str) -> Path:
     upload = DepotResourceUpload({})
     if upload.storage_path is None:
         raise JobError("ckan.storage_path is not set: CKAN stores no uploaded files here")
-    return Path(upload.get_path(resource_id))
+    try:
+        return Path(upload.get_path(resource_id))
+    except tk.ValidationError as exc:
+        raise JobError(
+            f"CKAN's path of resource {resource_id} is a symlink that leads outside the "
+            "depots (ckanext.dcor_depot.depots_path); check it by hand"
+        ) from exc
 
 
 def is_dc_file(resource: Mapping[str, Any]) -> bool:
@@ -65,30 +72,79 @@ def is_dc_file(resource: Mapping[str, Any]) -> bool:
 def patch_resource(resource_id: str, fields: Mapping[str, Any]) -> bool:
     """Set ``fields`` on a resource unless they already hold these values.
 
+    Returns True when something changed; see :func:`patch_resources`.
+    """
+    package_id = model.Session.execute(
+        sa.text("SELECT package_id FROM resource WHERE id = :id"), {"id": resource_id}
+    ).scalar()
+    model.Session.rollback()
+    if package_id is None:
+        raise JobError(f"Resource {resource_id} does not exist")
+    changed, gone = patch_resources(package_id, {resource_id: fields})
+    if gone:
+        raise JobError(f"Resource {resource_id} does not exist or was deleted")
+    return bool(changed)
+
+
+def patch_resources(
+    package_id: str, fields: Mapping[str, Mapping[str, Any]]
+) -> tuple[set[str], set[str]]:
+    """Set fields on resources of one dataset (``{resource id: fields}``) in one update.
+
     Patches of one dataset are serialized with a PostgreSQL advisory lock
-    held until CKAN commits, and they re-read the resource under it: two
-    jobs patching the same dataset never undo each other's fields. Returns
-    True when something changed.
+    held until CKAN commits, and they re-read the dataset under it: two
+    jobs patching the same dataset never undo each other's fields. Fields
+    that already hold their values are left alone. Returns the ids of the
+    resources that changed and of those that are no longer active.
     """
     session = model.Session
     try:
-        package_id = session.execute(
-            sa.text("SELECT package_id FROM resource WHERE id = :id"), {"id": resource_id}
-        ).scalar()
-        if package_id is None:
-            raise JobError(f"Resource {resource_id} does not exist")
         session.execute(
             sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(package_id)}
         )
         session.expire_all()
-        current = show_resource(resource_id)
-        changes = {k: v for k, v in fields.items() if current.get(k) != v}
-        if changes:
-            tk.get_action("resource_patch")(job_context(), {"id": resource_id, **changes})
-        return bool(changes)
+        package = show_package(package_id)
+        changed = set()
+        for resource in package["resources"]:
+            changes = {
+                k: v for k, v in fields.get(resource["id"], {}).items() if resource.get(k) != v
+            }
+            if changes:
+                resource.update(changes)
+                changed.add(resource["id"])
+        if changed:
+            # what resource_patch does, for several resources at once
+            tk.get_action("package_update")(job_context(), package)
+        return changed, set(fields) - {r["id"] for r in package["resources"]}
     finally:
-        # ends the transaction (resource_patch has committed) and frees the lock
+        # ends the transaction (package_update has committed) and frees the lock
         session.rollback()
+
+
+def s3_fields(store: ObjectStore, artifact: str, result: UploadResult) -> dict[str, Any]:
+    """The resource fields that record the verified object of an artifact."""
+    if artifact == "resource":
+        return {
+            "sha256": result.sha256,
+            "size": result.size,
+            "etag": result.etag,
+            "s3_available": True,
+            "s3_url": store.object_url(result.bucket, result.key),
+        }
+    return {f"s3_{artifact}_sha256": result.sha256, f"s3_{artifact}_size": result.size}
+
+
+def recorded_object(resource: Mapping[str, Any], artifact: str) -> tuple[str, int] | None:
+    """``(sha256, size)`` of the verified object a resource's fields record for an artifact."""
+    if artifact == "resource":
+        sha256, size = resource.get("sha256"), resource.get("size")
+        if not resource.get("s3_available"):
+            return None
+    else:
+        sha256, size = resource.get(f"s3_{artifact}_sha256"), resource.get(f"s3_{artifact}_size")
+    if not sha256 or size in (None, ""):
+        return None
+    return str(sha256), int(size)
 
 
 def _lock_key(package_id: str) -> int:

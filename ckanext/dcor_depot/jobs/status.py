@@ -22,11 +22,17 @@ class Candidate:
     resource_id: str
     url: str
     name: str
+    size: int | None
     extras: dict[str, Any]
     package_id: str
     package_name: str
     owner_org: str | None
     public: bool
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The resource's fields as ``resource_show`` has them (those the depot reads)."""
+        return {**self.extras, "size": self.size, "url": self.url, "name": self.name}
 
 
 def candidates(modified_days: int | None = None) -> Iterator[Candidate]:
@@ -54,6 +60,7 @@ def candidates(modified_days: int | None = None) -> Iterator[Candidate]:
             resource_id=res.id,
             url=res.url or "",
             name=res.name or "",
+            size=res.size,
             extras=dict(res.extras or {}),
             package_id=pkg.id,
             package_name=pkg.name,
@@ -78,7 +85,7 @@ def missing_jobs(candidate: Candidate, store: ObjectStore | None) -> list[str]:
     local = path.is_file()
     if local and not path.is_symlink():
         missing.append("symlink")
-    on_s3 = bool(candidate.extras.get("s3_available") and candidate.extras.get("sha256"))
+    on_s3 = site.recorded_object(candidate.fields, "resource") is not None
     if store is not None:
         # no circle, no bucket: the upload job then says what to do
         visible = (
@@ -97,7 +104,7 @@ def missing_jobs(candidate: Candidate, store: ObjectStore | None) -> list[str]:
             missing.append("visibility")
     if not local and not on_s3:
         raise site.JobError(f"the file is missing at {path} and there is no verified S3 object")
-    if site.is_dc_file({"url": candidate.url, "name": candidate.name}) and not (
+    if site.is_dc_file(candidate.fields) and not (
         DC_ERROR_FIELD in candidate.extras or any(k.startswith("dc:") for k in candidate.extras)
     ):
         missing.append("dc-metadata")

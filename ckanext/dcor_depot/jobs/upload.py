@@ -43,16 +43,7 @@ def upload_resource(resource_id: str) -> str:
             sha256=claimed if _SHA256_RE.match(claimed) else None,
             public=public,
         )
-    site.patch_resource(
-        resource_id,
-        {
-            "sha256": result.sha256,
-            "size": result.size,
-            "etag": result.etag,
-            "s3_available": True,
-            "s3_url": store.object_url(bucket, key),
-        },
-    )
+    site.patch_resource(resource_id, site.s3_fields(store, "resource", result))
     # the dataset may have changed visibility while the file was uploaded, and
     # the visibility job queued for that change may have run before the object
     # existed: apply the visibility it has now

@@ -29,6 +29,9 @@ from pathlib import Path
 #: Longest file name (in bytes) most filesystems accept.
 NAME_MAX = 255
 _COPY_CHUNK = 4 * 1024**2
+#: A resource's files on block storage by artifact (the names of ``s3.ARTIFACTS``):
+#: its own file at CKAN's path and, beside it, what DCOR derives from it.
+ARTIFACT_SUFFIXES = {"resource": "", "condensed": "_condensed.rtdc", "preview": "_preview.jpg"}
 _UNSAFE_RE = re.compile(r"[\x00-\x1f\x7f/\\]+")
 
 
@@ -98,6 +101,46 @@ def exclusive_lock(lock_path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def artifact_path(ckan_path: Path, artifact: str) -> Path:
+    """Where an artifact of a resource lies on block storage, beside CKAN's path."""
+    return Path(f"{ckan_path}{ARTIFACT_SUFFIXES[artifact]}")
+
+
+def file_state(path: Path) -> tuple[int, int, int]:
+    """Inode, size and modification time of the file a path leads to (symlinks followed)."""
+    stat = os.stat(path)
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def remove_local(path: Path, depots_path: Path, expected_state: tuple[int, int, int]) -> list[Path]:
+    """Delete a file from block storage; when ``path`` is a symlink into the depots, its target too.
+
+    ``expected_state`` is :func:`file_state` of the file when it was verified:
+    a file that changed since is kept (:class:`DepotError`). The symlink goes
+    first, so CKAN's path never dangles. Returns the paths removed.
+    """
+    path = Path(path)
+    if file_state(path) != tuple(expected_state):
+        raise DepotError(f"{path} changed after it was verified; it was kept, run again")
+    removed = [path]
+    target = None
+    if path.is_symlink():
+        target = path.resolve()
+        depots = Path(depots_path).resolve()
+        if os.path.commonpath([depots, target]) != str(depots):
+            raise DepotError(
+                f"{path} is a symlink to {target}, outside the depots ({depots}); "
+                "it was kept: delete it by hand if that file may go"
+            )
+    path.unlink()
+    _fsync_dir(path.parent)
+    if target is not None:
+        target.unlink()
+        _fsync_dir(target.parent)
+        removed.append(target)
+    return removed
 
 
 def is_in_depot(ckan_path: Path) -> bool:

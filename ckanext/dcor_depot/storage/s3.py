@@ -145,6 +145,16 @@ def object_key(artifact: str, resource_id: str) -> str:
     return f"{artifact}/{resource_id[:3]}/{resource_id[3:6]}/{resource_id[6:]}"
 
 
+def parse_object_key(key: str) -> tuple[str, str] | None:
+    """``(artifact, resource_id)`` of a key made by :func:`object_key`, else None."""
+    artifact, _, rest = key.partition("/")
+    parts = rest.split("/")
+    if artifact not in ARTIFACTS or len(parts) != 3 or [len(p) for p in parts[:2]] != [3, 3]:
+        return None
+    resource_id = "".join(parts)
+    return (artifact, resource_id) if _RESOURCE_ID_RE.match(resource_id) else None
+
+
 def circle_bucket_name(template: str, organization_id: str) -> str:
     """The bucket of a circle, rendered from the bucket name template."""
     if "{organization_id}" not in template:
@@ -264,13 +274,18 @@ def _s3_errors(action: str, endpoint: str) -> Iterator[None]:
         raise S3Error(f"Cannot {action}: {exc}") from exc
 
 
+#: What :meth:`ObjectStore.fixity_problem` says of an object that does not exist.
+OBJECT_MISSING = "the object is missing"
+
+
 class ObjectStore:
     """Access to the circle buckets of one S3 endpoint.
 
-    Thread-safe: one instance can be shared by the threads of a process.
+    Thread-safe: one instance can be shared by the threads of a process;
+    ``parallel_uploads`` sizes its connection pool for that many uploads at once.
     """
 
-    def __init__(self, settings: S3Settings):
+    def __init__(self, settings: S3Settings, parallel_uploads: int = 1):
         self.settings = settings
         self._ready_buckets: set[str] = set()
         self._lock = threading.Lock()
@@ -291,7 +306,7 @@ class ObjectStore:
                 signature_version="s3v4",
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",
-                max_pool_connections=settings.upload_concurrency + 4,
+                max_pool_connections=settings.upload_concurrency * parallel_uploads + 4,
                 connect_timeout=10,
                 read_timeout=120,
                 retries={"max_attempts": 3, "mode": "standard"},
@@ -382,6 +397,29 @@ class ObjectStore:
             for chunk in body.iter_chunks(STREAM_CHUNK):
                 digest.update(chunk)
         return digest.hexdigest()
+
+    def fixity_problem(
+        self, bucket: str, key: str, sha256: str, size: int, rehash: bool = False
+    ) -> str | None:
+        """What is wrong with an object that should hold ``size`` bytes with ``sha256``.
+
+        None when nothing is; :data:`OBJECT_MISSING` when it does not exist.
+        Compares the size and the SHA-256 in the object's metadata; with
+        ``rehash`` also streams the object's bytes and hashes them, which
+        finds an object whose bytes changed behind the metadata's back.
+        """
+        info = self.object_info(bucket, key)
+        if info is None:
+            return OBJECT_MISSING
+        if info.size != size:
+            return f"the object has {info.size} bytes, expected {size}"
+        if info.sha256 is not None and info.sha256 != sha256:
+            return f"the object's metadata says SHA-256 {info.sha256}, expected {sha256}"
+        if rehash or info.sha256 is None:
+            actual = self.object_sha256(bucket, key, trust_metadata=False)
+            if actual != sha256:
+                return f"the object's bytes have SHA-256 {actual}, expected {sha256}"
+        return None
 
     def iter_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
         """All objects under a prefix (size and ETag from the listing, no SHA-256)."""

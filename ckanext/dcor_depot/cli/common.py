@@ -1,0 +1,29 @@
+"""What the commands share: the object store or a clear refusal, and output helpers."""
+
+from __future__ import annotations
+
+import click
+
+from .. import config
+from ..storage.s3 import ObjectStore
+
+
+def require_object_store(parallel_uploads: int = 1) -> ObjectStore:
+    """The configured object store; exits 1 saying what to set when there is none."""
+    settings = config.s3_settings()
+    if settings is None:
+        raise click.ClickException(
+            "No object store configured: set dcor_object_store.endpoint_url, "
+            ".access_key_id and .secret_access_key in the ini file"
+        )
+    if parallel_uploads == 1:
+        return config.object_store()
+    return ObjectStore(settings, parallel_uploads=parallel_uploads)
+
+
+def human_size(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")

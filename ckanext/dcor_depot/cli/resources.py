@@ -1,0 +1,130 @@
+"""Commands about single resources: append a file, list resources, list their objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ckan.model as model
+import click
+
+from ..jobs.append import AppendError
+from ..jobs.append import append_resource as append
+from ..storage.s3 import ARTIFACTS, S3Error, object_key
+from .common import human_size, require_object_store
+
+_VISIBILITY_COLOURS = {"public": "green", "private": "yellow", "missing": "red"}
+
+
+@click.command("append-resource")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("dataset")
+@click.option("--name", help="Name of the new resource (default: the file's name).")
+@click.option(
+    "--delete-source",
+    is_flag=True,
+    help="Delete PATH once the resource exists and its object's bytes were read back.",
+)
+@click.option(
+    "--no-dc-check", is_flag=True, help="Append a .rtdc file even if dclab cannot read it."
+)
+def append_resource(
+    path: Path, dataset: str, name: str | None, delete_source: bool, no_dc_check: bool
+):
+    """Add the file PATH to the dataset DATASET (id or name), also an active one.
+
+    The file goes straight to the circle's bucket with a verified upload; then
+    the resource is created with a reproducible id (from the dataset's id and
+    the file's SHA-256), its sha256, size, S3 fields and mimetype, and for
+    .rtdc files the DC metadata. Refuses, changing nothing: a missing,
+    unreadable or directory PATH, an unknown or deleted dataset, a .rtdc file
+    dclab cannot read (unless --no-dc-check), a file already in the dataset.
+
+    Example: ckan -c /etc/ckan/default/ckan.ini append-resource
+    /data/M001_data.rtdc my-dataset --delete-source
+    """
+    store = require_object_store()
+    try:
+        appended = append(store, path, dataset, name, not no_dc_check, delete_source)
+    except (AppendError, S3Error) as exc:
+        raise click.ClickException(str(exc)) from exc
+    resource = appended.resource
+    action = "uploaded" if appended.uploaded else "already in S3, verified"
+    click.echo(
+        f"Appended {path} to dataset {dataset} as resource {resource['id']} "
+        f"({resource['name']}, {resource['size']} bytes, sha256 {resource['sha256']}): "
+        f"{action} at {resource['s3_url']}"
+    )
+    if appended.source_deleted:
+        click.echo(f"Deleted {path}")
+
+
+@click.command("list-all-resources")
+@click.option(
+    "--state",
+    type=click.Choice(["active", "draft", "deleted", "all"]),
+    default="active",
+    show_default=True,
+    help="active: resources of active datasets; draft: of draft datasets; deleted: "
+    "deleted resources and those of deleted datasets; all: every resource.",
+)
+def list_all_resources(state: str):
+    """Print the id of every resource in STATE, one per line.
+
+    Example: ckan -c /etc/ckan/default/ckan.ini list-all-resources --state deleted
+    """
+    query = (
+        model.Session.query(model.Resource.id)
+        .join(model.Package, model.Package.id == model.Resource.package_id)
+        .order_by(model.Resource.id)
+    )
+    live = model.Resource.state == "active"
+    if state == "active":
+        query = query.filter(live, model.Package.state == "active")
+    elif state == "draft":
+        query = query.filter(live, model.Package.state == "draft")
+    elif state == "deleted":
+        query = query.filter(~live | (model.Package.state == "deleted"))
+    for (resource_id,) in query.yield_per(1000):
+        click.echo(resource_id)
+
+
+@click.command("dcor-list-s3-objects-for-dataset")
+@click.argument("dataset")
+def dcor_list_s3_objects_for_dataset(dataset: str):
+    """List the S3 objects of every resource (deleted ones too) and artifact of DATASET.
+
+    One line per object: bucket:key, public/private/missing, size. Coloured
+    on a terminal, plain when piped.
+
+    Example: ckan -c /etc/ckan/default/ckan.ini dcor-list-s3-objects-for-dataset my-dataset
+    """
+    store = require_object_store()
+    package = model.Package.get(dataset)
+    if package is None:
+        raise click.ClickException(f"There is no dataset {dataset!r}: check its name or id")
+    if not package.owner_org:
+        raise click.ClickException(f"Dataset {package.name} has no circle, so no objects")
+    bucket = store.circle_bucket(package.owner_org)
+    resources = (
+        model.Session.query(model.Resource)
+        .filter_by(package_id=package.id)
+        .order_by(model.Resource.position)
+    )
+    counts = dict.fromkeys(_VISIBILITY_COLOURS, 0)
+    try:
+        for resource in resources:
+            for artifact in ARTIFACTS:
+                key = object_key(artifact, resource.id)
+                info = store.object_info(bucket, key)
+                visible = store.visibility(bucket, key) if info else None
+                state = "missing" if visible is None else ("public" if visible else "private")
+                counts[state] += 1
+                size = human_size(info.size) if info else "-"
+                label = click.style(f"{state:<7}", fg=_VISIBILITY_COLOURS[state])
+                deleted = " (resource deleted)" if resource.state == "deleted" else ""
+                click.echo(f"{bucket}:{key}  {label}  {size}{deleted}")
+    except S3Error as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"Dataset {package.name}: " + ", ".join(f"{n} {state}" for state, n in counts.items())
+    )

@@ -1,0 +1,158 @@
+"""Adding a file to an existing dataset straight into S3 (``ckan append-resource``).
+
+Everything that can be checked is checked before anything changes; the
+resource is created only after its object is verified, and the source file
+is deleted only after that, once the object's bytes have been read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import mimetypes
+import stat
+import uuid
+from pathlib import Path
+from typing import Any
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+
+from ..storage.depot import file_state
+from ..storage.s3 import ObjectStore, object_key, sha256_of_file
+from . import site
+from .dc_metadata import DC_ERROR_FIELD, dc_fields
+
+#: Namespace of the resource ids made by :func:`resource_id_for`.
+RESOURCE_ID_NAMESPACE = uuid.UUID("5d5ab1c6-8c4e-4f0d-9a43-7b0a3d7c1e20")
+#: The mimetype of DC (.rtdc) files: HDF5.
+DC_MIMETYPE = "application/x-hdf5"
+
+
+class AppendError(Exception):
+    """The file cannot be appended; nothing was changed. The message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Appended:
+    resource: dict[str, Any]
+    uploaded: bool
+    source_deleted: bool
+
+
+def resource_id_for(package_id: str, sha256: str, generation: int = 0) -> str:
+    """The reproducible id of the resource holding a file with ``sha256`` in a dataset.
+
+    ``generation`` counts earlier resources of that id that were deleted.
+    """
+    name = f"{package_id}/{sha256}" + (f"/{generation}" if generation else "")
+    return str(uuid.uuid5(RESOURCE_ID_NAMESPACE, name))
+
+
+def check_source(path: Path) -> None:
+    """Refuse a path that is not a readable regular file."""
+    if not path.exists():
+        raise AppendError(f"{path} does not exist")
+    if path.is_dir():
+        raise AppendError(f"{path} is a directory: append the files in it one by one")
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise AppendError(f"{path} is not a regular file")
+    try:
+        with open(path, "rb") as fd:
+            fd.read(1)
+    except OSError as exc:
+        raise AppendError(f"{path} cannot be read: {exc.strerror}") from exc
+
+
+def append_resource(
+    store: ObjectStore,
+    path: Path,
+    dataset: str,
+    name: str | None = None,
+    dc_check: bool = True,
+    delete_source: bool = False,
+) -> Appended:
+    path = Path(path).absolute()
+    check_source(path)
+    name = name or path.name
+    try:
+        package = site.show_package(dataset)
+    except tk.ObjectNotFound as exc:
+        raise AppendError(f"There is no dataset {dataset!r}: check its name or id") from exc
+    if package["state"] == "deleted":
+        raise AppendError(f"Dataset {package['name']} is deleted: restore it first")
+    if not package.get("owner_org"):
+        raise AppendError(f"Dataset {package['name']} has no circle (organization), so no bucket")
+    fields: dict[str, Any] = {}
+    if site.is_dc_file({"name": name, "url": path.name}):
+        try:
+            fields = dc_fields(str(path))
+        except Exception as exc:  # dclab raises many kinds
+            problem = f"dclab cannot read this file: {type(exc).__name__}: {exc}"
+            if dc_check:
+                raise AppendError(
+                    f"{path} is not a valid DC file ({problem}); fix it, or pass --no-dc-check "
+                    "to append it anyway"
+                ) from exc
+            fields = {DC_ERROR_FIELD: problem}
+    before = file_state(path)
+    sha256 = sha256_of_file(path)
+    for resource in package["resources"]:
+        if resource.get("sha256") == sha256:
+            raise AppendError(
+                f"{path} is already in dataset {package['name']} as resource "
+                f"{resource['id']} ({resource.get('name')})"
+            )
+    resource_id = _free_resource_id(package["id"], sha256)
+
+    bucket = store.circle_bucket(package["owner_org"])
+    key = object_key("resource", resource_id)
+    public = site.visible_to_all(package["private"], package["state"])
+    result = store.upload_verified(path, bucket, key, sha256=sha256, public=public)
+    resource = tk.get_action("resource_create")(
+        site.job_context(),
+        {
+            "id": resource_id,
+            "package_id": package["id"],
+            "name": name,
+            "url": store.object_url(bucket, key),
+            "url_type": "s3_upload",
+            "mimetype": _mimetype(name),
+            **fields,
+            **site.s3_fields(store, "resource", result),
+        },
+    )
+    deleted = False
+    if delete_source:
+        actual = store.object_sha256(bucket, key, trust_metadata=False)
+        same_file = file_state(path) == before
+        if actual != sha256 or not same_file:
+            raise AppendError(
+                f"Resource {resource_id} was created, but {path} was kept: "
+                + (
+                    f"the object's bytes have SHA-256 {actual}, the file {sha256}"
+                    if actual != sha256
+                    else "the file changed during the upload"
+                )
+            )
+        path.unlink()
+        deleted = True
+    return Appended(resource, not result.skipped, deleted)
+
+
+def _free_resource_id(package_id: str, sha256: str) -> str:
+    """The first id of :func:`resource_id_for` that no resource (deleted ones too) has."""
+    generation = 0
+    while True:
+        resource_id = resource_id_for(package_id, sha256, generation)
+        existing = model.Resource.get(resource_id)
+        if existing is None:
+            return resource_id
+        if existing.state != "deleted":
+            raise AppendError(f"Resource {resource_id} already holds this file")
+        generation += 1
+
+
+def _mimetype(name: str) -> str | None:
+    if name.lower().endswith(".rtdc"):
+        return DC_MIMETYPE
+    return mimetypes.guess_type(name)[0]

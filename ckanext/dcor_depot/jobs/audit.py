@@ -1,0 +1,116 @@
+"""The fixity audit (``ckan dcor-verify-object-store``): do the objects hold what CKAN recorded?
+
+Every resource's recorded objects (see :func:`site.recorded_object`) are
+checked against their size and the SHA-256 in their metadata; a sample of
+them is also read back and hashed. Objects in the circle buckets that no
+resource accounts for are orphans.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Iterator
+
+import ckan.model as model
+
+from ..storage.s3 import (
+    ARTIFACTS,
+    OBJECT_MISSING,
+    ObjectStore,
+    circle_bucket_prefix,
+    object_key,
+    parse_object_key,
+)
+from . import site
+
+
+@dataclasses.dataclass(frozen=True)
+class Expected:
+    """An object a resource's fields record."""
+
+    bucket: str
+    key: str
+    sha256: str
+    size: int
+    resource_id: str
+    package_name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    kind: str  # "missing", "mismatch" or "orphan"
+    bucket: str
+    key: str
+    detail: str
+
+
+def expected_objects(store: ObjectStore, package_id: str | None = None) -> list[Expected]:
+    """The recorded objects of active resources of datasets that are not deleted."""
+    query = (
+        model.Session.query(model.Resource, model.Package)
+        .join(model.Package, model.Package.id == model.Resource.package_id)
+        .filter(model.Resource.state == "active", model.Package.state != "deleted")
+        .order_by(model.Package.name, model.Resource.position)
+    )
+    if package_id is not None:
+        query = query.filter(model.Package.id == package_id)
+    expected = []
+    for resource, package in query:
+        fields = {**(resource.extras or {}), "size": resource.size}
+        for artifact in ARTIFACTS:
+            recorded = site.recorded_object(fields, artifact)
+            if recorded is not None and package.owner_org:
+                expected.append(
+                    Expected(
+                        store.circle_bucket(package.owner_org),
+                        object_key(artifact, resource.id),
+                        *recorded,
+                        resource.id,
+                        package.name,
+                    )
+                )
+    model.Session.rollback()
+    return expected
+
+
+def sample(objects: list[Expected], percent: float, rng: random.Random) -> set[Expected]:
+    """``percent`` of the objects (at least one when ``percent`` > 0), chosen at random."""
+    if percent <= 0 or not objects:
+        return set()
+    count = max(1, round(len(objects) * percent / 100))
+    return set(rng.sample(objects, min(count, len(objects))))
+
+
+def check(store: ObjectStore, expected: Expected, rehash: bool) -> Finding | None:
+    problem = store.fixity_problem(
+        expected.bucket, expected.key, expected.sha256, expected.size, rehash=rehash
+    )
+    if problem is None:
+        return None
+    kind = "missing" if problem == OBJECT_MISSING else "mismatch"
+    where = f"resource {expected.resource_id} of dataset {expected.package_name}"
+    return Finding(kind, expected.bucket, expected.key, f"{problem} ({where})")
+
+
+def orphans(store: ObjectStore) -> Iterator[Finding]:
+    """Objects in the circle buckets whose key names no resource of that bucket's circle."""
+    owners = dict(
+        model.Session.query(model.Resource.id, model.Package.owner_org).join(
+            model.Package, model.Package.id == model.Resource.package_id
+        )
+    )
+    model.Session.rollback()
+    prefix = circle_bucket_prefix(store.settings.bucket_name_template)
+    for bucket in store.list_buckets(prefix=prefix):
+        for info in store.iter_objects(bucket):
+            parsed = parse_object_key(info.key)
+            if parsed is None:
+                detail = "the key is not one of a resource's objects"
+            elif parsed[1] not in owners:
+                detail = f"no resource {parsed[1]} exists"
+            elif not owners[parsed[1]] or store.circle_bucket(owners[parsed[1]]) != bucket:
+                detail = f"resource {parsed[1]} belongs to another circle"
+            else:
+                continue
+            yield Finding("orphan", bucket, info.key, f"{detail} ({info.size} bytes)")

@@ -1,0 +1,243 @@
+"""Migration of the files on block storage into the circle buckets.
+
+Used by ``ckan dcor-migrate-resources-to-object-store``. The work for one
+resource (:func:`migrate_resource`) touches files and S3 only, never the
+database, so the command runs it in threads; the command then records the
+results (:func:`record`), one dataset update at a time, and deletes local
+files only after their objects are recorded.
+
+Rule of deletion: a local file is deleted only when, in this same run, the
+object's bytes were read back from S3 and their SHA-256 and size equal
+those of the local file, also hashed in this run, and the file has not
+changed since.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+from ..storage.depot import DepotError, artifact_path, file_state, remove_local
+from ..storage.s3 import (
+    ARTIFACTS,
+    OBJECT_MISSING,
+    ObjectConflictError,
+    ObjectStore,
+    S3Error,
+    object_key,
+    sha256_of_file,
+)
+from . import site
+from .status import Candidate
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    verify_existence: bool = False
+    verify_checksum: bool = False
+    delete_after_migration: bool = False
+    dry_run: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Deletion:
+    """A local file whose object was verified in this run, and its state then."""
+
+    path: Path
+    state: tuple[int, int, int]
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What happened to one resource; counts are of objects (resource and artifacts)."""
+
+    candidate: Candidate
+    #: resource fields to record
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: what was done, for the operator, e.g. "uploaded condensed"
+    actions: list[str] = dataclasses.field(default_factory=list)
+    uploaded: int = 0
+    repaired: int = 0
+    already: int = 0
+    #: objects a dry run would upload
+    planned: int = 0
+    #: local files deleted (a symlink and its depot file count once)
+    deleted: int = 0
+    #: the resource's file is neither on block storage nor recorded in S3
+    missing: str | None = None
+    errors: list[str] = dataclasses.field(default_factory=list)
+    deletions: list[Deletion] = dataclasses.field(default_factory=list)
+
+
+def migrate_resource(
+    candidate: Candidate, ckan_path: Path, store: ObjectStore, options: Options
+) -> Outcome:
+    """Upload and verify the objects of one resource; never raises."""
+    outcome = Outcome(candidate)
+    if not candidate.owner_org:
+        outcome.errors.append(
+            f"dataset {candidate.package_name} has no circle, so no bucket: "
+            "add it to an organization"
+        )
+        return outcome
+    bucket = store.circle_bucket(candidate.owner_org)
+    for artifact in ARTIFACTS:
+        try:
+            path = artifact_path(ckan_path, artifact)
+            _migrate_artifact(outcome, artifact, path, bucket, store, options)
+        except (S3Error, DepotError, OSError) as exc:
+            outcome.errors.append(f"{artifact}: {exc}")
+    return outcome
+
+
+def _migrate_artifact(
+    outcome: Outcome,
+    artifact: str,
+    path: Path,
+    bucket: str,
+    store: ObjectStore,
+    options: Options,
+) -> None:
+    candidate = outcome.candidate
+    key = object_key(artifact, candidate.resource_id)
+    recorded = site.recorded_object(candidate.fields, artifact)
+    local = path.is_file()
+    if recorded is None and not local:
+        if artifact == "resource":
+            outcome.missing = f"the file is missing at {path} and it is not recorded in S3"
+        return
+    object_sha256 = None  # of the object's bytes, read back in this run
+    expected = None  # the SHA-256 the local file must have
+    overwrite = False
+    problem = None
+    if recorded is not None:
+        expected = recorded[0]
+        if options.verify_existence or options.verify_checksum:
+            problem = store.fixity_problem(bucket, key, *recorded, rehash=options.verify_checksum)
+        if problem is None:
+            outcome.already += 1
+            if options.verify_checksum:
+                object_sha256 = recorded[0]
+            if not (options.delete_after_migration and local):
+                return
+        elif not local:
+            raise S3Error(f"s3://{bucket}/{key}: {problem}, and there is no local file to upload")
+        else:
+            overwrite = True
+            if options.dry_run:
+                outcome.actions.append(f"would upload {artifact} again ({problem})")
+                outcome.planned += 1
+                return
+    elif options.dry_run:
+        outcome.actions.append(f"would upload {artifact}")
+        outcome.planned += 1
+        return
+    elif artifact == "resource" and _SHA256_RE.match(str(candidate.extras.get("sha256") or "")):
+        # a checksum recorded before the migration must hold for the upload
+        expected = candidate.extras["sha256"]
+
+    result = None
+    if recorded is None or overwrite:
+        state = file_state(path)
+        try:
+            result = store.upload_verified(
+                path, bucket, key, overwrite=overwrite, sha256=expected, public=candidate.public
+            )
+        except ObjectConflictError as exc:
+            # an object nobody recorded, with other bytes: the local file is the original
+            outcome.actions.append(f"replacing an unrecorded object ({exc})")
+            result = store.upload_verified(
+                path, bucket, key, overwrite=True, sha256=expected, public=candidate.public
+            )
+        if overwrite:
+            outcome.repaired += 1
+            outcome.actions.append(f"uploaded {artifact} again ({problem})")
+        elif result.skipped:
+            outcome.already += 1
+            outcome.actions.append(f"{artifact} was already in S3, verified")
+        else:
+            outcome.uploaded += 1
+            outcome.actions.append(f"uploaded {artifact}")
+        outcome.fields.update(site.s3_fields(store, artifact, result))
+        recorded = (result.sha256, result.size)
+        local_sha256 = None if result.skipped else result.sha256  # read in this run
+    else:
+        state = file_state(path)
+        local_sha256 = None
+
+    if options.delete_after_migration and local and options.dry_run:
+        outcome.actions.append(f"would delete {path} once its object is verified")
+    elif options.delete_after_migration and local:
+        _confirm_for_deletion(
+            outcome, path, state, local_sha256, object_sha256, bucket, key, store, recorded
+        )
+
+
+def _confirm_for_deletion(
+    outcome: Outcome,
+    path: Path,
+    state: tuple[int, int, int],
+    local_sha256: str | None,
+    object_sha256: str | None,
+    bucket: str,
+    key: str,
+    store: ObjectStore,
+    recorded: tuple[str, int],
+) -> None:
+    """Hash what was not hashed in this run yet; mark the file for deletion if all agree."""
+    local_sha256 = local_sha256 or sha256_of_file(path)
+    if object_sha256 is None:
+        info = store.object_info(bucket, key)
+        if info is None:
+            raise S3Error(f"s3://{bucket}/{key}: {OBJECT_MISSING}; kept {path}")
+        if info.size != state[1]:
+            raise S3Error(
+                f"s3://{bucket}/{key} has {info.size} bytes, {path} has {state[1]}; kept the file"
+            )
+        object_sha256 = store.object_sha256(bucket, key, trust_metadata=False)
+    if not (local_sha256 == object_sha256 == recorded[0]):
+        raise S3Error(
+            f"kept {path}: its SHA-256 is {local_sha256}, the object s3://{bucket}/{key} has "
+            f"{object_sha256}, the resource records {recorded[0]}; run with --verify-checksum "
+            "to upload it again"
+        )
+    outcome.deletions.append(Deletion(path, state))
+
+
+def record(
+    package_id: str, outcomes: list[Outcome], depots_path: Path, options: Options
+) -> list[Outcome]:
+    """Record the outcomes of one dataset's resources, then delete the verified local files.
+
+    Returns the outcomes (their errors say what could not be recorded or deleted).
+    """
+    if options.dry_run:
+        return outcomes
+    fields = {o.candidate.resource_id: o.fields for o in outcomes if o.fields}
+    gone: set[str] = set()
+    if fields:
+        try:
+            _, gone = site.patch_resources(package_id, fields)
+        except Exception as exc:  # noqa: BLE001 - reported per resource, the run goes on
+            for outcome in outcomes:
+                if outcome.fields:
+                    outcome.errors.append(f"recording the S3 fields failed: {exc}")
+                    outcome.deletions.clear()
+            return outcomes
+    for outcome in outcomes:
+        if outcome.candidate.resource_id in gone:
+            outcome.errors.append("the resource was deleted during the migration; nothing recorded")
+            continue
+        for deletion in outcome.deletions:
+            try:
+                removed = remove_local(deletion.path, depots_path, deletion.state)
+            except (DepotError, OSError) as exc:
+                outcome.errors.append(f"delete: {exc}")
+            else:
+                outcome.deleted += 1
+                outcome.actions.append("deleted " + ", ".join(map(str, removed)))
+    return outcomes
