@@ -1,0 +1,138 @@
+"""The inspection commands: list-all-resources, dcor-list-s3-objects-for-dataset
+and the fixity audit dcor-verify-object-store, against the real services."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from ckan.tests import factories, helpers
+
+from ckanext.dcor_depot.cli import (
+    dcor_list_s3_objects_for_dataset,
+    dcor_migrate_resources_to_object_store,
+    dcor_verify_object_store,
+    list_all_resources,
+)
+from ckanext.dcor_depot.jobs import site
+from ckanext.dcor_depot.storage.depot import artifact_path
+from ckanext.dcor_depot.storage.s3 import object_key
+
+pytestmark = pytest.mark.usefixtures(
+    "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
+)
+
+
+@pytest.fixture
+def migrated(api_upload, random_file, cli):
+    """A public and a private dataset of one circle, their files migrated to S3."""
+    user = factories.User()
+    org = factories.Organization(users=[{"name": user["name"], "capacity": "admin"}])
+    public = factories.Dataset(owner_org=org["id"], user=user, private=False)
+    private = factories.Dataset(owner_org=org["id"], user=user, private=True)
+    first = api_upload(user, public["id"], random_file(3000, name="a.bin"))
+    artifact_path(site.ckan_path(first["id"]), "condensed").write_bytes(os.urandom(1500))
+    second = api_upload(user, private["id"], random_file(4000, name="b.bin"))
+    result = cli.invoke(dcor_migrate_resources_to_object_store, [])
+    assert result.exit_code == 0, result.output
+    return org, public, private, first, second
+
+
+def test_list_s3_objects_of_a_dataset(migrated, store, cli):
+    org, public, private, first, second = migrated
+    bucket = store.circle_bucket(org["id"])
+    plain = cli.invoke(dcor_list_s3_objects_for_dataset, [public["name"]])
+    assert plain.exit_code == 0, plain.output
+    lines = plain.output.splitlines()
+    assert lines[0] == f"{bucket}:{object_key('resource', first['id'])}  public   2.9 KiB"
+    assert lines[1] == f"{bucket}:{object_key('condensed', first['id'])}  public   1.5 KiB"
+    assert lines[2] == f"{bucket}:{object_key('preview', first['id'])}  missing  -"
+    assert lines[3] == f"Dataset {public['name']}: 2 public, 0 private, 1 missing"
+    assert "\x1b[" not in plain.output  # no colour when piped
+
+    coloured = cli.invoke(dcor_list_s3_objects_for_dataset, [private["id"]], color=True)
+    assert "\x1b[33mprivate" in coloured.output
+    assert "\x1b[31mmissing" in coloured.output
+
+    helpers.call_action("resource_delete", id=second["id"])
+    deleted = cli.invoke(dcor_list_s3_objects_for_dataset, [private["id"]])
+    assert "(resource deleted)" in deleted.output.splitlines()[0]
+
+    unknown = cli.invoke(dcor_list_s3_objects_for_dataset, ["no-such-dataset"])
+    assert unknown.exit_code == 1
+    assert "There is no dataset 'no-such-dataset'" in unknown.output
+
+
+def test_list_all_resources_by_state(cli):
+    user = factories.User()
+    org = factories.Organization(users=[{"name": user["name"], "capacity": "admin"}])
+    active = factories.Resource(package_id=factories.Dataset(owner_org=org["id"])["id"])
+    draft_dataset = factories.Dataset(owner_org=org["id"], state="draft")
+    draft = factories.Resource(package_id=draft_dataset["id"])
+    removed = factories.Resource(package_id=active["package_id"])
+    helpers.call_action("resource_delete", id=removed["id"])
+    in_deleted = factories.Resource(package_id=factories.Dataset(owner_org=org["id"])["id"])
+    helpers.call_action("package_delete", id=in_deleted["package_id"])
+
+    def listed(*args):
+        result = cli.invoke(list_all_resources, list(args))
+        assert result.exit_code == 0, result.output
+        return set(result.output.split())
+
+    assert listed() == {active["id"]}
+    assert listed("--state", "draft") == {draft["id"]}
+    assert listed("--state", "deleted") == {removed["id"], in_deleted["id"]}
+    assert listed("--state", "all") == {active["id"], draft["id"], removed["id"], in_deleted["id"]}
+    assert cli.invoke(list_all_resources, ["--state", "gone"]).exit_code == 2
+
+
+def test_fixity_audit_finds_missing_mismatched_and_orphaned_objects(migrated, store, cli):
+    org, public, private, first, second = migrated
+    bucket = store.circle_bucket(org["id"])
+    clean = cli.invoke(dcor_verify_object_store, ["--sample-percent", "100"])
+    assert clean.exit_code == 0, clean.output
+    assert "3 recorded objects checked (3 read back and hashed): 3 ok" in clean.output
+    assert "0 orphaned" in clean.output
+
+    # bytes changed behind the metadata's back: only reading them back finds it
+    first_key = object_key("resource", first["id"])
+    shown = helpers.call_action("resource_show", id=first["id"])
+    store.client.put_object(
+        Bucket=bucket, Key=first_key, Body=os.urandom(3000), Metadata={"sha256": shown["sha256"]}
+    )
+    metadata_only = cli.invoke(dcor_verify_object_store, [])
+    assert metadata_only.exit_code == 0, metadata_only.output
+    read_back = cli.invoke(dcor_verify_object_store, ["--sample-percent", "100"])
+    assert read_back.exit_code == 1
+    assert f"MISMATCH {bucket}:{first_key}: the object's bytes have SHA-256" in read_back.output
+
+    store.delete_object(bucket, object_key("condensed", first["id"]))
+    second_key = object_key("resource", second["id"])
+    store.client.put_object(Bucket=bucket, Key=second_key, Body=b"short")
+    orphan_key = object_key("resource", "0123456789abcdef")
+    store.client.put_object(Bucket=bucket, Key=orphan_key, Body=b"nobody's")
+    store.client.put_object(Bucket=bucket, Key="stray/file.txt", Body=b"?")
+
+    audit = cli.invoke(dcor_verify_object_store, [])
+    assert audit.exit_code == 1
+    output = audit.output
+    assert f"MISSING {bucket}:{object_key('condensed', first['id'])}" in output
+    assert f"MISMATCH {bucket}:{second_key}: the object has 5 bytes, expected 4000" in output
+    assert f"ORPHAN {bucket}:{orphan_key}: no resource 0123456789abcdef exists" in output
+    assert f"ORPHAN {bucket}:stray/file.txt" in output
+    assert "1 ok, 1 missing, 1 mismatched; 2 orphaned" in output
+
+    one = cli.invoke(dcor_verify_object_store, ["--dataset", private["name"]])
+    assert one.exit_code == 1
+    assert "1 recorded objects checked" in one.output
+    assert "orphans: not checked" not in one.output
+    assert "not checked (--dataset)" in one.output
+    assert "ORPHAN" not in one.output
+
+
+def test_fixity_audit_samples_a_share_of_the_objects(migrated, cli):
+    result = cli.invoke(dcor_verify_object_store, ["--sample-percent", "30"])
+    assert result.exit_code == 0, result.output
+    assert "3 recorded objects checked (1 read back and hashed)" in result.output
+    refused = cli.invoke(dcor_verify_object_store, ["--sample-percent", "101"])
+    assert refused.exit_code == 2
