@@ -108,19 +108,25 @@ def append_resource(
     key = object_key("resource", resource_id)
     public = site.visible_to_all(package["private"], package["state"])
     result = store.upload_verified(path, bucket, key, sha256=sha256, public=public)
-    resource = tk.get_action("resource_create")(
-        site.job_context(),
-        {
-            "id": resource_id,
-            "package_id": package["id"],
-            "name": name,
-            "url": store.object_url(bucket, key),
-            "url_type": "s3_upload",
-            "mimetype": _mimetype(name),
-            **fields,
-            **site.s3_fields(store, "resource", result),
-        },
-    )
+    try:
+        resource = tk.get_action("resource_create")(
+            site.job_context(),
+            {
+                "id": resource_id,
+                "package_id": package["id"],
+                "name": name,
+                "url": store.object_url(bucket, key),
+                "url_type": "s3_upload",
+                "mimetype": _mimetype(name),
+                **fields,
+                **site.s3_fields(store, "resource", result),
+            },
+        )
+    except tk.ValidationError as exc:
+        raise AppendError(
+            f"The file was uploaded to s3://{bucket}/{key}, but CKAN refused the resource: "
+            f"{exc.error_summary}; fix that and run the command again (the upload is reused)"
+        ) from exc
     deleted = False
     if delete_source:
         actual = store.object_sha256(bucket, key, trust_metadata=False)
