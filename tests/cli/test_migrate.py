@@ -16,11 +16,15 @@ import ckan.model as model
 import pytest
 from ckan.tests import factories, helpers
 
+from ckanext.dcor_depot import config
 from ckanext.dcor_depot.cli import dcor_migrate_resources_to_object_store as migrate
 from ckanext.dcor_depot.cli import dcor_prune_stale_multipart_uploads as prune
+from ckanext.dcor_depot.cli.migrate import run_lock_path
 from ckanext.dcor_depot.jobs import site
+from ckanext.dcor_depot.jobs.migrate import Options, migrate_resource, record
 from ckanext.dcor_depot.jobs.queue import RESOURCE_JOBS
-from ckanext.dcor_depot.storage.depot import artifact_path
+from ckanext.dcor_depot.jobs.status import candidates
+from ckanext.dcor_depot.storage.depot import artifact_path, exclusive_lock
 from ckanext.dcor_depot.storage.s3 import MiB, object_key
 
 from ..conftest import CKAN, TEST_INI, anonymous_status, object_sha256, sha256_path
@@ -270,17 +274,21 @@ def test_killed_migration_resumes_without_uploading_again(circle, on_block_stora
     first_key = object_key("resource", first["id"])
     uploaded_before = last_modified(store, bucket, first_key)  # uploaded, not yet recorded
     assert "s3_available" not in helpers.call_action("resource_show", id=first["id"])
-    result = cli.invoke(migrate, [])
+    local = {r["id"]: sha256_path(site.ckan_path(r["id"])) for r in (first, big, last)}
+    # run again, deleting in the same run what it uploads or finds unrecorded
+    result = cli.invoke(migrate, ["--delete-after-migration", "--jobs", "2"])
     assert result.exit_code == 0, result.output
     assert "3 resources: 2 objects uploaded" in result.output
     assert "resource was already in S3, verified" in result.output
+    assert "1 already in S3, 3 local files deleted" in result.output
     assert last_modified(store, bucket, first_key) == uploaded_before
     for resource in (first, big, last):
         shown = helpers.call_action("resource_show", id=resource["id"])
-        assert shown["sha256"] == sha256_path(site.ckan_path(resource["id"]))
+        assert shown["sha256"] == local[resource["id"]]
         key = object_key("resource", resource["id"])
         assert object_sha256(store, bucket, key) == shown["sha256"]
         assert anonymous_status(shown["s3_url"]) == 403
+        assert not site.ckan_path(resource["id"]).exists()
 
     # the killed upload's parts stay until pruned
     assert _uploads_in_progress(store, bucket, big_key)
@@ -322,3 +330,31 @@ def test_symlinked_file_outside_the_depots_is_kept(on_block_storage, store, cli,
     assert result.exit_code == 1
     assert "outside the depots" in result.output
     assert elsewhere.is_file() and path.is_symlink()
+
+
+def test_a_second_run_is_refused_while_one_runs(on_block_storage, cli):
+    on_block_storage()
+    with exclusive_lock(run_lock_path()):
+        refused = cli.invoke(migrate, [])
+        assert refused.exit_code == 1
+        assert "Another dcor-migrate-resources-to-object-store is running" in refused.output
+        dry = cli.invoke(migrate, ["--dry-run"])
+        assert dry.exit_code == 0, dry.output
+    assert cli.invoke(migrate, []).exit_code == 0
+
+
+def test_visibility_changed_during_the_upload_is_applied_when_recording(
+    on_block_storage, store, tmp_path
+):
+    resource = on_block_storage(name="public.bin")
+    (candidate,) = candidates()
+    assert candidate.public
+    options = Options(delete_after_migration=True)
+    outcome = migrate_resource(candidate, site.ckan_path(resource["id"]), store, options)
+    url = outcome.fields["s3_url"]
+    assert anonymous_status(url) == 200  # uploaded as the dataset was
+    helpers.call_action("package_patch", id=resource["package_id"], private=True)
+    (recorded,) = record(resource["package_id"], [outcome], store, config.depots_path(), options)
+    assert recorded.errors == []
+    assert anonymous_status(url) == 403
+    assert not site.ckan_path(resource["id"]).exists()

@@ -17,7 +17,9 @@ from ckanext.dcor_depot.storage.depot import (
     NAME_MAX,
     DepotError,
     depot_path_for,
+    file_state,
     move_into_depot,
+    remove_local,
     safe_name,
 )
 
@@ -165,3 +167,23 @@ def test_two_processes_at_once(tmp_path, ckan_file):
         assert sorted(p.name for p in depot.parent.iterdir()) == [depot.name]
     finally:
         shutil.rmtree(shm, ignore_errors=True)
+
+
+def test_remove_local_keeps_a_file_that_changed_after_it_was_verified(tmp_path):
+    depots = tmp_path / "depots"
+    target = depots / "users" / "file.bin"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"verified bytes")
+    link = tmp_path / "ckan" / "abcdef"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    state = file_state(link)
+    target.write_bytes(b"other bytes!!!")  # same size as before
+    os.utime(target, ns=(state[2], state[2]))  # and the mtime restored
+    with pytest.raises(DepotError, match="changed after it was verified"):
+        remove_local(link, depots, state)
+    assert target.read_bytes() == b"other bytes!!!" and link.is_symlink()
+
+    removed = remove_local(link, depots, file_state(link))
+    assert removed == [link, target]
+    assert not link.is_symlink() and not target.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import defaultdict
@@ -12,11 +13,17 @@ import click
 from .. import config
 from ..jobs import migrate, site
 from ..jobs.status import candidates
+from ..storage.depot import DepotError, exclusive_lock
 from .common import require_object_store
 
 #: Seconds after which the finished resources of a dataset are recorded even
 #: if others of it are still uploading (so an interrupted run loses little).
 RECORD_EVERY = 10.0
+
+
+def run_lock_path():
+    """The lock file that keeps a second run from starting."""
+    return config.lock_dir() / "migrate.lock"
 
 
 @click.command("dcor-migrate-resources-to-object-store")
@@ -77,6 +84,28 @@ def dcor_migrate_resources_to_object_store(
     --jobs 4 --delete-after-migration
     """
     store = require_object_store(parallel_uploads=jobs)
+    # one run at a time (a dry run changes nothing and may run beside one)
+    lock = contextlib.nullcontext() if dry_run else exclusive_lock(run_lock_path(), wait=False)
+    try:
+        with lock:
+            _run(
+                store,
+                modified_days,
+                verify_existence,
+                verify_checksum,
+                delete_after_migration,
+                dry_run,
+                jobs,
+            )
+    except DepotError as exc:
+        raise click.ClickException(
+            f"Another dcor-migrate-resources-to-object-store is running ({exc}); wait for it to end"
+        ) from exc
+
+
+def _run(
+    store, modified_days, verify_existence, verify_checksum, delete_after_migration, dry_run, jobs
+) -> None:
     options = migrate.Options(verify_existence, verify_checksum, delete_after_migration, dry_run)
     todo = list(candidates(modified_days))
     remaining = defaultdict(int)
@@ -108,29 +137,35 @@ def dcor_migrate_resources_to_object_store(
         outcomes = finished.pop(package_id, [])
         last_record[package_id] = time.monotonic()
         if outcomes:
-            report(migrate.record(package_id, outcomes, config.depots_path(), options))
+            report(migrate.record(package_id, outcomes, store, config.depots_path(), options))
 
-    with ThreadPoolExecutor(jobs, thread_name_prefix="migrate") as pool:
-        futures = [pool.submit(_migrate, c, store, options) for c in todo]
-        with click.progressbar(length=len(todo), file=sys.stderr, label="resources") as bar:
-            try:
-                for future in as_completed(futures):
-                    outcome = future.result()
-                    package_id = outcome.candidate.package_id
-                    finished[package_id].append(outcome)
-                    remaining[package_id] -= 1
-                    if (
-                        remaining[package_id] == 0
-                        or time.monotonic() - last_record[package_id] > RECORD_EVERY
-                    ):
-                        record(package_id)
-                    bar.update(1)
-            finally:
-                # on Ctrl-C too: what was verified gets recorded
-                for future in futures:
-                    future.cancel()
-                for package_id in list(finished):
+    pool = ThreadPoolExecutor(jobs, thread_name_prefix="migrate")
+    futures = [pool.submit(_migrate, c, store, options) for c in todo]
+    handled = set()
+    with click.progressbar(length=len(todo), file=sys.stderr, label="resources") as bar:
+        try:
+            for future in as_completed(futures):
+                handled.add(future)
+                outcome = future.result()
+                package_id = outcome.candidate.package_id
+                finished[package_id].append(outcome)
+                remaining[package_id] -= 1
+                if (
+                    remaining[package_id] == 0
+                    or time.monotonic() - last_record[package_id] > RECORD_EVERY
+                ):
                     record(package_id)
+                bar.update(1)
+        finally:
+            # on Ctrl-C: no new uploads; those in flight finish, and all that
+            # was verified gets recorded
+            pool.shutdown(wait=True, cancel_futures=True)
+            for future in futures:
+                if future not in handled and not future.cancelled():
+                    outcome = future.result()
+                    finished[outcome.candidate.package_id].append(outcome)
+            for package_id in list(finished):
+                record(package_id)
 
     uploaded = (
         f"{totals['planned']} objects would be uploaded"
@@ -153,6 +188,6 @@ def dcor_migrate_resources_to_object_store(
 def _migrate(candidate, store, options) -> migrate.Outcome:
     try:
         path = site.ckan_path(candidate.resource_id)
-    except site.JobError as exc:
-        return migrate.Outcome(candidate, errors=[str(exc)])
-    return migrate.migrate_resource(candidate, path, store, options)
+        return migrate.migrate_resource(candidate, path, store, options)
+    except Exception as exc:  # counted as this resource's failure; the run goes on
+        return migrate.Outcome(candidate, errors=[f"{type(exc).__name__}: {exc}"])

@@ -41,7 +41,8 @@ def dcor_check_object_store():
     type=click.IntRange(min=0),
     default=7,
     show_default=True,
-    help="Abort uploads started more than N days ago (0: all unfinished uploads).",
+    help="Abort uploads started more than N days ago (0: all unfinished uploads, also "
+    "those of uploads running right now).",
 )
 @click.option("--dry-run", is_flag=True, help="Only list the uploads that would be aborted.")
 def dcor_prune_stale_multipart_uploads(initiated_before_days: int, dry_run: bool):
@@ -116,29 +117,37 @@ def dcor_verify_object_store(dataset: str | None, sample_percent: float):
         package = model.Package.get(dataset)
         if package is None:
             raise click.ClickException(f"There is no dataset {dataset!r}: check its name or id")
+        if package.state == "deleted":
+            raise click.ClickException(
+                f"Dataset {package.name} is deleted: its objects are no longer audited"
+            )
         package_id = package.id
     expected = audit.expected_objects(store, package_id)
     rehash = audit.sample(expected, sample_percent, random.Random())
     findings = []
-    try:
-        with click.progressbar(expected, file=sys.stderr, label="objects") as bar:
-            for item in bar:
+    with click.progressbar(expected, file=sys.stderr, label="objects") as bar:
+        for item in bar:
+            try:
                 finding = audit.check(store, item, item in rehash)
-                if finding is not None:
-                    findings.append(finding)
-        if package_id is None:
+            except S3Error as exc:  # counted; the audit goes on
+                finding = audit.Finding("error", item.bucket, item.key, str(exc))
+            if finding is not None:
+                findings.append(finding)
+    if package_id is None:
+        try:
             findings.extend(audit.orphans(store))
-    except S3Error as exc:
-        raise click.ClickException(str(exc)) from exc
-    counts = dict.fromkeys(("missing", "mismatch", "orphan"), 0)
+        except S3Error as exc:
+            findings.append(audit.Finding("error", "", "", f"listing the buckets failed: {exc}"))
+    counts = dict.fromkeys(("missing", "mismatch", "orphan", "error"), 0)
     for finding in findings:
         counts[finding.kind] += 1
         click.echo(f"{finding.kind.upper()} {finding.bucket}:{finding.key}: {finding.detail}")
     orphans = "not checked (--dataset)" if package_id else f"{counts['orphan']} orphaned"
     click.echo(
         f"{len(expected)} recorded objects checked ({len(rehash)} read back and hashed): "
-        f"{len(expected) - counts['missing'] - counts['mismatch']} ok, "
-        f"{counts['missing']} missing, {counts['mismatch']} mismatched; {orphans}"
+        f"{len(expected) - counts['missing'] - counts['mismatch'] - counts['error']} ok, "
+        f"{counts['missing']} missing, {counts['mismatch']} mismatched, "
+        f"{counts['error']} could not be checked; {orphans}"
     )
     if findings:
         sys.exit(1)

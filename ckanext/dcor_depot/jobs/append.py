@@ -50,6 +50,13 @@ def resource_id_for(package_id: str, sha256: str, generation: int = 0) -> str:
 
 def check_source(path: Path) -> None:
     """Refuse a path that is not a readable regular file."""
+    try:
+        _check_source(path)
+    except OSError as exc:  # e.g. a folder on the way that cannot be searched
+        raise AppendError(f"{path} cannot be read: {exc.strerror}") from exc
+
+
+def _check_source(path: Path) -> None:
     if not path.exists():
         raise AppendError(f"{path} does not exist")
     if path.is_dir():
@@ -123,10 +130,15 @@ def append_resource(
             },
         )
     except tk.ValidationError as exc:
+        store.set_public(bucket, key, False)  # no resource, no reader
         raise AppendError(
             f"The file was uploaded to s3://{bucket}/{key}, but CKAN refused the resource: "
             f"{exc.error_summary}; fix that and run the command again (the upload is reused)"
         ) from exc
+    # the dataset may have changed visibility during a long upload
+    package = site.show_package(package["id"], fresh=True)
+    if site.visible_to_all(package["private"], package["state"]) != public:
+        store.set_public(bucket, key, not public)
     deleted = False
     if delete_source:
         actual = store.object_sha256(bucket, key, trust_metadata=False)

@@ -39,7 +39,7 @@ class Expected:
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
-    kind: str  # "missing", "mismatch" or "orphan"
+    kind: str  # "missing", "mismatch", "orphan" or "error" (the check itself failed)
     bucket: str
     key: str
     detail: str

@@ -19,6 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import ckan.model as model
+
 from ..storage.depot import DepotError, artifact_path, file_state, remove_local
 from ..storage.s3 import (
     ARTIFACTS,
@@ -48,7 +50,10 @@ class Deletion:
     """A local file whose object was verified in this run, and its state then."""
 
     path: Path
-    state: tuple[int, int, int]
+    state: tuple[int, ...]
+    artifact: str
+    #: (sha256, size) of the object, as verified
+    verified: tuple[str, int]
 
 
 @dataclasses.dataclass
@@ -85,12 +90,14 @@ def migrate_resource(
         )
         return outcome
     bucket = store.circle_bucket(candidate.owner_org)
-    for artifact in ARTIFACTS:
-        try:
-            path = artifact_path(ckan_path, artifact)
-            _migrate_artifact(outcome, artifact, path, bucket, store, options)
-        except (S3Error, DepotError, OSError) as exc:
-            outcome.errors.append(f"{artifact}: {exc}")
+    # the upload job of this resource (or another run) must not upload at the same time
+    with site.upload_lock(candidate.resource_id):
+        for artifact in ARTIFACTS:
+            try:
+                path = artifact_path(ckan_path, artifact)
+                _migrate_artifact(outcome, artifact, path, bucket, store, options)
+            except (S3Error, DepotError, OSError) as exc:
+                outcome.errors.append(f"{artifact}: {exc}")
     return outcome
 
 
@@ -157,6 +164,12 @@ def _migrate_artifact(
             outcome.repaired += 1
             outcome.actions.append(f"uploaded {artifact} again ({problem})")
         elif result.skipped:
+            # an object left by an interrupted run, compared by its metadata so far
+            if options.verify_checksum:
+                problem = store.fixity_problem(bucket, key, result.sha256, result.size, True)
+                if problem is not None:
+                    raise S3Error(f"s3://{bucket}/{key}: {problem}; nothing recorded")
+                object_sha256 = result.sha256
             outcome.already += 1
             outcome.actions.append(f"{artifact} was already in S3, verified")
         else:
@@ -173,14 +186,24 @@ def _migrate_artifact(
         outcome.actions.append(f"would delete {path} once its object is verified")
     elif options.delete_after_migration and local:
         _confirm_for_deletion(
-            outcome, path, state, local_sha256, object_sha256, bucket, key, store, recorded
+            outcome,
+            artifact,
+            path,
+            state,
+            local_sha256,
+            object_sha256,
+            bucket,
+            key,
+            store,
+            recorded,
         )
 
 
 def _confirm_for_deletion(
     outcome: Outcome,
+    artifact: str,
     path: Path,
-    state: tuple[int, int, int],
+    state: tuple[int, ...],
     local_sha256: str | None,
     object_sha256: str | None,
     bucket: str,
@@ -205,11 +228,15 @@ def _confirm_for_deletion(
             f"{object_sha256}, the resource records {recorded[0]}; run with --verify-checksum "
             "to upload it again"
         )
-    outcome.deletions.append(Deletion(path, state))
+    outcome.deletions.append(Deletion(path, state, artifact, recorded))
 
 
 def record(
-    package_id: str, outcomes: list[Outcome], depots_path: Path, options: Options
+    package_id: str,
+    outcomes: list[Outcome],
+    store: ObjectStore,
+    depots_path: Path,
+    options: Options,
 ) -> list[Outcome]:
     """Record the outcomes of one dataset's resources, then delete the verified local files.
 
@@ -218,21 +245,33 @@ def record(
     if options.dry_run:
         return outcomes
     fields = {o.candidate.resource_id: o.fields for o in outcomes if o.fields}
-    gone: set[str] = set()
-    if fields:
-        try:
-            _, gone = site.patch_resources(package_id, fields)
-        except Exception as exc:  # noqa: BLE001 - reported per resource, the run goes on
-            for outcome in outcomes:
-                if outcome.fields:
-                    outcome.errors.append(f"recording the S3 fields failed: {exc}")
-                    outcome.deletions.clear()
-            return outcomes
+    try:
+        if fields:
+            site.patch_resources(package_id, fields)
+        package = site.show_package(package_id, fresh=True)
+        model.Session.rollback()
+    except Exception as exc:  # noqa: BLE001 - reported per resource, the run goes on
+        for outcome in outcomes:
+            if outcome.fields or outcome.deletions:
+                outcome.errors.append(f"recording the S3 fields failed: {exc}")
+                outcome.deletions.clear()
+        return outcomes
+    resources = {r["id"]: r for r in package["resources"]}
     for outcome in outcomes:
-        if outcome.candidate.resource_id in gone:
-            outcome.errors.append("the resource was deleted during the migration; nothing recorded")
+        resource = resources.get(outcome.candidate.resource_id)
+        if resource is None:
+            outcome.errors.append("the resource was deleted during the migration")
             continue
+        # the dataset may have changed visibility while its files were uploaded
+        public = site.is_public(package, resource)
+        if public != outcome.candidate.public and (outcome.uploaded or outcome.repaired):
+            _apply_visibility(outcome, package, store, public)
         for deletion in outcome.deletions:
+            if not _recorded(resource, deletion):
+                outcome.errors.append(
+                    f"kept {deletion.path}: the resource does not record its object"
+                )
+                continue
             try:
                 removed = remove_local(deletion.path, depots_path, deletion.state)
             except (DepotError, OSError) as exc:
@@ -241,3 +280,22 @@ def record(
                 outcome.deleted += 1
                 outcome.actions.append("deleted " + ", ".join(map(str, removed)))
     return outcomes
+
+
+def _recorded(resource: dict[str, Any], deletion: Deletion) -> bool:
+    """The resource, read again after recording, records the object that was verified."""
+    return site.recorded_object(resource, deletion.artifact) == deletion.verified
+
+
+def _apply_visibility(
+    outcome: Outcome, package: dict[str, Any], store: ObjectStore, public: bool
+) -> None:
+    bucket = store.circle_bucket(package["owner_org"])
+    for artifact in ARTIFACTS:
+        key = object_key(artifact, outcome.candidate.resource_id)
+        try:
+            if store.visibility(bucket, key) not in (None, public):
+                store.set_public(bucket, key, public)
+        except S3Error as exc:
+            outcome.errors.append(f"visibility of {artifact}: {exc}")
+    outcome.actions.append(f"made {'public' if public else 'private'} (the dataset changed)")

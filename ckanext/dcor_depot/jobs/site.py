@@ -13,6 +13,8 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
 
+from .. import config
+from ..storage.depot import exclusive_lock
 from ..storage.s3 import ObjectStore, UploadResult
 from ..uploader import DepotResourceUpload
 
@@ -36,8 +38,17 @@ def show_resource(resource_id: str) -> dict[str, Any]:
         raise JobError(f"Resource {resource_id} does not exist or was deleted") from exc
 
 
-def show_package(package_id: str) -> dict[str, Any]:
-    return tk.get_action("package_show")(job_context(), {"id": package_id})
+def show_package(package_id: str, fresh: bool = False) -> dict[str, Any]:
+    """The dataset as CKAN shows it; ``fresh``: from the database, not the search index."""
+    context = job_context()
+    if fresh:
+        context["use_cache"] = False
+    return tk.get_action("package_show")(context, {"id": package_id})
+
+
+def upload_lock(resource_id: str):
+    """The lock that serializes the uploads of one resource's objects (jobs and commands)."""
+    return exclusive_lock(config.lock_dir() / f"{resource_id}.upload.lock")
 
 
 def visible_to_all(private: bool, state: str) -> bool:
@@ -103,7 +114,7 @@ def patch_resources(
             sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(package_id)}
         )
         session.expire_all()
-        package = show_package(package_id)
+        package = show_package(package_id, fresh=True)
         changed = set()
         for resource in package["resources"]:
             changes = {

@@ -6,7 +6,6 @@ import logging
 import re
 
 from .. import config
-from ..storage.depot import exclusive_lock
 from ..storage.s3 import object_key
 from . import site
 
@@ -35,7 +34,7 @@ def upload_resource(resource_id: str) -> str:
     # a checksum the client gave with the resource must hold for the upload
     claimed = (resource.get("sha256") or "").lower()
     public = site.is_public(package, resource)
-    with exclusive_lock(config.lock_dir() / f"{resource_id}.upload.lock"):
+    with site.upload_lock(resource_id):
         result = store.upload_verified(
             path,
             bucket,

@@ -92,11 +92,17 @@ def depot_path_for(
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (released when the process dies)."""
+def exclusive_lock(lock_path: Path, wait: bool = True) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (released when the process dies).
+
+    Without ``wait``, a lock held elsewhere raises :class:`DepotError` at once.
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as fd:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError as exc:
+            raise DepotError(f"{lock_path} is locked by another process") from exc
         try:
             yield
         finally:
@@ -108,13 +114,16 @@ def artifact_path(ckan_path: Path, artifact: str) -> Path:
     return Path(f"{ckan_path}{ARTIFACT_SUFFIXES[artifact]}")
 
 
-def file_state(path: Path) -> tuple[int, int, int]:
-    """Inode, size and modification time of the file a path leads to (symlinks followed)."""
+def file_state(path: Path) -> tuple[int, int, int, int]:
+    """Inode, size, modification and change time of the file a path leads to (symlinks followed).
+
+    A rewrite changes them even when it keeps the size and restores the mtime.
+    """
     stat = os.stat(path)
-    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
-def remove_local(path: Path, depots_path: Path, expected_state: tuple[int, int, int]) -> list[Path]:
+def remove_local(path: Path, depots_path: Path, expected_state: tuple[int, ...]) -> list[Path]:
     """Delete a file from block storage; when ``path`` is a symlink into the depots, its target too.
 
     ``expected_state`` is :func:`file_state` of the file when it was verified:

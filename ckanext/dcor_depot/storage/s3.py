@@ -446,10 +446,12 @@ class ObjectStore:
     def set_public(self, bucket: str, key: str, public: bool) -> None:
         """Tag an object ``public=true`` (anonymously readable) or remove that tag."""
         with self._errors(f"change visibility of s3://{bucket}/{key}"):
-            tags = self.client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
-            tags = [t for t in tags if t["Key"] != PUBLIC_TAG["Key"]]
+            current = self.client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
+            tags = [t for t in current if t["Key"] != PUBLIC_TAG["Key"]]
             if public:
                 tags.append(dict(PUBLIC_TAG))
+            if tags == current:
+                return  # a tagging write would also change the object's Last-Modified on RGW
             if tags:
                 self.client.put_object_tagging(Bucket=bucket, Key=key, Tagging={"TagSet": tags})
             else:
