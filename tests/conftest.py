@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import ckan.model as model
 import numpy as np
 import pytest
 import requests
@@ -38,6 +40,18 @@ def object_sha256(store: ObjectStore, bucket: str, key: str) -> str:
     for chunk in body.iter_chunks(4 * MiB):
         digest.update(chunk)
     return digest.hexdigest()
+
+
+def make_old(resource: dict) -> None:
+    """Date a resource and its dataset back to 2020 (for ``--modified-days``)."""
+    long_ago = datetime.datetime(2020, 1, 1)
+    model.Session.query(model.Resource).filter_by(id=resource["id"]).update(
+        {"metadata_modified": long_ago}
+    )
+    model.Session.query(model.Package).filter_by(id=resource["package_id"]).update(
+        {"metadata_modified": long_ago}
+    )
+    model.Session.commit()
 
 
 def anonymous_status(url: str) -> int:

@@ -5,14 +5,12 @@ the dataset is, and local files go only once their objects are proven."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-import ckan.model as model
 import pytest
 from ckan.tests import factories, helpers
 
@@ -27,7 +25,7 @@ from ckanext.dcor_depot.jobs.status import candidates
 from ckanext.dcor_depot.storage.depot import artifact_path, exclusive_lock
 from ckanext.dcor_depot.storage.s3 import MiB, object_key
 
-from ..conftest import CKAN, TEST_INI, anonymous_status, object_sha256, sha256_path
+from ..conftest import CKAN, TEST_INI, anonymous_status, make_old, object_sha256, sha256_path
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -159,14 +157,7 @@ def test_deleted_datasets_and_old_resources_are_skipped(circle, on_block_storage
     other = factories.Dataset(owner_org=org["id"], user=user)
     gone = on_block_storage(name="gone.bin", dataset=other)
     helpers.call_action("package_delete", id=other["id"])
-    long_ago = datetime.datetime(2020, 1, 1)
-    model.Session.query(model.Resource).filter_by(id=old["id"]).update(
-        {"metadata_modified": long_ago}
-    )
-    model.Session.query(model.Package).filter_by(id=old["package_id"]).update(
-        {"metadata_modified": long_ago}
-    )
-    model.Session.commit()
+    make_old(old)
 
     recent = cli.invoke(migrate, ["--modified-days", "30"])
     assert recent.exit_code == 0, recent.output

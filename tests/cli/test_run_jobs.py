@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import datetime
 import socket
 import subprocess
 import threading
 
 import ckan.lib.redis
-import ckan.model as model
 import pytest
 import requests
 from ckan.tests import factories, helpers
@@ -17,7 +15,7 @@ from ckan.tests import factories, helpers
 from ckanext.dcor_depot.cli import run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs import queue, site
 
-from ..conftest import CKAN, TEST_INI
+from ..conftest import CKAN, TEST_INI, make_old
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -157,14 +155,7 @@ def test_deleted_datasets_and_old_resources_are_left_alone(
     other = factories.Dataset(owner_org=dataset["owner_org"], user=user)
     gone = api_upload(user, other["id"], random_file(2000, name="gone.bin"))
     helpers.call_action("package_delete", id=other["id"])
-    long_ago = datetime.datetime(2020, 1, 1)
-    model.Session.query(model.Resource).filter_by(id=old["id"]).update(
-        {"metadata_modified": long_ago}
-    )
-    model.Session.query(model.Package).filter_by(id=dataset["id"]).update(
-        {"metadata_modified": long_ago}
-    )
-    model.Session.commit()
+    make_old(old)
 
     recent = cli.invoke(run_jobs_dcor_depot, ["--modified-days", "30"])
     assert recent.exit_code == 0, recent.output

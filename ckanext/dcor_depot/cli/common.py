@@ -22,8 +22,20 @@ def require_object_store(parallel_uploads: int = 1) -> ObjectStore:
 
 
 def human_size(size: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+    if size < 1024:
+        return f"{size} bytes"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+#: ``--modified-days N`` of the commands that work through the resources.
+modified_days_option = click.option(
+    "--modified-days",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Only resources whose dataset or resource changed in the last N days.",
+)

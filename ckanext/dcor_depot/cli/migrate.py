@@ -14,7 +14,7 @@ from .. import config
 from ..jobs import migrate, site
 from ..jobs.status import candidates
 from ..storage.depot import DepotError, exclusive_lock
-from .common import require_object_store
+from .common import modified_days_option, require_object_store
 
 #: Seconds after which the finished resources of a dataset are recorded even
 #: if others of it are still uploading (so an interrupted run loses little).
@@ -27,12 +27,7 @@ def run_lock_path():
 
 
 @click.command("dcor-migrate-resources-to-object-store")
-@click.option(
-    "--modified-days",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Only resources whose dataset or resource changed in the last N days.",
-)
+@modified_days_option
 @click.option(
     "--verify-existence",
     is_flag=True,
@@ -84,29 +79,20 @@ def dcor_migrate_resources_to_object_store(
     --jobs 4 --delete-after-migration
     """
     store = require_object_store(parallel_uploads=jobs)
+    options = migrate.Options(verify_existence, verify_checksum, delete_after_migration, dry_run)
     # one run at a time (a dry run changes nothing and may run beside one)
     lock = contextlib.nullcontext() if dry_run else exclusive_lock(run_lock_path(), wait=False)
     try:
         with lock:
-            _run(
-                store,
-                modified_days,
-                verify_existence,
-                verify_checksum,
-                delete_after_migration,
-                dry_run,
-                jobs,
-            )
+            _run(store, modified_days, options, jobs)
     except DepotError as exc:
         raise click.ClickException(
             f"Another dcor-migrate-resources-to-object-store is running ({exc}); wait for it to end"
         ) from exc
 
 
-def _run(
-    store, modified_days, verify_existence, verify_checksum, delete_after_migration, dry_run, jobs
-) -> None:
-    options = migrate.Options(verify_existence, verify_checksum, delete_after_migration, dry_run)
+def _run(store, modified_days: int | None, options: migrate.Options, jobs: int) -> None:
+    dry_run = options.dry_run
     todo = list(candidates(modified_days))
     remaining = defaultdict(int)
     for candidate in todo:

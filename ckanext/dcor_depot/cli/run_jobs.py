@@ -12,15 +12,11 @@ from ..jobs.site import JobError
 from ..jobs.status import candidates, missing_jobs
 from ..jobs.visibility import apply_visibility
 from ..storage.s3 import S3Error
+from .common import modified_days_option
 
 
 @click.command("run-jobs-dcor-depot")
-@click.option(
-    "--modified-days",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Only resources whose dataset or resource changed in the last N days.",
-)
+@modified_days_option
 @click.option("--dry-run", is_flag=True, help="Only list the jobs that would run.")
 def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
     """Run the depot's missing jobs for resources that need them.

@@ -63,11 +63,8 @@ def _check_source(path: Path) -> None:
         raise AppendError(f"{path} is a directory: append the files in it one by one")
     if not stat.S_ISREG(path.stat().st_mode):
         raise AppendError(f"{path} is not a regular file")
-    try:
-        with open(path, "rb") as fd:
-            fd.read(1)
-    except OSError as exc:
-        raise AppendError(f"{path} cannot be read: {exc.strerror}") from exc
+    with open(path, "rb") as fd:  # an OSError here: check_source says it cannot be read
+        fd.read(1)
 
 
 def append_resource(
@@ -141,17 +138,11 @@ def append_resource(
         store.set_public(bucket, key, not public)
     deleted = False
     if delete_source:
-        actual = store.object_sha256(bucket, key, trust_metadata=False)
-        same_file = file_state(path) == before
-        if actual != sha256 or not same_file:
-            raise AppendError(
-                f"Resource {resource_id} was created, but {path} was kept: "
-                + (
-                    f"the object's bytes have SHA-256 {actual}, the file {sha256}"
-                    if actual != sha256
-                    else "the file changed during the upload"
-                )
-            )
+        problem = store.fixity_problem(bucket, key, sha256, before[1], rehash=True)
+        if problem is None and file_state(path) != before:
+            problem = "the file changed during the upload"
+        if problem is not None:
+            raise AppendError(f"Resource {resource_id} was created, but {path} was kept: {problem}")
         path.unlink()
         deleted = True
     return Appended(resource, not result.skipped, deleted)

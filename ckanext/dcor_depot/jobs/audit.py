@@ -23,6 +23,7 @@ from ..storage.s3 import (
     parse_object_key,
 )
 from . import site
+from .status import candidates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,30 +48,20 @@ class Finding:
 
 def expected_objects(store: ObjectStore, package_id: str | None = None) -> list[Expected]:
     """The recorded objects of active resources of datasets that are not deleted."""
-    query = (
-        model.Session.query(model.Resource, model.Package)
-        .join(model.Package, model.Package.id == model.Resource.package_id)
-        .filter(model.Resource.state == "active", model.Package.state != "deleted")
-        .order_by(model.Package.name, model.Resource.position)
-    )
-    if package_id is not None:
-        query = query.filter(model.Package.id == package_id)
     expected = []
-    for resource, package in query:
-        fields = {**(resource.extras or {}), "size": resource.size}
+    for candidate in candidates(package_id=package_id, uploads_only=False):
         for artifact in ARTIFACTS:
-            recorded = site.recorded_object(fields, artifact)
-            if recorded is not None and package.owner_org:
+            recorded = site.recorded_object(candidate.fields, artifact)
+            if recorded is not None and candidate.owner_org:
                 expected.append(
                     Expected(
-                        store.circle_bucket(package.owner_org),
-                        object_key(artifact, resource.id),
+                        store.circle_bucket(candidate.owner_org),
+                        object_key(artifact, candidate.resource_id),
                         *recorded,
-                        resource.id,
-                        package.name,
+                        candidate.resource_id,
+                        candidate.package_name,
                     )
                 )
-    model.Session.rollback()
     return expected
 
 

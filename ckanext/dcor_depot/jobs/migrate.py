@@ -15,7 +15,6 @@ changed since.
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ import ckan.model as model
 from ..storage.depot import DepotError, artifact_path, file_state, remove_local
 from ..storage.s3 import (
     ARTIFACTS,
-    OBJECT_MISSING,
     ObjectConflictError,
     ObjectStore,
     S3Error,
@@ -33,8 +31,6 @@ from ..storage.s3 import (
 )
 from . import site
 from .status import Candidate
-
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,9 +139,8 @@ def _migrate_artifact(
         outcome.actions.append(f"would upload {artifact}")
         outcome.planned += 1
         return
-    elif artifact == "resource" and _SHA256_RE.match(str(candidate.extras.get("sha256") or "")):
-        # a checksum recorded before the migration must hold for the upload
-        expected = candidate.extras["sha256"]
+    elif artifact == "resource":
+        expected = site.claimed_sha256(candidate.extras)
 
     result = None
     if recorded is None or overwrite:
@@ -213,19 +208,19 @@ def _confirm_for_deletion(
 ) -> None:
     """Hash what was not hashed in this run yet; mark the file for deletion if all agree."""
     local_sha256 = local_sha256 or sha256_of_file(path)
-    if object_sha256 is None:
-        info = store.object_info(bucket, key)
-        if info is None:
-            raise S3Error(f"s3://{bucket}/{key}: {OBJECT_MISSING}; kept {path}")
-        if info.size != state[1]:
-            raise S3Error(
-                f"s3://{bucket}/{key} has {info.size} bytes, {path} has {state[1]}; kept the file"
-            )
-        object_sha256 = store.object_sha256(bucket, key, trust_metadata=False)
-    if not (local_sha256 == object_sha256 == recorded[0]):
+    if local_sha256 != recorded[0]:
         raise S3Error(
-            f"kept {path}: its SHA-256 is {local_sha256}, the object s3://{bucket}/{key} has "
-            f"{object_sha256}, the resource records {recorded[0]}; run with --verify-checksum "
+            f"kept {path}: its SHA-256 is {local_sha256}, the resource records {recorded[0]}"
+        )
+    if object_sha256 is None:  # read the object's bytes back
+        problem = store.fixity_problem(bucket, key, local_sha256, state[1], rehash=True)
+    elif object_sha256 != local_sha256:
+        problem = f"the object's bytes have SHA-256 {object_sha256}, expected {local_sha256}"
+    else:
+        problem = None
+    if problem is not None:
+        raise S3Error(
+            f"kept {path}: s3://{bucket}/{key}: {problem}; run with --verify-checksum "
             "to upload it again"
         )
     outcome.deletions.append(Deletion(path, state, artifact, recorded))

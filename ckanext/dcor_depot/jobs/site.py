@@ -5,6 +5,7 @@ fire the depot's hooks again."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from .. import config
 from ..storage.depot import exclusive_lock
 from ..storage.s3 import ObjectStore, UploadResult
 from ..uploader import DepotResourceUpload
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 #: Context key set by the depot's jobs: the plugin's hooks ignore such updates.
 JOB_CONTEXT_KEY = "dcor_depot_job"
@@ -130,6 +133,13 @@ def patch_resources(
     finally:
         # ends the transaction (package_update has committed) and frees the lock
         session.rollback()
+
+
+def claimed_sha256(resource: Mapping[str, Any]) -> str | None:
+    """The SHA-256 a resource states for its file (given by the client, or recorded before),
+    when it is a well-formed one: an upload of the file must match it."""
+    claimed = str(resource.get("sha256") or "").lower()
+    return claimed if _SHA256_RE.match(claimed) else None
 
 
 def s3_fields(store: ObjectStore, artifact: str, result: UploadResult) -> dict[str, Any]:

@@ -35,18 +35,24 @@ class Candidate:
         return {**self.extras, "size": self.size, "url": self.url, "name": self.name}
 
 
-def candidates(modified_days: int | None = None) -> Iterator[Candidate]:
-    """Active uploaded resources of datasets that are not deleted, newest first."""
+def candidates(
+    modified_days: int | None = None, package_id: str | None = None, uploads_only: bool = True
+) -> Iterator[Candidate]:
+    """Active resources of datasets that are not deleted, newest first.
+
+    ``uploads_only``: only those uploaded to CKAN (a file on block storage
+    once), not those that went to S3 directly.
+    """
     query = (
         model.Session.query(model.Resource, model.Package)
         .join(model.Package, model.Package.id == model.Resource.package_id)
-        .filter(
-            model.Resource.state == "active",
-            model.Resource.url_type == "upload",
-            model.Package.state != "deleted",
-        )
+        .filter(model.Resource.state == "active", model.Package.state != "deleted")
         .order_by(model.Package.metadata_modified.desc(), model.Resource.position)
     )
+    if uploads_only:
+        query = query.filter(model.Resource.url_type == "upload")
+    if package_id is not None:
+        query = query.filter(model.Package.id == package_id)
     if modified_days is not None:
         cutoff = datetime.datetime.utcnow() - datetime.timedelta(days=modified_days)
         query = query.filter(

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import re
 
 from .. import config
 from ..storage.s3 import object_key
 from . import site
 
 log = logging.getLogger(__name__)
-
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 def upload_resource(resource_id: str) -> str:
@@ -31,15 +28,13 @@ def upload_resource(resource_id: str) -> str:
         raise site.JobError(f"The file of resource {resource_id} is missing at {path}")
     bucket = store.circle_bucket(package["owner_org"])
     key = object_key("resource", resource_id)
-    # a checksum the client gave with the resource must hold for the upload
-    claimed = (resource.get("sha256") or "").lower()
     public = site.is_public(package, resource)
     with site.upload_lock(resource_id):
         result = store.upload_verified(
             path,
             bucket,
             key,
-            sha256=claimed if _SHA256_RE.match(claimed) else None,
+            sha256=site.claimed_sha256(resource),
             public=public,
         )
     site.patch_resource(resource_id, site.s3_fields(store, "resource", result))
