@@ -208,3 +208,13 @@ def api_upload(app):
         return response.json["result"]
 
     return upload
+
+
+@pytest.fixture
+def figshare_server():
+    """A local figshare-protocol server (tests/figshare_server.py), stopped after the test."""
+    from .figshare_server import FigshareServer
+
+    server = FigshareServer().start()
+    yield server
+    server.stop()

@@ -70,3 +70,7 @@ def job_timeout(queue: str) -> int:
 def lock_dir() -> Path:
     """Folder of the lock files that serialize the jobs of one resource (flock)."""
     return tmp_dir() / "locks"
+
+
+def figshare_api_url() -> str:
+    return tk.config["ckanext.dcor_depot.figshare_api_url"]

@@ -340,3 +340,61 @@ def test_part_size_grows_to_stay_within_the_part_limit():
     size = 200 * 1024 * MiB  # 200 GiB
     part = s3.part_size_for(size, 16 * MiB)
     assert part % MiB == 0 and -(-size // part) <= s3.MAX_PARTS
+
+
+def chunks_of(path, size: int = 1_000_003):
+    """A file as a stream of odd-sized chunks, like a download."""
+    with open(path, "rb") as fd:
+        while chunk := fd.read(size):
+            yield chunk
+
+
+@pytest.mark.parametrize("parts", [0.5, 3.2])
+def test_stream_upload_stores_the_stream(store, bucket, random_file, parts):
+    path = random_file(int(parts * store.settings.part_size))
+    data = path.read_bytes()
+    seen = []
+    result = store.upload_stream_verified(
+        chunks_of(path), len(data), bucket, "k", check=lambda n, sha: seen.append((n, sha))
+    )
+    assert seen == [(len(data), sha256_hex(data))]
+    assert (result.size, result.sha256) == (len(data), sha256_hex(data))
+    assert stored_bytes(store, bucket, "k") == data
+    info = store.object_info(bucket, "k")
+    assert info.sha256 == sha256_hex(data)
+    assert anonymous_get(store, bucket, "k").status_code == 403
+
+
+@pytest.mark.parametrize("parts", [0.5, 3.2])
+@pytest.mark.parametrize("declared_change", [-1, 1])
+def test_stream_of_another_length_stores_nothing(
+    store, bucket, random_file, parts, declared_change
+):
+    path = random_file(int(parts * store.settings.part_size))
+    size = path.stat().st_size
+    with pytest.raises(s3.UploadVerificationError, match=f"not {size + declared_change}"):
+        store.upload_stream_verified(chunks_of(path), size + declared_change, bucket, "k")
+    assert not store.object_exists(bucket, "k")
+    assert open_uploads(store, bucket) == []
+
+
+@pytest.mark.parametrize("parts", [0.5, 3.2])
+def test_stream_refused_by_the_check_stores_nothing(store, bucket, random_file, parts):
+    path = random_file(int(parts * store.settings.part_size))
+
+    def check(size, sha256):
+        raise ValueError("MD5 differs")
+
+    with pytest.raises(ValueError, match="MD5 differs"):
+        store.upload_stream_verified(chunks_of(path), path.stat().st_size, bucket, "k", check=check)
+    assert not store.object_exists(bucket, "k")
+    assert open_uploads(store, bucket) == []
+
+
+def test_stream_never_replaces_an_object(store, bucket, random_file):
+    path = random_file(1000)
+    store.upload_verified(path, bucket, "k")
+    other = random_file(1000, "other.bin")
+    with pytest.raises(s3.ObjectConflictError, match="already exists"):
+        store.upload_stream_verified(chunks_of(other), 1000, bucket, "k")
+    assert stored_bytes(store, bucket, "k") == path.read_bytes()

@@ -1,5 +1,6 @@
 """The extension's ``ckan`` commands, one module per command family."""
 
+from .figshare import dcor_import_figshare, import_figshare
 from .migrate import dcor_migrate_resources_to_object_store
 from .object_store import (
     dcor_check_object_store,
@@ -12,10 +13,12 @@ from .run_jobs import run_jobs_dcor_depot
 __all__ = [
     "append_resource",
     "dcor_check_object_store",
+    "dcor_import_figshare",
     "dcor_list_s3_objects_for_dataset",
     "dcor_migrate_resources_to_object_store",
     "dcor_prune_stale_multipart_uploads",
     "dcor_verify_object_store",
+    "import_figshare",
     "list_all_resources",
     "run_jobs_dcor_depot",
 ]

@@ -8,7 +8,6 @@ is deleted only after that, once the object's bytes have been read back.
 from __future__ import annotations
 
 import dataclasses
-import mimetypes
 import stat
 import uuid
 from pathlib import Path
@@ -20,12 +19,10 @@ import ckan.plugins.toolkit as tk
 from ..storage.depot import file_state
 from ..storage.s3 import ObjectStore, object_key, sha256_of_file
 from . import site
-from .dc_metadata import DC_ERROR_FIELD, dc_fields
+from .dc_metadata import mimetype_for, read_dc_fields
 
 #: Namespace of the resource ids made by :func:`resource_id_for`.
 RESOURCE_ID_NAMESPACE = uuid.UUID("5d5ab1c6-8c4e-4f0d-9a43-7b0a3d7c1e20")
-#: The mimetype of DC (.rtdc) files: HDF5.
-DC_MIMETYPE = "application/x-hdf5"
 
 
 class AppendError(Exception):
@@ -88,16 +85,12 @@ def append_resource(
         raise AppendError(f"Dataset {package['name']} has no circle (organization), so no bucket")
     fields: dict[str, Any] = {}
     if site.is_dc_file({"name": name, "url": path.name}):
-        try:
-            fields = dc_fields(str(path))
-        except Exception as exc:  # dclab raises many kinds
-            problem = f"dclab cannot read this file: {type(exc).__name__}: {exc}"
-            if dc_check:
-                raise AppendError(
-                    f"{path} is not a valid DC file ({problem}); fix it, or pass --no-dc-check "
-                    "to append it anyway"
-                ) from exc
-            fields = {DC_ERROR_FIELD: problem}
+        fields, problem = read_dc_fields(path)
+        if problem and dc_check:
+            raise AppendError(
+                f"{path} is not a valid DC file ({problem}); fix it, or pass --no-dc-check "
+                "to append it anyway"
+            )
     before = file_state(path)
     sha256 = sha256_of_file(path)
     for resource in package["resources"]:
@@ -121,7 +114,7 @@ def append_resource(
                 "name": name,
                 "url": store.object_url(bucket, key),
                 "url_type": "s3_upload",
-                "mimetype": _mimetype(name),
+                "mimetype": mimetype_for(name),
                 **fields,
                 **site.s3_fields(store, "resource", result),
             },
@@ -159,9 +152,3 @@ def _free_resource_id(package_id: str, sha256: str) -> str:
         if existing.state != "deleted":
             raise AppendError(f"Resource {resource_id} already holds this file")
         generation += 1
-
-
-def _mimetype(name: str) -> str | None:
-    if name.lower().endswith(".rtdc"):
-        return DC_MIMETYPE
-    return mimetypes.guess_type(name)[0]

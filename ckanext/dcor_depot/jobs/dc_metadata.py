@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import mimetypes
 import numbers
 from typing import Any
 
@@ -12,6 +13,8 @@ log = logging.getLogger(__name__)
 
 #: Resource field that says why dclab could not read the file.
 DC_ERROR_FIELD = "dc_error"
+#: The mimetype of DC (.rtdc) files: HDF5.
+DC_MIMETYPE = "application/x-hdf5"
 
 
 def record_dc_metadata(resource_id: str) -> str:
@@ -24,15 +27,21 @@ def record_dc_metadata(resource_id: str) -> str:
     if not site.is_dc_file(resource):
         return f"resource {resource_id}: not a DC file"
     path = site.ckan_path(resource_id)
+    fields, problem = read_dc_fields(path)
+    site.patch_resource(resource_id, fields)
+    if problem:
+        log.error("resource %s (%s): %s", resource_id, path, problem)
+        return f"resource {resource_id}: {problem}"
+    return f"resource {resource_id}: {len(fields)} fields recorded, format {fields['format']}"
+
+
+def read_dc_fields(path) -> tuple[dict[str, Any], str | None]:
+    """``(fields, None)`` for a file dclab reads, else ``({DC_ERROR_FIELD: problem}, problem)``."""
     try:
-        fields = dc_fields(str(path))
+        return dc_fields(str(path)), None
     except Exception as exc:  # dclab raises many kinds (OSError, KeyError, ValueError...)
         problem = f"dclab cannot read this file: {type(exc).__name__}: {exc}"
-        log.error("resource %s (%s): %s", resource_id, path, problem)
-        site.patch_resource(resource_id, {DC_ERROR_FIELD: problem})
-        return f"resource {resource_id}: {problem}"
-    site.patch_resource(resource_id, fields)
-    return f"resource {resource_id}: {len(fields)} fields recorded, format {fields['format']}"
+        return {DC_ERROR_FIELD: problem}, problem
 
 
 def dc_fields(path: str) -> dict[str, Any]:
@@ -49,6 +58,13 @@ def dc_fields(path: str) -> dict[str, Any]:
         )
     fields["format"] = "RT-FDC" if fluorescence else "RT-DC"
     return fields
+
+
+def mimetype_for(name: str) -> str | None:
+    """The mimetype of a file by its name; .rtdc files are HDF5."""
+    if name.lower().endswith(".rtdc"):
+        return DC_MIMETYPE
+    return mimetypes.guess_type(name)[0]
 
 
 def _json_value(value: Any) -> Any:

@@ -26,8 +26,7 @@ def dcor_depot_http_url(value: Any) -> str:
         valid = False
     if not valid:
         raise tk.Invalid(
-            f"expected an http(s) URL of the S3 endpoint such as "
-            f"https://objectstore.example.org, got {value!r}"
+            f"expected an http(s) URL such as https://objectstore.example.org, got {value!r}"
         )
     if url.username or url.password:
         raise tk.Invalid(

@@ -76,16 +76,31 @@ def depot_path_for(
     to :data:`NAME_MAX` bytes, shortening the resource name first.
     """
     pkg_id = safe_name(package_id, 36)
-    stem = f"{safe_name(package_name)}_{safe_name(resource_id, 36)}_"
-    room = NAME_MAX - len(stem.encode("utf-8"))
     root = Path(depots_path) / safe_name(users_depot_name)
-    path = (
-        root
-        / f"{safe_name(user_name)}-{safe_name(org_name)}"
-        / pkg_id[:2]
-        / pkg_id[2:4]
-        / (stem + safe_name(resource_name, room, fallback="resource"))
+    folder = root / f"{safe_name(user_name)}-{safe_name(org_name)}" / pkg_id[:2] / pkg_id[2:4]
+    return _file_in(
+        root, folder, f"{safe_name(package_name)}_{safe_name(resource_id, 36)}_", resource_name
     )
+
+
+#: Folder of the figshare mirror inside the depots.
+FIGSHARE_DEPOT = "figshare"
+
+
+def figshare_depot_path(
+    depots_path: Path, package_name: str, resource_id: str, file_name: str
+) -> Path:
+    """``<depots>/figshare/<dataset name>/<resid>_<file name>``: a file of the figshare mirror."""
+    root = Path(depots_path) / FIGSHARE_DEPOT
+    return _file_in(
+        root, root / safe_name(package_name), f"{safe_name(resource_id, 36)}_", file_name
+    )
+
+
+def _file_in(root: Path, folder: Path, stem: str, name: str) -> Path:
+    """``folder/<stem><name>``, cut to :data:`NAME_MAX` bytes; refused outside ``root``."""
+    room = NAME_MAX - len(stem.encode("utf-8"))
+    path = folder / (stem + safe_name(name, room, fallback="resource"))
     if os.path.commonpath([root, path]) != str(root) or ".." in path.parts:
         raise DepotError(f"Refusing depot path {path}: it leaves {root}")
     return path
@@ -157,16 +172,21 @@ def is_in_depot(ckan_path: Path) -> bool:
     return ckan_path.is_symlink() and ckan_path.is_file()
 
 
-def move_into_depot(ckan_path: Path, depot_path: Path, lock_dir: Path) -> DepotResult:
+def move_into_depot(
+    ckan_path: Path, depot_path: Path, lock_dir: Path, source: Path | None = None
+) -> DepotResult:
     """Put the file at ``ckan_path`` at ``depot_path`` and symlink it from ``ckan_path``.
 
-    Safe to run twice or from two processes at once (an exclusive lock per
-    file in ``lock_dir``); safe to kill at any moment (see the module's
-    docstring). A symlink that already points at a complete file is left as
-    it is, even if it points elsewhere than ``depot_path``.
+    With ``source`` (e.g. a download in the tmp folder), that file is moved
+    to ``depot_path`` instead, and CKAN's path, which must not hold a file,
+    becomes the symlink. Safe to run twice or from two processes at once (an
+    exclusive lock per file in ``lock_dir``); safe to kill at any moment (see
+    the module's docstring). A symlink that already points at a complete file
+    is left as it is, even if it points elsewhere than ``depot_path``.
     """
     ckan_path = Path(ckan_path)
     depot_path = Path(depot_path).absolute()
+    source = ckan_path if source is None else Path(source)
     # CKAN's path ends in RES/OUR/CEID: together, the resource id
     file_id = "".join(ckan_path.parts[-3:])
     with exclusive_lock(Path(lock_dir) / f"{file_id}.depot.lock"):
@@ -176,37 +196,42 @@ def move_into_depot(ckan_path: Path, depot_path: Path, lock_dir: Path) -> DepotR
             raise DepotError(
                 f"{ckan_path} is a symlink to {os.readlink(ckan_path)}, which is missing"
             )
-        if not ckan_path.is_file():
-            raise DepotError(f"{ckan_path} does not exist: nothing to move into the depot")
+        if source != ckan_path and ckan_path.exists():
+            raise DepotError(f"{ckan_path} already holds a file: not replaced by {source}")
+        if not source.is_file():
+            raise DepotError(f"{source} does not exist: nothing to move into the depot")
         _make_dirs(depot_path.parent)
         part = depot_path.with_name(f".{file_id}.part")
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
-        before = os.stat(ckan_path)
+        before = os.stat(source)
         try:
-            os.link(ckan_path, part)
+            os.link(source, part)
             action = "moved"
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                 raise
-            _copy_verified(ckan_path, part)
+            _copy_verified(source, part)
             action = "copied"
-        after = os.stat(ckan_path)
+        after = os.stat(source)
         if (before.st_ino, before.st_size, before.st_mtime_ns) != (
             after.st_ino,
             after.st_size,
             after.st_mtime_ns,
         ):
             part.unlink()
-            raise DepotError(f"{ckan_path} changed while it was moved into the depot; run again")
+            raise DepotError(f"{source} changed while it was moved into the depot; run again")
         os.replace(part, depot_path)
         _fsync_dir(depot_path.parent)
+        _make_dirs(ckan_path.parent)
         link = ckan_path.with_name(f"{ckan_path.name}.dcor-symlink")
         with contextlib.suppress(FileNotFoundError):
             link.unlink()
         os.symlink(depot_path, link)
         os.replace(link, ckan_path)
         _fsync_dir(ckan_path.parent)
+        if source != ckan_path:
+            source.unlink()
         return DepotResult(depot_path, action)
 
 

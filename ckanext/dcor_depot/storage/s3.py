@@ -11,6 +11,10 @@ whose bytes changed on the way), and after completion the object's ETag (read
 with HEAD) must equal the multipart ETag computed locally. The SHA-256 is kept
 in the object's metadata because Ceph RGW neither stores nor returns S3's own
 checksum fields.
+
+:meth:`ObjectStore.upload_stream_verified` gives the same guarantees for a
+stream that can be read only once (a download): its parts are sent while it
+is still arriving.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ import base64
 import contextlib
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import BinaryIO
@@ -223,6 +228,28 @@ def part_size_for(size: int, minimum: int) -> int:
     if needed <= minimum:
         return minimum
     return -(-needed // MiB) * MiB
+
+
+def _at_most(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The chunks, up to one byte more than ``size`` (enough to tell that a stream is too long)."""
+    left = size + 1
+    for chunk in chunks:
+        yield chunk[:left]
+        left -= len(chunk)
+        if left <= 0:
+            return
+
+
+def _parts_of(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
+    """The bytes of ``chunks`` in pieces of ``part_size`` (the last one shorter)."""
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= part_size:
+            yield bytes(buffer[:part_size])
+            del buffer[:part_size]
+    if buffer:
+        yield bytes(buffer)
 
 
 def _file_state(fd: BinaryIO) -> tuple[int, int, int, int]:
@@ -557,10 +584,55 @@ class ObjectStore:
                     )
 
             if size > part_size:
-                return self._put_multipart(fd, bucket, key, part_size, check_read, progress)
-            result = self._put_single(fd, size, bucket, key, check_read)
+                parts = iter(functools.partial(fd.read, part_size), b"")
+                return self._put_multipart(parts, bucket, key, check_read, progress)
+            data = fd.read(size + 1)  # one byte more reveals a file that grew
+            result = self._put_single(data, bucket, key, check_read)
         if progress is not None:
             progress(result.size)
+        return result
+
+    def upload_stream_verified(
+        self,
+        chunks: Iterable[bytes],
+        size: int,
+        bucket: str,
+        key: str,
+        *,
+        check: Callable[[int, str], None] | None = None,
+        public: bool = False,
+    ) -> UploadResult:
+        """Upload a stream of ``size`` bytes that can be read only once, e.g. a download.
+
+        Parts are sent while the stream arrives, with the checks of
+        :meth:`upload_verified`. Before the object is completed, the number of
+        bytes must equal ``size`` and ``check(size, sha256)`` must not raise:
+        otherwise nothing is stored. The key must be free
+        (:class:`ObjectConflictError` otherwise): a stream cannot be compared
+        with an existing object without reading it twice.
+        """
+        self.ensure_bucket(bucket)
+        if self.object_info(bucket, key) is not None:
+            raise ObjectConflictError(f"s3://{bucket}/{key} already exists")
+        part_size = part_size_for(size, self.settings.part_size)
+        parts = _parts_of(_at_most(chunks, size), part_size)
+
+        def check_read(total: int, sha256: str) -> None:
+            if total != size:
+                raise UploadVerificationError(
+                    f"The stream for s3://{bucket}/{key} had {total} bytes, not {size}; "
+                    "nothing was stored"
+                )
+            if check is not None:
+                check(total, sha256)
+
+        if size > part_size:
+            result = self._put_multipart(parts, bucket, key, check_read, None)
+        else:
+            data = next(parts, b"") + next(parts, b"")  # a second part: the stream is too long
+            result = self._put_single(data, bucket, key, check_read)
+        if public:
+            self.set_public(bucket, key, True)
         return result
 
     def _check_existing(self, path: Path, existing: ObjectInfo, sha256: str | None) -> UploadResult:
@@ -589,12 +661,10 @@ class ObjectStore:
             skipped=True,
         )
 
-    def _put_single(
-        self, fd: BinaryIO, size: int, bucket: str, key: str, check_read: Callable
-    ) -> UploadResult:
-        data = fd.read(size + 1)  # one byte more reveals a file that grew
+    def _put_single(self, data: bytes, bucket: str, key: str, check_read: Callable) -> UploadResult:
         sha256 = hashlib.sha256(data).hexdigest()
         check_read(len(data), sha256)
+        size = len(data)
         md5 = hashlib.md5(data)
         with self._errors(f"upload s3://{bucket}/{key}"):
             self.client.put_object(
@@ -609,10 +679,9 @@ class ObjectStore:
 
     def _put_multipart(
         self,
-        fd: BinaryIO,
+        parts: Iterable[bytes],
         bucket: str,
         key: str,
-        part_size: int,
         check_read: Callable,
         progress: Callable[[int], None] | None,
     ) -> UploadResult:
@@ -620,7 +689,7 @@ class ObjectStore:
             upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
         try:
             sha256, digests, parts, total = self._send_parts(
-                fd, bucket, key, upload_id, part_size, progress
+                parts, bucket, key, upload_id, progress
             )
             check_read(total, sha256)
             with self._errors(f"complete the upload of s3://{bucket}/{key}"):
@@ -640,14 +709,13 @@ class ObjectStore:
 
     def _send_parts(
         self,
-        fd: BinaryIO,
+        parts: Iterable[bytes],
         bucket: str,
         key: str,
         upload_id: str,
-        part_size: int,
         progress: Callable[[int], None] | None,
     ) -> tuple[str, list[bytes], list[dict], int]:
-        """Read the file once, hash it, and send its parts concurrently.
+        """Read the parts once, hash them, and send them concurrently.
 
         At most ``upload_concurrency`` parts are in flight, so memory stays at
         about ``part_size * (upload_concurrency + 1)`` whatever the file size.
@@ -682,9 +750,7 @@ class ObjectStore:
         concurrency = self.settings.upload_concurrency
         pool = ThreadPoolExecutor(concurrency, thread_name_prefix="s3-part")
         try:
-            number = 0
-            while data := fd.read(part_size):
-                number += 1
+            for number, data in enumerate(parts, start=1):
                 sha256.update(data)
                 total += len(data)
                 if len(in_flight) >= concurrency:

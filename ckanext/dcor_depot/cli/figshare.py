@@ -1,0 +1,113 @@
+"""``ckan import-figshare``: DCOR's reference datasets from figshare."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .. import config
+from ..jobs.figshare import (
+    BUNDLED_DOIS,
+    ArticleImport,
+    FigshareImportError,
+    ensure_organization,
+    read_dois,
+)
+from ..storage.depot import DepotError, exclusive_lock
+from ..storage.figshare import FigshareClient, FigshareError, parse_doi
+from ..storage.s3 import S3Error
+from .common import human_size
+
+
+@click.command("import-figshare")
+@click.option(
+    "--doi",
+    "dois",
+    multiple=True,
+    help="Import this DOI (10.6084/m9.figshare.<id>.v<version>); repeatable.",
+)
+@click.option(
+    "--dois-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Import the DOIs in this file (one per line, # starts a comment).",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Import at most this many of the DOIs.")
+def import_figshare(dois: tuple[str, ...], dois_file: Path | None, limit: int | None):
+    """Import DCOR's reference datasets from figshare into the circle "figshare-import".
+
+    Without --doi or --dois-file: the DOIs listed in the extension's
+    figshare_dois.txt. Each becomes a public dataset figshare-<id>-v<version>
+    with reproducible ids; every file is downloaded once, checked against
+    figshare's MD5, and uploaded to the circle's bucket with a verified
+    upload (without an object store: kept in <depots_path>/figshare/). The
+    dataset stays a draft until all its files are in place; a run that
+    stops half way is completed by the next one, and a finished import is
+    left unchanged. Exits 1 when any DOI failed.
+
+    Example: ckan -c /etc/ckan/default/ckan.ini import-figshare --limit 1
+    """
+    wanted = list(dois) + (read_dois(dois_file) if dois_file else [])
+    if not dois and not dois_file:
+        wanted = read_dois(BUNDLED_DOIS)
+    for doi in wanted:
+        try:
+            parse_doi(doi)
+        except FigshareError as exc:
+            raise click.ClickException(str(exc)) from exc
+    wanted = list(dict.fromkeys(wanted))[:limit]
+    store = config.object_store()
+    where = (
+        "the circle's bucket" if store else f"{config.depots_path() / 'figshare'} (no object store)"
+    )
+    try:
+        with exclusive_lock(config.lock_dir() / "import-figshare.lock", wait=False):
+            failures = _run(wanted, store, where)
+    except DepotError as exc:
+        raise click.ClickException(
+            f"Another import-figshare is running ({exc}); wait for it to end"
+        ) from exc
+    for failure in failures:
+        click.echo(f"FAILED {failure}", err=True)
+    if failures:
+        sys.exit(1)
+
+
+def _run(dois: list[str], store, where: str) -> list[str]:
+    api_url = config.figshare_api_url()
+    click.echo(f"Importing {len(dois)} datasets from {api_url} into {where}")
+    organization = ensure_organization()
+    importer = ArticleImport(FigshareClient(api_url), store, organization, click.echo)
+    counts = dict.fromkeys(("imported", "completed", "repaired", "unchanged", "failed"), 0)
+    failures = []
+    for doi in dois:
+        click.echo(f"{doi}:")
+        try:
+            report = importer.run(doi)
+        except (FigshareImportError, S3Error, DepotError) as exc:
+            counts["failed"] += 1
+            failures.append(str(exc))
+            click.echo(f"  failed: {exc}")
+            continue
+        counts[report.outcome] += 1
+        if report.outcome == "unchanged":
+            done = "already imported, nothing changed"
+        else:
+            done = f"{report.outcome}, {len(report.files)} files ({human_size(report.bytes)}) added"
+        if report.repaired:
+            done += f", visibility of {report.repaired} objects repaired"
+        click.echo(f"  {report.name}: {done}")
+        for skipped in report.skipped:
+            click.echo(f"  skipped {skipped}")
+    click.echo("Done: " + ", ".join(f"{n} {outcome}" for outcome, n in counts.items()))
+    return failures
+
+
+#: The same command under the name DCOR used before.
+dcor_import_figshare = click.Command(
+    "dcor-import-figshare",
+    callback=import_figshare.callback,
+    params=import_figshare.params,
+    help=import_figshare.help,
+)

@@ -1,0 +1,345 @@
+"""Importing DCOR's reference datasets from figshare (``ckan import-figshare``).
+
+A dataset is created as a draft and made active only when every file is in
+place, so a run that stops half way leaves a draft that the next run
+completes. Ids are reproducible (uuid5 of the DOI and name, and of the
+dataset id and the file's MD5): two sites that import the same DOI get the
+same dataset and resource ids. Each file is downloaded once: its MD5 is
+checked against figshare's and its SHA-256 computed on the way, while it is
+written to the tmp folder and, with an object store, sent to the circle's
+bucket at the same time (:meth:`ObjectStore.upload_stream_verified`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+import markdownify
+
+from .. import config
+from ..storage.depot import figshare_depot_path, move_into_depot
+from ..storage.figshare import Article, FigshareClient, FigshareError, FigshareFile
+from ..storage.s3 import ObjectStore, UploadResult, object_key
+from . import site
+from .dc_metadata import mimetype_for, read_dc_fields
+
+ORGANIZATION_NAME = "figshare-import"
+ORGANIZATION_TITLE = "Figshare mirror"
+#: The DOIs of DCOR's reference datasets.
+BUNDLED_DOIS = Path(__file__).parent.parent / "figshare_dois.txt"
+#: Namespace of the dataset and resource ids of imported datasets.
+ID_NAMESPACE = uuid.UUID("41656e0b-719c-48e8-9212-6ae70980bbcb")
+#: figshare's Creative Commons licenses (by their name in figshare) and their CKAN ids.
+LICENSES = {
+    "CC0": "CC0-1.0",
+    "CC BY 4.0": "CC-BY-4.0",
+    "CC BY-SA 4.0": "CC-BY-SA-4.0",
+    "CC BY-ND 4.0": "CC-BY-ND-4.0",
+    "CC BY-NC 4.0": "CC-BY-NC-4.0",
+    "CC BY-NC-SA 4.0": "CC-BY-NC-SA-4.0",
+    "CC BY-NC-ND 4.0": "CC-BY-NC-ND-4.0",
+}
+_BARE_DOI_RE = re.compile(r"^10\.\d{4,}/\S+$")
+_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class FigshareImportError(Exception):
+    """A dataset cannot be imported (now); the message names the DOI and says why."""
+
+
+@dataclasses.dataclass
+class Imported:
+    doi: str
+    name: str
+    #: "imported" (new), "completed" (a draft of an earlier run), "repaired" (active,
+    #: but files or object visibility were missing), "unchanged"
+    outcome: str
+    files: list[str] = dataclasses.field(default_factory=list)
+    bytes: int = 0
+    #: files not imported, with the reason
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    #: objects whose visibility was repaired
+    repaired: int = 0
+
+
+def read_dois(path: Path) -> list[str]:
+    """The DOIs in a file: one per line; blank lines and ``#`` comments are ignored."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [doi for line in lines if (doi := line.split("#", 1)[0].strip())]
+
+
+def dataset_id_for(doi: str, name: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"{doi.lower()}/{name}"))
+
+
+def resource_id_for(dataset_id: str, md5: str) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"{dataset_id}/{md5.lower()}"))
+
+
+def license_id(article: Article) -> str:
+    try:
+        return LICENSES[" ".join(article.license_name.split())]
+    except KeyError:
+        raise FigshareImportError(
+            f"{article.doi}: figshare's license {article.license_name!r} "
+            f"({article.license_url or 'no URL'}) has no CKAN id here (known: "
+            f"{', '.join(LICENSES)}); nothing of this dataset was imported"
+        ) from None
+
+
+def reference(text: str) -> str:
+    """A reference as DCOR shows it: URLs as they are, bare DOIs as ``doi:...``."""
+    text = text.strip()
+    return f"doi:{text}" if _BARE_DOI_RE.match(text) else text
+
+
+def html_to_markdown(html: str) -> str:
+    text = markdownify.markdownify(html, heading_style="ATX", bullets="-")
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def dataset_fields(article: Article, organization_id: str) -> dict[str, Any]:
+    """The CKAN dataset of a figshare article (a public one, created as a draft)."""
+    name = f"figshare-{article.id}-v{article.version}"
+    references = [reference(r) for r in article.references if r.strip()]
+    return {
+        "id": dataset_id_for(article.doi, name),
+        "name": name,
+        "title": article.title,
+        "author": ", ".join(article.authors),
+        "notes": html_to_markdown(article.description),
+        "license_id": license_id(article),
+        "url": f"https://doi.org/{article.doi}",
+        "owner_org": organization_id,
+        "private": False,
+        "state": "draft",
+        "extras": [
+            {"key": "doi", "value": article.doi},
+            {"key": "references", "value": ", ".join(references)},
+        ],
+    }
+
+
+def ensure_organization() -> dict[str, Any]:
+    """The organization of the mirror, created when missing."""
+    try:
+        return tk.get_action("organization_show")(site.job_context(), {"id": ORGANIZATION_NAME})
+    except tk.ObjectNotFound:
+        return tk.get_action("organization_create")(
+            site.job_context(), {"name": ORGANIZATION_NAME, "title": ORGANIZATION_TITLE}
+        )
+
+
+class ArticleImport:
+    """The import of one DOI into the site (and its circle's bucket, with ``store``)."""
+
+    def __init__(
+        self,
+        client: FigshareClient,
+        store: ObjectStore | None,
+        organization: dict[str, Any],
+        echo: Callable[[str], None] = print,
+    ):
+        self.client = client
+        self.store = store
+        self.organization = organization
+        self.echo = echo
+
+    def run(self, doi: str) -> Imported:
+        try:
+            article = self.client.article(doi)
+            fields = dataset_fields(article, self.organization["id"])
+            files = self.client.files(article)
+        except FigshareError as exc:
+            raise FigshareImportError(f"{doi}: {exc}") from exc
+        package, created = self._draft(fields)
+        report = Imported(article.doi, package["name"], "imported" if created else "completed")
+        present = {r["id"] for r in package["resources"]}
+        for resource_id, file in self._wanted(package["id"], files, report):
+            if resource_id in present:
+                continue
+            self.echo(f"  {file.name}: downloading {file.size} bytes")
+            try:
+                self.echo(f"  {file.name}: {self._import_file(package, resource_id, file)}")
+            except FigshareError as exc:
+                raise FigshareImportError(f"{doi}: {exc}") from exc
+            report.files.append(file.name)
+            report.bytes += file.size
+        finished_before = package["state"] == "active"
+        if not finished_before:
+            package = tk.get_action("package_patch")(
+                site.job_context(), {"id": package["id"], "state": "active"}
+            )
+        report.repaired = self._apply_visibility(package)
+        if finished_before:
+            report.outcome = "repaired" if report.files or report.repaired else "unchanged"
+        return report
+
+    def _draft(self, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The dataset, created as a draft when it does not exist yet."""
+        try:
+            package = site.show_package(fields["id"], fresh=True)
+        except tk.ObjectNotFound:
+            package = tk.get_action("package_create")(site.job_context(), fields)
+            return package, True
+        if package["state"] == "deleted":
+            raise FigshareImportError(
+                f"{fields['url'].removeprefix('https://doi.org/')}: dataset {package['name']} was "
+                "deleted on this site; restore or purge it to import it again"
+            )
+        return package, False
+
+    def _wanted(
+        self, package_id: str, files: Iterable[FigshareFile], report: Imported
+    ) -> Iterator[tuple[str, FigshareFile]]:
+        """The files to have in the dataset, by resource id; the others go to ``report.skipped``."""
+        seen: dict[str, str] = {}
+        for file in files:
+            resource_id = resource_id_for(package_id, file.md5)
+            if file.is_link_only:
+                report.skipped.append(f"{file.name}: a link, not a file")
+            elif not _MD5_RE.match(file.md5):
+                raise FigshareImportError(
+                    f"{report.doi}: figshare gives no MD5 for {file.name!r} ({file.id}), so its "
+                    "download cannot be verified; nothing of it was imported"
+                )
+            elif file.md5 in seen:
+                report.skipped.append(f"{file.name}: same bytes (MD5) as {seen[file.md5]}")
+            elif _deleted_here(resource_id):
+                report.skipped.append(f"{file.name}: its resource was deleted on this site")
+            else:
+                seen[file.md5] = file.name
+                yield resource_id, file
+
+    def _import_file(self, package: dict[str, Any], resource_id: str, file: FigshareFile) -> str:
+        """Download, verify and place one file, then create its resource; says what it did."""
+        tmp = config.tmp_dir() / f"figshare-{resource_id}.part"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self.client.download(file) as chunks, open(tmp, "wb") as fd:
+                received = _Received(file, fd)
+                if self.store is None:
+                    sha256 = received.drain(chunks)
+                else:
+                    result = self._upload(package, resource_id, chunks, received, tmp)
+            fields = read_dc_fields(tmp)[0] if site.is_dc_file({"name": file.name}) else {}
+            if self.store is None:
+                depot_path = figshare_depot_path(
+                    config.depots_path(), package["name"], resource_id, file.name
+                )
+                move_into_depot(site.ckan_path(resource_id), depot_path, config.lock_dir(), tmp)
+                fields.update(url=file.name, url_type="upload", size=file.size, sha256=sha256)
+                done = f"MD5 verified, in {depot_path}"
+            else:
+                where = f"s3://{result.bucket}/{result.key}"
+                done = f"MD5 verified, {'already' if result.skipped else 'uploaded'} at {where}"
+                fields.update(
+                    url=self.store.object_url(result.bucket, result.key),
+                    url_type="s3_upload",
+                    **site.s3_fields(self.store, "resource", result),
+                )
+            tk.get_action("resource_create")(
+                site.job_context(),
+                {
+                    "id": resource_id,
+                    "package_id": package["id"],
+                    "name": file.name,
+                    "mimetype": mimetype_for(file.name),
+                    "md5": file.md5,
+                    "figshare_file_id": str(file.id),
+                    **fields,
+                },
+            )
+            return done
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _upload(
+        self,
+        package: dict[str, Any],
+        resource_id: str,
+        chunks: Iterable[bytes],
+        received: _Received,
+        tmp: Path,
+    ) -> UploadResult:
+        """Send the download to the bucket while it arrives; the object stays private."""
+        bucket = self.store.circle_bucket(package["owner_org"])
+        key = object_key("resource", resource_id)
+        if self.store.object_info(bucket, key) is None:
+            return self.store.upload_stream_verified(
+                received.tee(chunks), received.file.size, bucket, key, check=received.check
+            )
+        # left by a run that stopped before creating the resource: compare, do not replace
+        sha256 = received.drain(chunks)
+        return self.store.upload_verified(tmp, bucket, key, sha256=sha256)
+
+    def _apply_visibility(self, package: dict[str, Any]) -> int:
+        """Objects of the dataset public or private per its visibility; how many changed."""
+        if self.store is None:
+            return 0
+        bucket = self.store.circle_bucket(package["owner_org"])
+        changed = 0
+        for resource in package["resources"]:
+            if resource.get("url_type") != "s3_upload":
+                continue
+            key = object_key("resource", resource["id"])
+            public = site.is_public(package, resource)
+            if self.store.visibility(bucket, key) not in (public, None):
+                self.store.set_public(bucket, key, public)
+                changed += 1
+        return changed
+
+
+class _Received:
+    """The bytes of one download as they arrive: written to the tmp file, MD5 and size checked."""
+
+    def __init__(self, file: FigshareFile, fd):
+        self.file = file
+        self.fd = fd
+        self.md5 = hashlib.md5()
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def tee(self, chunks: Iterable[bytes], sha256: bool = False) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.md5.update(chunk)
+            if sha256:
+                self.sha256.update(chunk)
+            self.fd.write(chunk)
+            self.size += len(chunk)
+            yield chunk
+        self.fd.flush()
+
+    def drain(self, chunks: Iterable[bytes]) -> str:
+        """Receive the whole file; its SHA-256 once its size and MD5 are checked."""
+        for _ in self.tee(chunks, sha256=True):
+            pass
+        self.check(self.size, self.sha256.hexdigest())
+        return self.sha256.hexdigest()
+
+    def check(self, size: int, sha256: str) -> None:
+        """Refuse bytes that are not figshare's file (before anything is stored)."""
+        file = self.file
+        if size != file.size:
+            raise FigshareError(
+                f"The download of {file.name!r} ({file.id}) gave {size} bytes, figshare lists "
+                f"{file.size}; nothing was stored"
+            )
+        if self.md5.hexdigest() != file.md5:
+            raise FigshareError(
+                f"The download of {file.name!r} ({file.id}) has MD5 {self.md5.hexdigest()}, "
+                f"figshare lists {file.md5}; nothing was stored"
+            )
+
+
+def _deleted_here(resource_id: str) -> bool:
+    resource = model.Resource.get(resource_id)
+    return resource is not None and resource.state == "deleted"
