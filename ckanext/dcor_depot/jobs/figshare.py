@@ -12,11 +12,13 @@ bucket at the same time (:meth:`ObjectStore.upload_stream_verified`).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -226,10 +228,13 @@ class ArticleImport:
         try:
             with self.client.download(file) as chunks, open(tmp, "wb") as fd:
                 received = _Received(file, fd)
-                if self.store is None:
-                    sha256 = received.drain(chunks)
-                else:
-                    result = self._upload(package, resource_id, chunks, received, tmp)
+                try:
+                    if self.store is None:
+                        sha256 = received.drain(chunks)
+                    else:
+                        result = self._upload(package, resource_id, chunks, received, tmp)
+                finally:
+                    received.close()  # no write after the file is closed
             fields = read_dc_fields(tmp)[0] if site.is_dc_file({"name": file.name}) else {}
             if self.store is None:
                 depot_path = figshare_depot_path(
@@ -299,24 +304,35 @@ class ArticleImport:
 
 
 class _Received:
-    """The bytes of one download as they arrive: written to the tmp file, MD5 and size checked."""
+    """The bytes of one download as they arrive: written to the tmp file, MD5 and size checked.
+
+    The MD5 and the write run in threads of their own (hashlib and file
+    writes release the GIL), beside the download and the upload.
+    """
 
     def __init__(self, file: FigshareFile, fd):
         self.file = file
-        self.fd = fd
         self.md5 = hashlib.md5()
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self._behind = [_InOrder(self.md5.update), _InOrder(fd.write)]
 
     def tee(self, chunks: Iterable[bytes], sha256: bool = False) -> Iterator[bytes]:
-        for chunk in chunks:
-            self.md5.update(chunk)
-            if sha256:
-                self.sha256.update(chunk)
-            self.fd.write(chunk)
-            self.size += len(chunk)
-            yield chunk
-        self.fd.flush()
+        try:
+            for chunk in chunks:
+                for worker in self._behind:
+                    worker.put(chunk)
+                if sha256:
+                    self.sha256.update(chunk)
+                self.size += len(chunk)
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Wait until every chunk is hashed and written (re-raises a failed write)."""
+        for worker in self._behind:
+            worker.close()
 
     def drain(self, chunks: Iterable[bytes]) -> str:
         """Receive the whole file; its SHA-256 once its size and MD5 are checked."""
@@ -327,6 +343,7 @@ class _Received:
 
     def check(self, size: int, sha256: str) -> None:
         """Refuse bytes that are not figshare's file (before anything is stored)."""
+        self.close()
         file = self.file
         if size != file.size:
             raise FigshareError(
@@ -338,6 +355,28 @@ class _Received:
                 f"The download of {file.name!r} ({file.id}) has MD5 {self.md5.hexdigest()}, "
                 f"figshare lists {file.md5}; nothing was stored"
             )
+
+
+class _InOrder:
+    """Calls ``fn`` on each item in order in a thread of its own, at most ``depth`` items behind."""
+
+    def __init__(self, fn: Callable[[bytes], Any], depth: int = 8):
+        self.fn = fn
+        self.depth = depth
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="figshare")
+        self.pending: collections.deque[Future] = collections.deque()
+
+    def put(self, item: bytes) -> None:
+        self.pending.append(self.pool.submit(self.fn, item))
+        if len(self.pending) > self.depth:
+            self.pending.popleft().result()
+
+    def close(self) -> None:
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _deleted_here(resource_id: str) -> bool:

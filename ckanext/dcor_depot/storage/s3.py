@@ -242,14 +242,18 @@ def _at_most(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
 
 def _parts_of(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
     """The bytes of ``chunks`` in pieces of ``part_size`` (the last one shorter)."""
-    buffer = bytearray()
+    pending: list[bytes] = []
+    have = 0
     for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= part_size:
-            yield bytes(buffer[:part_size])
-            del buffer[:part_size]
-    if buffer:
-        yield bytes(buffer)
+        pending.append(chunk)
+        have += len(chunk)
+        while have >= part_size:
+            joined = b"".join(pending)  # the one copy; a slice of all of it is no copy
+            rest = joined[part_size:]
+            yield joined[:part_size]
+            pending, have = ([rest] if rest else []), len(rest)
+    if pending:
+        yield b"".join(pending)
 
 
 def _file_state(fd: BinaryIO) -> tuple[int, int, int, int]:
