@@ -59,7 +59,7 @@ def child(args) -> None:
         store = config.object_store()
         entry = server.file_entry(source)
         doi = server.add_article(9000 + args.round, 1, [entry])
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if args.child == "download":
             target = config.tmp_dir() / "bench-download.bin"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -68,18 +68,18 @@ def child(args) -> None:
                 with open(target, "wb") as fd:
                     for chunk in answer.iter_content(MiB):
                         fd.write(chunk)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
             assert target.stat().st_size == source.stat().st_size
             target.unlink()
         elif args.child == "upload":
             bucket = store.circle_bucket("benchmark")
             key = f"upload/{args.round}"
             store.upload_verified(source, bucket, key)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
             store.delete_object(bucket, key)
         else:
             organization = ensure_organization()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
 
             def sleep(seconds: float) -> None:
                 paced[0] += seconds
@@ -87,7 +87,7 @@ def child(args) -> None:
 
             client = FigshareClient(server.api_url, sleep=sleep)
             report = ArticleImport(client, store, organization, lambda text: None).run(doi)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
             assert report.outcome == "imported" and report.bytes == source.stat().st_size
             for resource_id in _resource_ids(report.name):
                 store.delete_object(
@@ -95,7 +95,7 @@ def child(args) -> None:
                 )
     server.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": elapsed, "paced": paced[0], "rss_mib": rss}))
+    print(json.dumps({"seconds": elapsed, "cpu": cpu, "paced": paced[0], "rss_mib": rss}))
 
 
 def _resource_ids(package_name: str) -> list[str]:
@@ -107,7 +107,20 @@ def _resource_ids(package_name: str) -> list[str]:
     return [r["id"] for r in package["resources"]]
 
 
+def ceph_cpu_seconds() -> float:
+    """CPU time used so far by the Ceph daemons (RGW and OSD) of the test services."""
+    ticks = 0
+    for pid in subprocess.run(
+        ["pgrep", "-f", "radosgw|ceph-osd"], capture_output=True, text=True
+    ).stdout.split():
+        with open(f"/proc/{pid}/stat") as fd:
+            fields = fd.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run_child(step: str, ini: Path, file: Path, round_: int) -> dict:
+    ceph = ceph_cpu_seconds()
     out = subprocess.run(
         [sys.executable, __file__, "--child", step, "--ini", str(ini), "--file", str(file)]
         + ["--round", str(round_)],
@@ -117,7 +130,8 @@ def run_child(step: str, ini: Path, file: Path, round_: int) -> dict:
     )
     if out.returncode != 0:
         sys.exit(f"step {step} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    # the child's start-up and file listing leave Ceph idle: its CPU is the step's
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "ceph": ceph_cpu_seconds() - ceph}
 
 
 def main() -> int:
@@ -160,23 +174,25 @@ def report(args, results: dict) -> int:
     unpaced = statistics.median(r["seconds"] - r["paced"] for r in results["import"])
     baseline = download + upload
     rows = [
-        ("(a) plain download", download, median("download", "rss_mib")),
-        ("(b) verified upload", upload, median("upload", "rss_mib")),
-        ("(a) + (b)", baseline, None),
-        ("(c) import, whole", imported, median("import", "rss_mib")),
-        ("(c) import without the 1 request/s API wait", unpaced, None),
+        ("(a) plain download", "download", download),
+        ("(b) verified upload", "upload", upload),
+        ("(a) + (b)", None, baseline),
+        ("(c) import, whole", "import", imported),
+        ("(c) import without the 1 request/s API wait", None, unpaced),
     ]
     print(
         f"\nimport-figshare, one {args.size_mib} MiB file, median of {args.rounds} rounds "
-        f"(each step in its own process)\n"
+        f"(each step in its own process; CPU: seconds used by the step's process and by "
+        f"Ceph's RGW and OSD, on {os.cpu_count()} cores)\n"
     )
-    print("| step | wall s | MB/s | vs (a) + (b) | peak RSS (MiB) |")
-    print("|---|---|---|---|---|")
-    for name, seconds, rss in rows:
-        rss_text = f"{rss:.0f}" if rss is not None else ""
+    print("| step | wall s | MB/s | vs (a) + (b) | CPU s: process + Ceph | peak RSS (MiB) |")
+    print("|---|---|---|---|---|---|")
+    for name, step, seconds in rows:
+        cpu = f"{median(step, 'cpu'):.2f} + {median(step, 'ceph'):.2f}" if step else ""
+        rss = f"{median(step, 'rss_mib'):.0f}" if step else ""
         print(
             f"| {name} | {seconds:.2f} | {size_mb / seconds:.0f} | "
-            f"{seconds / baseline:.2f} | {rss_text} |"
+            f"{seconds / baseline:.2f} | {cpu} | {rss} |"
         )
     whole = "PASS" if imported <= baseline else "FAIL"
     without = "PASS" if unpaced <= baseline else "FAIL"

@@ -66,6 +66,7 @@ def run_ckan(tmp_path, options: dict[str, str], *args: str) -> subprocess.Comple
         ("dcor_object_store.abort_incomplete_multipart_days", "soon", "integer"),
         ("ckanext.dcor_depot.depots_path", "data/depots", "expected an absolute path"),
         ("ckanext.dcor_depot.users_depot_name", "../elsewhere", "single folder name"),
+        ("ckanext.dcor_depot.figshare_api_url", "api.figshare.com/v2", "expected an http(s) URL"),
     ],
 )
 def test_bad_value_stops_ckan_with_a_clear_message(tmp_path, key, value, expected):

@@ -291,3 +291,16 @@ def test_without_object_store_files_go_to_the_figshare_depot(figshare, rtdc_file
     assert sha256_path(target) == sha256_path(path)
     assert os.stat(target).st_nlink == 1
     assert tmp_leftovers() == []
+
+
+def test_a_dataset_deleted_here_is_not_imported_again(figshare, rtdc_file, clean_circles, cli):
+    doi = figshare.add_article(51, 1, [figshare.file_entry(rtdc_file())])
+    assert cli.invoke(import_figshare, ["--doi", doi]).exit_code == 0
+    helpers.call_action("package_delete", id="figshare-51-v1")
+
+    result = cli.invoke(import_figshare, ["--doi", doi])
+    assert result.exit_code == 1
+    assert f"{doi}: dataset figshare-51-v1 was deleted on this site; restore or purge it" in (
+        result.output
+    )
+    assert model.Package.get("figshare-51-v1").state == "deleted"

@@ -162,7 +162,7 @@ class ArticleImport:
             files = self.client.files(article)
         except FigshareError as exc:
             raise FigshareImportError(f"{doi}: {exc}") from exc
-        package, created = self._draft(fields)
+        package, created = self._draft(fields, article.doi)
         report = Imported(article.doi, package["name"], "imported" if created else "completed")
         present = {r["id"] for r in package["resources"]}
         for resource_id, file in self._wanted(package["id"], files, report):
@@ -185,7 +185,7 @@ class ArticleImport:
             report.outcome = "repaired" if report.files or report.repaired else "unchanged"
         return report
 
-    def _draft(self, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def _draft(self, fields: dict[str, Any], doi: str) -> tuple[dict[str, Any], bool]:
         """The dataset, created as a draft when it does not exist yet."""
         try:
             package = site.show_package(fields["id"], fresh=True)
@@ -194,8 +194,8 @@ class ArticleImport:
             return package, True
         if package["state"] == "deleted":
             raise FigshareImportError(
-                f"{fields['url'].removeprefix('https://doi.org/')}: dataset {package['name']} was "
-                "deleted on this site; restore or purge it to import it again"
+                f"{doi}: dataset {package['name']} was deleted on this site; restore or purge "
+                "it to import it again"
             )
         return package, False
 
@@ -315,6 +315,7 @@ class _Received:
         self.md5 = hashlib.md5()
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self.fd = fd
         self._behind = [_InOrder(self.md5.update), _InOrder(fd.write)]
 
     def tee(self, chunks: Iterable[bytes], sha256: bool = False) -> Iterator[bytes]:
@@ -333,6 +334,8 @@ class _Received:
         """Wait until every chunk is hashed and written (re-raises a failed write)."""
         for worker in self._behind:
             worker.close()
+        if not self.fd.closed:
+            self.fd.flush()  # the tmp file is complete for readers by its name
 
     def drain(self, chunks: Iterable[bytes]) -> str:
         """Receive the whole file; its SHA-256 once its size and MD5 are checked."""

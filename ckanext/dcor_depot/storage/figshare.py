@@ -173,7 +173,6 @@ class FigshareClient:
         for attempt in range(self.retries + 1):
             if api:
                 self._sleep(max(0.0, self._last_api_request + self.interval - time.monotonic()))
-                self._last_api_request = time.monotonic()
             try:
                 response = self.session.get(url, stream=stream, timeout=self.timeout)
             except requests.RequestException as exc:
@@ -183,6 +182,9 @@ class FigshareClient:
                     break
                 problem = f"status {response.status_code}"
                 response.close()
+            finally:
+                if api:  # counted from the answer: the next request arrives >= 1 s after this one
+                    self._last_api_request = time.monotonic()
             if attempt == self.retries:
                 raise FigshareError(
                     f"figshare gave no answer for {what} after {attempt + 1} attempts "
