@@ -5,7 +5,8 @@ What it serves (as figshare does, see ``../shared/FACTS.md``):
 ``GET /v2/articles/<id>/versions/<v>/files?page=&page_size=`` (paged),
 ``GET /ndownloader/files/<id>`` (302 to a storage URL, or figshare's bot
 challenge: 202, empty body, ``x-amzn-waf-action: challenge``) and
-``GET /storage/<id>`` (the bytes, sent with ``sendfile``). Faults are queued
+``GET /storage/<id>`` (the bytes, sent with ``sendfile``, or half of them before
+the connection closes). Faults are queued
 per path prefix (e.g. one 500 before the real answer); every request is
 logged with its time.
 """
@@ -39,6 +40,8 @@ class FigshareServer:
         self.articles: dict[tuple[int, int], dict] = {}
         self.files: dict[int, Path] = {}
         self.challenged: set[int] = set()
+        #: files whose download breaks off after half of the bytes
+        self.broken_off: set[int] = set()
         #: path prefix -> statuses to answer (in order) before the real answer
         self.faults: dict[str, list[int]] = defaultdict(list)
         #: (time.monotonic(), path) of every request
@@ -145,11 +148,16 @@ def _handler(server: FigshareServer):
                 path = server.files.get(int(match[1]))
                 if path is None:
                     return self._send(404, b"no such file")
+                size = path.stat().st_size
                 with open(path, "rb") as fd:
                     self.send_response(200)
                     self.send_header("Content-Type", "application/octet-stream")
-                    self.send_header("Content-Length", str(path.stat().st_size))
+                    self.send_header("Content-Length", str(size))
                     self.end_headers()
+                    if int(match[1]) in server.broken_off:
+                        self.connection.sendfile(fd, count=size // 2)
+                        self.close_connection = True
+                        return None
                     self.connection.sendfile(fd)
                 return None
             return self._send(404, b"unknown path")

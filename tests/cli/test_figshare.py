@@ -265,7 +265,8 @@ def test_object_left_by_an_interrupted_run_is_compared_not_replaced(
     store.upload_verified(other, bucket, key)  # not the file figshare lists
     result = cli.invoke(import_figshare, ["--doi", doi])
     assert result.exit_code == 1
-    assert f"s3://{bucket}/{key} already exists with" in result.output
+    assert f"{doi}: s3://{bucket}/{key} exists, belongs to no resource and is not" in result.output
+    assert "check and delete that object, then run again" in result.output
     assert object_sha256(store, bucket, key) == sha256_path(other)
 
 
@@ -304,3 +305,53 @@ def test_a_dataset_deleted_here_is_not_imported_again(figshare, rtdc_file, clean
         result.output
     )
     assert model.Package.get("figshare-51-v1").state == "deleted"
+
+
+def test_a_file_added_on_figshare_joins_the_active_dataset_public(
+    figshare, rtdc_file, random_file, store, clean_circles, cli
+):
+    """Also the multipart path of the streaming upload, end to end."""
+    first = rtdc_file()
+    entries = [figshare.file_entry(first)]
+    doi = figshare.add_article(61, 1, entries)
+    assert cli.invoke(import_figshare, ["--doi", doi]).exit_code == 0
+    large = random_file(3 * store.settings.part_size + 4321, "large.bin")
+    entries.append(figshare.file_entry(large))
+
+    result = cli.invoke(import_figshare, ["--doi", doi])
+    assert result.exit_code == 0, result.output
+    assert "figshare-61-v1: repaired, 1 files" in result.output
+    dataset = helpers.call_action("package_show", id="figshare-61-v1")
+    assert dataset["state"] == "active"
+    added = dataset["resources"][1]
+    assert (added["name"], added["sha256"]) == ("large.bin", sha256_path(large))
+    bucket = store.circle_bucket(dataset["owner_org"])
+    assert object_sha256(store, bucket, object_key("resource", added["id"])) == added["sha256"]
+    assert anonymous_status(added["s3_url"]) == 200
+    assert tmp_leftovers() == []
+
+
+def test_a_download_that_breaks_off_stores_nothing(
+    figshare, random_file, store, clean_circles, cli
+):
+    path = random_file(4 * store.settings.part_size)
+    entry = figshare.file_entry(path)
+    doi = figshare.add_article(71, 1, [entry])
+    figshare.broken_off.add(entry["id"])
+
+    result = cli.invoke(import_figshare, ["--doi", doi])
+    assert result.exit_code == 1
+    assert "The download of file 'data.bin'" in result.output
+    assert "broke off" in result.output
+    dataset = helpers.call_action("package_show", id="figshare-71-v1")
+    assert (dataset["state"], dataset["resources"]) == ("draft", [])
+    bucket = store.circle_bucket(dataset["owner_org"])
+    assert bucket_keys(store, dataset["owner_org"]) == []
+    assert store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert tmp_leftovers() == []
+
+    figshare.broken_off.clear()
+    result = cli.invoke(import_figshare, ["--doi", doi])
+    assert result.exit_code == 0, result.output
+    (resource,) = helpers.call_action("package_show", id="figshare-71-v1")["resources"]
+    assert resource["sha256"] == sha256_path(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import ckan.plugins.toolkit as tk
 import click
 
 from .. import config
@@ -85,10 +86,13 @@ def _run(dois: list[str], store, where: str) -> list[str]:
         click.echo(f"{doi}:")
         try:
             report = importer.run(doi)
-        except (FigshareImportError, S3Error, DepotError) as exc:
+        except (FigshareImportError, S3Error, DepotError, OSError, tk.ValidationError) as exc:
+            problem = str(getattr(exc, "error_summary", None) or exc)
+            if not problem.startswith(doi):
+                problem = f"{doi}: {type(exc).__name__}: {problem}"
             counts["failed"] += 1
-            failures.append(str(exc))
-            click.echo(f"  failed: {exc}")
+            failures.append(problem)
+            click.echo(f"  failed: {problem}")
             continue
         counts[report.outcome] += 1
         if report.outcome == "unchanged":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +30,7 @@ import markdownify
 from .. import config
 from ..storage.depot import figshare_depot_path, move_into_depot
 from ..storage.figshare import Article, FigshareClient, FigshareError, FigshareFile
-from ..storage.s3 import ObjectStore, UploadResult, object_key
+from ..storage.s3 import ObjectConflictError, ObjectStore, UploadResult, object_key, sha256_of_file
 from . import site
 from .dc_metadata import mimetype_for, read_dc_fields
 
@@ -180,6 +181,8 @@ class ArticleImport:
             package = tk.get_action("package_patch")(
                 site.job_context(), {"id": package["id"], "state": "active"}
             )
+        elif report.files:  # with the new resources
+            package = site.show_package(package["id"], fresh=True)
         report.repaired = self._apply_visibility(package)
         if finished_before:
             report.outcome = "repaired" if report.files or report.repaired else "unchanged"
@@ -231,6 +234,7 @@ class ArticleImport:
                 try:
                     if self.store is None:
                         sha256 = received.drain(chunks)
+                        os.fsync(fd.fileno())  # on disk before the depot links to it
                     else:
                         result = self._upload(package, resource_id, chunks, received, tmp)
                 finally:
@@ -240,7 +244,16 @@ class ArticleImport:
                 depot_path = figshare_depot_path(
                     config.depots_path(), package["name"], resource_id, file.name
                 )
-                move_into_depot(site.ckan_path(resource_id), depot_path, config.lock_dir(), tmp)
+                moved = move_into_depot(
+                    site.ckan_path(resource_id), depot_path, config.lock_dir(), tmp
+                )
+                if moved.action == "already" and sha256_of_file(moved.depot_path) != sha256:
+                    raise FigshareImportError(
+                        f"{report_doi(package)}: {moved.depot_path}, linked from CKAN's path of "
+                        f"resource {resource_id} by an earlier run, is not {file.name!r} from "
+                        "figshare (SHA-256 differs); delete the link and the file, run again"
+                    )
+                depot_path = moved.depot_path
                 fields.update(url=file.name, url_type="upload", size=file.size, sha256=sha256)
                 done = f"MD5 verified, in {depot_path}"
             else:
@@ -284,7 +297,14 @@ class ArticleImport:
             )
         # left by a run that stopped before creating the resource: compare, do not replace
         sha256 = received.drain(chunks)
-        return self.store.upload_verified(tmp, bucket, key, sha256=sha256)
+        try:
+            return self.store.upload_verified(tmp, bucket, key, sha256=sha256)
+        except ObjectConflictError as exc:
+            raise FigshareImportError(
+                f"{report_doi(package)}: s3://{bucket}/{key} exists, belongs to no resource and "
+                f"is not {received.file.name!r} from figshare ({exc}); check and delete that "
+                "object, then run again"
+            ) from exc
 
     def _apply_visibility(self, package: dict[str, Any]) -> int:
         """Objects of the dataset public or private per its visibility; how many changed."""
@@ -380,6 +400,13 @@ class _InOrder:
                 self.pending.popleft().result()
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pending.clear()  # cancelled: a second close() has nothing left to raise
+
+
+def report_doi(package: dict[str, Any]) -> str:
+    """The DOI of an imported dataset (its ``doi`` extra)."""
+    extras = {e["key"]: e["value"] for e in package.get("extras", [])}
+    return extras.get("doi", package["name"])
 
 
 def _deleted_here(resource_id: str) -> bool:

@@ -765,9 +765,10 @@ class ObjectStore:
             done, in_flight = wait(in_flight)
             collect(done)
         finally:
-            # on failure, do not wait for parts in flight: the caller aborts
-            # the upload, and a part that finishes later is refused
-            pool.shutdown(wait=not in_flight, cancel_futures=True)
+            # on failure, the parts in flight (at most upload_concurrency) end
+            # before the caller aborts: a part that lands after the abort could
+            # leave data that no listing of open uploads shows
+            pool.shutdown(wait=True, cancel_futures=True)
         order = sorted(etags)
         return (
             sha256.hexdigest(),
