@@ -53,6 +53,16 @@ def tmp_leftovers() -> list[str]:
     return [p.name for p in folder.glob("figshare-*")] if folder.exists() else []
 
 
+def assert_nothing_stored(store, name: str) -> None:
+    """The dataset is an empty draft; no object, open upload or tmp file is left."""
+    dataset = helpers.call_action("package_show", id=name)
+    assert (dataset["state"], dataset["resources"]) == ("draft", [])
+    bucket = store.circle_bucket(dataset["owner_org"])
+    assert bucket_keys(store, dataset["owner_org"]) == []
+    assert store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert tmp_leftovers() == []
+
+
 def test_bundled_dois_are_dcors_reference_datasets():
     assert read_dois(BUNDLED_DOIS) == [
         "10.6084/m9.figshare.7771184.v2",
@@ -190,12 +200,7 @@ def test_md5_mismatch_stores_nothing(figshare, random_file, store, clean_circles
     result = cli.invoke(import_figshare, ["--doi", doi])
     assert result.exit_code == 1
     assert f"has MD5 {md5_of(path)}, figshare lists {'0' * 32}; nothing was stored" in result.output
-    dataset = helpers.call_action("package_show", id="figshare-12721436-v1")
-    assert (dataset["state"], dataset["resources"]) == ("draft", [])
-    bucket = store.circle_bucket(dataset["owner_org"])
-    assert bucket_keys(store, dataset["owner_org"]) == []
-    assert store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    assert tmp_leftovers() == []
+    assert_nothing_stored(store, "figshare-12721436-v1")
 
 
 def test_unknown_license_imports_nothing_of_that_dataset(figshare, rtdc_file, clean_circles, cli):
@@ -343,12 +348,7 @@ def test_a_download_that_breaks_off_stores_nothing(
     assert result.exit_code == 1
     assert "The download of file 'data.bin'" in result.output
     assert "broke off" in result.output
-    dataset = helpers.call_action("package_show", id="figshare-71-v1")
-    assert (dataset["state"], dataset["resources"]) == ("draft", [])
-    bucket = store.circle_bucket(dataset["owner_org"])
-    assert bucket_keys(store, dataset["owner_org"]) == []
-    assert store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-    assert tmp_leftovers() == []
+    assert_nothing_stored(store, "figshare-71-v1")
 
     figshare.broken_off.clear()
     result = cli.invoke(import_figshare, ["--doi", doi])
