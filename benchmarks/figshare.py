@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lifecycle import CKAN, DB_URL, REPO, MiB, ckan_app, make_file, write_ini
+from lifecycle import DB_URL, REPO, MiB, ckan_app, clean_database, make_file, write_ini
 
 #: The local figshare-protocol server of the tests.
 SERVER = REPO / "tests" / "figshare_server.py"
@@ -151,8 +151,7 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="dcor-depot-bench-"))
     try:
         ini = write_ini(folder, "dcor_depot")
-        for command in (["db", "clean", "--yes"], ["db", "upgrade"]):
-            subprocess.run([CKAN, "-c", str(ini), *command], check=True, capture_output=True)
+        clean_database(ini)
         source = make_file(folder / "figshare-file.bin", args.size_mib * MiB)
         results = {step: [] for step in STEPS}
         for round_ in range(args.rounds):

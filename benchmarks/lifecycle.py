@@ -56,6 +56,12 @@ dcor_object_store.part_size_mib = 16
     return ini
 
 
+def clean_database(ini: Path, *more: list[str]) -> None:
+    """The benchmarks' own database, emptied and at the current schema (then ``more`` commands)."""
+    for command in (["db", "clean", "--yes"], ["db", "upgrade"], *more):
+        subprocess.run([CKAN, "-c", str(ini), *command], check=True, capture_output=True)
+
+
 # --- child processes: a loaded CKAN ------------------------------------------------------
 
 
@@ -280,8 +286,7 @@ def main() -> int:
     try:
         with_plugin = write_ini(folder, "dcor_depot")
         without = write_ini(folder, "")
-        for command in (["db", "clean", "--yes"], ["db", "upgrade"]):
-            subprocess.run([CKAN, "-c", str(without), *command], check=True, capture_output=True)
+        clean_database(without)
 
         small = make_file(folder / "small.bin", MiB)
         timed = {"dcor_depot": [], "": []}

@@ -30,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-from lifecycle import CKAN, DB_URL, ckan_app, site_user, write_ini
+from lifecycle import CKAN, DB_URL, ckan_app, clean_database, site_user, write_ini
 
 COMMAND = "dcor-migrate-resources-to-object-store"
 #: The no-op run may take this long per resource (the issue's target).
@@ -123,8 +123,7 @@ def run_child(mode: str, ini: Path):
 
 def reset(folder: Path, ini: Path, bare_ini: Path) -> None:
     """An empty database and search index, no files, no buckets of the benchmark."""
-    for command in (["db", "clean", "--yes"], ["db", "upgrade"], ["search-index", "clear"]):
-        subprocess.run([CKAN, "-c", str(bare_ini), *command], check=True, capture_output=True)
+    clean_database(bare_ini, ["search-index", "clear"])
     shutil.rmtree(folder / "storage", ignore_errors=True)
     run_child("remove-buckets", ini)
 

@@ -33,6 +33,7 @@ from ..storage.figshare import Article, FigshareClient, FigshareError, FigshareF
 from ..storage.s3 import ObjectConflictError, ObjectStore, UploadResult, object_key, sha256_of_file
 from . import site
 from .dc_metadata import mimetype_for, read_dc_fields
+from .visibility import align_objects
 
 ORGANIZATION_NAME = "figshare-import"
 ORGANIZATION_TITLE = "Figshare mirror"
@@ -178,12 +179,11 @@ class ArticleImport:
             report.bytes += file.size
         finished_before = package["state"] == "active"
         if not finished_before:
-            package = tk.get_action("package_patch")(
+            tk.get_action("package_patch")(
                 site.job_context(), {"id": package["id"], "state": "active"}
             )
-        elif report.files:  # with the new resources
-            package = site.show_package(package["id"], fresh=True)
-        report.repaired = self._apply_visibility(package)
+        if self.store is not None:  # objects follow the dataset, also those just added
+            report.repaired = align_objects(self.store, package["id"]).changed
         if finished_before:
             report.outcome = "repaired" if report.files or report.repaired else "unchanged"
         return report
@@ -248,10 +248,10 @@ class ArticleImport:
                     site.ckan_path(resource_id), depot_path, config.lock_dir(), tmp
                 )
                 if moved.action == "already" and sha256_of_file(moved.depot_path) != sha256:
-                    raise FigshareImportError(
-                        f"{report_doi(package)}: {moved.depot_path}, linked from CKAN's path of "
-                        f"resource {resource_id} by an earlier run, is not {file.name!r} from "
-                        "figshare (SHA-256 differs); delete the link and the file, run again"
+                    raise FigshareError(
+                        f"{moved.depot_path}, linked from CKAN's path of resource {resource_id} "
+                        f"by an earlier run, is not {file.name!r} from figshare (SHA-256 "
+                        "differs); delete the link and the file, run again"
                     )
                 depot_path = moved.depot_path
                 fields.update(url=file.name, url_type="upload", size=file.size, sha256=sha256)
@@ -300,27 +300,11 @@ class ArticleImport:
         try:
             return self.store.upload_verified(tmp, bucket, key, sha256=sha256)
         except ObjectConflictError as exc:
-            raise FigshareImportError(
-                f"{report_doi(package)}: s3://{bucket}/{key} exists, belongs to no resource and "
-                f"is not {received.file.name!r} from figshare ({exc}); check and delete that "
-                "object, then run again"
+            raise FigshareError(
+                f"s3://{bucket}/{key} exists, belongs to no resource and is not "
+                f"{received.file.name!r} from figshare ({exc}); check and delete that object, "
+                "then run again"
             ) from exc
-
-    def _apply_visibility(self, package: dict[str, Any]) -> int:
-        """Objects of the dataset public or private per its visibility; how many changed."""
-        if self.store is None:
-            return 0
-        bucket = self.store.circle_bucket(package["owner_org"])
-        changed = 0
-        for resource in package["resources"]:
-            if resource.get("url_type") != "s3_upload":
-                continue
-            key = object_key("resource", resource["id"])
-            public = site.is_public(package, resource)
-            if self.store.visibility(bucket, key) not in (public, None):
-                self.store.set_public(bucket, key, public)
-                changed += 1
-        return changed
 
 
 class _Received:
@@ -401,12 +385,6 @@ class _InOrder:
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pending.clear()  # cancelled: a second close() has nothing left to raise
-
-
-def report_doi(package: dict[str, Any]) -> str:
-    """The DOI of an imported dataset (its ``doi`` extra)."""
-    extras = {e["key"]: e["value"] for e in package.get("extras", [])}
-    return extras.get("doi", package["name"])
 
 
 def _deleted_here(resource_id: str) -> bool:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import ckan.model as model
 
 from .. import config
-from ..storage.s3 import ARTIFACTS, object_key
+from ..storage.s3 import ARTIFACTS, ObjectStore, object_key
 from . import site
 
 log = logging.getLogger(__name__)
@@ -23,10 +24,31 @@ def apply_visibility(package_id: str) -> str:
     store = config.object_store()
     if store is None:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
+    aligned = align_objects(store, package_id)
+    if aligned is None:
+        return f"dataset {package_id}: no dataset or no circle, no objects"
+    state = "public" if aligned.public else "private"
+    message = (
+        f"dataset {aligned.name} is {state}: {aligned.changed} changed, "
+        f"{aligned.unchanged} were right"
+    )
+    log.info(message)
+    return message
+
+
+class Aligned(NamedTuple):
+    name: str
+    public: bool
+    changed: int
+    unchanged: int
+
+
+def align_objects(store: ObjectStore, package_id: str) -> Aligned | None:
+    """The work of :func:`apply_visibility`; None when there is no dataset or circle."""
     model.Session.expire_all()
     package = model.Package.get(package_id)
     if package is None or not package.owner_org:
-        return f"dataset {package_id}: no dataset or no circle, no objects"
+        return None
     bucket = store.circle_bucket(package.owner_org)
     dataset_public = site.visible_to_all(package.private, package.state)
     resources = model.Session.query(model.Resource).filter_by(package_id=package.id)
@@ -43,7 +65,4 @@ def apply_visibility(package_id: str) -> str:
             else:
                 store.set_public(bucket, key, public)
                 changed += 1
-    state = "public" if dataset_public else "private"
-    message = f"dataset {package.name} is {state}: {changed} changed, {unchanged} were right"
-    log.info(message)
-    return message
+    return Aligned(package.name, dataset_public, changed, unchanged)
