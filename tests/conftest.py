@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -218,3 +221,39 @@ def figshare_server():
     server = FigshareServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def ckan_server():
+    """Factory: CKAN's web server (``ckan run``) in its own process; its URL. Stopped at the end."""
+    servers: list[subprocess.Popen] = []
+
+    def start(ini: str = TEST_INI) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        log = tempfile.TemporaryFile("w+")  # a pipe could fill up and block the server
+        proc = subprocess.Popen(
+            [CKAN, "-c", ini, "run", "-H", "127.0.0.1", "-p", str(port), "-r", "-t"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+        )
+        servers.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise AssertionError(f"ckan run ended: {log.read()[-3000:]}")
+            try:
+                if requests.get(f"{url}/api/action/status_show", timeout=5).ok:
+                    return url
+            except requests.ConnectionError:
+                time.sleep(0.2)  # polling for the server to listen
+        raise AssertionError("ckan run did not answer within 120 s")
+
+    yield start
+    for proc in servers:
+        proc.terminate()
+        proc.wait(timeout=30)

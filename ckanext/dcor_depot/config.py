@@ -74,3 +74,14 @@ def lock_dir() -> Path:
 
 def figshare_api_url() -> str:
     return tk.config["ckanext.dcor_depot.figshare_api_url"]
+
+
+def upload_url_expiry() -> int:
+    """Seconds for which the URLs of ``dcor_depot_upload_urls`` are valid."""
+    return int(tk.config["ckanext.dcor_depot.upload_url_expiry"])
+
+
+def download_url_expiry(public: bool) -> int:
+    """Seconds for which a download's presigned S3 URL is valid."""
+    kind = "public" if public else "private"
+    return int(tk.config[f"ckanext.dcor_depot.download_url_expiry_{kind}"])

@@ -3,7 +3,9 @@
 Data flow: a CKAN event reaches a hook here, the hook queues jobs
 (``jobs/queue.py``) once CKAN has committed, the jobs move files with the
 storage layer (``storage/depot.py``, ``storage/s3.py``). The hooks only
-queue: no S3 call, no hashing in the request.
+queue: no hashing in the request, and one S3 call only, a HEAD when a
+direct-to-S3 upload is registered (``logic/upload_route.py``). Actions and
+auth functions live in ``logic/``, the download view in ``views.py``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ from werkzeug.datastructures import FileStorage
 
 from . import config
 from .jobs import queue, site
+from .logic.upload_route import check_registration
 from .uploader import DepotResourceUpload, legacy_storage_in_use
 
 log = logging.getLogger(__name__)
 
 
+@tk.blanket.actions
+@tk.blanket.auth_functions
+@tk.blanket.blueprints
 @tk.blanket.config_declarations
 @tk.blanket.validators
 @tk.blanket.cli
@@ -32,7 +38,6 @@ class DCORDepotPlugin(p.SingletonPlugin):
     p.implements(p.IResourceController, inherit=True)
     p.implements(p.IPackageController, inherit=True)
     p.implements(p.IUploader, inherit=True)
-    p.implements(p.IActions)
     p.implements(p.IForkObserver, inherit=True)
 
     # IConfigurable
@@ -52,10 +57,18 @@ class DCORDepotPlugin(p.SingletonPlugin):
         config.object_store()
 
     # IResourceController
+    def before_resource_create(self, context, resource: dict[str, Any]) -> None:
+        if resource.get("url_type") == site.S3_URL_TYPE and not context.get(site.JOB_CONTEXT_KEY):
+            check_registration(resource)
+
     def after_resource_create(self, context, resource: dict[str, Any]) -> None:
         # CKAN (2.11, 2.12) has committed the new resource when this runs
-        if not context.get(site.JOB_CONTEXT_KEY) and resource.get("url_type") == "upload":
+        if context.get(site.JOB_CONTEXT_KEY):
+            return
+        if resource.get("url_type") == "upload":
             queue.queue_or_log(queue.enqueue_resource_jobs, resource)
+        elif resource.get("url_type") == site.S3_URL_TYPE:
+            queue.queue_or_log(queue.enqueue_registered_jobs, resource)
 
     def before_resource_update(self, context, current, resource: dict[str, Any]) -> None:
         upload = resource.get("upload")
@@ -85,13 +98,6 @@ class DCORDepotPlugin(p.SingletonPlugin):
         if not context.get(site.JOB_CONTEXT_KEY):
             queue.after_commit(queue.enqueue_visibility, pkg_dict["id"])
 
-    # IActions
-    def get_actions(self):
-        return {
-            name: _queue_visibility_after(name)
-            for name in ("bulk_update_private", "bulk_update_public", "bulk_update_delete")
-        }
-
     # IUploader
     def get_resource_uploader(self, data_dict: dict[str, Any]):
         return DepotResourceUpload(data_dict) if legacy_storage_in_use() else None
@@ -116,17 +122,3 @@ def _visibility_changes(package_id: str) -> bool:
     return before is None or site.visible_to_all(*before) != site.visible_to_all(
         package.private, package.state
     )
-
-
-def _queue_visibility_after(name: str):
-    """CKAN 2.11's bulk actions change datasets with SQL, past every hook."""
-
-    @tk.chained_action
-    def action(original, context, data_dict):
-        result = original(context, data_dict)
-        for package_id in data_dict.get("datasets", []):
-            queue.queue_or_log(queue.enqueue_visibility, package_id)
-        return result
-
-    action.__name__ = name
-    return action

@@ -21,6 +21,7 @@ from ckanext.dcor_depot.storage.depot import (
     move_into_depot,
     remove_local,
     safe_name,
+    write_verified,
 )
 
 RID = "a1b2c3d4-0000-4000-8000-000000000001"
@@ -187,3 +188,16 @@ def test_remove_local_keeps_a_file_that_changed_after_it_was_verified(tmp_path):
     removed = remove_local(link, depots, file_state(link))
     assert removed == [link, target]
     assert not link.is_symlink() and not target.exists()
+
+
+def test_write_verified_keeps_only_a_copy_with_the_expected_sha256(tmp_path):
+    data = os.urandom(3 * 1024**2)
+    target = tmp_path / "backup" / "a1b" / "2c3" / "d4"
+    chunks = [data[i : i + 1024**2] for i in range(0, len(data), 1024**2)]
+    with pytest.raises(DepotError, match="it was not kept"):
+        write_verified(target, iter(chunks), hashlib.sha256(b"other").hexdigest())
+    assert list(target.parent.iterdir()) == []  # no partial file, no leftover
+    target.write_bytes(b"an older, damaged copy")
+    assert write_verified(target, iter(chunks), hashlib.sha256(data).hexdigest()) == len(data)
+    assert target.read_bytes() == data
+    assert [p.name for p in target.parent.iterdir()] == ["d4"]

@@ -398,3 +398,48 @@ def test_stream_never_replaces_an_object(store, bucket, random_file):
     with pytest.raises(s3.ObjectConflictError, match="already exists"):
         store.upload_stream_verified(chunks_of(other), 1000, bucket, "k")
     assert stored_bytes(store, bucket, "k") == path.read_bytes()
+
+
+def test_presigned_multipart_upload_writes_only_its_parts_and_keeps_its_metadata(store, bucket):
+    key = s3.object_key("resource", "abcdefgh-1234")
+    data = bytes(range(256)) * (48 * 1024)  # 12 MiB: three parts of 5 MiB, 5 MiB, 2 MiB
+    md5 = hashlib.md5(data).hexdigest()
+    upload = store.presigned_upload(bucket, key, len(data), 60, {"origin": "test"}, md5=md5)
+    assert upload.url is None and len(upload.part_urls) == 3 and upload.part_size == 5 * MiB
+    first = upload.part_urls[0]
+    assert requests.put(first, data=data[: 4 * MiB]).status_code == 403  # not the signed size
+    etags = []
+    for number, url in enumerate(upload.part_urls):
+        answer = requests.put(url, data=data[number * 5 * MiB : (number + 1) * 5 * MiB])
+        assert answer.status_code == 200
+        etags.append(answer.headers["ETag"])
+    parts = "".join(
+        f"<Part><PartNumber>{n}</PartNumber><ETag>{e}</ETag></Part>"
+        for n, e in enumerate(etags, start=1)
+    )
+    body = f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>"
+    assert requests.post(upload.complete_url, data=body).status_code == 200
+    info = store.object_info(bucket, key)
+    assert info.size == len(data)
+    assert info.metadata == {"origin": "test", s3.MD5_METADATA_KEY: md5}
+    hashes = store.hash_object(bucket, key)
+    assert (hashes.md5, hashes.sha256) == (md5, sha256_hex(data))
+    # the upload is finished: its part URLs write nothing any more
+    assert requests.put(first, data=data[: 5 * MiB]).status_code == 404
+    with pytest.raises(s3.ObjectConflictError):
+        store.presigned_upload(bucket, key, 10, 60)
+
+
+def test_presigned_multipart_upload_can_be_aborted_by_its_url(store, bucket):
+    key = s3.object_key("resource", "abcdefgh-5678")
+    upload = store.presigned_upload(bucket, key, 6 * MiB, 60)
+    assert store.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert requests.delete(upload.abort_url).status_code == 204
+    assert store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_record_sha256_keeps_the_other_metadata(store, bucket):
+    store.client.put_object(Bucket=bucket, Key="k", Body=b"abc", Metadata={"origin": "test"})
+    store.record_sha256(bucket, "k", sha256_hex(b"abc"), 3)
+    info = store.object_info(bucket, "k")
+    assert info.metadata == {"origin": "test", "sha256": sha256_hex(b"abc")}

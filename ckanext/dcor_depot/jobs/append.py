@@ -113,7 +113,7 @@ def append_resource(
                 "package_id": package["id"],
                 "name": name,
                 "url": store.object_url(bucket, key),
-                "url_type": "s3_upload",
+                "url_type": site.S3_URL_TYPE,
                 "mimetype": mimetype_for(name),
                 **fields,
                 **site.s3_fields(store, "resource", result),

@@ -7,6 +7,8 @@ import mimetypes
 import numbers
 from typing import Any
 
+from .. import config
+from ..storage.s3 import object_key
 from . import site
 
 log = logging.getLogger(__name__)
@@ -26,13 +28,33 @@ def record_dc_metadata(resource_id: str) -> str:
     resource = site.show_resource(resource_id)
     if not site.is_dc_file(resource):
         return f"resource {resource_id}: not a DC file"
-    path = site.ckan_path(resource_id)
-    fields, problem = read_dc_fields(path)
+    if resource.get("url_type") == site.S3_URL_TYPE:
+        where, fields, problem = _read_from_s3(resource)
+    else:
+        where = site.ckan_path(resource_id)
+        fields, problem = read_dc_fields(where)
     site.patch_resource(resource_id, fields)
     if problem:
-        log.error("resource %s (%s): %s", resource_id, path, problem)
+        log.error("resource %s (%s): %s", resource_id, where, problem)
         return f"resource {resource_id}: {problem}"
     return f"resource {resource_id}: {len(fields)} fields recorded, format {fields['format']}"
+
+
+def _read_from_s3(resource: dict[str, Any]) -> tuple[str, dict[str, Any], str | None]:
+    """Read the metadata of a file that is only in S3, by range requests (not all of it)."""
+    store = config.object_store()
+    if store is None:
+        raise site.JobError("The file is in S3, but dcor_object_store.endpoint_url is not set")
+    package = site.show_package(resource["package_id"])
+    bucket = store.circle_bucket(package["owner_org"])
+    key = object_key("resource", resource["id"])
+    url = store.presigned_get_url(bucket, key, expires_in=3600)
+    fields, problem = read_dc_fields(url)
+    where = f"s3://{bucket}/{key}"
+    if problem:  # the presigned URL is a credential: it never reaches a log or a field
+        problem = problem.replace(url, where)
+        fields = {DC_ERROR_FIELD: problem}
+    return where, fields, problem
 
 
 def read_dc_fields(path) -> tuple[dict[str, Any], str | None]:
@@ -45,9 +67,15 @@ def read_dc_fields(path) -> tuple[dict[str, Any], str | None]:
 
 
 def dc_fields(path: str) -> dict[str, Any]:
+    """The metadata of a DC file at a local path or a (presigned) URL."""
     import dclab
+    from dclab.rtdc_dataset.fmt_http import RTDC_HTTP
 
-    with dclab.new_dataset(path) as ds:
+    with (
+        RTDC_HTTP(path)
+        if path.startswith(("http://", "https://"))
+        else dclab.new_dataset(path) as ds
+    ):
         fields: dict[str, Any] = {}
         for section in dclab.dfn.CFG_METADATA:
             if section in ds.config:

@@ -261,7 +261,7 @@ class ArticleImport:
                 done = f"MD5 verified, {'already' if result.skipped else 'uploaded'} at {where}"
                 fields.update(
                     url=self.store.object_url(result.bucket, result.key),
-                    url_type="s3_upload",
+                    url_type=site.S3_URL_TYPE,
                     **site.s3_fields(self.store, "resource", result),
                 )
             tk.get_action("resource_create")(

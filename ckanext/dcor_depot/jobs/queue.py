@@ -24,6 +24,8 @@ from rq.job import Dependency, Job, JobStatus
 
 from .. import config
 from . import site
+from .backup import backup_resource
+from .checksum import record_object_sha256
 from .dc_metadata import record_dc_metadata
 from .symlink import symlink_resource
 from .upload import upload_resource
@@ -36,12 +38,15 @@ NORMAL = "dcor-normal"
 #: The queues a worker for the depot listens on, most urgent first.
 QUEUES = (SHORT, NORMAL)
 
-#: The jobs of an uploaded file by kind (the kind names the job id), in the
-#: order they run; each takes the resource id.
+#: The jobs of a resource's file by kind (the kind names the job id); each
+#: takes the resource id. A file uploaded to CKAN gets the first three, in
+#: this order; one uploaded straight to S3 the last three.
 RESOURCE_JOBS: dict[str, Callable[[str], str]] = {
     "symlink": symlink_resource,
     "s3-upload": upload_resource,
     "dc-metadata": record_dc_metadata,
+    "s3-sha256": record_object_sha256,
+    "backup": backup_resource,
 }
 
 _WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
@@ -106,6 +111,18 @@ def enqueue_resource_jobs(resource: Mapping[str, Any]) -> list[str]:
     if site.is_dc_file(resource):
         dc = enqueue(RESOURCE_JOBS["dc-metadata"], "dc-metadata", rid, NORMAL, depends_on=last)
         jobs.append(dc)
+    return jobs
+
+
+def enqueue_registered_jobs(resource: Mapping[str, Any]) -> list[str]:
+    """The jobs of a file uploaded straight to S3: SHA-256 and visibility, DC metadata, backup."""
+    rid = resource["id"]
+    checksum = enqueue(RESOURCE_JOBS["s3-sha256"], "s3-sha256", rid, NORMAL)
+    jobs = [checksum]
+    if site.is_dc_file(resource):
+        jobs.append(enqueue(RESOURCE_JOBS["dc-metadata"], "dc-metadata", rid, NORMAL))
+    if config.local_backup_location() is not None:
+        jobs.append(enqueue(RESOURCE_JOBS["backup"], "backup", rid, NORMAL, depends_on=checksum))
     return jobs
 
 

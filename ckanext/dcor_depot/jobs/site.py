@@ -23,6 +23,8 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 #: Context key set by the depot's jobs: the plugin's hooks ignore such updates.
 JOB_CONTEXT_KEY = "dcor_depot_job"
+#: The ``url_type`` of a resource whose file went straight to S3 (never to CKAN's storage).
+S3_URL_TYPE = "s3_upload"
 
 
 class JobError(Exception):

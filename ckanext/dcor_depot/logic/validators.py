@@ -1,19 +1,21 @@
-"""Validators of the configuration options, named in config_declaration.yaml.
+"""Validators of the configuration options (named in config_declaration.yaml)
+and of the extension's action input (logic/schema.py).
 
-CKAN runs them at start-up and stops with one message per bad option, naming
-the option and what is expected.
+CKAN runs the option validators at start-up and stops with one message per
+bad option, naming the option and what is expected.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from typing import Any
 from urllib.parse import urlparse
 
 import ckan.plugins.toolkit as tk
 
-from ..storage.s3 import circle_bucket_name
+from ..storage.s3 import MAX_OBJECT_SIZE, circle_bucket_name
 
 ENDPOINT_KEY = "dcor_object_store.endpoint_url"
 
@@ -84,3 +86,37 @@ def dcor_depot_int_range(low: int, high: int | None = None):
         return value
 
     return validator
+
+
+# validators of the action dcor_depot_upload_urls (logic/schema.py)
+
+
+def dcor_depot_file_name(value: Any) -> str:
+    name = str(value)
+    if (
+        name in (".", "..")
+        or any(c in name for c in "/\\")
+        or any(ord(c) < 32 or ord(c) == 127 for c in name)
+        or len(name.encode()) > 255
+    ):
+        raise tk.Invalid(
+            f"expected a file name without folders or control characters, at most 255 bytes, "
+            f"such as cells.rtdc; got {value!r}"
+        )
+    return name
+
+
+def dcor_depot_file_size(value: Any) -> int:
+    if not isinstance(value, int) or value < 1 or value > MAX_OBJECT_SIZE:
+        raise tk.Invalid(
+            f"expected the file's size in bytes, from 1 to {MAX_OBJECT_SIZE} (5 TiB, the "
+            f"largest S3 object); got {value!r}"
+        )
+    return value
+
+
+def dcor_depot_md5(value: Any) -> str:
+    md5 = str(value).strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{32}", md5):
+        raise tk.Invalid(f"expected the file's MD5 as 32 hexadecimal digits; got {value!r}")
+    return md5

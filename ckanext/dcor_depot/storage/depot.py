@@ -23,8 +23,11 @@ import hashlib
 import os
 import re
 import unicodedata
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from .s3 import resource_subpath
 
 #: Longest file name (in bytes) most filesystems accept.
 NAME_MAX = 255
@@ -235,6 +238,50 @@ def move_into_depot(
         return DepotResult(depot_path, action)
 
 
+def backup_path_for(backup_root: Path, resource_id: str) -> Path:
+    """``<backup root>/RES/OUR/CEID``: the local backup copy of a resource's object."""
+    return Path(backup_root) / resource_subpath(resource_id)
+
+
+def write_verified(path: Path, chunks: Iterable[bytes], sha256: str) -> int:
+    """Write ``chunks`` to ``path`` so that ``path`` is never a partial or wrong copy.
+
+    The bytes go to a temporary name beside ``path``, are synced and re-read
+    from disk; only when their SHA-256 is ``sha256`` does that file replace
+    ``path`` in one rename. Returns the size written.
+    """
+    path = Path(path)
+    _make_dirs(path.parent)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        with open(tmp, "xb") as fd:
+            for chunk in chunks:
+                fd.write(chunk)
+            fd.flush()
+            os.fsync(fd.fileno())
+        actual, size = _sha256_from_disk(tmp)
+        if actual != sha256:
+            raise DepotError(
+                f"The copy for {path} has SHA-256 {actual}, expected {sha256}; it was not kept"
+            )
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return size
+
+
+def _sha256_from_disk(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of a synced file, read from disk rather than the page cache."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fd:
+        os.posix_fadvise(fd.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        while chunk := fd.read(_COPY_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
 def _copy_verified(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target``, sync it, and re-read it from disk to compare SHA-256."""
     expected = hashlib.sha256()
@@ -244,17 +291,12 @@ def _copy_verified(source: Path, target: Path) -> None:
             dst.write(chunk)
         dst.flush()
         os.fsync(dst.fileno())
-        # drop the cached pages so that the check below reads what is on disk
-        os.posix_fadvise(dst.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-    actual = hashlib.sha256()
-    with open(target, "rb") as fd:
-        while chunk := fd.read(_COPY_CHUNK):
-            actual.update(chunk)
-    if actual.hexdigest() != expected.hexdigest():
+    actual, _ = _sha256_from_disk(target)
+    if actual != expected.hexdigest():
         target.unlink()
         raise DepotError(
             f"The copy of {source} at {target} differs from the original "
-            f"(SHA-256 {actual.hexdigest()} != {expected.hexdigest()}); nothing was changed"
+            f"(SHA-256 {actual} != {expected.hexdigest()}); nothing was changed"
         )
 
 

@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -48,8 +49,12 @@ ARTIFACTS = ("resource", "condensed", "preview")
 PUBLIC_TAG = {"Key": "public", "Value": "true"}
 #: Object metadata key (``x-amz-meta-sha256``) holding the SHA-256 of the object.
 SHA256_METADATA_KEY = "sha256"
+#: Object metadata key holding the MD5 a client declared for a multipart upload.
+MD5_METADATA_KEY = "md5"
 #: S3 allows at most this many parts in one multipart upload.
 MAX_PARTS = 10_000
+#: The largest object S3 allows (5 TiB).
+MAX_OBJECT_SIZE = 5 * 1024**4
 #: Chunk size for streaming reads (hashing a file or an object).
 STREAM_CHUNK = 4 * MiB
 
@@ -113,6 +118,8 @@ class ObjectInfo:
     #: SHA-256 recorded in the object's metadata, if any.
     sha256: str | None
     last_modified: datetime.datetime | None = None
+    #: The object's user metadata (``x-amz-meta-*``), names in lower case.
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +136,38 @@ class UploadResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class PresignedUpload:
+    """URLs that let a client without S3 credentials write one new object.
+
+    Single PUT (``upload_id`` None): PUT the whole file to ``url`` with
+    ``headers``. Multipart: PUT part N (``part_size`` bytes, the last one
+    shorter) to ``part_urls[N-1]``, then POST the list of the parts' ETags to
+    ``complete_url`` (or DELETE ``abort_url`` to give up).
+    """
+
+    bucket: str
+    key: str
+    size: int
+    expires_at: datetime.datetime
+    part_size: int
+    url: str | None = None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    upload_id: str | None = None
+    part_urls: list[str] = dataclasses.field(default_factory=list)
+    complete_url: str | None = None
+    abort_url: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectHashes:
+    """What streaming an object's bytes tells."""
+
+    size: int
+    sha256: str
+    md5: str
+
+
+@dataclasses.dataclass(frozen=True)
 class StaleUpload:
     """An unfinished multipart upload."""
 
@@ -138,16 +177,21 @@ class StaleUpload:
     initiated: datetime.datetime
 
 
-def object_key(artifact: str, resource_id: str) -> str:
-    """The key of a resource's artifact: ``{artifact}/RES/OUR/CEID``."""
-    if artifact not in ARTIFACTS:
-        raise ValueError(f"Unknown artifact {artifact!r}; expected one of {', '.join(ARTIFACTS)}")
+def resource_subpath(resource_id: str) -> str:
+    """``RES/OUR/CEID``: where a resource's files go below a folder or key prefix."""
     if not _RESOURCE_ID_RE.match(resource_id or ""):
         raise ValueError(
             f"Invalid resource id {resource_id!r}: expected lower-case letters, "
             "digits and hyphens, at least 7 characters"
         )
-    return f"{artifact}/{resource_id[:3]}/{resource_id[3:6]}/{resource_id[6:]}"
+    return f"{resource_id[:3]}/{resource_id[3:6]}/{resource_id[6:]}"
+
+
+def object_key(artifact: str, resource_id: str) -> str:
+    """The key of a resource's artifact: ``{artifact}/RES/OUR/CEID``."""
+    if artifact not in ARTIFACTS:
+        raise ValueError(f"Unknown artifact {artifact!r}; expected one of {', '.join(ARTIFACTS)}")
+    return f"{artifact}/{resource_subpath(resource_id)}"
 
 
 def parse_object_key(key: str) -> tuple[str, str] | None:
@@ -254,6 +298,16 @@ def _parts_of(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
             pending, have = ([rest] if rest else []), len(rest)
     if pending:
         yield b"".join(pending)
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with a file name browsers keep, non-ASCII ones too (RFC 6266)."""
+    name = re.sub(r'[\x00-\x1f\x7f"\\/]', "_", filename)
+    fallback = name.encode("ascii", "replace").decode().replace("?", "_")
+    value = f'attachment; filename="{fallback}"'
+    if fallback != name:
+        value += f"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
+    return value
 
 
 def _file_state(fd: BinaryIO) -> tuple[int, int, int, int]:
@@ -409,6 +463,7 @@ class ObjectStore:
             etag=head.get("ETag", "").strip('"'),
             sha256=head.get("Metadata", {}).get(SHA256_METADATA_KEY),
             last_modified=head.get("LastModified"),
+            metadata=head.get("Metadata", {}),
         )
 
     def object_exists(self, bucket: str, key: str) -> bool:
@@ -422,12 +477,56 @@ class ObjectStore:
                 raise S3Error(f"Object s3://{bucket}/{key} does not exist")
             if info.sha256:
                 return info.sha256
-        digest = hashlib.sha256()
+        return self.hash_object(bucket, key).sha256
+
+    def read_object(self, bucket: str, key: str) -> Iterator[bytes]:
+        """An object's bytes, streamed in chunks; :class:`S3Error` if they end early."""
         with self._errors(f"read s3://{bucket}/{key}"):
-            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
-            for chunk in body.iter_chunks(STREAM_CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+            answer = self.client.get_object(Bucket=bucket, Key=key)
+            size = 0
+            for chunk in answer["Body"].iter_chunks(STREAM_CHUNK):
+                size += len(chunk)
+                yield chunk
+        if size != answer["ContentLength"]:
+            raise S3Error(
+                f"Reading s3://{bucket}/{key} ended after {size} of {answer['ContentLength']} "
+                "bytes; try again"
+            )
+
+    def hash_object(self, bucket: str, key: str) -> ObjectHashes:
+        """Size, SHA-256 and MD5 of an object's bytes, streamed once."""
+        sha256, md5, size = hashlib.sha256(), hashlib.md5(), 0
+        for chunk in self.read_object(bucket, key):
+            sha256.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+        return ObjectHashes(size, sha256.hexdigest(), md5.hexdigest())
+
+    def record_sha256(self, bucket: str, key: str, sha256: str, size: int) -> None:
+        """Store the SHA-256 in an object's metadata, keeping its other metadata.
+
+        Copying the object onto itself replaces its metadata; Ceph RGW does
+        this without copying data and keeps the ETag (AWS S3 refuses such a
+        copy above 5 GB). RGW drops the object's tags with it: callers set
+        the visibility afterwards.
+        """
+        info = self.object_info(bucket, key)
+        if info is None:
+            raise S3Error(f"Object s3://{bucket}/{key} does not exist")
+        with self._errors(f"record the SHA-256 of s3://{bucket}/{key}"):
+            self.client.copy_object(
+                Bucket=bucket,
+                Key=key,
+                CopySource={"Bucket": bucket, "Key": key},
+                Metadata={**info.metadata, SHA256_METADATA_KEY: sha256},
+                MetadataDirective="REPLACE",
+            )
+        info = self.object_info(bucket, key)
+        if info is None or info.size != size or info.sha256 != sha256:
+            raise UploadVerificationError(
+                f"Recording the SHA-256 in the metadata of s3://{bucket}/{key} failed; "
+                "run the job again to retry"
+            )
 
     def fixity_problem(
         self, bucket: str, key: str, sha256: str, size: int, rehash: bool = False
@@ -510,16 +609,100 @@ class ObjectStore:
         return f"{self.settings.endpoint_url.rstrip('/')}/{bucket}/{key}"
 
     def presigned_get_url(
-        self, bucket: str, key: str, expires_in: int, filename: str | None = None
+        self,
+        bucket: str,
+        key: str,
+        expires_in: int,
+        filename: str | None = None,
+        content_type: str | None = None,
     ) -> str:
-        """A URL that allows GET of one object for ``expires_in`` seconds."""
+        """A URL that allows GET of one object for ``expires_in`` seconds.
+
+        With ``filename`` the answer says to save it under that name; with
+        ``content_type`` the answer has that Content-Type.
+        """
         params = {"Bucket": bucket, "Key": key}
         if filename:
-            quoted = filename.replace("\\", "_").replace('"', "_")
-            params["ResponseContentDisposition"] = f'attachment; filename="{quoted}"'
+            params["ResponseContentDisposition"] = content_disposition(filename)
+        if content_type:
+            params["ResponseContentType"] = content_type
         with self._errors(f"sign a download URL for s3://{bucket}/{key}"):
             return self.client.generate_presigned_url(
                 "get_object", Params=params, ExpiresIn=expires_in
+            )
+
+    def presigned_upload(
+        self,
+        bucket: str,
+        key: str,
+        size: int,
+        expires_in: int,
+        metadata: dict[str, str] | None = None,
+        md5: str | None = None,
+    ) -> PresignedUpload:
+        """URLs with which a client writes ``size`` bytes to one new object, and nothing else.
+
+        Each URL is signed for its method, key, upload id, part number and
+        Content-Length, so it cannot write another key or more bytes. Up to
+        the part size the file goes in one PUT, signed with ``If-None-Match:
+        *`` (the object is written once: a second PUT is refused) and, given
+        the file's hex ``md5``, with ``Content-MD5`` (the store refuses other
+        bytes); no multipart upload is created then. Larger files get a
+        multipart upload whose parts can only be sent until it is completed;
+        ``md5`` is then kept in the object's metadata (:data:`MD5_METADATA_KEY`), for a check
+        after the upload. ``metadata`` is stored with the object.
+        """
+        self.ensure_bucket(bucket)
+        if self.object_exists(bucket, key):
+            raise ObjectConflictError(f"s3://{bucket}/{key} already exists")
+        metadata = dict(metadata or {})
+        part_size = part_size_for(size, self.settings.part_size)
+        expires_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+            seconds=expires_in
+        )
+
+        def sign(operation: str, http_method: str | None = None, **params) -> str:
+            return self.client.generate_presigned_url(
+                operation,
+                Params={"Bucket": bucket, "Key": key, **params},
+                ExpiresIn=expires_in,
+                HttpMethod=http_method,
+            )
+
+        common = dict(bucket=bucket, key=key, size=size, expires_at=expires_at)
+        with self._errors(f"prepare the upload of s3://{bucket}/{key}"):
+            if size <= part_size:
+                headers = {f"x-amz-meta-{name}": value for name, value in metadata.items()}
+                headers["If-None-Match"] = "*"
+                params = {"ContentLength": size, "Metadata": metadata, "IfNoneMatch": "*"}
+                if md5:
+                    params["ContentMD5"] = headers["Content-MD5"] = base64.b64encode(
+                        bytes.fromhex(md5)
+                    ).decode()
+                url = sign("put_object", **params)
+                return PresignedUpload(**common, part_size=size, url=url, headers=headers)
+            if md5:
+                metadata[MD5_METADATA_KEY] = md5
+            upload_id = self.client.create_multipart_upload(
+                Bucket=bucket, Key=key, Metadata=metadata
+            )["UploadId"]
+            count = -(-size // part_size)
+            part_urls = [
+                sign(
+                    "upload_part",
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    ContentLength=min(part_size, size - (number - 1) * part_size),
+                )
+                for number in range(1, count + 1)
+            ]
+            return PresignedUpload(
+                **common,
+                part_size=part_size,
+                upload_id=upload_id,
+                part_urls=part_urls,
+                complete_url=sign("complete_multipart_upload", "POST", UploadId=upload_id),
+                abort_url=sign("abort_multipart_upload", "DELETE", UploadId=upload_id),
             )
 
     # uploads
@@ -708,7 +891,9 @@ class ObjectStore:
             raise
         etag = multipart_etag(digests)
         self._verify(bucket, key, etag, total, None)
-        self._record_sha256(bucket, key, sha256, total)
+        # the hash is known only after the last part was read: recorded now;
+        # if that fails, the verified object stays and object_sha256 streams it
+        self.record_sha256(bucket, key, sha256, total)
         return UploadResult(bucket, key, total, sha256, etag)
 
     def _send_parts(
@@ -795,30 +980,6 @@ class ObjectStore:
             raise UploadVerificationError(
                 f"Upload of s3://{bucket}/{key} failed verification: {problem}; "
                 "the object was removed, upload it again"
-            )
-
-    def _record_sha256(self, bucket: str, key: str, sha256: str, size: int) -> None:
-        """Store the SHA-256 in the metadata of an object made by a multipart upload.
-
-        The hash is only known once the last part was read, after the upload
-        began. Copying the verified object onto itself replaces its metadata;
-        Ceph RGW does this without copying data and keeps the ETag (AWS S3
-        refuses such a copy above 5 GB). If it fails, the verified object
-        stays, and :meth:`object_sha256` falls back to streaming it.
-        """
-        with self._errors(f"record the SHA-256 of s3://{bucket}/{key}"):
-            self.client.copy_object(
-                Bucket=bucket,
-                Key=key,
-                CopySource={"Bucket": bucket, "Key": key},
-                Metadata={SHA256_METADATA_KEY: sha256},
-                MetadataDirective="REPLACE",
-            )
-        info = self.object_info(bucket, key)
-        if info is None or info.size != size or info.sha256 != sha256:
-            raise UploadVerificationError(
-                f"s3://{bucket}/{key} was uploaded and verified, but recording its SHA-256 "
-                "in the object's metadata failed; run the upload again to retry"
             )
 
     def _abort(self, bucket: str, key: str, upload_id: str) -> None:

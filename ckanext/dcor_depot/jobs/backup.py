@@ -1,0 +1,48 @@
+"""Job (queue dcor-normal): a verified local copy of an object uploaded straight to S3."""
+
+from __future__ import annotations
+
+import logging
+
+from .. import config
+from ..storage.depot import backup_path_for, write_verified
+from ..storage.s3 import object_key, sha256_of_file
+from . import site
+
+log = logging.getLogger(__name__)
+
+
+def backup_resource(resource_id: str) -> str:
+    """Copy the resource's object to ``<local_backup_location>/RES/OUR/CEID``.
+
+    The copy must have the SHA-256 recorded on the resource; a verified copy
+    is kept, a copy with other bytes is replaced.
+    """
+    root = config.local_backup_location()
+    store = config.object_store()
+    if root is None or store is None:
+        return "no local backup (dcor_object_store.local_backup_location is not set)"
+    resource = site.show_resource(resource_id)
+    recorded = site.recorded_object(resource, "resource")
+    if recorded is None:
+        raise site.JobError(
+            f"The SHA-256 of resource {resource_id}'s object is not recorded yet, so a copy "
+            "cannot be verified; run `ckan run-jobs-dcor-depot` once the checksum job ran"
+        )
+    sha256, _ = recorded
+    path = backup_path_for(root, resource_id)
+    if path.is_file() and sha256_of_file(path) == sha256:
+        return f"resource {resource_id}: verified backup already at {path}"
+    replaced = path.exists()
+    package = site.show_package(resource["package_id"])
+    bucket = store.circle_bucket(package["owner_org"])
+    size = write_verified(
+        path, store.read_object(bucket, object_key("resource", resource_id)), sha256
+    )
+    message = f"resource {resource_id}: backed up to {path} ({size} bytes, sha256 {sha256})"
+    if replaced:
+        message += "; it replaced a copy with other bytes"
+        log.warning(message)
+    else:
+        log.info(message)
+    return message

@@ -1,0 +1,108 @@
+"""Downloads through CKAN's download URL: files still on block storage are
+served by CKAN as before; files in S3 redirect to a presigned GET that names
+the file, after CKAN's own permission check."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import pytest
+import requests
+from ckan.tests import factories, helpers
+
+from ckanext.dcor_depot.cli import dcor_migrate_resources_to_object_store as migrate
+from ckanext.dcor_depot.jobs import site
+from ckanext.dcor_depot.storage.s3 import content_disposition
+
+from .logic.test_upload_route import grant, readme_client, register
+
+pytestmark = pytest.mark.usefixtures(
+    "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
+)
+
+
+@pytest.fixture
+def owner_and_dataset():
+    user = factories.User(name="alice")
+    org = factories.Organization(users=[{"name": "alice", "capacity": "admin"}])
+    dataset = factories.Dataset(name="cells", owner_org=org["id"], private=True, user=user)
+    return user, dataset
+
+
+def download_url(resource: dict) -> str:
+    return f"/dataset/{resource['package_id']}/resource/{resource['id']}/download"
+
+
+def test_local_file_is_served_by_ckan_then_from_s3_once_migrated_away(
+    owner_and_dataset, app, api_upload, random_file, run_worker, cli
+):
+    user, dataset = owner_and_dataset
+    path = random_file(20_000, "cells.bin")
+    data = path.read_bytes()
+    resource = api_upload(user, dataset["id"], path)
+    auth = {"Authorization": factories.APIToken(user="alice")["token"]}
+    url = download_url(resource)
+
+    # before and after the jobs (a symlink into the depot): CKAN serves the file itself
+    assert app.get(url, headers=auth).data == data
+    run_worker()
+    assert site.ckan_path(resource["id"]).is_symlink()
+    assert app.get(url, headers=auth).data == data
+
+    # the local file is gone after a migration: the download comes from S3
+    result = cli.invoke(migrate, ["--delete-after-migration"])
+    assert result.exit_code == 0, result.output
+    assert not site.ckan_path(resource["id"]).exists()
+    assert app.get(url).status_code == 403  # private dataset, anonymous user
+    answer = app.get(url, headers=auth, follow_redirects=False)
+    assert answer.status_code == 302
+    location = answer.headers["Location"]
+    assert "X-Amz-Expires=600&" in location
+    with requests.get(location, timeout=30) as s3:
+        assert s3.status_code == 200 and s3.content == data
+        assert s3.headers["Content-Disposition"] == 'attachment; filename="cells.bin"'
+    # an S3 URL alone does not open a private file
+    assert requests.get(location.split("?")[0], timeout=30).status_code == 403
+
+
+def test_download_of_a_resource_under_another_dataset_is_not_found(
+    owner_and_dataset, app, api_upload, random_file, run_worker, cli
+):
+    user, dataset = owner_and_dataset
+    resource = api_upload(user, dataset["id"], random_file(3000))
+    run_worker()
+    assert cli.invoke(migrate, ["--delete-after-migration"]).exit_code == 0
+    other = factories.Dataset(owner_org=dataset["owner_org"], private=False, user=user)
+    wrong = f"/dataset/{other['id']}/resource/{resource['id']}/download"
+    assert app.get(wrong, follow_redirects=False).status_code in (403, 404)
+    helpers.call_action("package_patch", id=dataset["id"], private=False)
+    run_worker()
+    right = app.get(download_url(resource), follow_redirects=False)
+    assert right.status_code == 302 and "X-Amz-Expires=86400&" in right.headers["Location"]
+    assert app.get(wrong, follow_redirects=False).status_code == 404
+
+
+def test_file_uploaded_to_s3_downloads_under_its_non_ascii_name(
+    owner_and_dataset, app, random_file
+):
+    user, dataset = owner_and_dataset
+    path = random_file(3000, "Zellmessung µ-Kanal.rtdc")
+    answer = grant(app, user, dataset, path)
+    readme_client()["send_to_s3"](answer["upload"], path)
+    assert register(app, user, answer["register"]["data"]).status_code == 200
+    resource = {"id": answer["resource_id"], "package_id": dataset["id"]}
+    auth = {"Authorization": factories.APIToken(user="alice")["token"]}
+
+    redirect = app.get(download_url(resource), headers=auth, follow_redirects=False)
+    with requests.get(redirect.headers["Location"], timeout=30) as s3:
+        assert s3.content == path.read_bytes()
+        disposition = s3.headers["Content-Disposition"]
+        assert s3.headers["Content-Type"] == "application/x-hdf5"
+    assert disposition.startswith('attachment; filename="Zellmessung _-Kanal.rtdc"; ')
+    encoded = disposition.split("filename*=UTF-8''")[1]
+    assert urllib.parse.unquote(encoded) == "Zellmessung µ-Kanal.rtdc"
+
+
+def test_content_disposition_keeps_a_plain_name_and_neutralises_quotes():
+    assert content_disposition("cells.rtdc") == 'attachment; filename="cells.rtdc"'
+    assert content_disposition('a"b\\c.rtdc') == 'attachment; filename="a_b_c.rtdc"'
