@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 import threading
@@ -171,3 +172,34 @@ def test_negative_days_are_refused(cli):
     result = cli.invoke(run_jobs_dcor_depot, ["--modified-days", "-1"])
     assert result.exit_code == 2
     assert "-1 is not in the range x>=0" in result.output
+
+
+def test_upload_straight_to_s3_registered_while_redis_is_down_is_caught_up(
+    public_dataset, app, random_file, redis_down, cli, store, tmp_path, ckan_config, monkeypatch
+):
+    from ..logic.test_upload_route import grant, readme_client, register
+
+    user, dataset = public_dataset
+    path = random_file(7 * 1024**2, "late.bin")
+    answer = grant(app, user, dataset, path)
+    readme_client()["send_to_s3"](answer["upload"], path)
+    assert register(app, user, answer["register"]["data"]).status_code == 200
+    redis_down.restore()  # also undoes this test's other monkeypatches: set them after
+    backup_root = tmp_path / "backup"
+    monkeypatch.setitem(ckan_config, "dcor_object_store.local_backup_location", str(backup_root))
+    rid = answer["resource_id"]
+    shown = helpers.call_action("resource_show", id=rid)
+    assert not shown.get("sha256")
+    assert requests.get(shown["url"], timeout=30).status_code == 403  # private until hashed
+
+    result = cli.invoke(run_jobs_dcor_depot, [])
+    assert result.exit_code == 0, result.output
+    assert f"resource {rid} (dataset {dataset['name']}): ran s3-sha256, backup" in result.output
+    shown = helpers.call_action("resource_show", id=rid)
+    assert shown["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert requests.get(shown["url"], timeout=30).status_code == 200
+    copy = backup_root / rid[:3] / rid[3:6] / rid[6:]
+    assert copy.read_bytes() == path.read_bytes()
+
+    again = cli.invoke(run_jobs_dcor_depot, [])
+    assert "1 resources: 0 done, 1 already fine, 0 failed" in again.output

@@ -8,7 +8,7 @@ import click
 
 from .. import config
 from ..jobs.queue import RESOURCE_JOBS
-from ..jobs.site import JobError
+from ..jobs.site import S3_URL_TYPE, JobError
 from ..jobs.status import candidates, missing_jobs
 from ..jobs.visibility import apply_visibility
 from ..storage.s3 import S3Error
@@ -23,7 +23,9 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
 
     Checks every uploaded resource of every dataset that is not deleted: is
     the file in the user depot, is there a verified S3 object with the
-    dataset's visibility, are the DC metadata recorded? Runs the missing jobs
+    dataset's visibility, are the DC metadata recorded? For files uploaded
+    straight to S3: is their SHA-256 recorded, is there a local backup (when
+    dcor_object_store.local_backup_location is set)? Runs the missing jobs
     here, one resource after the other, and ends with counts. Exits 1 when a
     job failed. Running it again finds nothing to do.
 
@@ -32,7 +34,7 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
     store = config.object_store()
     done = fine = 0
     failures: list[str] = []
-    todo = list(candidates(modified_days))
+    todo = list(candidates(modified_days, url_types=("upload", S3_URL_TYPE)))
     click.echo(f"Checking {len(todo)} uploaded resources")
     with click.progressbar(todo, file=sys.stderr, label="resources") as bar:
         for candidate in bar:

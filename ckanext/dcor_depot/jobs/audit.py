@@ -49,7 +49,7 @@ class Finding:
 def expected_objects(store: ObjectStore, package_id: str | None = None) -> list[Expected]:
     """The recorded objects of active resources of datasets that are not deleted."""
     expected = []
-    for candidate in candidates(package_id=package_id, uploads_only=False):
+    for candidate in candidates(package_id=package_id, url_types=None):
         for artifact in ARTIFACTS:
             recorded = site.recorded_object(candidate.fields, artifact)
             if recorded is not None and candidate.owner_org:

@@ -10,6 +10,8 @@ from typing import Any
 import ckan.model as model
 import sqlalchemy as sa
 
+from .. import config
+from ..storage.depot import backup_path_for
 from ..storage.s3 import ObjectStore, object_key
 from . import site
 from .dc_metadata import DC_ERROR_FIELD
@@ -20,6 +22,7 @@ class Candidate:
     """A resource with an uploaded file and what its dataset says about it."""
 
     resource_id: str
+    url_type: str
     url: str
     name: str
     size: int | None
@@ -36,12 +39,14 @@ class Candidate:
 
 
 def candidates(
-    modified_days: int | None = None, package_id: str | None = None, uploads_only: bool = True
+    modified_days: int | None = None,
+    package_id: str | None = None,
+    url_types: tuple[str, ...] | None = ("upload",),
 ) -> Iterator[Candidate]:
     """Active resources of datasets that are not deleted, newest first.
 
-    ``uploads_only``: only those uploaded to CKAN (a file on block storage
-    once), not those that went to S3 directly.
+    ``url_types``: only resources of these kinds; by default those uploaded
+    to CKAN (a file on block storage once); None: all.
     """
     query = (
         model.Session.query(model.Resource, model.Package)
@@ -49,8 +54,8 @@ def candidates(
         .filter(model.Resource.state == "active", model.Package.state != "deleted")
         .order_by(model.Package.metadata_modified.desc(), model.Resource.position)
     )
-    if uploads_only:
-        query = query.filter(model.Resource.url_type == "upload")
+    if url_types is not None:
+        query = query.filter(model.Resource.url_type.in_(url_types))
     if package_id is not None:
         query = query.filter(model.Package.id == package_id)
     if modified_days is not None:
@@ -64,6 +69,7 @@ def candidates(
     rows = [
         Candidate(
             resource_id=res.id,
+            url_type=res.url_type or "",
             url=res.url or "",
             name=res.name or "",
             size=res.size,
@@ -81,11 +87,13 @@ def candidates(
 
 
 def missing_jobs(candidate: Candidate, store: ObjectStore | None) -> list[str]:
-    """Kinds of job (``symlink``, ``s3-upload``, ``visibility``, ``dc-metadata``) still to run.
+    """Kinds of job (those of ``queue.RESOURCE_JOBS`` and ``visibility``) still to run.
 
     Raises :class:`site.JobError` when no job can help: the file is gone
     from CKAN's path and from S3.
     """
+    if candidate.url_type == site.S3_URL_TYPE:
+        return _missing_for_file_in_s3(candidate, store) + _missing_dc_metadata(candidate)
     missing = []
     path = site.ckan_path(candidate.resource_id)
     local = path.is_file()
@@ -110,8 +118,33 @@ def missing_jobs(candidate: Candidate, store: ObjectStore | None) -> list[str]:
             missing.append("visibility")
     if not local and not on_s3:
         raise site.JobError(f"the file is missing at {path} and there is no verified S3 object")
-    if site.is_dc_file(candidate.fields) and not (
-        DC_ERROR_FIELD in candidate.extras or any(k.startswith("dc:") for k in candidate.extras)
-    ):
-        missing.append("dc-metadata")
+    return missing + _missing_dc_metadata(candidate)
+
+
+def _missing_for_file_in_s3(candidate: Candidate, store: ObjectStore | None) -> list[str]:
+    """A file that went straight to S3: its recorded SHA-256, visibility and local backup."""
+    if store is None:
+        raise site.JobError("the file is in S3, but dcor_object_store.endpoint_url is not set")
+    if not candidate.owner_org:
+        raise site.JobError("the dataset has no circle (organization), so no bucket")
+    bucket = store.circle_bucket(candidate.owner_org)
+    key = object_key("resource", candidate.resource_id)
+    visible = store.visibility(bucket, key)
+    if visible is None:
+        raise site.JobError(f"its object s3://{bucket}/{key} is missing")
+    missing = []
+    if site.recorded_object(candidate.fields, "resource") is None:
+        missing.append("s3-sha256")  # applies the visibility too
+    elif visible != candidate.public:
+        missing.append("visibility")
+    backup = config.local_backup_location()
+    if backup is not None and not backup_path_for(backup, candidate.resource_id).is_file():
+        missing.append("backup")
     return missing
+
+
+def _missing_dc_metadata(candidate: Candidate) -> list[str]:
+    recorded = DC_ERROR_FIELD in candidate.extras or any(
+        k.startswith("dc:") for k in candidate.extras
+    )
+    return ["dc-metadata"] if site.is_dc_file(candidate.fields) and not recorded else []
