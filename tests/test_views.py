@@ -54,6 +54,8 @@ def test_local_file_is_served_by_ckan_then_from_s3_once_migrated_away(
     assert result.exit_code == 0, result.output
     assert not site.ckan_path(resource["id"]).exists()
     assert app.get(url).status_code == 403  # private dataset, anonymous user
+    outsider = {"Authorization": factories.APIToken(user=factories.User()["name"])["token"]}
+    assert app.get(url, headers=outsider, follow_redirects=False).status_code == 403
     answer = app.get(url, headers=auth, follow_redirects=False)
     assert answer.status_code == 302
     location = answer.headers["Location"]
@@ -83,7 +85,7 @@ def test_download_of_a_resource_under_another_dataset_is_not_found(
 
 
 def test_file_uploaded_to_s3_downloads_under_its_non_ascii_name(
-    owner_and_dataset, app, random_file
+    owner_and_dataset, app, random_file, run_worker
 ):
     user, dataset = owner_and_dataset
     path = random_file(3000, "Zellmessung µ-Kanal.rtdc")
@@ -92,6 +94,7 @@ def test_file_uploaded_to_s3_downloads_under_its_non_ascii_name(
     assert register(app, user, answer["register"]["data"]).status_code == 200
     resource = {"id": answer["resource_id"], "package_id": dataset["id"]}
     auth = {"Authorization": factories.APIToken(user="alice")["token"]}
+    run_worker()  # until its SHA-256 is recorded, the file is not handed out
 
     redirect = app.get(download_url(resource), headers=auth, follow_redirects=False)
     with requests.get(redirect.headers["Location"], timeout=30) as s3:
@@ -101,6 +104,11 @@ def test_file_uploaded_to_s3_downloads_under_its_non_ascii_name(
     assert disposition.startswith('attachment; filename="Zellmessung _-Kanal.rtdc"; ')
     encoded = disposition.split("filename*=UTF-8''")[1]
     assert urllib.parse.unquote(encoded) == "Zellmessung µ-Kanal.rtdc"
+
+    # a deleted resource has no download
+    helpers.call_action("resource_delete", id=resource["id"])
+    gone = app.get(download_url(resource), headers=auth, follow_redirects=False)
+    assert gone.status_code == 404
 
 
 def test_content_disposition_keeps_a_plain_name_and_neutralises_quotes():

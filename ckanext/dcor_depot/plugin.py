@@ -58,7 +58,11 @@ class DCORDepotPlugin(p.SingletonPlugin):
 
     # IResourceController
     def before_resource_create(self, context, resource: dict[str, Any]) -> None:
-        if resource.get("url_type") == site.S3_URL_TYPE and not context.get(site.JOB_CONTEXT_KEY):
+        if context.get(site.JOB_CONTEXT_KEY):
+            return
+        for field in site.JOB_FIELDS:
+            resource.pop(field, None)
+        if resource.get("url_type") == site.S3_URL_TYPE:
             check_registration(resource)
 
     def after_resource_create(self, context, resource: dict[str, Any]) -> None:
@@ -71,8 +75,29 @@ class DCORDepotPlugin(p.SingletonPlugin):
             queue.queue_or_log(queue.enqueue_registered_jobs, resource)
 
     def before_resource_update(self, context, current, resource: dict[str, Any]) -> None:
+        if context.get(site.JOB_CONTEXT_KEY):
+            return
+        recorded = site.JOB_FIELDS + (("sha256", "size") if current.get("s3_available") else ())
+        for field in recorded:  # what the jobs recorded stays as they recorded it
+            if field in current:
+                resource[field] = current[field]
+            else:
+                resource.pop(field, None)
+        if (resource.get("url_type") == site.S3_URL_TYPE) != (
+            current.get("url_type") == site.S3_URL_TYPE
+        ):
+            raise tk.ValidationError(
+                {
+                    "url_type": [
+                        f"url_type {site.S3_URL_TYPE} is set only by registering an upload "
+                        "of dcor_depot_upload_urls with resource_create, and it stays"
+                    ]
+                }
+            )
         upload = resource.get("upload")
-        if current.get("url_type") == "upload" and isinstance(upload, FileStorage):
+        if current.get("url_type") in ("upload", site.S3_URL_TYPE) and isinstance(
+            upload, FileStorage
+        ):
             raise tk.ValidationError(
                 {
                     "upload": [
@@ -90,6 +115,12 @@ class DCORDepotPlugin(p.SingletonPlugin):
             queue.after_commit(queue.enqueue_visibility, deleted.package_id)
 
     # IPackageController
+    def create(self, entity: model.Package) -> None:
+        _refuse_resources_of_other_datasets(entity)
+
+    def edit(self, entity: model.Package) -> None:
+        _refuse_resources_of_other_datasets(entity)
+
     def after_dataset_update(self, context, pkg_dict: dict[str, Any]) -> None:
         if not context.get(site.JOB_CONTEXT_KEY) and _visibility_changes(pkg_dict["id"]):
             queue.after_commit(queue.enqueue_visibility, pkg_dict["id"])
@@ -104,6 +135,26 @@ class DCORDepotPlugin(p.SingletonPlugin):
 
     def get_uploader(self, upload_to: str, old_filename: str | None = None):
         return None
+
+
+def _refuse_resources_of_other_datasets(package: model.Package) -> None:
+    """A resource id never moves to another dataset, not even one of a deleted resource.
+
+    CKAN lets a dataset update reuse the id of a deleted resource and moves
+    that row over; its objects would then be served as the new dataset's.
+    """
+    ids = [resource.id for resource in package.resources_all if resource.id]
+    if not ids:
+        return
+    with model.meta.engine.connect() as connection:
+        taken = connection.execute(
+            sa.text("SELECT id FROM resource WHERE id = ANY(:ids) AND package_id != :package"),
+            {"ids": ids, "package": package.id},
+        ).first()
+    if taken is not None:
+        raise tk.ValidationError(
+            {"resources": [f"Resource id {taken[0]} belongs to another dataset: choose a new id"]}
+        )
 
 
 def _visibility_changes(package_id: str) -> bool:

@@ -38,6 +38,12 @@ def download(id: str, resource_id: str, filename: str | None = None):
         return tk.abort(403, tk._("Not authorized to download resource"))
     if resource["package_id"] != package["id"] or not package.get("owner_org"):
         return tk.abort(404, tk._("Resource not found"))
+    if site.awaits_verification(resource):
+        refused = resource.get(site.S3_UPLOAD_ERROR_FIELD)
+        return tk.abort(
+            409,
+            refused or "The file is still being verified after its upload; try again later",
+        )
     public = site.is_public(package, resource)
     try:
         url = store.presigned_get_url(

@@ -15,6 +15,7 @@ from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot.cli import run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs import queue, site
+from ckanext.dcor_depot.storage.s3 import object_key
 
 from ..conftest import CKAN, TEST_INI, make_old
 
@@ -190,14 +191,17 @@ def test_upload_straight_to_s3_registered_while_redis_is_down_is_caught_up(
     rid = answer["resource_id"]
     shown = helpers.call_action("resource_show", id=rid)
     assert not shown.get("sha256")
-    assert requests.get(shown["url"], timeout=30).status_code == 403  # private until hashed
+    object_url = store.object_url(
+        store.circle_bucket(dataset["owner_org"]), object_key("resource", rid)
+    )
+    assert requests.get(object_url, timeout=30).status_code == 403  # private until hashed
 
     result = cli.invoke(run_jobs_dcor_depot, [])
     assert result.exit_code == 0, result.output
     assert f"resource {rid} (dataset {dataset['name']}): ran s3-sha256, backup" in result.output
     shown = helpers.call_action("resource_show", id=rid)
     assert shown["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert requests.get(shown["url"], timeout=30).status_code == 200
+    assert requests.get(object_url, timeout=30).status_code == 200
     copy = backup_root / rid[:3] / rid[3:6] / rid[6:]
     assert copy.read_bytes() == path.read_bytes()
 

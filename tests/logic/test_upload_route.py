@@ -14,6 +14,7 @@ import pytest
 import requests
 from ckan.tests import factories, helpers
 
+from ckanext.dcor_depot.cli import run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs.backup import backup_resource
 from ckanext.dcor_depot.storage.depot import DepotError
 from ckanext.dcor_depot.storage.s3 import MiB, object_key
@@ -207,6 +208,10 @@ def test_300_mib_multipart_upload_end_to_end(
     resource = readme_client()["upload_to_dcor"](site_url, alice, dataset["id"], str(path))
     rid = resource["id"]
     assert resource["url_type"] == "s3_upload" and resource["size"] == 300 * MiB
+    # the resource's URL is CKAN's download URL (permission check, then S3)
+    assert resource["url"] == (
+        f"http://127.0.0.1:5000/dataset/{dataset['id']}/resource/{rid}/download/cells-300MiB.bin"
+    )
     bucket, key = f"test-circle-{org['id']}", object_key("resource", rid)
     assert anonymous_status(store.object_url(bucket, key)) == 403
 
@@ -254,22 +259,91 @@ def downloaded_sha256(url: str, filename: str) -> str:
     return digest.hexdigest()
 
 
-def test_multipart_upload_whose_bytes_contradict_the_declared_md5_stays_private(
-    circle, app, store, random_file, run_worker
+def test_multipart_upload_whose_bytes_contradict_the_declared_md5_is_refused_for_good(
+    circle, app, store, random_file, run_worker, cli
 ):
     users, org, dataset = circle
+    alice = users["alice"]
     path = random_file(12 * MiB, "big.bin")
-    answer = grant(app, users["alice"], dataset, path, md5=hashlib.md5(b"other").hexdigest())
+    answer = grant(app, alice, dataset, path, md5=hashlib.md5(b"other").hexdigest())
     readme_client()["send_to_s3"](answer["upload"], path)
-    assert register(app, users["alice"], answer["register"]["data"]).status_code == 200
-    helpers.call_action("package_patch", id=dataset["id"], private=False)
+    assert register(app, alice, answer["register"]["data"]).status_code == 200
+    rid = answer["resource_id"]
+    object_url = store.object_url(f"test-circle-{org['id']}", object_key("resource", rid))
+    download = f"/dataset/{dataset['id']}/resource/{rid}/download"
+    owner = {"Authorization": token(alice)}
+    # not yet verified: nobody gets it
+    assert app.get(download, headers=owner, follow_redirects=False).status_code == 409
 
     run_worker()
+    # made public afterwards: the refused file stays private, its download refused with the reason
+    helpers.call_action("package_patch", id=dataset["id"], private=False)
+    run_worker()
 
-    shown = helpers.call_action("resource_show", id=answer["resource_id"])
+    shown = helpers.call_action("resource_show", id=rid)
     assert not shown.get("sha256") and not shown.get("s3_available")
-    key = object_key("resource", answer["resource_id"])
-    assert anonymous_status(store.object_url(f"test-circle-{org['id']}", key)) == 403
+    assert "the upload is corrupt" in shown["s3_upload_error"]
+    assert anonymous_status(object_url) == 403
+    refused = app.get(download, follow_redirects=False)
+    assert refused.status_code == 409 and "the upload is corrupt" in refused.get_data(as_text=True)
+    caught_up = cli.invoke(run_jobs_dcor_depot, [])
+    assert caught_up.exit_code == 1 and "the upload is corrupt" in caught_up.output
+    assert anonymous_status(object_url) == 403
+
+
+def test_a_registered_file_is_not_replaced_nor_its_record_changed_by_users(
+    circle, app, random_file, run_worker
+):
+    users, org, dataset = circle
+    alice = users["alice"]
+    path = random_file(3000, "small.bin")
+    answer = grant(app, alice, dataset, path)
+    readme_client()["send_to_s3"](answer["upload"], path)
+    assert register(app, alice, answer["register"]["data"]).status_code == 200
+    run_worker()
+    rid = answer["resource_id"]
+    before = helpers.call_action("resource_show", id=rid)
+
+    patched = api(
+        app, "resource_patch", {"id": rid, "sha256": "0" * 64, "s3_available": False}, alice
+    )
+    assert patched.status_code == 200
+    after = helpers.call_action("resource_show", id=rid)
+    assert (after["sha256"], after["s3_available"]) == (before["sha256"], True)
+    turned = api(app, "resource_patch", {"id": rid, "url_type": "", "url": "x"}, alice)
+    assert turned.status_code == 409 and "url_type" in turned.json["error"]
+    replaced = app.post(
+        "/api/action/resource_patch",
+        data={"id": rid, "upload": (path.open("rb"), "small.bin")},
+        headers={"Authorization": token(alice)},
+        content_type="multipart/form-data",
+    )
+    assert replaced.status_code == 409 and "cannot be replaced" in replaced.body
+
+
+def test_the_id_of_a_deleted_resource_cannot_be_moved_to_another_dataset(
+    circle, app, random_file, run_worker
+):
+    users, org, dataset = circle
+    alice = users["alice"]
+    path = random_file(3000, "secret.bin")
+    answer = grant(app, alice, dataset, path)
+    readme_client()["send_to_s3"](answer["upload"], path)
+    assert register(app, alice, answer["register"]["data"]).status_code == 200
+    run_worker()
+    rid = answer["resource_id"]
+    helpers.call_action("resource_delete", id=rid)
+    other = factories.Dataset(owner_org=org["id"], private=False, user=alice)
+
+    moved = api(
+        app,
+        "package_patch",
+        {"id": other["id"], "resources": [{"id": rid, "url": "x", "url_type": "upload"}]},
+        alice,
+    )
+    assert moved.status_code == 409, moved.body
+    assert "belongs to another dataset" in moved.body
+    assert helpers.call_action("package_show", id=other["id"])["resources"] == []
 
 
 def test_dc_file_gets_metadata_from_s3_and_a_verified_backup(

@@ -24,6 +24,8 @@ def backup_resource(resource_id: str) -> str:
         return "no local backup (dcor_object_store.local_backup_location is not set)"
     resource = site.show_resource(resource_id)
     recorded = site.recorded_object(resource, "resource")
+    if resource.get(site.S3_UPLOAD_ERROR_FIELD):
+        raise site.JobError(f"No backup: {resource[site.S3_UPLOAD_ERROR_FIELD]}")
     if recorded is None:
         raise site.JobError(
             f"The SHA-256 of resource {resource_id}'s object is not recorded yet, so a copy "

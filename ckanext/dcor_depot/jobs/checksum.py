@@ -14,9 +14,10 @@ log = logging.getLogger(__name__)
 def record_object_sha256(resource_id: str) -> str:
     """Stream the object, record its SHA-256 and size on the resource, apply its visibility.
 
-    The object stays private until this is done. It is refused when its
-    bytes contradict what the client declared: the MD5 given for a multipart
-    upload, or a ``sha256`` given at registration.
+    The object stays private until this is done. It is refused, for good
+    (:data:`site.S3_UPLOAD_ERROR_FIELD` says why), when its bytes contradict
+    what the client declared: the MD5 given for a multipart upload, or a
+    ``sha256`` given at registration.
     """
     store = config.object_store()
     if store is None:
@@ -35,12 +36,16 @@ def record_object_sha256(resource_id: str) -> str:
         declared["SHA-256"] = (site.claimed_sha256(resource), hashes.sha256)
         for name, (claimed, actual) in declared.items():
             if claimed and claimed != actual:
-                store.set_public(bucket, key, False)
-                raise site.JobError(
+                problem = (
                     f"The uploaded file of resource {resource_id} ({where}) has {name} {actual}, "
                     f"but the client declared {claimed}: the upload is corrupt. Delete the "
                     "resource and upload the file again"
                 )
+                store.set_public(bucket, key, False)
+                # the claim is not the file's hash: it does not stay in ``sha256``
+                fields = {site.S3_UPLOAD_ERROR_FIELD: problem, "sha256": None}
+                site.patch_resource(resource_id, fields)
+                raise site.JobError(problem)
         if info.sha256 != hashes.sha256:
             store.record_sha256(bucket, key, hashes.sha256, hashes.size)
     result = UploadResult(bucket, key, hashes.size, hashes.sha256, info.etag)

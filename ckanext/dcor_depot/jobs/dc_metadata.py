@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import mimetypes
 import numbers
+import warnings
 from typing import Any
 
 from .. import config
@@ -49,7 +50,9 @@ def _read_from_s3(resource: dict[str, Any]) -> tuple[str, dict[str, Any], str | 
     bucket = store.circle_bucket(package["owner_org"])
     key = object_key("resource", resource["id"])
     url = store.presigned_get_url(bucket, key, expires_in=3600)
-    fields, problem = read_dc_fields(url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dclab's HTTP warnings quote the URL, a credential
+        fields, problem = read_dc_fields(url)
     where = f"s3://{bucket}/{key}"
     if problem:  # the presigned URL is a credential: it never reaches a log or a field
         problem = problem.replace(url, where)

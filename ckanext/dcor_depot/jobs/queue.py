@@ -63,11 +63,13 @@ def enqueue(
     queue: str,
     depends_on: str | None = None,
     skip_running: bool = True,
+    allow_failure: bool = True,
 ) -> str:
     """Queue ``fn(object_id)`` unless the same job is already waiting (or running).
 
     ``skip_running=False`` queues it again while it runs: for jobs that read
     the state when they start, so a change during the run is not missed.
+    ``allow_failure=False``: the job runs only if ``depends_on`` succeeded.
     """
     jid = job_id(kind, object_id)
     # one process at a time decides whether to queue this job id; with short
@@ -84,7 +86,7 @@ def enqueue(
             pass
         rq_kwargs: dict[str, Any] = {"job_id": jid, "timeout": config.job_timeout(queue)}
         if depends_on:
-            rq_kwargs["depends_on"] = Dependency(jobs=[depends_on], allow_failure=True)
+            rq_kwargs["depends_on"] = Dependency(jobs=[depends_on], allow_failure=allow_failure)
         tk.enqueue_job(
             fn, [object_id], title=f"dcor_depot {kind}", queue=queue, rq_kwargs=rq_kwargs
         )
@@ -122,7 +124,9 @@ def enqueue_registered_jobs(resource: Mapping[str, Any]) -> list[str]:
     if site.is_dc_file(resource):
         jobs.append(enqueue(RESOURCE_JOBS["dc-metadata"], "dc-metadata", rid, NORMAL))
     if config.local_backup_location() is not None:
-        jobs.append(enqueue(RESOURCE_JOBS["backup"], "backup", rid, NORMAL, depends_on=checksum))
+        jobs.append(
+            enqueue(RESOURCE_JOBS["backup"], "backup", rid, NORMAL, checksum, allow_failure=False)
+        )
     return jobs
 
 

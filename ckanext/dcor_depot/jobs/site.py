@@ -25,6 +25,10 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 JOB_CONTEXT_KEY = "dcor_depot_job"
 #: The ``url_type`` of a resource whose file went straight to S3 (never to CKAN's storage).
 S3_URL_TYPE = "s3_upload"
+#: Resource field saying why the file uploaded straight to S3 was refused.
+S3_UPLOAD_ERROR_FIELD = "s3_upload_error"
+#: Resource fields only the depot's jobs write; a user's create or update cannot set them.
+JOB_FIELDS = ("s3_available", "s3_url", "etag", S3_UPLOAD_ERROR_FIELD)
 
 
 class JobError(Exception):
@@ -63,7 +67,21 @@ def visible_to_all(private: bool, state: str) -> bool:
 
 def is_public(package: Mapping[str, Any], resource: Mapping[str, Any]) -> bool:
     """Whether a resource's objects are to be anonymously readable."""
-    return visible_to_all(package["private"], package["state"]) and resource["state"] == "active"
+    return (
+        visible_to_all(package["private"], package["state"])
+        and resource["state"] == "active"
+        and not awaits_verification(resource)
+    )
+
+
+def awaits_verification(resource: Mapping[str, Any]) -> bool:
+    """A file uploaded straight to S3 whose SHA-256 is not recorded yet, or that was refused.
+
+    Nobody gets it (it stays private, downloads are refused) until then.
+    """
+    return resource.get("url_type") == S3_URL_TYPE and (
+        not resource.get("s3_available") or bool(resource.get(S3_UPLOAD_ERROR_FIELD))
+    )
 
 
 def ckan_path(resource_id: str) -> Path:

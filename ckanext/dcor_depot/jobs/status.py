@@ -77,7 +77,10 @@ def candidates(
             package_id=pkg.id,
             package_name=pkg.name,
             owner_org=pkg.owner_org,
-            public=site.visible_to_all(pkg.private, pkg.state),
+            public=site.is_public(
+                {"private": pkg.private, "state": pkg.state},
+                {"state": res.state, "url_type": res.url_type, **(res.extras or {})},
+            ),
         )
         for res, pkg in query
     ]
@@ -127,6 +130,9 @@ def _missing_for_file_in_s3(candidate: Candidate, store: ObjectStore | None) -> 
         raise site.JobError("the file is in S3, but dcor_object_store.endpoint_url is not set")
     if not candidate.owner_org:
         raise site.JobError("the dataset has no circle (organization), so no bucket")
+    refused = candidate.extras.get(site.S3_UPLOAD_ERROR_FIELD)
+    if refused:
+        raise site.JobError(refused)
     bucket = store.circle_bucket(candidate.owner_org)
     key = object_key("resource", candidate.resource_id)
     visible = store.visibility(bucket, key)

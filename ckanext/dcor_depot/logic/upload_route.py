@@ -10,6 +10,7 @@ object, record its DC metadata, apply its visibility and back it up.
 
 from __future__ import annotations
 
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -100,7 +101,8 @@ def check_registration(resource: dict[str, Any]) -> None:
     """Refuse to register an upload whose object is missing or not the file issued.
 
     Called before CKAN creates a resource with ``url_type`` ``s3_upload``;
-    sets the resource's ``size`` and ``url`` (the object's) when it passes.
+    sets the resource's ``size``, ``mimetype`` and ``url`` (CKAN's download
+    URL) when it passes.
     """
     store = config.object_store()
     if store is None:
@@ -161,6 +163,9 @@ def check_registration(resource: dict[str, Any]) -> None:
             }
         )
     resource["size"] = info.size
-    resource["url"] = store.object_url(bucket, key)
+    # the download URL (views.py): it checks permission, then redirects to S3
+    name = urllib.parse.quote(resource.get("name") or resource_id)
+    site_url = tk.config["ckan.site_url"].rstrip("/")
+    resource["url"] = f"{site_url}/dataset/{package.id}/resource/{resource_id}/download/{name}"
     if not resource.get("mimetype"):
         resource["mimetype"] = mimetype_for(resource.get("name") or "")
