@@ -14,7 +14,7 @@ from ckanext.dcor_depot.cli import dcor_migrate_resources_to_object_store as mig
 from ckanext.dcor_depot.jobs import site
 from ckanext.dcor_depot.storage.s3 import content_disposition
 
-from .logic.test_upload_route import grant, readme_client, register
+from .logic.test_upload_route import uploaded
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -89,9 +89,7 @@ def test_file_uploaded_to_s3_downloads_under_its_non_ascii_name(
 ):
     user, dataset = owner_and_dataset
     path = random_file(3000, "Zellmessung µ-Kanal.rtdc")
-    answer = grant(app, user, dataset, path)
-    readme_client()["send_to_s3"](answer["upload"], path)
-    assert register(app, user, answer["register"]["data"]).status_code == 200
+    answer = uploaded(app, user, dataset, path)
     resource = {"id": answer["resource_id"], "package_id": dataset["id"]}
     auth = {"Authorization": factories.APIToken(user="alice")["token"]}
     run_worker()  # until its SHA-256 is recorded, the file is not handed out

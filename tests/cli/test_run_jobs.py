@@ -178,13 +178,11 @@ def test_negative_days_are_refused(cli):
 def test_upload_straight_to_s3_registered_while_redis_is_down_is_caught_up(
     public_dataset, app, random_file, redis_down, cli, store, tmp_path, ckan_config, monkeypatch
 ):
-    from ..logic.test_upload_route import grant, readme_client, register
+    from ..logic.test_upload_route import uploaded
 
     user, dataset = public_dataset
     path = random_file(7 * 1024**2, "late.bin")
-    answer = grant(app, user, dataset, path)
-    readme_client()["send_to_s3"](answer["upload"], path)
-    assert register(app, user, answer["register"]["data"]).status_code == 200
+    answer = uploaded(app, user, dataset, path)
     redis_down.restore()  # also undoes this test's other monkeypatches: set them after
     backup_root = tmp_path / "backup"
     monkeypatch.setitem(ckan_config, "dcor_object_store.local_backup_location", str(backup_root))

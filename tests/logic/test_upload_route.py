@@ -65,6 +65,14 @@ def grant(app, user, dataset, path: Path, **extra) -> dict:
     return answer.json["result"]
 
 
+def uploaded(app, user, dataset, path: Path, **extra) -> dict:
+    """An upload through the route, sent with the README's client code and registered."""
+    answer = grant(app, user, dataset, path, **extra)
+    readme_client()["send_to_s3"](answer["upload"], path)
+    assert register(app, user, answer["register"]["data"]).status_code == 200
+    return answer
+
+
 def register(app, user, data: dict):
     return api(app, "resource_create", data, user)
 
@@ -265,9 +273,7 @@ def test_multipart_upload_whose_bytes_contradict_the_declared_md5_is_refused_for
     users, org, dataset = circle
     alice = users["alice"]
     path = random_file(12 * MiB, "big.bin")
-    answer = grant(app, alice, dataset, path, md5=hashlib.md5(b"other").hexdigest())
-    readme_client()["send_to_s3"](answer["upload"], path)
-    assert register(app, alice, answer["register"]["data"]).status_code == 200
+    answer = uploaded(app, alice, dataset, path, md5=hashlib.md5(b"other").hexdigest())
     rid = answer["resource_id"]
     object_url = store.object_url(f"test-circle-{org['id']}", object_key("resource", rid))
     download = f"/dataset/{dataset['id']}/resource/{rid}/download"
@@ -297,9 +303,7 @@ def test_a_registered_file_is_not_replaced_nor_its_record_changed_by_users(
     users, org, dataset = circle
     alice = users["alice"]
     path = random_file(3000, "small.bin")
-    answer = grant(app, alice, dataset, path)
-    readme_client()["send_to_s3"](answer["upload"], path)
-    assert register(app, alice, answer["register"]["data"]).status_code == 200
+    answer = uploaded(app, alice, dataset, path)
     run_worker()
     rid = answer["resource_id"]
     before = helpers.call_action("resource_show", id=rid)
@@ -327,9 +331,7 @@ def test_the_id_of_a_deleted_resource_cannot_be_moved_to_another_dataset(
     users, org, dataset = circle
     alice = users["alice"]
     path = random_file(3000, "secret.bin")
-    answer = grant(app, alice, dataset, path)
-    readme_client()["send_to_s3"](answer["upload"], path)
-    assert register(app, alice, answer["register"]["data"]).status_code == 200
+    answer = uploaded(app, alice, dataset, path)
     run_worker()
     rid = answer["resource_id"]
     helpers.call_action("resource_delete", id=rid)
@@ -355,9 +357,7 @@ def test_dc_file_gets_metadata_from_s3_and_a_verified_backup(
     monkeypatch.setitem(ckan_config, "dcor_object_store.local_backup_location", str(backup_root))
     path = rtdc_file(events=300, name="cells.rtdc")
     expected = sha256_path(path)
-    answer = grant(app, users["alice"], dataset, path, md5=md5_of(path))
-    readme_client()["send_to_s3"](answer["upload"], path)
-    assert register(app, users["alice"], answer["register"]["data"]).status_code == 200
+    answer = uploaded(app, users["alice"], dataset, path, md5=md5_of(path))
     rid = answer["resource_id"]
 
     run_worker(ini)
