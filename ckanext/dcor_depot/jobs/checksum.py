@@ -31,8 +31,9 @@ def record_object_sha256(resource_id: str) -> str:
         info = store.object_info(bucket, key)
         if info is None:
             raise site.JobError(f"The object of resource {resource_id} is missing at {where}")
-        hashes = store.hash_object(bucket, key)
-        declared = {"MD5": (info.metadata.get(MD5_METADATA_KEY), hashes.md5)}
+        claimed_md5 = info.metadata.get(MD5_METADATA_KEY)
+        hashes = store.hash_object(bucket, key, md5=claimed_md5 is not None)
+        declared = {"MD5": (claimed_md5, hashes.md5)}
         declared["SHA-256"] = (site.claimed_sha256(resource), hashes.sha256)
         for name, (claimed, actual) in declared.items():
             if claimed and claimed != actual:

@@ -74,6 +74,14 @@ def is_public(package: Mapping[str, Any], resource: Mapping[str, Any]) -> bool:
     )
 
 
+def row_is_public(package: model.Package, resource: model.Resource) -> bool:
+    """:func:`is_public` for database rows."""
+    return is_public(
+        {"private": package.private, "state": package.state},
+        {"state": resource.state, "url_type": resource.url_type, **(resource.extras or {})},
+    )
+
+
 def awaits_verification(resource: Mapping[str, Any]) -> bool:
     """A file uploaded straight to S3 whose SHA-256 is not recorded yet, or that was refused.
 

@@ -77,10 +77,7 @@ def candidates(
             package_id=pkg.id,
             package_name=pkg.name,
             owner_org=pkg.owner_org,
-            public=site.is_public(
-                {"private": pkg.private, "state": pkg.state},
-                {"state": res.state, "url_type": res.url_type, **(res.extras or {})},
-            ),
+            public=site.row_is_public(pkg, res),
         )
         for res, pkg in query
     ]

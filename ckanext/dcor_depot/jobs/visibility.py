@@ -54,10 +54,7 @@ def align_objects(store: ObjectStore, package_id: str) -> Aligned | None:
     resources = model.Session.query(model.Resource).filter_by(package_id=package.id)
     changed = unchanged = 0
     for resource in resources:
-        public = site.is_public(
-            {"private": package.private, "state": package.state},
-            {"state": resource.state, "url_type": resource.url_type, **(resource.extras or {})},
-        )
+        public = site.row_is_public(package, resource)
         for artifact in ARTIFACTS:
             key = object_key(artifact, resource.id)
             current = store.visibility(bucket, key)

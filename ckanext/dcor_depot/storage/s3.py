@@ -164,7 +164,8 @@ class ObjectHashes:
 
     size: int
     sha256: str
-    md5: str
+    #: Only when asked for: MD5 costs CPU that a SHA-256 check does not need.
+    md5: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -493,14 +494,18 @@ class ObjectStore:
                 "bytes; try again"
             )
 
-    def hash_object(self, bucket: str, key: str) -> ObjectHashes:
-        """Size, SHA-256 and MD5 of an object's bytes, streamed once."""
-        sha256, md5, size = hashlib.sha256(), hashlib.md5(), 0
+    def hash_object(self, bucket: str, key: str, md5: bool = False) -> ObjectHashes:
+        """Size and SHA-256 (with ``md5`` also the MD5) of an object's bytes, streamed once."""
+        sha256, size = hashlib.sha256(), 0
+        md5_digest = hashlib.md5() if md5 else None
         for chunk in self.read_object(bucket, key):
             sha256.update(chunk)
-            md5.update(chunk)
+            if md5_digest is not None:
+                md5_digest.update(chunk)
             size += len(chunk)
-        return ObjectHashes(size, sha256.hexdigest(), md5.hexdigest())
+        return ObjectHashes(
+            size, sha256.hexdigest(), md5_digest.hexdigest() if md5_digest else None
+        )
 
     def record_sha256(self, bucket: str, key: str, sha256: str, size: int) -> None:
         """Store the SHA-256 in an object's metadata, keeping its other metadata.
