@@ -1,8 +1,11 @@
 # The README's commands. Every target is idempotent.
-.PHONY: demo test services stop lint benchmark
+.PHONY: demo demo-once test services stop lint benchmark
 
-demo:       ## services + CKAN with the plugin on http://127.0.0.1:5000, prints the sysadmin
+demo:       ## services, worker, CKAN on http://127.0.0.1:5000, then the walkthrough; the site stays up
 	bash scripts/demo.sh
+
+demo-once:  ## the same, then stops the web server and the worker
+	bash scripts/demo.sh --once
 
 test:       ## lint + the whole test suite on CKAN 2.12 and 2.11
 	bash scripts/test.sh
@@ -10,7 +13,7 @@ test:       ## lint + the whole test suite on CKAN 2.12 and 2.11
 services:   ## only start PostgreSQL, Redis, Ceph RGW (S3) and the Solr stand-in
 	bash scripts/services.sh
 
-stop:       ## stop the demo web server and the Ceph daemons
+stop:       ## stop the demo's web server and worker, the Ceph daemons and the Solr stand-in
 	bash scripts/demo.sh stop
 
 lint:

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The main job: the services, an RQ worker on the depot's queues, and CKAN
-# with the dcor_depot plugin on http://127.0.0.1:5000 with a sysadmin whose
-# credentials are printed.
-# Usage: scripts/demo.sh [start|stop]. Idempotent: a second start restarts
-# the web server with the current code; the sysadmin and data are kept.
+# The main job: the services, an RQ worker on the depot's queues and CKAN
+# with the dcor_depot plugin on http://127.0.0.1:5000; then the walkthrough
+# (scripts/demo_walkthrough.py): a sysadmin uploads a generated .rtdc file into
+# a new private dataset through CKAN's web form in headless Chromium, and it
+# prints where the file went (depot, symlink, S3, checksums, anonymous access
+# before and after the dataset is made public).
+# Usage: scripts/demo.sh [--once]   the site stays up for browsing; --once
+#                                   stops the web server and worker at the end
+#        scripts/demo.sh stop       stops the web server, worker, Ceph, Solr stand-in
+# Idempotent: a second start restarts the web server and worker with the
+# current code and walks a new dataset through; the sysadmin and data are kept.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DEMO_DIR=$STATE_DIR/demo
@@ -23,7 +29,15 @@ stop_pid() {
     rm -f "$1"
 }
 
-if [ "${1:-start}" = stop ]; then
+once=
+case "${1:-start}" in
+    start) ;;
+    --once) once=1 ;;
+    stop) ;;
+    *) die "unknown argument '$1'; usage: scripts/demo.sh [--once|stop]" ;;
+esac
+
+if [ "${1:-}" = stop ]; then
     stop_pid "$WEB_PID" "CKAN web server"
     stop_pid "$WORKER_PID" "RQ worker"
     bash "$REPO_DIR/scripts/ceph-rgw.sh" stop
@@ -118,18 +132,32 @@ echo $! >"$WORKER_PID"
 wait_for 60 "the RQ worker (log: $DEMO_DIR/ckan-worker.log)" \
     grep -q "has started on queue" "$DEMO_DIR/ckan-worker.log"
 say "Starting CKAN on $URL"
-setsid nohup "$CKAN" -c "$INI" run --host 127.0.0.1 --port 5000 --disable-reloader \
+setsid nohup "$CKAN" -c "$INI" run --host 127.0.0.1 --port 5000 --disable-reloader --threaded \
     >>"$DEMO_DIR/ckan-web.log" 2>&1 &
 echo $! >"$WEB_PID"
 wait_for 120 "CKAN on $URL (log: $DEMO_DIR/ckan-web.log)" curl -sf "$URL/api/3/action/status_show"
 kill -0 "$(cat "$WEB_PID")" 2>/dev/null \
     || die "CKAN did not start (is port 5000 taken by another program?); see $DEMO_DIR/ckan-web.log"
 
+say "Walkthrough: one .rtdc file through the depot (headless Chromium)"
+if ! "$REPO_DIR/.venv/bin/python" "$REPO_DIR/scripts/demo_walkthrough.py" --ini "$INI" \
+        --url "$URL" --user "$ADMIN" --password-file "$password_file" --out "$DEMO_DIR/walkthrough"; then
+    say "The walkthrough failed (above); the site is left running. Logs: $DEMO_DIR/ckan-web.log, $DEMO_DIR/ckan-worker.log"
+    exit 1
+fi
+
+if [ -n "$once" ]; then
+    stop_pid "$WEB_PID" "CKAN web server"
+    stop_pid "$WORKER_PID" "RQ worker"
+    say "Done (--once). The services (PostgreSQL, Redis, Ceph, Solr stand-in) are left running; bash scripts/demo.sh stop stops Ceph and the Solr stand-in"
+    exit 0
+fi
+
 cat <<MSG
 
   CKAN with the dcor_depot plugin runs on $URL
   Sysadmin:  $ADMIN
-  Password:  $(cat "$password_file")
+  Password:  cat $password_file
   Config:    $INI
   Log:       $DEMO_DIR/ckan-web.log
   Worker:    $DEMO_DIR/ckan-worker.log (uploaded files go to $DEMO_DIR/depots and S3)

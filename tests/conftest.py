@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
+import importlib.util
 import os
 import socket
 import subprocess
@@ -14,7 +16,6 @@ import uuid
 from pathlib import Path
 
 import ckan.model as model
-import numpy as np
 import pytest
 import requests
 from ckan.tests import factories
@@ -22,6 +23,8 @@ from ckan.tests import factories
 from ckanext.dcor_depot import config
 from ckanext.dcor_depot.jobs.queue import QUEUES
 from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore, circle_bucket_prefix
+
+REPO_DIR = Path(__file__).parent.parent
 
 
 def sha256_hex(data: bytes) -> str:
@@ -96,40 +99,25 @@ def random_file(tmp_path):
     return make
 
 
+def load_script(name: str):
+    """A module of scripts/ (they are not a package), e.g. the demo walkthrough."""
+    path = REPO_DIR / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"dcor_depot_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: The demo's walkthrough: its browser driver and its .rtdc generator.
+demo = load_script("demo_walkthrough")
+
+
 @pytest.fixture
 def rtdc_file(tmp_path):
     """Factory: a real, valid .rtdc file written with dclab."""
-    import dclab
 
     def make(events: int = 200, name: str = "measurement.rtdc", fluorescence=False) -> Path:
-        path = tmp_path / name
-        rng = np.random.default_rng()
-        with dclab.RTDCWriter(path, mode="reset") as writer:
-            writer.store_metadata(
-                {
-                    "experiment": {
-                        "date": "2026-11-21",
-                        "time": "12:00:00",
-                        "sample": "test sample",
-                        "run index": 1,
-                    },
-                    "setup": {
-                        "channel width": 20,
-                        "chip region": "channel",
-                        "flow rate": 0.04,
-                        "medium": "CellCarrier",
-                    },
-                    "imaging": {"pixel size": 0.34, "frame rate": 2000},
-                }
-            )
-            writer.store_feature("deform", rng.uniform(0, 0.1, events))
-            writer.store_feature("area_um", rng.uniform(20, 200, events))
-            writer.store_feature("bright_avg", rng.uniform(80, 120, events))
-            if fluorescence:
-                fl_meta = {"channel count": 1, "laser count": 1, "samples per event": 100}
-                writer.store_metadata({"fluorescence": fl_meta})
-                writer.store_feature("fl1_max", rng.uniform(0, 1000, events))
-        return path
+        return demo.write_rtdc(tmp_path / name, events, fluorescence=fluorescence)
 
     return make
 
@@ -137,7 +125,7 @@ def rtdc_file(tmp_path):
 #: The ckan command of the virtualenv running the tests.
 CKAN = str(Path(sys.executable).parent / "ckan")
 #: The ini file of the test run (pytest's --ckan-ini).
-TEST_INI = str(Path(__file__).parent.parent / "test.ini")
+TEST_INI = str(REPO_DIR / "test.ini")
 
 
 @pytest.fixture
@@ -158,14 +146,14 @@ def _remove_bucket(store: ObjectStore, name: str) -> None:
     client.delete_bucket(Bucket=name)
 
 
-def derived_ini(folder: Path, **options: str) -> Path:
-    """An ini file that is test.ini with some options changed (for a separate process)."""
+def derived_ini(folder: Path, base: str = TEST_INI, name: str = "derived.ini", **options) -> Path:
+    """An ini file that is ``base`` with some options changed (for a separate process)."""
     text = Path(TEST_INI).read_text()
     lines = [f"{key} = {value}" for key, value in options.items()]
-    ini = folder / "derived.ini"
+    ini = folder / name
     # CKAN 2.11 reads the logging sections from the top file only
     ini.write_text(
-        f"[app:main]\nuse = config:{TEST_INI}\n"
+        f"[app:main]\nuse = config:{base}\n"
         + "\n".join(lines)
         + "\n\n"
         + text[text.index("[loggers]") :]
@@ -223,15 +211,28 @@ def figshare_server():
     server.stop()
 
 
+@dataclasses.dataclass(frozen=True)
+class CKANServer:
+    url: str
+    ini: str
+
+
 @pytest.fixture
-def ckan_server():
-    """Factory: CKAN's web server (``ckan run``) in its own process; its URL. Stopped at the end."""
+def ckan_server(tmp_path):
+    """Factory: CKAN's web server (``ckan run``) in its own process. Stopped at the end.
+
+    Its ini is ``ini`` with ``ckan.site_url`` set to the server's URL (the links
+    on its pages lead back to it); workers should use that ini too, since a
+    dataset in the search index carries the URLs of the process that indexed it.
+    """
     servers: list[subprocess.Popen] = []
 
-    def start(ini: str = TEST_INI) -> str:
+    def start(ini: str = TEST_INI) -> CKANServer:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        ini = str(derived_ini(tmp_path, ini, f"server-{port}.ini", **{"ckan.site_url": url}))
         log = tempfile.TemporaryFile("w+")  # a pipe could fill up and block the server
         proc = subprocess.Popen(
             [CKAN, "-c", ini, "run", "-H", "127.0.0.1", "-p", str(port), "-r", "-t"],
@@ -240,7 +241,6 @@ def ckan_server():
             text=True,
         )
         servers.append(proc)
-        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -248,7 +248,7 @@ def ckan_server():
                 raise AssertionError(f"ckan run ended: {log.read()[-3000:]}")
             try:
                 if requests.get(f"{url}/api/action/status_show", timeout=5).ok:
-                    return url
+                    return CKANServer(url, ini)
             except requests.ConnectionError:
                 time.sleep(0.2)  # polling for the server to listen
         raise AssertionError("ckan run did not answer within 120 s")

@@ -208,7 +208,8 @@ def test_300_mib_multipart_upload_end_to_end(
     users, org, dataset = circle
     backup_root = tmp_path / "backup"
     ini = str(derived_ini(tmp_path, **{"dcor_object_store.local_backup_location": backup_root}))
-    site_url = ckan_server(ini)
+    server = ckan_server(ini)
+    site_url, ini = server.url, server.ini
     alice = token(users["alice"])
     path = random_file(300 * MiB, "cells-300MiB.bin")
     expected = sha256_path(path)
@@ -218,7 +219,7 @@ def test_300_mib_multipart_upload_end_to_end(
     assert resource["url_type"] == "s3_upload" and resource["size"] == 300 * MiB
     # the resource's URL is CKAN's download URL (permission check, then S3)
     assert resource["url"] == (
-        f"http://127.0.0.1:5000/dataset/{dataset['id']}/resource/{rid}/download/cells-300MiB.bin"
+        f"{site_url}/dataset/{dataset['id']}/resource/{rid}/download/cells-300MiB.bin"
     )
     bucket, key = f"test-circle-{org['id']}", object_key("resource", rid)
     assert anonymous_status(store.object_url(bucket, key)) == 403

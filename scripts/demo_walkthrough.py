@@ -1,0 +1,453 @@
+"""The demo's walkthrough: one .rtdc file through a running DCOR depot, shown step by step.
+
+Run by ``scripts/demo.sh`` (with the demo's virtualenv) once CKAN's web server and
+an RQ worker on the depot's queues are up. In headless Chromium (Debian's
+chromium and chromium-driver) it logs in as the sysadmin, uploads a generated
+.rtdc file into a new private dataset through CKAN's web form and downloads it
+from the resource page; it waits for the depot's jobs and prints where the file
+now lives: the depot path, CKAN's symlink, the S3 bucket and key, the SHA-256 of
+the S3 object checked against the local file, and what an anonymous GET of the
+object gets. Then it makes the dataset public in the web form and shows the
+anonymous GET succeed. Exit 1 when any check fails, with the reason.
+
+The end-to-end test (tests/test_browser.py) drives the browser with the same
+``Browser`` class; the tests' .rtdc files come from ``write_rtdc``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import requests
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+#: Seconds a page (or an upload through the web form) may take.
+PAGE_TIMEOUT = 600
+DEMO_CIRCLE = "demo-circle"
+
+
+class CheckFailed(Exception):
+    """Something the walkthrough shows is not as it must be."""
+
+
+def write_rtdc(path: Path, events: int = 200, images: bool = False, fluorescence=False) -> Path:
+    """A real .rtdc measurement written with dclab (random features, optional images)."""
+    import dclab
+
+    rng = np.random.default_rng()
+    with dclab.RTDCWriter(path, mode="reset") as writer:
+        writer.store_metadata(
+            {
+                "experiment": {
+                    "date": "2026-11-21",
+                    "time": "12:00:00",
+                    "sample": "test sample",
+                    "run index": 1,
+                },
+                "setup": {
+                    "channel width": 20,
+                    "chip region": "channel",
+                    "flow rate": 0.04,
+                    "medium": "CellCarrier",
+                },
+                "imaging": {"pixel size": 0.34, "frame rate": 2000},
+            }
+        )
+        writer.store_feature("deform", rng.uniform(0, 0.1, events))
+        writer.store_feature("area_um", rng.uniform(20, 200, events))
+        writer.store_feature("bright_avg", rng.uniform(80, 120, events))
+        if images:
+            writer.store_feature("image", rng.integers(0, 255, (events, 80, 250), dtype=np.uint8))
+        if fluorescence:
+            fl_meta = {"channel count": 1, "laser count": 1, "samples per event": 100}
+            writer.store_metadata({"fluorescence": fl_meta})
+            writer.store_feature("fl1_max", rng.uniform(0, 1000, events))
+    return path
+
+
+def sha256_of(chunks: Iterable[bytes]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_chunks(path: Path, size: int = 4 << 20) -> Iterable[bytes]:
+    with open(path, "rb") as fd:
+        while chunk := fd.read(size):
+            yield chunk
+
+
+def wait_until(what: str, check: Callable[[], object], timeout: float = PAGE_TIMEOUT):
+    """``check()``'s first true answer; CheckFailed when there is none within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = check()
+        if answer:
+            return answer
+        if time.monotonic() > deadline:
+            raise CheckFailed(f"{what}: not the case after {timeout:.0f} s")
+        time.sleep(0.25)  # polling a condition of another process
+
+
+class Browser:
+    """Headless Debian Chromium on one CKAN site; a screenshot of every step in ``artifacts``."""
+
+    def __init__(self, site_url: str, artifacts: Path):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        self.site_url = site_url.rstrip("/")
+        self.artifacts = artifacts
+        self.downloads = artifacts / "downloads"
+        self.downloads.mkdir(parents=True, exist_ok=True)
+        self._shots = 0
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        # --no-sandbox: Chromium's sandbox refuses to run as root
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+            options.add_argument(arg)
+        options.add_argument("--window-size=1280,1100")
+        self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+        self.driver.set_page_load_timeout(PAGE_TIMEOUT)
+        self.driver.execute_cdp_cmd(
+            "Browser.setDownloadBehavior",
+            {"behavior": "allow", "downloadPath": str(self.downloads)},
+        )
+
+    def close(self) -> None:
+        self.driver.quit()
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is not None:
+            self.shot("failed")
+        self.close()
+
+    def shot(self, name: str) -> Path:
+        self._shots += 1
+        path = self.artifacts / f"{self._shots:02d}-{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def open(self, path: str) -> None:
+        self.driver.get(self.site_url + path)
+
+    def css(self, selector: str):
+        return self.driver.find_element("css selector", selector)
+
+    def click(self, selector: str) -> None:
+        """Click an element as a user would, after scrolling it into the middle of the window."""
+        element = self.css(selector)
+        self.driver.execute_script(
+            "arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})", element
+        )
+        element.click()
+
+    def submit(self, button: str, what: str, form_path: str) -> None:
+        """Click a form's ``button`` and wait for the next page; CheckFailed with the
+        form's errors when the browser is still on a page under ``form_path``."""
+        self.driver.execute_script("window.dcorFormPage = true")
+        self.click(button)
+        wait_until(
+            what,
+            lambda: self.driver.execute_script(
+                "return !window.dcorFormPage && document.readyState === 'complete'"
+            ),
+        )
+        if form_path in self.driver.current_url:
+            self.shot("refused")
+            raise CheckFailed(f"{what}: refused: {self.flash_errors() or 'the form came back'}")
+
+    def flash_errors(self) -> str:
+        found = self.driver.find_elements(
+            "css selector", ".error-explanation, .alert-error, .alert-danger, .error-block"
+        )
+        return " ".join(element.text for element in found)
+
+    def log_in(self, user: str, password: str) -> None:
+        self.open("/user/login")
+        self.css("#field-login").send_keys(user)
+        self.css("#field-password").send_keys(password)
+        self.shot("login")
+        self.submit("form button[type=submit].btn-primary", f"logging in as {user}", "/user/login")
+
+    def upload(self, dataset: str, path: Path) -> str:
+        """Upload ``path`` through the dataset's "Add data" form; the new resource's id."""
+        self.open(f"/dataset/{dataset}/resource/new")
+        # what the form's "Upload" button does before it opens the file dialog
+        self.driver.execute_script("document.getElementById('resource-url-upload').checked = true")
+        self.css("#field-resource-upload").send_keys(str(path))
+        wait_until(
+            "the file name in the form", lambda: self.css("#field-name").get_attribute("value")
+        )
+        self.shot("upload-form")
+        self.submit(
+            "button[name=save][value=go-dataset-complete]", "the upload form", "/resource/new"
+        )
+        self.shot("dataset-page")
+        items = self.driver.find_elements("css selector", "li.resource-item")
+        names = {item.get_attribute("data-id"): item.text for item in items}
+        ids = [rid for rid, text in names.items() if path.name in text]
+        if len(ids) != 1:
+            raise CheckFailed(f"the dataset page lists {names}, not one {path.name}")
+        return ids[0]
+
+    def download(self, dataset: str, resource_id: str) -> Path:
+        """Open the resource page, click its Download button; the downloaded file."""
+        self.open(f"/dataset/{dataset}/resource/{resource_id}")
+        self.shot("resource-page")
+        before = set(self.downloads.iterdir())
+        href = self.css("a.btn.resource-url-analytics").get_attribute("href")
+        self.click("a.btn.resource-url-analytics")
+
+        def finished() -> Path | None:
+            new = [p for p in set(self.downloads.iterdir()) - before]
+            done = [p for p in new if not p.name.endswith(".crdownload")]
+            return done[0] if len(new) == 1 and done else None
+
+        return wait_until(f"the download of {href}", finished)
+
+    def set_public(self, dataset: str, public: bool) -> None:
+        """Set the dataset's visibility in its edit form."""
+        from selenium.webdriver.support.select import Select
+
+        self.open(f"/dataset/edit/{dataset}")
+        Select(self.css("#field-private")).select_by_value("False" if public else "True")
+        self.shot("edit-visibility")
+        self.submit(
+            "form#dataset-edit button.btn-primary[name=save]", "the dataset form", "/dataset/edit/"
+        )
+        self.shot("dataset-public" if public else "dataset-private")
+
+
+# --- the walkthrough ----------------------------------------------------------------------
+
+
+def step(text: str) -> None:
+    print(f"\n\033[1m--> {text}\033[0m", flush=True)
+
+
+def show(label: str, value: object) -> None:
+    print(f"    {label:<24} {value}", flush=True)
+
+
+def check(ok: bool, label: str, value: object, problem: str) -> None:
+    show(label, f"{value}  {'OK' if ok else 'WRONG'}")
+    if not ok:
+        raise CheckFailed(problem)
+
+
+def wait_for_jobs(resource_id: str, kinds: Iterable[str], timeout: float = PAGE_TIMEOUT) -> None:
+    """Wait until the resource's depot jobs finished; CheckFailed with the error of a failed one."""
+    from ckan.lib.redis import connect_to_redis
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+
+    from ckanext.dcor_depot.jobs.queue import job_id
+
+    for kind in kinds:
+        jid = job_id(kind, resource_id)
+
+        def status(jid=jid):
+            try:
+                job = Job.fetch(jid, connection=connect_to_redis())
+            except NoSuchJobError:
+                return None  # not queued yet (queued when the upload's transaction commits)
+            state = job.get_status()
+            if state in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+                result = job.latest_result()
+                raise CheckFailed(f"job {jid} {state}: {result.exc_string if result else ''}")
+            return job if state == JobStatus.FINISHED else None
+
+        started = time.monotonic()
+        job = wait_until(f"job {jid}", status, timeout)
+        show(kind, f"done in {time.monotonic() - started:.1f} s: {job.return_value()}")
+
+
+def anonymous_status(url: str) -> int:
+    """HTTP status of a GET without credentials (the body is not read)."""
+    with requests.get(url, stream=True, timeout=60) as answer:
+        return answer.status_code
+
+
+def walkthrough(args: argparse.Namespace) -> None:
+    import ckan.plugins.toolkit as tk
+
+    from ckanext.dcor_depot import config
+    from ckanext.dcor_depot.jobs import site
+    from ckanext.dcor_depot.storage.s3 import object_key
+
+    store = config.object_store()
+    if store is None:
+        raise CheckFailed("dcor_object_store.endpoint_url is not set in the demo's ini")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:4]
+    admin = {"ignore_auth": True, "user": args.user}
+
+    step(f"Circle '{DEMO_CIRCLE}' and a new private dataset (as the sysadmin {args.user})")
+    try:
+        circle = tk.get_action("organization_show")(dict(admin), {"id": DEMO_CIRCLE})
+    except tk.ObjectNotFound:
+        circle = tk.get_action("organization_create")(
+            dict(admin), {"name": DEMO_CIRCLE, "title": "Demo circle"}
+        )
+    dataset = tk.get_action("package_create")(
+        dict(admin),
+        {
+            "name": f"demo-{run}",
+            "title": f"Demo measurement {run}",
+            "owner_org": circle["id"],
+            "private": True,
+            "license_id": "CC-BY-4.0",
+            "notes": "Created by scripts/demo.sh",
+        },
+    )
+    show("dataset", f"{args.url}/dataset/{dataset['name']} (private)")
+    path = write_rtdc(out / f"cells-{run}.rtdc", events=args.events, images=True)
+    local_sha256 = sha256_of(file_chunks(path))
+    show("generated file", f"{path} ({path.stat().st_size:,} bytes)")
+    show("its SHA-256", local_sha256)
+
+    screenshots = out / f"screenshots-{run}"
+    with Browser(args.url, screenshots) as browser:
+        step("Headless Chromium: log in, upload the file through the 'Add data' form")
+        browser.log_in(args.user, Path(args.password_file).read_text().strip())
+        rid = browser.upload(dataset["name"], path)
+        show("resource", f"{args.url}/dataset/{dataset['name']}/resource/{rid}")
+
+        step("Waiting for the depot's jobs (RQ worker on dcor-short, dcor-normal)")
+        wait_for_jobs(rid, ("symlink", "s3-upload", "dc-metadata"))
+
+        step("Where the file lives now")
+        resource = site.show_resource(rid)
+        link = site.ckan_path(rid)
+        target = link.resolve()
+        check(link.is_symlink(), "CKAN's path", link, f"{link} is not a symlink")
+        check(
+            target.is_relative_to(config.depots_path().resolve()),
+            "-> depot path",
+            target,
+            f"the symlink does not lead into {config.depots_path()}",
+        )
+        depot_sha256 = sha256_of(file_chunks(target))
+        check(
+            depot_sha256 == local_sha256,
+            "depot file SHA-256",
+            depot_sha256,
+            "the depot file differs from the uploaded file",
+        )
+        bucket, key = store.circle_bucket(circle["id"]), object_key("resource", rid)
+        show("S3 bucket", bucket)
+        show("S3 key", key)
+        s3_sha256 = sha256_of(store.read_object(bucket, key))
+        check(
+            s3_sha256 == local_sha256,
+            "S3 object SHA-256",
+            s3_sha256,
+            "the S3 object's bytes differ from the uploaded file",
+        )
+        check(
+            resource.get("sha256") == local_sha256,
+            "recorded sha256",
+            resource.get("sha256"),
+            "the resource's sha256 field is not the file's",
+        )
+        show(
+            "DC metadata",
+            ", ".join(
+                f"{k}={v}" for k, v in sorted(resource.items()) if k.startswith("dc:experiment")
+            )
+            or "none",
+        )
+
+        step("Downloading through the resource page's Download button (logged in)")
+        downloaded = browser.download(dataset["name"], rid)
+        got = sha256_of(file_chunks(downloaded))
+        downloaded.unlink()
+        check(got == local_sha256, "downloaded SHA-256", got, "the download differs")
+
+        url = store.object_url(bucket, key)
+        step("Anonymous GET while the dataset is private")
+        show("S3 object URL", url)
+        status = anonymous_status(url)
+        check(
+            status == 403,
+            "-> S3 answers",
+            f"HTTP {status} (refused)",
+            "an anonymous user can read the object of a private dataset",
+        )
+        show("CKAN download URL", resource["url"])
+        status = anonymous_status(resource["url"])
+        check(
+            status == 403,
+            "-> CKAN answers",
+            f"HTTP {status} (refused)",
+            "CKAN gives an anonymous user the file of a private dataset",
+        )
+
+        step("Making the dataset public in its edit form")
+        browser.set_public(dataset["name"], True)
+    shown = tk.get_action("package_show")(dict(admin), {"id": dataset["id"]})
+    check(shown["private"] is False, "dataset", "public", "the dataset is still private")
+    wait_until("the object tagged public", lambda: store.visibility(bucket, key))
+    show("S3 object", "tagged public=true (visibility job)")
+
+    step("Anonymous GET now that the dataset is public")
+    with requests.get(url, stream=True, timeout=60) as answer:
+        check(
+            answer.status_code == 200,
+            "-> S3 answers",
+            f"HTTP {answer.status_code}",
+            "the object of a public dataset is not readable anonymously",
+        )
+        got = sha256_of(answer.iter_content(4 << 20))
+    check(got == local_sha256, "its bytes' SHA-256", got, "anonymous GET returned other bytes")
+    status = anonymous_status(resource["url"])
+    check(
+        status == 200,
+        "CKAN download URL",
+        f"HTTP {status}",
+        "CKAN refuses an anonymous user the file of a public dataset",
+    )
+    show("screenshots", screenshots)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ini", required=True, help="the demo site's CKAN ini")
+    parser.add_argument("--url", required=True, help="the site's URL (ckan.site_url)")
+    parser.add_argument("--user", required=True, help="a sysadmin's user name")
+    parser.add_argument("--password-file", required=True, help="file holding its password")
+    parser.add_argument("--out", required=True, help="folder for the file and screenshots")
+    parser.add_argument("--events", type=int, default=2000, help="events in the .rtdc file")
+    args = parser.parse_args(argv)
+
+    from ckan.cli import load_config
+    from ckan.config.middleware import make_app
+
+    app = make_app(load_config(args.ini))
+    logging.getLogger("ckanext").setLevel(logging.WARNING)  # the site's own log says enough
+    try:
+        with app._wsgi_app.test_request_context():
+            walkthrough(args)
+    except CheckFailed as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""End to end in a real browser (headless Debian Chromium, driven as in the demo):
+CKAN's upload form, the depot's jobs in a real worker, the resource page and its
+Download button, the dataset's edit form. A screenshot of every step is written to
+test-artifacts/browser/ckan-VERSION/TEST/."""
+
+from __future__ import annotations
+
+import shutil
+
+import ckan
+import pytest
+import requests
+from ckan.tests import factories, helpers
+
+from ckanext.dcor_depot import config
+from ckanext.dcor_depot.jobs import site
+from ckanext.dcor_depot.storage.s3 import object_key
+
+from .conftest import REPO_DIR, anonymous_status, demo, object_sha256, sha256_path
+
+pytestmark = pytest.mark.usefixtures(
+    "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
+)
+
+ARTIFACTS = REPO_DIR / "test-artifacts" / "browser"
+PASSWORD = "browser-test-Passw0rd"
+
+
+@pytest.fixture
+def browser(request):
+    """Factory: a headless Chromium on a site; its screenshots in the test's artifact folder."""
+    folder = ARTIFACTS / f"ckan-{ckan.__version__}" / request.node.name
+    shutil.rmtree(folder, ignore_errors=True)
+    started = []
+
+    def start(site_url: str, name: str = "") -> demo.Browser:
+        started.append(demo.Browser(site_url, folder / name if name else folder))
+        return started[-1]
+
+    yield start
+    for web in started:
+        web.shot("end")
+        web.close()
+
+
+def test_web_form_upload_reaches_depot_and_s3_and_downloads_the_same_bytes(
+    ckan_server, browser, run_worker, rtdc_file, store
+):
+    factories.User(name="alice", password=PASSWORD)
+    org = factories.Organization(name="hl60-lab", users=[{"name": "alice", "capacity": "admin"}])
+    dataset = factories.Dataset(name="hl60", owner_org=org["id"], private=True)
+    path = rtdc_file(2000, "cells.rtdc")
+    expected = sha256_path(path)
+    server = ckan_server()
+    site_url = server.url
+
+    web = browser(site_url, "alice")
+    web.log_in("alice", PASSWORD)
+    rid = web.upload("hl60", path)
+    resource = helpers.call_action("resource_show", id=rid)
+    assert resource["url_type"] == "upload"
+    assert (
+        resource["url"] == f"{site_url}/dataset/{dataset['id']}/resource/{rid}/download/cells.rtdc"
+    )
+
+    run_worker(server.ini)
+
+    # the depot's jobs: depot file behind CKAN's symlink, S3 object, checksum, DC metadata
+    link = site.ckan_path(rid)
+    assert link.is_symlink()
+    assert link.resolve().is_relative_to(config.depots_path().resolve())
+    assert sha256_path(link.resolve()) == expected
+    bucket, key = f"test-circle-{org['id']}", object_key("resource", rid)
+    assert object_sha256(store, bucket, key) == expected
+    resource = helpers.call_action("resource_show", id=rid)
+    assert resource["sha256"] == expected and resource["s3_available"]
+    assert resource["dc:experiment:event count"] == 2000
+
+    # the resource page's Download button gives the uploaded bytes
+    downloaded = web.download("hl60", rid)
+    assert downloaded.name == "cells.rtdc"
+    assert sha256_path(downloaded) == expected
+
+    # private: nobody else gets the file, from CKAN or from S3
+    assert anonymous_status(resource["url"]) == 403
+    assert anonymous_status(store.object_url(bucket, key)) == 403
+
+    # the dataset's edit form makes it public; the worker follows in S3
+    web.set_public("hl60", True)
+    assert helpers.call_action("package_show", id="hl60")["private"] is False
+    run_worker(server.ini)
+    answer = requests.get(store.object_url(bucket, key), timeout=60)
+    assert answer.status_code == 200
+    assert demo.sha256_of([answer.content]) == expected
+    # and a visitor who is not logged in downloads it from the resource page
+    visitor = browser(site_url, "visitor")
+    assert sha256_path(visitor.download("hl60", rid)) == expected
+
+
+def test_a_refused_login_stops_the_walkthrough_with_the_sites_message(ckan_server, browser):
+    factories.User(name="alice", password=PASSWORD)
+    web = browser(ckan_server().url)
+    with pytest.raises(demo.CheckFailed, match="logging in as alice: refused: .*[Ll]ogin failed"):
+        web.log_in("alice", "not-the-password")
+    assert (web.artifacts / "02-refused.png").is_file()
