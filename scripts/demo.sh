@@ -8,6 +8,7 @@
 # Usage: scripts/demo.sh [--once]   the site stays up for browsing; --once
 #                                   stops the web server and worker at the end
 #        scripts/demo.sh stop       stops the web server, worker, Ceph, Solr stand-in
+# DCOR_DEMO_HOST=0.0.0.0: the web server listens on every address (default 127.0.0.1).
 # Idempotent: a second start restarts the web server and worker with the
 # current code and walks a new dataset through; the sysadmin and data are kept.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -17,6 +18,8 @@ INI=$DEMO_DIR/ckan.ini
 WEB_PID=$DEMO_DIR/ckan-web.pid
 WORKER_PID=$DEMO_DIR/ckan-worker.pid
 URL=http://127.0.0.1:5000
+# the web server's address: 0.0.0.0 in a VM whose port 5000 is forwarded (Vagrantfile)
+HOST=${DCOR_DEMO_HOST:-127.0.0.1}
 ADMIN=dcor-admin
 
 # stop_pid PIDFILE WHAT: stop the process group started with setsid
@@ -113,12 +116,13 @@ if [ ! -s "$password_file" ]; then
     (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$password_file")
     new_password=1
 fi
+# the password goes to ckan's prompt on stdin, never on a command line (/proc/*/cmdline)
+password_twice() { local pw; pw=$(<"$password_file"); printf '%s\n%s\n' "$pw" "$pw"; }
 if ! "$CKAN" -c "$INI" user show "$ADMIN" 2>/dev/null | grep -q "name=$ADMIN"; then
-    "$CKAN" -c "$INI" user add "$ADMIN" email=admin@dcor.invalid \
-        password="$(cat "$password_file")" >/dev/null
+    password_twice | "$CKAN" -c "$INI" user add "$ADMIN" email=admin@dcor.invalid >/dev/null
     say "Created user $ADMIN"
 elif [ -n "$new_password" ]; then
-    "$CKAN" -c "$INI" user setpass "$ADMIN" -p "$(cat "$password_file")" >/dev/null
+    password_twice | "$CKAN" -c "$INI" user setpass "$ADMIN" >/dev/null
 fi
 "$CKAN" -c "$INI" sysadmin add "$ADMIN" >/dev/null
 
@@ -132,7 +136,7 @@ echo $! >"$WORKER_PID"
 wait_for 60 "the RQ worker (log: $DEMO_DIR/ckan-worker.log)" \
     grep -q "has started on queue" "$DEMO_DIR/ckan-worker.log"
 say "Starting CKAN on $URL"
-setsid nohup "$CKAN" -c "$INI" run --host 127.0.0.1 --port 5000 --disable-reloader --threaded \
+setsid nohup "$CKAN" -c "$INI" run --host "$HOST" --port 5000 --disable-reloader --threaded \
     >>"$DEMO_DIR/ckan-web.log" 2>&1 &
 echo $! >"$WEB_PID"
 wait_for 120 "CKAN on $URL (log: $DEMO_DIR/ckan-web.log)" curl -sf "$URL/api/3/action/status_show"

@@ -131,9 +131,19 @@ class Browser:
         return self
 
     def __exit__(self, *exc) -> None:
-        if exc[0] is not None:
-            self.shot("failed")
-        self.close()
+        self.close_with_shot("failed" if exc[0] is not None else None)
+
+    def close_with_shot(self, name: str | None) -> None:
+        """Close the browser, after a last screenshot when ``name`` (a dead browser gives none)."""
+        from selenium.common.exceptions import WebDriverException
+
+        try:
+            if name:
+                self.shot(name)
+        except WebDriverException:
+            pass
+        finally:
+            self.close()
 
     def shot(self, name: str) -> Path:
         self._shots += 1
@@ -158,14 +168,19 @@ class Browser:
     def submit(self, button: str, what: str, form_path: str) -> None:
         """Click a form's ``button`` and wait for the next page; CheckFailed with the
         form's errors when the browser is still on a page under ``form_path``."""
+        from selenium.common.exceptions import WebDriverException
+
+        def next_page_loaded() -> bool:
+            try:
+                return self.driver.execute_script(
+                    "return !window.dcorFormPage && document.readyState === 'complete'"
+                )
+            except WebDriverException:  # while the browser is between the two pages
+                return False
+
         self.driver.execute_script("window.dcorFormPage = true")
         self.click(button)
-        wait_until(
-            what,
-            lambda: self.driver.execute_script(
-                "return !window.dcorFormPage && document.readyState === 'complete'"
-            ),
-        )
+        wait_until(what, next_page_loaded)
         if form_path in self.driver.current_url:
             self.shot("refused")
             raise CheckFailed(f"{what}: refused: {self.flash_errors() or 'the form came back'}")
@@ -212,9 +227,15 @@ class Browser:
         href = self.css("a.btn.resource-url-analytics").get_attribute("href")
         self.click("a.btn.resource-url-analytics")
 
+        page = self.driver.current_url
+
         def finished() -> Path | None:
             new = [p for p in set(self.downloads.iterdir()) - before]
             done = [p for p in new if not p.name.endswith(".crdownload")]
+            if not new and self.driver.current_url != page:
+                # the browser shows a page (an error) instead of downloading a file
+                text = self.css("body").text[:300]
+                raise CheckFailed(f"the Download button led to {self.driver.current_url}: {text}")
             return done[0] if len(new) == 1 and done else None
 
         return wait_until(f"the download of {href}", finished)

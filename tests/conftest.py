@@ -60,11 +60,6 @@ def make_old(resource: dict) -> None:
     model.Session.commit()
 
 
-def anonymous_status(url: str) -> int:
-    """HTTP status of a GET without credentials."""
-    return requests.get(url, timeout=30).status_code
-
-
 @pytest.fixture
 def store(with_plugins) -> ObjectStore:
     """The object store configured in test.ini (services.ini): the real Ceph RGW."""
@@ -108,8 +103,9 @@ def load_script(name: str):
     return module
 
 
-#: The demo's walkthrough: its browser driver and its .rtdc generator.
+#: The demo's walkthrough: its browser driver, its .rtdc generator, its anonymous GET.
 demo = load_script("demo_walkthrough")
+anonymous_status = demo.anonymous_status
 
 
 @pytest.fixture

@@ -39,8 +39,7 @@ def browser(request):
 
     yield start
     for web in started:
-        web.shot("end")
-        web.close()
+        web.close_with_shot("end")
 
 
 def test_web_form_upload_reaches_depot_and_s3_and_downloads_the_same_bytes(

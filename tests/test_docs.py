@@ -75,13 +75,13 @@ def test_the_readme_shows_every_command_with_an_example_its_options_accept():
 
 def test_ci_and_the_vagrantfile_run_the_readmes_commands():
     readme = README.read_text()
-    assert "make test                # or: bash scripts/test.sh" in readme
-    assert "make demo                # or: bash scripts/demo.sh" in readme
+    assert "bash scripts/test.sh     # or: make test" in readme
+    assert "bash scripts/demo.sh     # or: make demo" in readme
     assert (REPO_DIR / ".ci" / "run").read_text().strip().endswith("bash scripts/test.sh")
     provision = (REPO_DIR / "Vagrantfile").read_text()
     steps = re.search(r"<<-SHELL\n(.*?)\n\s*SHELL", provision, re.S).group(1).split("\n")
     steps = [step.strip() for step in steps]
-    assert steps[-1] == "make test"
+    assert steps[-1] == "bash scripts/test.sh"
     for step in steps:
         if step.startswith("bash scripts/"):
             assert (REPO_DIR / step.split()[1]).is_file(), step
