@@ -14,8 +14,9 @@ esac
 default_dir=$REPO_DIR/.venv; [ "$series" = 2.12 ] || default_dir=$REPO_DIR/.venv-$series
 venv=${2:-$default_dir}
 
-# psycopg2 builds from source; the browser tests and the demo drive Debian's Chromium
-apt_install python3-venv python3-dev gcc libpq-dev chromium chromium-driver
+# psycopg2 builds from source; python-magic (CKAN) loads libmagic; the browser tests
+# and the demo drive Debian's Chromium
+apt_install python3-venv python3-dev gcc libpq-dev libmagic1 chromium chromium-driver
 if [ ! -x "$venv/bin/python" ]; then
     say "Creating $venv"
     python3 -m venv "$venv"
