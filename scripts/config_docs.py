@@ -58,7 +58,7 @@ def ini_block() -> str:
     return "\n".join(lines[1:])
 
 
-#: file -> (its current generated part, the marker lines' comment syntax, the new part)
+#: file -> (its marker lines' comment syntax, the function that renders its generated part)
 TARGETS = {
     README: ("<!-- {} -->", readme_table),
     INI_EXAMPLE: ("## {}", ini_block),

@@ -32,15 +32,13 @@ stop_pid() {
     rm -f "$1"
 }
 
-once=
-case "${1:-start}" in
-    start) ;;
-    --once) once=1 ;;
-    stop) ;;
-    *) die "unknown argument '$1'; usage: scripts/demo.sh [--once|stop]" ;;
+mode=${1:-start}
+case "$mode" in
+    start | --once | stop) ;;
+    *) die "unknown argument '$mode'; usage: scripts/demo.sh [--once|stop]" ;;
 esac
 
-if [ "${1:-}" = stop ]; then
+if [ "$mode" = stop ]; then
     stop_pid "$WEB_PID" "CKAN web server"
     stop_pid "$WORKER_PID" "RQ worker"
     bash "$REPO_DIR/scripts/ceph-rgw.sh" stop
@@ -150,7 +148,7 @@ if ! "$REPO_DIR/.venv/bin/python" "$REPO_DIR/scripts/demo_walkthrough.py" --ini 
     exit 1
 fi
 
-if [ -n "$once" ]; then
+if [ "$mode" = --once ]; then
     stop_pid "$WEB_PID" "CKAN web server"
     stop_pid "$WORKER_PID" "RQ worker"
     say "Done (--once). The services (PostgreSQL, Redis, Ceph, Solr stand-in) are left running; bash scripts/demo.sh stop stops Ceph and the Solr stand-in"

@@ -75,16 +75,11 @@ def write_rtdc(path: Path, events: int = 200, images: bool = False, fluorescence
 
 
 def sha256_of(chunks: Iterable[bytes]) -> str:
+    """SHA-256 of a stream of bytes (an HTTP answer read in chunks)."""
     digest = hashlib.sha256()
     for chunk in chunks:
         digest.update(chunk)
     return digest.hexdigest()
-
-
-def file_chunks(path: Path, size: int = 4 << 20) -> Iterable[bytes]:
-    with open(path, "rb") as fd:
-        while chunk := fd.read(size):
-            yield chunk
 
 
 def wait_until(what: str, check: Callable[[], object], timeout: float = PAGE_TIMEOUT):
@@ -308,7 +303,7 @@ def walkthrough(args: argparse.Namespace) -> None:
 
     from ckanext.dcor_depot import config
     from ckanext.dcor_depot.jobs import site
-    from ckanext.dcor_depot.storage.s3 import object_key
+    from ckanext.dcor_depot.storage.s3 import object_key, sha256_of_file
 
     store = config.object_store()
     if store is None:
@@ -338,7 +333,7 @@ def walkthrough(args: argparse.Namespace) -> None:
     )
     show("dataset", f"{args.url}/dataset/{dataset['name']} (private)")
     path = write_rtdc(out / f"cells-{run}.rtdc", events=args.events, images=True)
-    local_sha256 = sha256_of(file_chunks(path))
+    local_sha256 = sha256_of_file(path)
     show("generated file", f"{path} ({path.stat().st_size:,} bytes)")
     show("its SHA-256", local_sha256)
 
@@ -363,7 +358,7 @@ def walkthrough(args: argparse.Namespace) -> None:
             target,
             f"the symlink does not lead into {config.depots_path()}",
         )
-        depot_sha256 = sha256_of(file_chunks(target))
+        depot_sha256 = sha256_of_file(target)
         check(
             depot_sha256 == local_sha256,
             "depot file SHA-256",
@@ -373,7 +368,7 @@ def walkthrough(args: argparse.Namespace) -> None:
         bucket, key = store.circle_bucket(circle["id"]), object_key("resource", rid)
         show("S3 bucket", bucket)
         show("S3 key", key)
-        s3_sha256 = sha256_of(store.read_object(bucket, key))
+        s3_sha256 = store.object_sha256(bucket, key, trust_metadata=False)
         check(
             s3_sha256 == local_sha256,
             "S3 object SHA-256",
@@ -396,7 +391,7 @@ def walkthrough(args: argparse.Namespace) -> None:
 
         step("Downloading through the resource page's Download button (logged in)")
         downloaded = browser.download(dataset["name"], rid)
-        got = sha256_of(file_chunks(downloaded))
+        got = sha256_of_file(downloaded)
         downloaded.unlink()
         check(got == local_sha256, "downloaded SHA-256", got, "the download differs")
 

@@ -16,7 +16,7 @@ from ckanext.dcor_depot import config
 from ckanext.dcor_depot.jobs import site
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from .conftest import REPO_DIR, anonymous_status, demo, object_sha256, sha256_path
+from .conftest import REPO_DIR, anonymous_status, demo, object_sha256, sha256_hex, sha256_path
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -90,7 +90,7 @@ def test_web_form_upload_reaches_depot_and_s3_and_downloads_the_same_bytes(
     run_worker(server.ini)
     answer = requests.get(store.object_url(bucket, key), timeout=60)
     assert answer.status_code == 200
-    assert demo.sha256_of([answer.content]) == expected
+    assert sha256_hex(answer.content) == expected
     # and a visitor who is not logged in downloads it from the resource page
     visitor = browser(site_url, "visitor")
     assert sha256_path(visitor.download("hl60", rid)) == expected
