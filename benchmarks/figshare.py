@@ -43,8 +43,8 @@ def child(args) -> None:
     import requests
 
     from ckanext.dcor_depot import config
-    from ckanext.dcor_depot.jobs.figshare import ArticleImport, ensure_organization
-    from ckanext.dcor_depot.storage.figshare import FigshareClient
+    from ckanext.dcor_depot.operations.figshare_import import ArticleImport, ensure_organization
+    from ckanext.dcor_depot.storage.figshare_api import FigshareClient
     from ckanext.dcor_depot.storage.s3 import object_key
 
     spec = importlib.util.spec_from_file_location("figshare_server", SERVER)
@@ -101,9 +101,9 @@ def child(args) -> None:
 def _resource_ids(package_name: str) -> list[str]:
     import ckan.plugins.toolkit as tk
 
-    from ckanext.dcor_depot.jobs import site
+    from ckanext.dcor_depot import records
 
-    package = tk.get_action("package_show")(site.job_context(), {"id": package_name})
+    package = tk.get_action("package_show")(records.job_context(), {"id": package_name})
     return [r["id"] for r in package["resources"]]
 
 

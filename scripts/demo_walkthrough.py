@@ -301,8 +301,7 @@ def anonymous_status(url: str) -> int:
 def walkthrough(args: argparse.Namespace) -> None:
     import ckan.plugins.toolkit as tk
 
-    from ckanext.dcor_depot import config
-    from ckanext.dcor_depot.jobs import site
+    from ckanext.dcor_depot import config, records
     from ckanext.dcor_depot.storage.s3 import object_key, sha256_of_file
 
     store = config.object_store()
@@ -348,8 +347,8 @@ def walkthrough(args: argparse.Namespace) -> None:
         wait_for_jobs(rid, ("symlink", "s3-upload", "dc-metadata"))
 
         step("Where the file lives now")
-        resource = site.show_resource(rid)
-        link = site.ckan_path(rid)
+        resource = records.show_resource(rid)
+        link = records.ckan_path(rid)
         target = link.resolve()
         check(link.is_symlink(), "CKAN's path", link, f"{link} is not a symlink")
         check(

@@ -19,8 +19,8 @@ import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
 from werkzeug.datastructures import FileStorage
 
-from . import config
-from .jobs import queue, site
+from . import config, records
+from .jobs import queue
 from .logic.upload_route import check_registration
 from .uploader import DepotResourceUpload, legacy_storage_in_use
 
@@ -58,44 +58,44 @@ class DCORDepotPlugin(p.SingletonPlugin):
 
     # IResourceController
     def before_resource_create(self, context, resource: dict[str, Any]) -> None:
-        if context.get(site.JOB_CONTEXT_KEY):
+        if context.get(records.JOB_CONTEXT_KEY):
             return
-        for field in site.JOB_FIELDS:
+        for field in records.JOB_FIELDS:
             resource.pop(field, None)
-        if resource.get("url_type") == site.S3_URL_TYPE:
+        if resource.get("url_type") == records.S3_URL_TYPE:
             check_registration(resource)
 
     def after_resource_create(self, context, resource: dict[str, Any]) -> None:
         # CKAN (2.11, 2.12) has committed the new resource when this runs
-        if context.get(site.JOB_CONTEXT_KEY):
+        if context.get(records.JOB_CONTEXT_KEY):
             return
         if resource.get("url_type") == "upload":
             queue.queue_or_log(queue.enqueue_resource_jobs, resource)
-        elif resource.get("url_type") == site.S3_URL_TYPE:
+        elif resource.get("url_type") == records.S3_URL_TYPE:
             queue.queue_or_log(queue.enqueue_registered_jobs, resource)
 
     def before_resource_update(self, context, current, resource: dict[str, Any]) -> None:
-        if context.get(site.JOB_CONTEXT_KEY):
+        if context.get(records.JOB_CONTEXT_KEY):
             return
-        recorded = site.JOB_FIELDS + (("sha256", "size") if current.get("s3_available") else ())
+        recorded = records.JOB_FIELDS + (("sha256", "size") if current.get("s3_available") else ())
         for field in recorded:  # what the jobs recorded stays as they recorded it
             if field in current:
                 resource[field] = current[field]
             else:
                 resource.pop(field, None)
-        if (resource.get("url_type") == site.S3_URL_TYPE) != (
-            current.get("url_type") == site.S3_URL_TYPE
+        if (resource.get("url_type") == records.S3_URL_TYPE) != (
+            current.get("url_type") == records.S3_URL_TYPE
         ):
             raise tk.ValidationError(
                 {
                     "url_type": [
-                        f"url_type {site.S3_URL_TYPE} is set only by registering an upload "
+                        f"url_type {records.S3_URL_TYPE} is set only by registering an upload "
                         "of dcor_depot_upload_urls with resource_create, and it stays"
                     ]
                 }
             )
         upload = resource.get("upload")
-        if current.get("url_type") in ("upload", site.S3_URL_TYPE) and isinstance(
+        if current.get("url_type") in ("upload", records.S3_URL_TYPE) and isinstance(
             upload, FileStorage
         ):
             raise tk.ValidationError(
@@ -111,7 +111,7 @@ class DCORDepotPlugin(p.SingletonPlugin):
     def before_resource_delete(self, context, resource, resources) -> None:
         # the dataset's visibility job makes the deleted resource's objects private
         deleted = model.Resource.get(resource["id"])
-        if deleted is not None and not context.get(site.JOB_CONTEXT_KEY):
+        if deleted is not None and not context.get(records.JOB_CONTEXT_KEY):
             queue.after_commit(queue.enqueue_visibility, deleted.package_id)
 
     # IPackageController
@@ -122,11 +122,11 @@ class DCORDepotPlugin(p.SingletonPlugin):
         _refuse_resources_of_other_datasets(entity)
 
     def after_dataset_update(self, context, pkg_dict: dict[str, Any]) -> None:
-        if not context.get(site.JOB_CONTEXT_KEY) and _visibility_changes(pkg_dict["id"]):
+        if not context.get(records.JOB_CONTEXT_KEY) and _visibility_changes(pkg_dict["id"]):
             queue.after_commit(queue.enqueue_visibility, pkg_dict["id"])
 
     def after_dataset_delete(self, context, pkg_dict: dict[str, Any]) -> None:
-        if not context.get(site.JOB_CONTEXT_KEY):
+        if not context.get(records.JOB_CONTEXT_KEY):
             queue.after_commit(queue.enqueue_visibility, pkg_dict["id"])
 
     # IUploader
@@ -170,6 +170,6 @@ def _visibility_changes(package_id: str) -> bool:
         before = connection.execute(
             sa.text("SELECT private, state FROM package WHERE id = :id"), {"id": package.id}
         ).first()
-    return before is None or site.visible_to_all(*before) != site.visible_to_all(
+    return before is None or records.visible_to_all(*before) != records.visible_to_all(
         package.private, package.state
     )

@@ -16,8 +16,7 @@ from ckan.lib import signals
 from ckan.views.resource import download as ckan_download
 from flask import Blueprint
 
-from . import config
-from .jobs import site
+from . import config, records
 from .storage.s3 import S3Error, object_key
 
 dcor_depot = Blueprint("dcor_depot", __name__)
@@ -38,13 +37,13 @@ def download(id: str, resource_id: str, filename: str | None = None):
         return tk.abort(403, tk._("Not authorized to download resource"))
     if resource["package_id"] != package["id"] or not package.get("owner_org"):
         return tk.abort(404, tk._("Resource not found"))
-    if site.awaits_verification(resource):
-        refused = resource.get(site.S3_UPLOAD_ERROR_FIELD)
+    if records.awaits_verification(resource):
+        refused = resource.get(records.S3_UPLOAD_ERROR_FIELD)
         return tk.abort(
             409,
             refused or "The file is still being verified after its upload; try again later",
         )
-    public = site.is_public(package, resource)
+    public = records.is_public(package, resource)
     try:
         url = store.presigned_get_url(
             store.circle_bucket(package["owner_org"]),
@@ -61,13 +60,13 @@ def download(id: str, resource_id: str, filename: str | None = None):
 
 def _file_in_s3(resource: model.Resource) -> bool:
     """A file that went straight to S3, or an upload whose local file is gone after migration."""
-    if resource.url_type == site.S3_URL_TYPE:
+    if resource.url_type == records.S3_URL_TYPE:
         return True
     if resource.url_type != "upload" or not resource.extras.get("s3_available"):
         return False
     try:
-        return not site.ckan_path(resource.id).is_file()
-    except site.JobError:
+        return not records.ckan_path(resource.id).is_file()
+    except records.JobError:
         return True
 
 

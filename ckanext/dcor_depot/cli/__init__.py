@@ -1,12 +1,12 @@
 """The extension's ``ckan`` commands, one module per command family."""
 
-from .figshare import dcor_import_figshare, import_figshare
 from .migrate import dcor_migrate_resources_to_object_store
 from .object_store import (
     dcor_check_object_store,
     dcor_prune_stale_multipart_uploads,
     dcor_verify_object_store,
 )
+from .reference_datasets import dcor_import_figshare, import_figshare
 from .resources import append_resource, dcor_list_s3_objects_for_dataset, list_all_resources
 from .run_jobs import run_jobs_dcor_depot
 

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import click
 
-from .. import config
-from ..jobs import migrate, site
-from ..jobs.status import candidates
+from .. import config, records
+from ..operations import migrate
+from ..operations.status import candidates
 from ..storage.depot import DepotError, exclusive_lock
 from .common import modified_days_option, require_object_store
 
@@ -173,7 +173,7 @@ def _run(store, modified_days: int | None, options: migrate.Options, jobs: int) 
 
 def _migrate(candidate, store, options) -> migrate.Outcome:
     try:
-        path = site.ckan_path(candidate.resource_id)
+        path = records.ckan_path(candidate.resource_id)
         return migrate.migrate_resource(candidate, path, store, options)
     except Exception as exc:  # counted as this resource's failure; the run goes on
         return migrate.Outcome(candidate, errors=[f"{type(exc).__name__}: {exc}"])

@@ -9,7 +9,7 @@ import sys
 import ckan.model as model
 import click
 
-from ..jobs import audit
+from ..operations import audit
 from ..storage.s3 import S3Error, circle_bucket_prefix
 from .common import require_object_store
 

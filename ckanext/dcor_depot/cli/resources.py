@@ -7,8 +7,8 @@ from pathlib import Path
 import ckan.model as model
 import click
 
-from ..jobs.append import AppendError
-from ..jobs.append import append_resource as append
+from ..operations.append import AppendError
+from ..operations.append import append_resource as append
 from ..storage.s3 import ARTIFACTS, S3Error, object_key
 from .common import human_size, require_object_store
 

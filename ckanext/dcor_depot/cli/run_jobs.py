@@ -8,9 +8,9 @@ import click
 
 from .. import config
 from ..jobs.queue import RESOURCE_JOBS
-from ..jobs.site import S3_URL_TYPE, JobError
-from ..jobs.status import candidates, missing_jobs
 from ..jobs.visibility import apply_visibility
+from ..operations.status import candidates, missing_jobs
+from ..records import S3_URL_TYPE, JobError
 from ..storage.s3 import S3Error
 from .common import modified_days_option
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from .. import config
+from .. import config, records
 from ..storage.depot import backup_path_for, write_verified
 from ..storage.s3 import object_key, sha256_of_file
-from . import site
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +21,12 @@ def backup_resource(resource_id: str) -> str:
     store = config.object_store()
     if root is None or store is None:
         return "no local backup (dcor_object_store.local_backup_location is not set)"
-    resource = site.show_resource(resource_id)
-    recorded = site.recorded_object(resource, "resource")
-    if resource.get(site.S3_UPLOAD_ERROR_FIELD):
-        raise site.JobError(f"No backup: {resource[site.S3_UPLOAD_ERROR_FIELD]}")
+    resource = records.show_resource(resource_id)
+    recorded = records.recorded_object(resource, "resource")
+    if resource.get(records.S3_UPLOAD_ERROR_FIELD):
+        raise records.JobError(f"No backup: {resource[records.S3_UPLOAD_ERROR_FIELD]}")
     if recorded is None:
-        raise site.JobError(
+        raise records.JobError(
             f"The SHA-256 of resource {resource_id}'s object is not recorded yet, so a copy "
             "cannot be verified; run `ckan run-jobs-dcor-depot` once the checksum job ran"
         )
@@ -36,7 +35,7 @@ def backup_resource(resource_id: str) -> str:
     if path.is_file() and sha256_of_file(path) == sha256:
         return f"resource {resource_id}: verified backup already at {path}"
     replaced = path.exists()
-    package = site.show_package(resource["package_id"])
+    package = records.show_package(resource["package_id"])
     bucket = store.circle_bucket(package["owner_org"])
     size = write_verified(
         path, store.read_object(bucket, object_key("resource", resource_id)), sha256

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from .. import config
+from .. import config, records
 from ..storage.s3 import MD5_METADATA_KEY, UploadResult, object_key
-from . import site
 
 log = logging.getLogger(__name__)
 
@@ -15,26 +14,26 @@ def record_object_sha256(resource_id: str) -> str:
     """Stream the object, record its SHA-256 and size on the resource, apply its visibility.
 
     The object stays private until this is done. It is refused, for good
-    (:data:`site.S3_UPLOAD_ERROR_FIELD` says why), when its bytes contradict
+    (:data:`records.S3_UPLOAD_ERROR_FIELD` says why), when its bytes contradict
     what the client declared: the MD5 given for a multipart upload, or a
     ``sha256`` given at registration.
     """
     store = config.object_store()
     if store is None:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
-    resource = site.show_resource(resource_id)
-    package = site.show_package(resource["package_id"])
+    resource = records.show_resource(resource_id)
+    package = records.show_package(resource["package_id"])
     bucket = store.circle_bucket(package["owner_org"])
     key = object_key("resource", resource_id)
     where = f"s3://{bucket}/{key}"
-    with site.upload_lock(resource_id):
+    with records.upload_lock(resource_id):
         info = store.object_info(bucket, key)
         if info is None:
-            raise site.JobError(f"The object of resource {resource_id} is missing at {where}")
+            raise records.JobError(f"The object of resource {resource_id} is missing at {where}")
         claimed_md5 = info.metadata.get(MD5_METADATA_KEY)
         hashes = store.hash_object(bucket, key, md5=claimed_md5 is not None)
         declared = {"MD5": (claimed_md5, hashes.md5)}
-        declared["SHA-256"] = (site.claimed_sha256(resource), hashes.sha256)
+        declared["SHA-256"] = (records.claimed_sha256(resource), hashes.sha256)
         for name, (claimed, actual) in declared.items():
             if claimed and claimed != actual:
                 problem = (
@@ -44,18 +43,18 @@ def record_object_sha256(resource_id: str) -> str:
                 )
                 store.set_public(bucket, key, False)
                 # the claim is not the file's hash: it does not stay in ``sha256``
-                fields = {site.S3_UPLOAD_ERROR_FIELD: problem, "sha256": None}
-                site.patch_resource(resource_id, fields)
-                raise site.JobError(problem)
+                fields = {records.S3_UPLOAD_ERROR_FIELD: problem, "sha256": None}
+                records.patch_resource(resource_id, fields)
+                raise records.JobError(problem)
         if info.sha256 != hashes.sha256:
             store.record_sha256(bucket, key, hashes.sha256, hashes.size)
     result = UploadResult(bucket, key, hashes.size, hashes.sha256, info.etag)
-    site.patch_resource(resource_id, site.s3_fields(store, "resource", result))
+    records.patch_resource(resource_id, records.s3_fields(store, "resource", result))
     # recording the hash dropped the object's tags; the dataset may also have
     # changed visibility meanwhile: apply the visibility it has now
-    package = site.show_package(package["id"])
+    package = records.show_package(package["id"])
     resource = next((r for r in package["resources"] if r["id"] == resource_id), None)
-    store.set_public(bucket, key, resource is not None and site.is_public(package, resource))
+    store.set_public(bucket, key, resource is not None and records.is_public(package, resource))
     message = f"resource {resource_id}: {where} has {hashes.size} bytes, sha256 {hashes.sha256}"
     log.info(message)
     return message

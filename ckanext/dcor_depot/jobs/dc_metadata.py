@@ -8,9 +8,8 @@ import numbers
 import warnings
 from typing import Any
 
-from .. import config
+from .. import config, records
 from ..storage.s3 import object_key
-from . import site
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +25,15 @@ def record_dc_metadata(resource_id: str) -> str:
     A file dclab cannot read is reported in :data:`DC_ERROR_FIELD` and the
     log; the job then succeeds, so nothing waits on a broken file.
     """
-    resource = site.show_resource(resource_id)
-    if not site.is_dc_file(resource):
+    resource = records.show_resource(resource_id)
+    if not records.is_dc_file(resource):
         return f"resource {resource_id}: not a DC file"
-    if resource.get("url_type") == site.S3_URL_TYPE:
+    if resource.get("url_type") == records.S3_URL_TYPE:
         where, fields, problem = _read_from_s3(resource)
     else:
-        where = site.ckan_path(resource_id)
+        where = records.ckan_path(resource_id)
         fields, problem = read_dc_fields(where)
-    site.patch_resource(resource_id, fields)
+    records.patch_resource(resource_id, fields)
     if problem:
         log.error("resource %s (%s): %s", resource_id, where, problem)
         return f"resource {resource_id}: {problem}"
@@ -45,8 +44,8 @@ def _read_from_s3(resource: dict[str, Any]) -> tuple[str, dict[str, Any], str | 
     """Read the metadata of a file that is only in S3, by range requests (not all of it)."""
     store = config.object_store()
     if store is None:
-        raise site.JobError("The file is in S3, but dcor_object_store.endpoint_url is not set")
-    package = site.show_package(resource["package_id"])
+        raise records.JobError("The file is in S3, but dcor_object_store.endpoint_url is not set")
+    package = records.show_package(resource["package_id"])
     bucket = store.circle_bucket(package["owner_org"])
     key = object_key("resource", resource["id"])
     url = store.presigned_get_url(bucket, key, expires_in=3600)

@@ -22,8 +22,7 @@ from ckan.lib.redis import connect_to_redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job, JobStatus
 
-from .. import config
-from . import site
+from .. import config, records
 from .backup import backup_resource
 from .checksum import record_object_sha256
 from .dc_metadata import record_dc_metadata
@@ -110,7 +109,7 @@ def enqueue_resource_jobs(resource: Mapping[str, Any]) -> list[str]:
     if config.s3_settings() is not None:
         last = enqueue(RESOURCE_JOBS["s3-upload"], "s3-upload", rid, NORMAL, depends_on=last)
         jobs.append(last)
-    if site.is_dc_file(resource):
+    if records.is_dc_file(resource):
         dc = enqueue(RESOURCE_JOBS["dc-metadata"], "dc-metadata", rid, NORMAL, depends_on=last)
         jobs.append(dc)
     return jobs
@@ -121,7 +120,7 @@ def enqueue_registered_jobs(resource: Mapping[str, Any]) -> list[str]:
     rid = resource["id"]
     checksum = enqueue(RESOURCE_JOBS["s3-sha256"], "s3-sha256", rid, NORMAL)
     jobs = [checksum]
-    if site.is_dc_file(resource):
+    if records.is_dc_file(resource):
         jobs.append(enqueue(RESOURCE_JOBS["dc-metadata"], "dc-metadata", rid, NORMAL))
     if config.local_backup_location() is not None:
         jobs.append(

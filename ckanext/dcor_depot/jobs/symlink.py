@@ -6,16 +6,15 @@ import logging
 
 import ckan.model as model
 
-from .. import config
+from .. import config, records
 from ..storage.depot import depot_path_for, move_into_depot
-from . import site
 
 log = logging.getLogger(__name__)
 
 
 def symlink_resource(resource_id: str) -> str:
-    resource = site.show_resource(resource_id)
-    package = site.show_package(resource["package_id"])
+    resource = records.show_resource(resource_id)
+    package = records.show_package(resource["package_id"])
     creator = model.User.get(package.get("creator_user_id") or "")
     organization = package.get("organization") or {}
     depot_path = depot_path_for(
@@ -29,7 +28,7 @@ def symlink_resource(resource_id: str) -> str:
         # an upload without a name is named after its file
         resource_name=resource.get("name") or (resource.get("url") or "").rsplit("/", 1)[-1],
     )
-    result = move_into_depot(site.ckan_path(resource_id), depot_path, config.lock_dir())
+    result = move_into_depot(records.ckan_path(resource_id), depot_path, config.lock_dir())
     message = f"resource {resource_id}: {result.action} to {result.depot_path}"
     log.info(message)
     return message

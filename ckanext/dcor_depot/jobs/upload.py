@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from .. import config
+from .. import config, records
 from ..storage.s3 import object_key
-from . import site
 
 log = logging.getLogger(__name__)
 
@@ -15,35 +14,35 @@ def upload_resource(resource_id: str) -> str:
     store = config.object_store()
     if store is None:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
-    resource = site.show_resource(resource_id)
-    package = site.show_package(resource["package_id"])
+    resource = records.show_resource(resource_id)
+    package = records.show_package(resource["package_id"])
     if not package.get("owner_org"):
-        raise site.JobError(
+        raise records.JobError(
             f"Dataset {package['name']} has no organization (circle), so resource "
             f"{resource_id} has no circle bucket; add the dataset to a circle and run "
             "`ckan run-jobs-dcor-depot`"
         )
-    path = site.ckan_path(resource_id)
+    path = records.ckan_path(resource_id)
     if not path.is_file():
-        raise site.JobError(f"The file of resource {resource_id} is missing at {path}")
+        raise records.JobError(f"The file of resource {resource_id} is missing at {path}")
     bucket = store.circle_bucket(package["owner_org"])
     key = object_key("resource", resource_id)
-    public = site.is_public(package, resource)
-    with site.upload_lock(resource_id):
+    public = records.is_public(package, resource)
+    with records.upload_lock(resource_id):
         result = store.upload_verified(
             path,
             bucket,
             key,
-            sha256=site.claimed_sha256(resource),
+            sha256=records.claimed_sha256(resource),
             public=public,
         )
-    site.patch_resource(resource_id, site.s3_fields(store, "resource", result))
+    records.patch_resource(resource_id, records.s3_fields(store, "resource", result))
     # the dataset may have changed visibility while the file was uploaded, and
     # the visibility job queued for that change may have run before the object
     # existed: apply the visibility it has now
-    package = site.show_package(package["id"])
+    package = records.show_package(package["id"])
     resource = next((r for r in package["resources"] if r["id"] == resource_id), None)
-    if (resource is not None and site.is_public(package, resource)) != public:
+    if (resource is not None and records.is_public(package, resource)) != public:
         store.set_public(bucket, key, not public)
     message = (
         f"resource {resource_id}: {'already verified at' if result.skipped else 'uploaded to'} "

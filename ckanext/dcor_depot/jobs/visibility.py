@@ -7,9 +7,8 @@ from typing import NamedTuple
 
 import ckan.model as model
 
-from .. import config
+from .. import config, records
 from ..storage.s3 import ARTIFACTS, ObjectStore, object_key
-from . import site
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +49,11 @@ def align_objects(store: ObjectStore, package_id: str) -> Aligned | None:
     if package is None or not package.owner_org:
         return None
     bucket = store.circle_bucket(package.owner_org)
-    dataset_public = site.visible_to_all(package.private, package.state)
+    dataset_public = records.visible_to_all(package.private, package.state)
     resources = model.Session.query(model.Resource).filter_by(package_id=package.id)
     changed = unchanged = 0
     for resource in resources:
-        public = site.row_is_public(package, resource)
+        public = records.row_is_public(package, resource)
         for artifact in ARTIFACTS:
             key = object_key(artifact, resource.id)
             current = store.visibility(bucket, key)

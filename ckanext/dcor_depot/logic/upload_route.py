@@ -17,8 +17,7 @@ from typing import Any
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 
-from .. import config
-from ..jobs import site
+from .. import config, records
 from ..jobs.dc_metadata import mimetype_for
 from ..storage.s3 import S3Error, object_key
 
@@ -90,7 +89,7 @@ def issue_upload_urls(package_id: str, name: str, size: int, md5: str | None) ->
             "id": resource_id,
             "package_id": package.id,
             "name": name,
-            "url_type": site.S3_URL_TYPE,
+            "url_type": records.S3_URL_TYPE,
             "size": size,
         },
     }

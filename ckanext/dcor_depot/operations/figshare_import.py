@@ -27,13 +27,12 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 import markdownify
 
-from .. import config
+from .. import config, records
+from ..jobs.dc_metadata import mimetype_for, read_dc_fields
+from ..jobs.visibility import align_objects
 from ..storage.depot import figshare_depot_path, move_into_depot
-from ..storage.figshare import Article, FigshareClient, FigshareError, FigshareFile
+from ..storage.figshare_api import Article, FigshareClient, FigshareError, FigshareFile
 from ..storage.s3 import ObjectConflictError, ObjectStore, UploadResult, object_key, sha256_of_file
-from . import site
-from .dc_metadata import mimetype_for, read_dc_fields
-from .visibility import align_objects
 
 ORGANIZATION_NAME = "figshare-import"
 ORGANIZATION_TITLE = "Figshare mirror"
@@ -135,10 +134,10 @@ def dataset_fields(article: Article, organization_id: str) -> dict[str, Any]:
 def ensure_organization() -> dict[str, Any]:
     """The organization of the mirror, created when missing."""
     try:
-        return tk.get_action("organization_show")(site.job_context(), {"id": ORGANIZATION_NAME})
+        return tk.get_action("organization_show")(records.job_context(), {"id": ORGANIZATION_NAME})
     except tk.ObjectNotFound:
         return tk.get_action("organization_create")(
-            site.job_context(), {"name": ORGANIZATION_NAME, "title": ORGANIZATION_TITLE}
+            records.job_context(), {"name": ORGANIZATION_NAME, "title": ORGANIZATION_TITLE}
         )
 
 
@@ -180,7 +179,7 @@ class ArticleImport:
         finished_before = package["state"] == "active"
         if not finished_before:
             tk.get_action("package_patch")(
-                site.job_context(), {"id": package["id"], "state": "active"}
+                records.job_context(), {"id": package["id"], "state": "active"}
             )
         if self.store is not None:  # objects follow the dataset, also those just added
             report.repaired = align_objects(self.store, package["id"]).changed
@@ -191,9 +190,9 @@ class ArticleImport:
     def _draft(self, fields: dict[str, Any], doi: str) -> tuple[dict[str, Any], bool]:
         """The dataset, created as a draft when it does not exist yet."""
         try:
-            package = site.show_package(fields["id"], fresh=True)
+            package = records.show_package(fields["id"], fresh=True)
         except tk.ObjectNotFound:
-            package = tk.get_action("package_create")(site.job_context(), fields)
+            package = tk.get_action("package_create")(records.job_context(), fields)
             return package, True
         if package["state"] == "deleted":
             raise FigshareImportError(
@@ -239,13 +238,13 @@ class ArticleImport:
                         result = self._upload(package, resource_id, chunks, received, tmp)
                 finally:
                     received.close()  # no write after the file is closed
-            fields = read_dc_fields(tmp)[0] if site.is_dc_file({"name": file.name}) else {}
+            fields = read_dc_fields(tmp)[0] if records.is_dc_file({"name": file.name}) else {}
             if self.store is None:
                 depot_path = figshare_depot_path(
                     config.depots_path(), package["name"], resource_id, file.name
                 )
                 moved = move_into_depot(
-                    site.ckan_path(resource_id), depot_path, config.lock_dir(), tmp
+                    records.ckan_path(resource_id), depot_path, config.lock_dir(), tmp
                 )
                 if moved.action == "already" and sha256_of_file(moved.depot_path) != sha256:
                     raise FigshareError(
@@ -261,11 +260,11 @@ class ArticleImport:
                 done = f"MD5 verified, {'already' if result.skipped else 'uploaded'} at {where}"
                 fields.update(
                     url=self.store.object_url(result.bucket, result.key),
-                    url_type=site.S3_URL_TYPE,
-                    **site.s3_fields(self.store, "resource", result),
+                    url_type=records.S3_URL_TYPE,
+                    **records.s3_fields(self.store, "resource", result),
                 )
             tk.get_action("resource_create")(
-                site.job_context(),
+                records.job_context(),
                 {
                     "id": resource_id,
                     "package_id": package["id"],

@@ -1,6 +1,6 @@
 """The fixity audit (``ckan dcor-verify-object-store``): do the objects hold what CKAN recorded?
 
-Every resource's recorded objects (see :func:`site.recorded_object`) are
+Every resource's recorded objects (see :func:`records.recorded_object`) are
 checked against their size and the SHA-256 in their metadata; a sample of
 them is also read back and hashed. Objects in the circle buckets that no
 resource accounts for are orphans.
@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import ckan.model as model
 
+from .. import records
 from ..storage.s3 import (
     ARTIFACTS,
     OBJECT_MISSING,
@@ -22,7 +23,6 @@ from ..storage.s3 import (
     object_key,
     parse_object_key,
 )
-from . import site
 from .status import candidates
 
 
@@ -51,7 +51,7 @@ def expected_objects(store: ObjectStore, package_id: str | None = None) -> list[
     expected = []
     for candidate in candidates(package_id=package_id, url_types=None):
         for artifact in ARTIFACTS:
-            recorded = site.recorded_object(candidate.fields, artifact)
+            recorded = records.recorded_object(candidate.fields, artifact)
             if recorded is not None and candidate.owner_org:
                 expected.append(
                     Expected(

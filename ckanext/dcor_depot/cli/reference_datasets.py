@@ -9,7 +9,7 @@ import ckan.plugins.toolkit as tk
 import click
 
 from .. import config
-from ..jobs.figshare import (
+from ..operations.figshare_import import (
     BUNDLED_DOIS,
     ArticleImport,
     FigshareImportError,
@@ -17,7 +17,7 @@ from ..jobs.figshare import (
     read_dois,
 )
 from ..storage.depot import DepotError, exclusive_lock
-from ..storage.figshare import FigshareClient, FigshareError, parse_doi
+from ..storage.figshare_api import FigshareClient, FigshareError, parse_doi
 from ..storage.s3 import S3Error
 from .common import human_size
 

@@ -16,10 +16,10 @@ from typing import Any
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 
+from .. import records
+from ..jobs.dc_metadata import mimetype_for, read_dc_fields
 from ..storage.depot import file_state
 from ..storage.s3 import ObjectStore, object_key, sha256_of_file
-from . import site
-from .dc_metadata import mimetype_for, read_dc_fields
 
 #: Namespace of the resource ids made by :func:`resource_id_for`.
 RESOURCE_ID_NAMESPACE = uuid.UUID("5d5ab1c6-8c4e-4f0d-9a43-7b0a3d7c1e20")
@@ -76,7 +76,7 @@ def append_resource(
     check_source(path)
     name = name or path.name
     try:
-        package = site.show_package(dataset)
+        package = records.show_package(dataset)
     except tk.ObjectNotFound as exc:
         raise AppendError(f"There is no dataset {dataset!r}: check its name or id") from exc
     if package["state"] == "deleted":
@@ -84,7 +84,7 @@ def append_resource(
     if not package.get("owner_org"):
         raise AppendError(f"Dataset {package['name']} has no circle (organization), so no bucket")
     fields: dict[str, Any] = {}
-    if site.is_dc_file({"name": name, "url": path.name}):
+    if records.is_dc_file({"name": name, "url": path.name}):
         fields, problem = read_dc_fields(path)
         if problem and dc_check:
             raise AppendError(
@@ -103,20 +103,20 @@ def append_resource(
 
     bucket = store.circle_bucket(package["owner_org"])
     key = object_key("resource", resource_id)
-    public = site.visible_to_all(package["private"], package["state"])
+    public = records.visible_to_all(package["private"], package["state"])
     result = store.upload_verified(path, bucket, key, sha256=sha256, public=public)
     try:
         resource = tk.get_action("resource_create")(
-            site.job_context(),
+            records.job_context(),
             {
                 "id": resource_id,
                 "package_id": package["id"],
                 "name": name,
                 "url": store.object_url(bucket, key),
-                "url_type": site.S3_URL_TYPE,
+                "url_type": records.S3_URL_TYPE,
                 "mimetype": mimetype_for(name),
                 **fields,
-                **site.s3_fields(store, "resource", result),
+                **records.s3_fields(store, "resource", result),
             },
         )
     except tk.ValidationError as exc:
@@ -126,8 +126,8 @@ def append_resource(
             f"{exc.error_summary}; fix that and run the command again (the upload is reused)"
         ) from exc
     # the dataset may have changed visibility during a long upload
-    package = site.show_package(package["id"], fresh=True)
-    if site.visible_to_all(package["private"], package["state"]) != public:
+    package = records.show_package(package["id"], fresh=True)
+    if records.visible_to_all(package["private"], package["state"]) != public:
         store.set_public(bucket, key, not public)
     deleted = False
     if delete_source:

@@ -20,6 +20,7 @@ from typing import Any
 
 import ckan.model as model
 
+from .. import records
 from ..storage.depot import DepotError, artifact_path, file_state, remove_local
 from ..storage.s3 import (
     ARTIFACTS,
@@ -29,7 +30,6 @@ from ..storage.s3 import (
     object_key,
     sha256_of_file,
 )
-from . import site
 from .status import Candidate
 
 
@@ -87,7 +87,7 @@ def migrate_resource(
         return outcome
     bucket = store.circle_bucket(candidate.owner_org)
     # the upload job of this resource (or another run) must not upload at the same time
-    with site.upload_lock(candidate.resource_id):
+    with records.upload_lock(candidate.resource_id):
         for artifact in ARTIFACTS:
             try:
                 path = artifact_path(ckan_path, artifact)
@@ -107,7 +107,7 @@ def _migrate_artifact(
 ) -> None:
     candidate = outcome.candidate
     key = object_key(artifact, candidate.resource_id)
-    recorded = site.recorded_object(candidate.fields, artifact)
+    recorded = records.recorded_object(candidate.fields, artifact)
     local = path.is_file()
     if recorded is None and not local:
         if artifact == "resource":
@@ -140,7 +140,7 @@ def _migrate_artifact(
         outcome.planned += 1
         return
     elif artifact == "resource":
-        expected = site.claimed_sha256(candidate.extras)
+        expected = records.claimed_sha256(candidate.extras)
 
     result = None
     if recorded is None or overwrite:
@@ -170,7 +170,7 @@ def _migrate_artifact(
         else:
             outcome.uploaded += 1
             outcome.actions.append(f"uploaded {artifact}")
-        outcome.fields.update(site.s3_fields(store, artifact, result))
+        outcome.fields.update(records.s3_fields(store, artifact, result))
         recorded = (result.sha256, result.size)
         local_sha256 = None if result.skipped else result.sha256  # read in this run
     else:
@@ -242,8 +242,8 @@ def record(
     fields = {o.candidate.resource_id: o.fields for o in outcomes if o.fields}
     try:
         if fields:
-            site.patch_resources(package_id, fields)
-        package = site.show_package(package_id, fresh=True)
+            records.patch_resources(package_id, fields)
+        package = records.show_package(package_id, fresh=True)
         model.Session.rollback()
     except Exception as exc:  # noqa: BLE001 - reported per resource, the run goes on
         for outcome in outcomes:
@@ -258,7 +258,7 @@ def record(
             outcome.errors.append("the resource was deleted during the migration")
             continue
         # the dataset may have changed visibility while its files were uploaded
-        public = site.is_public(package, resource)
+        public = records.is_public(package, resource)
         if public != outcome.candidate.public and (outcome.uploaded or outcome.repaired):
             _apply_visibility(outcome, package, store, public)
         for deletion in outcome.deletions:
@@ -279,7 +279,7 @@ def record(
 
 def _recorded(resource: dict[str, Any], deletion: Deletion) -> bool:
     """The resource, read again after recording, records the object that was verified."""
-    return site.recorded_object(resource, deletion.artifact) == deletion.verified
+    return records.recorded_object(resource, deletion.artifact) == deletion.verified
 
 
 def _apply_visibility(

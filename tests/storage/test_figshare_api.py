@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ckanext.dcor_depot.storage.figshare import FigshareClient, FigshareError, parse_doi
+from ckanext.dcor_depot.storage.figshare_api import FigshareClient, FigshareError, parse_doi
 
 
 def no_sleep(seconds: float) -> None:

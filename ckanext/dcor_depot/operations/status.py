@@ -10,11 +10,10 @@ from typing import Any
 import ckan.model as model
 import sqlalchemy as sa
 
-from .. import config
+from .. import config, records
+from ..jobs.dc_metadata import DC_ERROR_FIELD
 from ..storage.depot import backup_path_for
 from ..storage.s3 import ObjectStore, object_key
-from . import site
-from .dc_metadata import DC_ERROR_FIELD
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +76,7 @@ def candidates(
             package_id=pkg.id,
             package_name=pkg.name,
             owner_org=pkg.owner_org,
-            public=site.row_is_public(pkg, res),
+            public=records.row_is_public(pkg, res),
         )
         for res, pkg in query
     ]
@@ -89,17 +88,17 @@ def candidates(
 def missing_jobs(candidate: Candidate, store: ObjectStore | None) -> list[str]:
     """Kinds of job (those of ``queue.RESOURCE_JOBS`` and ``visibility``) still to run.
 
-    Raises :class:`site.JobError` when no job can help: the file is gone
+    Raises :class:`records.JobError` when no job can help: the file is gone
     from CKAN's path and from S3.
     """
-    if candidate.url_type == site.S3_URL_TYPE:
+    if candidate.url_type == records.S3_URL_TYPE:
         return _missing_for_file_in_s3(candidate, store) + _missing_dc_metadata(candidate)
     missing = []
-    path = site.ckan_path(candidate.resource_id)
+    path = records.ckan_path(candidate.resource_id)
     local = path.is_file()
     if local and not path.is_symlink():
         missing.append("symlink")
-    on_s3 = site.recorded_object(candidate.fields, "resource") is not None
+    on_s3 = records.recorded_object(candidate.fields, "resource") is not None
     if store is not None:
         # no circle, no bucket: the upload job then says what to do
         visible = (
@@ -117,26 +116,26 @@ def missing_jobs(candidate: Candidate, store: ObjectStore | None) -> list[str]:
         elif visible != candidate.public:
             missing.append("visibility")
     if not local and not on_s3:
-        raise site.JobError(f"the file is missing at {path} and there is no verified S3 object")
+        raise records.JobError(f"the file is missing at {path} and there is no verified S3 object")
     return missing + _missing_dc_metadata(candidate)
 
 
 def _missing_for_file_in_s3(candidate: Candidate, store: ObjectStore | None) -> list[str]:
     """A file that went straight to S3: its recorded SHA-256, visibility and local backup."""
     if store is None:
-        raise site.JobError("the file is in S3, but dcor_object_store.endpoint_url is not set")
+        raise records.JobError("the file is in S3, but dcor_object_store.endpoint_url is not set")
     if not candidate.owner_org:
-        raise site.JobError("the dataset has no circle (organization), so no bucket")
-    refused = candidate.extras.get(site.S3_UPLOAD_ERROR_FIELD)
+        raise records.JobError("the dataset has no circle (organization), so no bucket")
+    refused = candidate.extras.get(records.S3_UPLOAD_ERROR_FIELD)
     if refused:
-        raise site.JobError(refused)
+        raise records.JobError(refused)
     bucket = store.circle_bucket(candidate.owner_org)
     key = object_key("resource", candidate.resource_id)
     visible = store.visibility(bucket, key)
     if visible is None:
-        raise site.JobError(f"its object s3://{bucket}/{key} is missing")
+        raise records.JobError(f"its object s3://{bucket}/{key} is missing")
     missing = []
-    if site.recorded_object(candidate.fields, "resource") is None:
+    if records.recorded_object(candidate.fields, "resource") is None:
         missing.append("s3-sha256")  # applies the visibility too
     elif visible != candidate.public:
         missing.append("visibility")
@@ -150,4 +149,4 @@ def _missing_dc_metadata(candidate: Candidate) -> list[str]:
     recorded = DC_ERROR_FIELD in candidate.extras or any(
         k.startswith("dc:") for k in candidate.extras
     )
-    return ["dc-metadata"] if site.is_dc_file(candidate.fields) and not recorded else []
+    return ["dc-metadata"] if records.is_dc_file(candidate.fields) and not recorded else []

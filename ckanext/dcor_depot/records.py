@@ -14,10 +14,10 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
 
-from .. import config
-from ..storage.depot import exclusive_lock
-from ..storage.s3 import ObjectStore, UploadResult
-from ..uploader import DepotResourceUpload
+from . import config
+from .storage.depot import exclusive_lock
+from .storage.s3 import ObjectStore, UploadResult
+from .uploader import DepotResourceUpload
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
