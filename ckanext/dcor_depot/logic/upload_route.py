@@ -18,7 +18,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 
 from .. import config, records
-from ..jobs.dc_metadata import mimetype_for
+from ..dc_file import mimetype_for
 from ..storage.s3 import S3Error, object_key
 
 #: Object metadata given at issue: the dataset the upload is for, and its size.

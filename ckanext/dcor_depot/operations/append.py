@@ -17,7 +17,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 
 from .. import records
-from ..jobs.dc_metadata import mimetype_for, read_dc_fields
+from ..dc_file import mimetype_for, read_dc_fields
 from ..storage.depot import file_state
 from ..storage.s3 import ObjectStore, object_key, sha256_of_file
 

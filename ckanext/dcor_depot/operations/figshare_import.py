@@ -28,7 +28,7 @@ import ckan.plugins.toolkit as tk
 import markdownify
 
 from .. import config, records
-from ..jobs.dc_metadata import mimetype_for, read_dc_fields
+from ..dc_file import mimetype_for, read_dc_fields
 from ..jobs.visibility import align_objects
 from ..storage.depot import figshare_depot_path, move_into_depot
 from ..storage.figshare_api import Article, FigshareClient, FigshareError, FigshareFile

@@ -11,7 +11,7 @@ import ckan.model as model
 import sqlalchemy as sa
 
 from .. import config, records
-from ..jobs.dc_metadata import DC_ERROR_FIELD
+from ..dc_file import DC_ERROR_FIELD
 from ..storage.depot import backup_path_for
 from ..storage.s3 import ObjectStore, object_key
 

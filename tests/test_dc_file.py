@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ckanext.dcor_depot.jobs.dc_metadata import dc_fields
+from ckanext.dcor_depot.dc_file import dc_fields
 
 
 def test_plain_file_is_rt_dc(rtdc_file):

@@ -1,0 +1,66 @@
+"""What dclab tells about a DC (.rtdc) file: its metadata as resource fields, its mimetype.
+
+Used by the DC metadata job, append-resource, the figshare import and the
+upload route; knows nothing of CKAN or S3 (a presigned URL is just a URL).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import numbers
+from typing import Any
+
+#: Resource field that says why dclab could not read the file.
+DC_ERROR_FIELD = "dc_error"
+#: The mimetype of DC (.rtdc) files: HDF5.
+DC_MIMETYPE = "application/x-hdf5"
+
+
+def read_dc_fields(path) -> tuple[dict[str, Any], str | None]:
+    """``(fields, None)`` for a file dclab reads, else ``({DC_ERROR_FIELD: problem}, problem)``."""
+    try:
+        return dc_fields(str(path)), None
+    except Exception as exc:  # dclab raises many kinds (OSError, KeyError, ValueError...)
+        problem = f"dclab cannot read this file: {type(exc).__name__}: {exc}"
+        return {DC_ERROR_FIELD: problem}, problem
+
+
+def dc_fields(path: str) -> dict[str, Any]:
+    """The metadata of a DC file at a local path or a (presigned) URL."""
+    import dclab
+    from dclab.rtdc_dataset.fmt_http import RTDC_HTTP
+
+    with (
+        RTDC_HTTP(path)
+        if path.startswith(("http://", "https://"))
+        else dclab.new_dataset(path) as ds
+    ):
+        fields: dict[str, Any] = {}
+        for section in dclab.dfn.CFG_METADATA:
+            if section in ds.config:
+                for key, value in ds.config[section].items():
+                    fields[f"dc:{section}:{key}"] = _json_value(value)
+        fluorescence = "fluorescence" in ds.config or any(
+            f.startswith("fl") for f in ds.features_innate
+        )
+    fields["format"] = "RT-FDC" if fluorescence else "RT-DC"
+    return fields
+
+
+def mimetype_for(name: str) -> str | None:
+    """The mimetype of a file by its name; .rtdc files are HDF5."""
+    if name.lower().endswith(".rtdc"):
+        return DC_MIMETYPE
+    return mimetypes.guess_type(name)[0]
+
+
+def _json_value(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalar
+        value = value.item()
+    if isinstance(value, bool | str) or value is None:
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return str(value)

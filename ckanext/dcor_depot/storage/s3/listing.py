@@ -1,0 +1,68 @@
+"""Listing objects and unfinished multipart uploads, and pruning the latter."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Iterator
+
+from .client import ObjectInfo
+
+
+@dataclasses.dataclass(frozen=True)
+class StaleUpload:
+    """An unfinished multipart upload."""
+
+    bucket: str
+    key: str
+    upload_id: str
+    initiated: datetime.datetime
+
+
+class Listing:
+    def iter_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """All objects under a prefix (size and ETag from the listing, no SHA-256)."""
+        with self._errors(f"list s3://{bucket}/{prefix}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(
+                        bucket=bucket,
+                        key=item["Key"],
+                        size=item["Size"],
+                        etag=item.get("ETag", "").strip('"'),
+                        sha256=None,
+                        last_modified=item.get("LastModified"),
+                    )
+
+    def stale_multipart_uploads(
+        self, bucket: str, initiated_before: datetime.datetime
+    ) -> list[StaleUpload]:
+        """Unfinished multipart uploads of a bucket started before a moment."""
+        stale = []
+        with self._errors(f"list multipart uploads of {bucket}"):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket)
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < initiated_before:
+                        stale.append(
+                            StaleUpload(
+                                bucket, upload["Key"], upload["UploadId"], upload["Initiated"]
+                            )
+                        )
+        return stale
+
+    def prune_multipart_uploads(
+        self, bucket: str, initiated_before: datetime.datetime, dry_run: bool = False
+    ) -> list[StaleUpload]:
+        """Abort the unfinished multipart uploads started before a moment."""
+        stale = self.stale_multipart_uploads(bucket, initiated_before)
+        if not dry_run:
+            for upload in stale:
+                with self._errors(f"abort upload {upload.upload_id} of s3://{bucket}/{upload.key}"):
+                    self.client.abort_multipart_upload(
+                        Bucket=bucket, Key=upload.key, UploadId=upload.upload_id
+                    )
+        return stale
