@@ -50,7 +50,7 @@ def child_populate(args) -> None:
     """
     import ckan.plugins.toolkit as tk
 
-    from ckanext.dcor_depot import records
+    from ckanext.dcor_depot import placement
 
     app = ckan_app(args.ini)
     size = args.size_kib * 1024
@@ -76,7 +76,7 @@ def child_populate(args) -> None:
                 },
             )
             for resource in dataset["resources"]:
-                path = records.ckan_path(resource["id"])
+                path = placement.ckan_path(resource["id"])
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(os.urandom(size))
             created += count

@@ -301,7 +301,7 @@ def anonymous_status(url: str) -> int:
 def walkthrough(args: argparse.Namespace) -> None:
     import ckan.plugins.toolkit as tk
 
-    from ckanext.dcor_depot import config, records
+    from ckanext.dcor_depot import config, placement, records
     from ckanext.dcor_depot.storage.s3 import object_key, sha256_of_file
 
     store = config.object_store()
@@ -348,7 +348,7 @@ def walkthrough(args: argparse.Namespace) -> None:
 
         step("Where the file lives now")
         resource = records.show_resource(rid)
-        link = records.ckan_path(rid)
+        link = placement.ckan_path(rid)
         target = link.resolve()
         check(link.is_symlink(), "CKAN's path", link, f"{link} is not a symlink")
         check(

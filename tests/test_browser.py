@@ -12,7 +12,7 @@ import pytest
 import requests
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import config, records
+from ckanext.dcor_depot import config, placement
 from ckanext.dcor_depot.storage.s3 import object_key
 
 from .conftest import REPO_DIR, anonymous_status, demo, object_sha256, sha256_hex, sha256_path
@@ -64,7 +64,7 @@ def test_web_form_upload_reaches_depot_and_s3_and_downloads_the_same_bytes(
     run_worker(server.ini)
 
     # the depot's jobs: depot file behind CKAN's symlink, S3 object, checksum, DC metadata
-    link = records.ckan_path(rid)
+    link = placement.ckan_path(rid)
     assert link.is_symlink()
     assert link.resolve().is_relative_to(config.depots_path().resolve())
     assert sha256_path(link.resolve()) == expected

@@ -10,7 +10,7 @@ import pytest
 import requests
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import records
+from ckanext.dcor_depot import placement
 from ckanext.dcor_depot.cli import dcor_migrate_resources_to_object_store as migrate
 from ckanext.dcor_depot.storage.s3 import content_disposition
 
@@ -46,13 +46,13 @@ def test_local_file_is_served_by_ckan_then_from_s3_once_migrated_away(
     # before and after the jobs (a symlink into the depot): CKAN serves the file itself
     assert app.get(url, headers=auth).data == data
     run_worker()
-    assert records.ckan_path(resource["id"]).is_symlink()
+    assert placement.ckan_path(resource["id"]).is_symlink()
     assert app.get(url, headers=auth).data == data
 
     # the local file is gone after a migration: the download comes from S3
     result = cli.invoke(migrate, ["--delete-after-migration"])
     assert result.exit_code == 0, result.output
-    assert not records.ckan_path(resource["id"]).exists()
+    assert not placement.ckan_path(resource["id"]).exists()
     assert app.get(url).status_code == 403  # private dataset, anonymous user
     outsider = {"Authorization": factories.APIToken(user=factories.User()["name"])["token"]}
     assert app.get(url, headers=outsider, follow_redirects=False).status_code == 403

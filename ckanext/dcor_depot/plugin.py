@@ -19,7 +19,7 @@ import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
 from werkzeug.datastructures import FileStorage
 
-from . import config, records
+from . import config, placement, records
 from .jobs import queue
 from .logic.upload_route import check_registration
 from .uploader import DepotResourceUpload, legacy_storage_in_use
@@ -170,6 +170,6 @@ def _visibility_changes(package_id: str) -> bool:
         before = connection.execute(
             sa.text("SELECT private, state FROM package WHERE id = :id"), {"id": package.id}
         ).first()
-    return before is None or records.visible_to_all(*before) != records.visible_to_all(
+    return before is None or placement.visible_to_all(*before) != placement.visible_to_all(
         package.private, package.state
     )

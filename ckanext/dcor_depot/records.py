@@ -1,23 +1,20 @@
-"""What every job needs from CKAN: the site user's context, fresh dicts,
-CKAN's path of a resource file, and resource patches that neither race nor
-fire the depot's hooks again."""
+"""What CKAN records about the depot's files, read and written the same way by jobs,
+commands and hooks: the site user's context, fresh dicts of datasets and resources, the
+fields the jobs record, and resource patches that neither race nor fire the
+depot's hooks again."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
 
-from . import config
-from .storage.depot import exclusive_lock
 from .storage.s3 import ObjectStore, UploadResult
-from .uploader import DepotResourceUpload
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -53,57 +50,6 @@ def show_package(package_id: str, fresh: bool = False) -> dict[str, Any]:
     if fresh:
         context["use_cache"] = False
     return tk.get_action("package_show")(context, {"id": package_id})
-
-
-def upload_lock(resource_id: str):
-    """The lock that serializes the uploads of one resource's objects (jobs and commands)."""
-    return exclusive_lock(config.lock_dir() / f"{resource_id}.upload.lock")
-
-
-def visible_to_all(private: bool, state: str) -> bool:
-    """The one rule of visibility: objects of public, active datasets are public."""
-    return not private and state == "active"
-
-
-def is_public(package: Mapping[str, Any], resource: Mapping[str, Any]) -> bool:
-    """Whether a resource's objects are to be anonymously readable."""
-    return (
-        visible_to_all(package["private"], package["state"])
-        and resource["state"] == "active"
-        and not awaits_verification(resource)
-    )
-
-
-def row_is_public(package: model.Package, resource: model.Resource) -> bool:
-    """:func:`is_public` for database rows."""
-    return is_public(
-        {"private": package.private, "state": package.state},
-        {"state": resource.state, "url_type": resource.url_type, **(resource.extras or {})},
-    )
-
-
-def awaits_verification(resource: Mapping[str, Any]) -> bool:
-    """A file uploaded straight to S3 whose SHA-256 is not recorded yet, or that was refused.
-
-    Nobody gets it (it stays private, downloads are refused) until then.
-    """
-    return resource.get("url_type") == S3_URL_TYPE and (
-        not resource.get("s3_available") or bool(resource.get(S3_UPLOAD_ERROR_FIELD))
-    )
-
-
-def ckan_path(resource_id: str) -> Path:
-    """Where CKAN keeps (or kept) an uploaded resource's file."""
-    upload = DepotResourceUpload({})
-    if upload.storage_path is None:
-        raise JobError("ckan.storage_path is not set: CKAN stores no uploaded files here")
-    try:
-        return Path(upload.get_path(resource_id))
-    except tk.ValidationError as exc:
-        raise JobError(
-            f"CKAN's path of resource {resource_id} is a symlink that leads outside the "
-            "depots (ckanext.dcor_depot.depots_path); check it by hand"
-        ) from exc
 
 
 def is_dc_file(resource: Mapping[str, Any]) -> bool:

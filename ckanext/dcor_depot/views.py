@@ -16,7 +16,7 @@ from ckan.lib import signals
 from ckan.views.resource import download as ckan_download
 from flask import Blueprint
 
-from . import config, records
+from . import config, placement, records
 from .storage.s3 import S3Error, object_key
 
 dcor_depot = Blueprint("dcor_depot", __name__)
@@ -37,13 +37,13 @@ def download(id: str, resource_id: str, filename: str | None = None):
         return tk.abort(403, tk._("Not authorized to download resource"))
     if resource["package_id"] != package["id"] or not package.get("owner_org"):
         return tk.abort(404, tk._("Resource not found"))
-    if records.awaits_verification(resource):
+    if placement.awaits_verification(resource):
         refused = resource.get(records.S3_UPLOAD_ERROR_FIELD)
         return tk.abort(
             409,
             refused or "The file is still being verified after its upload; try again later",
         )
-    public = records.is_public(package, resource)
+    public = placement.is_public(package, resource)
     try:
         url = store.presigned_get_url(
             store.circle_bucket(package["owner_org"]),
@@ -65,7 +65,7 @@ def _file_in_s3(resource: model.Resource) -> bool:
     if resource.url_type != "upload" or not resource.extras.get("s3_available"):
         return False
     try:
-        return not records.ckan_path(resource.id).is_file()
+        return not placement.ckan_path(resource.id).is_file()
     except records.JobError:
         return True
 

@@ -8,7 +8,7 @@ import os
 import pytest
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import records
+from ckanext.dcor_depot import placement
 from ckanext.dcor_depot.cli import (
     dcor_list_s3_objects_for_dataset,
     dcor_migrate_resources_to_object_store,
@@ -31,7 +31,7 @@ def migrated(api_upload, random_file, cli):
     public = factories.Dataset(owner_org=org["id"], user=user, private=False)
     private = factories.Dataset(owner_org=org["id"], user=user, private=True)
     first = api_upload(user, public["id"], random_file(3000, name="a.bin"))
-    artifact_path(records.ckan_path(first["id"]), "condensed").write_bytes(os.urandom(1500))
+    artifact_path(placement.ckan_path(first["id"]), "condensed").write_bytes(os.urandom(1500))
     second = api_upload(user, private["id"], random_file(4000, name="b.bin"))
     result = cli.invoke(dcor_migrate_resources_to_object_store, [])
     assert result.exit_code == 0, result.output

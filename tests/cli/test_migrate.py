@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import config, records
+from ckanext.dcor_depot import config, placement
 from ckanext.dcor_depot.cli import dcor_migrate_resources_to_object_store as migrate
 from ckanext.dcor_depot.cli import dcor_prune_stale_multipart_uploads as prune
 from ckanext.dcor_depot.cli.migrate import run_lock_path
@@ -51,8 +51,9 @@ def on_block_storage(circle, api_upload, random_file):
                 datasets[key] = factories.Dataset(owner_org=org["id"], private=private, user=user)
             dataset = datasets[key]
         resource = api_upload(user, dataset["id"], random_file(size, name=name))
+        path = placement.ckan_path(resource["id"])
         for artifact in artifacts:
-            artifact_path(records.ckan_path(resource["id"]), artifact).write_bytes(os.urandom(2000))
+            artifact_path(path, artifact).write_bytes(os.urandom(2000))
         return resource
 
     return make
@@ -83,7 +84,7 @@ def test_migration_uploads_verifies_records_and_keeps_private_data_private(
         (private, ("resource",), 403),
     ):
         bucket = bucket_of(store, resource)
-        path = records.ckan_path(resource["id"])
+        path = placement.ckan_path(resource["id"])
         shown = helpers.call_action("resource_show", id=resource["id"])
         for artifact in artifacts:
             key = object_key(artifact, resource["id"])
@@ -118,7 +119,7 @@ def test_dry_run_changes_nothing(on_block_storage, store, cli):
         is None
     )
     assert "s3_available" not in helpers.call_action("resource_show", id=resource["id"])
-    assert records.ckan_path(resource["id"]).is_file()
+    assert placement.ckan_path(resource["id"]).is_file()
 
 
 def test_parallel_jobs_migrate_every_resource(circle, on_block_storage, store, cli):
@@ -134,13 +135,13 @@ def test_parallel_jobs_migrate_every_resource(circle, on_block_storage, store, c
         shown = helpers.call_action("resource_show", id=resource["id"])
         key = object_key("resource", resource["id"])
         assert object_sha256(store, bucket_of(store, resource), key) == shown["sha256"]
-        assert shown["sha256"] == sha256_path(records.ckan_path(resource["id"]))
+        assert shown["sha256"] == sha256_path(placement.ckan_path(resource["id"]))
 
 
 def test_missing_file_is_reported_counted_and_the_rest_migrated(on_block_storage, store, cli):
     lost = on_block_storage(name="lost.bin")
     kept = on_block_storage(name="kept.bin")
-    records.ckan_path(lost["id"]).unlink()
+    placement.ckan_path(lost["id"]).unlink()
     result = cli.invoke(migrate, [])
     assert result.exit_code == 1
     assert "2 resources: 1 objects uploaded" in result.output
@@ -170,7 +171,7 @@ def test_deleted_datasets_and_old_resources_are_skipped(circle, on_block_storage
 def test_object_corrupted_behind_the_tools_back(on_block_storage, store, cli):
     resource = on_block_storage(size=4000, artifacts=("condensed",))
     RESOURCE_JOBS["symlink"](resource["id"])  # CKAN's path now links into the depot
-    path = records.ckan_path(resource["id"])
+    path = placement.ckan_path(resource["id"])
     depot_file = path.resolve()
     assert path.is_symlink()
     assert cli.invoke(migrate, []).exit_code == 0
@@ -224,7 +225,7 @@ def test_verify_existence_uploads_a_lost_object_again_or_says_it_cannot(
     repaired = cli.invoke(migrate, ["--verify-existence"])
     assert repaired.exit_code == 0, repaired.output
     assert "1 uploaded again after a failed check" in repaired.output
-    assert object_sha256(store, bucket, key) == sha256_path(records.ckan_path(resource["id"]))
+    assert object_sha256(store, bucket, key) == sha256_path(placement.ckan_path(resource["id"]))
 
     assert cli.invoke(migrate, ["--delete-after-migration"]).exit_code == 0
     store.delete_object(bucket, key)
@@ -239,7 +240,7 @@ def test_killed_migration_resumes_without_uploading_again(circle, on_block_stora
     first = on_block_storage(name="first.bin", dataset=dataset)
     big = on_block_storage(name="big.bin", dataset=dataset)
     last = on_block_storage(name="last.bin", dataset=dataset)
-    with open(records.ckan_path(big["id"]), "wb") as fd:  # 400 MiB: long enough to be caught
+    with open(placement.ckan_path(big["id"]), "wb") as fd:  # 400 MiB: long enough to be caught
         for _ in range(25):
             fd.write(os.urandom(16 * MiB))
     bucket = store.circle_bucket(org["id"])
@@ -264,7 +265,7 @@ def test_killed_migration_resumes_without_uploading_again(circle, on_block_stora
     first_key = object_key("resource", first["id"])
     uploaded_before = last_modified(store, bucket, first_key)  # uploaded, not yet recorded
     assert "s3_available" not in helpers.call_action("resource_show", id=first["id"])
-    local = {r["id"]: sha256_path(records.ckan_path(r["id"])) for r in (first, big, last)}
+    local = {r["id"]: sha256_path(placement.ckan_path(r["id"])) for r in (first, big, last)}
     # run again, deleting in the same run what it uploads or finds unrecorded
     result = cli.invoke(migrate, ["--delete-after-migration", "--jobs", "2"])
     assert result.exit_code == 0, result.output
@@ -278,7 +279,7 @@ def test_killed_migration_resumes_without_uploading_again(circle, on_block_stora
         key = object_key("resource", resource["id"])
         assert object_sha256(store, bucket, key) == shown["sha256"]
         assert anonymous_status(shown["s3_url"]) == 403
-        assert not records.ckan_path(resource["id"]).exists()
+        assert not placement.ckan_path(resource["id"]).exists()
 
     # the killed upload's parts stay until pruned
     assert _uploads_in_progress(store, bucket, big_key)
@@ -312,7 +313,7 @@ def test_without_object_store_the_command_says_what_to_set(cli, ckan_config, mon
 
 def test_symlinked_file_outside_the_depots_is_kept(on_block_storage, store, cli, tmp_path):
     resource = on_block_storage()
-    path = records.ckan_path(resource["id"])
+    path = placement.ckan_path(resource["id"])
     elsewhere = tmp_path / "elsewhere.bin"
     path.rename(elsewhere)
     Path(path).symlink_to(elsewhere)
@@ -340,11 +341,11 @@ def test_visibility_changed_during_the_upload_is_applied_when_recording(
     (candidate,) = candidates()
     assert candidate.public
     options = Options(delete_after_migration=True)
-    outcome = migrate_resource(candidate, records.ckan_path(resource["id"]), store, options)
+    outcome = migrate_resource(candidate, placement.ckan_path(resource["id"]), store, options)
     url = outcome.fields["s3_url"]
     assert anonymous_status(url) == 200  # uploaded as the dataset was
     helpers.call_action("package_patch", id=resource["package_id"], private=True)
     (recorded,) = record(resource["package_id"], [outcome], store, config.depots_path(), options)
     assert recorded.errors == []
     assert anonymous_status(url) == 403
-    assert not records.ckan_path(resource["id"]).exists()
+    assert not placement.ckan_path(resource["id"]).exists()

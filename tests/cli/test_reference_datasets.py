@@ -15,7 +15,7 @@ from ckan.tests import helpers
 from ckanext.dcor_depot import config
 from ckanext.dcor_depot.cli import dcor_import_figshare, import_figshare
 from ckanext.dcor_depot.operations.figshare_import import BUNDLED_DOIS, read_dois
-from ckanext.dcor_depot.records import ckan_path
+from ckanext.dcor_depot.placement import ckan_path
 from ckanext.dcor_depot.storage.s3 import object_key
 
 from ..conftest import anonymous_status, object_sha256, sha256_path

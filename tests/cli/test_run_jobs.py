@@ -13,7 +13,7 @@ import pytest
 import requests
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import records
+from ckanext.dcor_depot import placement
 from ckanext.dcor_depot.cli import run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs import queue
 from ckanext.dcor_depot.storage.s3 import object_key
@@ -81,7 +81,7 @@ def test_upload_succeeds_while_redis_is_down_and_run_jobs_catches_up(
     resource = api_upload(user, dataset["id"], path)
     assert "run-jobs-dcor-depot will catch up" in caplog.text.replace("`", "")
     redis_down.restore()  # Redis is back
-    ckan_path = records.ckan_path(resource["id"])
+    ckan_path = placement.ckan_path(resource["id"])
     assert not ckan_path.is_symlink()
 
     dry = cli.invoke(run_jobs_dcor_depot, ["--dry-run"])
@@ -142,7 +142,7 @@ def test_lost_file_is_reported_and_exits_1(
 ):
     user, dataset = public_dataset
     resource = api_upload(user, dataset["id"], random_file(2000))
-    records.ckan_path(resource["id"]).unlink()
+    placement.ckan_path(resource["id"]).unlink()
     result = cli.invoke(run_jobs_dcor_depot, [])
     assert result.exit_code == 1
     assert "0 done, 0 already fine, 1 failed" in result.output
@@ -166,8 +166,8 @@ def test_deleted_datasets_and_old_resources_are_left_alone(
     everything = cli.invoke(run_jobs_dcor_depot, [])
     assert everything.exit_code == 0, everything.output
     assert "1 resources: 1 done" in everything.output
-    assert records.ckan_path(old["id"]).is_symlink()
-    assert not records.ckan_path(gone["id"]).is_symlink()
+    assert placement.ckan_path(old["id"]).is_symlink()
+    assert not placement.ckan_path(gone["id"]).is_symlink()
 
 
 def test_negative_days_are_refused(cli):

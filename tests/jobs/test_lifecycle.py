@@ -18,7 +18,7 @@ from ckan.lib.redis import connect_to_redis
 from ckan.tests import factories, helpers
 from rq.job import Job, JobStatus
 
-from ckanext.dcor_depot import config, records
+from ckanext.dcor_depot import config, placement
 from ckanext.dcor_depot.jobs import queue
 from ckanext.dcor_depot.storage.s3 import object_key
 
@@ -63,7 +63,7 @@ def test_upload_reaches_depot_and_s3_and_follows_visibility(
     run_worker()
 
     # depot file with a human-readable path, CKAN's path a symlink to it
-    ckan_path = records.ckan_path(rid)
+    ckan_path = placement.ckan_path(rid)
     depot_file = (
         config.depots_path()
         / config.users_depot_name()
@@ -150,7 +150,7 @@ def test_jobs_of_a_resource_are_queued_once_and_two_workers_are_harmless(
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err.decode()[-3000:]
 
-    ckan_path = records.ckan_path(resource["id"])
+    ckan_path = placement.ckan_path(resource["id"])
     assert ckan_path.is_symlink()
     assert sha256_path(ckan_path) == sha256_path(path)
     assert [p.name for p in ckan_path.resolve().parent.iterdir()] == [ckan_path.resolve().name]
@@ -168,12 +168,12 @@ def test_resource_name_cannot_leave_the_depot(circle, api_upload, random_file, r
     resource = api_upload(user, dataset["id"], random_file(1000), name="../../x")
     unnamed = api_upload(user, dataset["id"], random_file(1000, name="raw.bin"), name="")
     run_worker()
-    target = records.ckan_path(resource["id"]).resolve()
+    target = placement.ckan_path(resource["id"]).resolve()
     user_folder = config.depots_path() / config.users_depot_name() / "alice-hl60-lab"
     assert target.parent == user_folder / dataset["id"][:2] / dataset["id"][2:4]
     assert target.name == f"hl60-deformability_{resource['id']}__.._x"
     # a resource without a name is named after its file
-    assert records.ckan_path(unnamed["id"]).resolve() == (
+    assert placement.ckan_path(unnamed["id"]).resolve() == (
         target.parent / f"hl60-deformability_{unnamed['id']}_raw.bin"
     )
 
@@ -204,7 +204,7 @@ def test_worker_killed_during_a_copy_to_another_filesystem(
     CKAN's path still holds the complete file; run-jobs-dcor-depot finishes."""
     depots = Path("/dev/shm") / f"dcor-depot-test-{os.getpid()}" / "depots"
     request.addfinalizer(lambda: shutil.rmtree(depots.parent, ignore_errors=True))
-    storage = records.ckan_path("0" * 36).parents[3]
+    storage = placement.ckan_path("0" * 36).parents[3]
     assert os.stat("/dev/shm").st_dev != os.stat(storage).st_dev
     ini = derived_ini(tmp_path, **{"ckanext.dcor_depot.depots_path": str(depots)})
     monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.depots_path", str(depots))
@@ -213,7 +213,7 @@ def test_worker_killed_during_a_copy_to_another_filesystem(
     # the upload route is not what is tested here: put a large file at CKAN's path
     big = random_file(1024**3, name="big.bin")
     expected = sha256_path(big)
-    ckan_path = records.ckan_path(resource["id"])
+    ckan_path = placement.ckan_path(resource["id"])
     os.replace(big, ckan_path)
 
     log = tmp_path / "worker.log"
@@ -298,4 +298,4 @@ def test_the_file_of_a_resource_cannot_be_replaced(circle, api_upload, random_fi
         )
     assert response.status_code == 409
     assert "Upload the new file as a new resource" in response.json["error"]["upload"][0]
-    assert records.ckan_path(resource["id"]).stat().st_size == 1000
+    assert placement.ckan_path(resource["id"]).stat().st_size == 1000

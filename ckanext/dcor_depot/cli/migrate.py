@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import click
 
-from .. import config, records
+from .. import config, placement
 from ..operations import migrate
 from ..operations.status import candidates
 from ..storage.depot import DepotError, exclusive_lock
@@ -173,7 +173,7 @@ def _run(store, modified_days: int | None, options: migrate.Options, jobs: int) 
 
 def _migrate(candidate, store, options) -> migrate.Outcome:
     try:
-        path = records.ckan_path(candidate.resource_id)
+        path = placement.ckan_path(candidate.resource_id)
         return migrate.migrate_resource(candidate, path, store, options)
     except Exception as exc:  # counted as this resource's failure; the run goes on
         return migrate.Outcome(candidate, errors=[f"{type(exc).__name__}: {exc}"])

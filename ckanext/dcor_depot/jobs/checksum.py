@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .. import config, records
+from .. import config, locks, placement, records
 from ..storage.s3 import MD5_METADATA_KEY, UploadResult, object_key
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def record_object_sha256(resource_id: str) -> str:
     bucket = store.circle_bucket(package["owner_org"])
     key = object_key("resource", resource_id)
     where = f"s3://{bucket}/{key}"
-    with records.upload_lock(resource_id):
+    with locks.upload_lock(resource_id):
         info = store.object_info(bucket, key)
         if info is None:
             raise records.JobError(f"The object of resource {resource_id} is missing at {where}")
@@ -54,7 +54,7 @@ def record_object_sha256(resource_id: str) -> str:
     # changed visibility meanwhile: apply the visibility it has now
     package = records.show_package(package["id"])
     resource = next((r for r in package["resources"] if r["id"] == resource_id), None)
-    store.set_public(bucket, key, resource is not None and records.is_public(package, resource))
+    store.set_public(bucket, key, resource is not None and placement.is_public(package, resource))
     message = f"resource {resource_id}: {where} has {hashes.size} bytes, sha256 {hashes.sha256}"
     log.info(message)
     return message

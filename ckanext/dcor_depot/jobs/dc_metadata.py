@@ -6,7 +6,7 @@ import logging
 import warnings
 from typing import Any
 
-from .. import config, records
+from .. import config, placement, records
 from ..dc_file import DC_ERROR_FIELD, read_dc_fields
 from ..storage.s3 import object_key
 
@@ -25,7 +25,7 @@ def record_dc_metadata(resource_id: str) -> str:
     if resource.get("url_type") == records.S3_URL_TYPE:
         where, fields, problem = _read_from_s3(resource)
     else:
-        where = records.ckan_path(resource_id)
+        where = placement.ckan_path(resource_id)
         fields, problem = read_dc_fields(where)
     records.patch_resource(resource_id, fields)
     if problem:

@@ -6,7 +6,7 @@ import logging
 
 import ckan.model as model
 
-from .. import config, records
+from .. import config, placement, records
 from ..storage.depot import depot_path_for, move_into_depot
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def symlink_resource(resource_id: str) -> str:
         # an upload without a name is named after its file
         resource_name=resource.get("name") or (resource.get("url") or "").rsplit("/", 1)[-1],
     )
-    result = move_into_depot(records.ckan_path(resource_id), depot_path, config.lock_dir())
+    result = move_into_depot(placement.ckan_path(resource_id), depot_path, config.lock_dir())
     message = f"resource {resource_id}: {result.action} to {result.depot_path}"
     log.info(message)
     return message

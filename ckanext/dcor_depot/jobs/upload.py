@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .. import config, records
+from .. import config, locks, placement, records
 from ..storage.s3 import object_key
 
 log = logging.getLogger(__name__)
@@ -22,13 +22,13 @@ def upload_resource(resource_id: str) -> str:
             f"{resource_id} has no circle bucket; add the dataset to a circle and run "
             "`ckan run-jobs-dcor-depot`"
         )
-    path = records.ckan_path(resource_id)
+    path = placement.ckan_path(resource_id)
     if not path.is_file():
         raise records.JobError(f"The file of resource {resource_id} is missing at {path}")
     bucket = store.circle_bucket(package["owner_org"])
     key = object_key("resource", resource_id)
-    public = records.is_public(package, resource)
-    with records.upload_lock(resource_id):
+    public = placement.is_public(package, resource)
+    with locks.upload_lock(resource_id):
         result = store.upload_verified(
             path,
             bucket,
@@ -42,7 +42,7 @@ def upload_resource(resource_id: str) -> str:
     # existed: apply the visibility it has now
     package = records.show_package(package["id"])
     resource = next((r for r in package["resources"] if r["id"] == resource_id), None)
-    if (resource is not None and records.is_public(package, resource)) != public:
+    if (resource is not None and placement.is_public(package, resource)) != public:
         store.set_public(bucket, key, not public)
     message = (
         f"resource {resource_id}: {'already verified at' if result.skipped else 'uploaded to'} "

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import ckan.model as model
 
-from .. import config, records
+from .. import config, placement
 from ..storage.s3 import ARTIFACTS, ObjectStore, object_key
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,11 @@ def align_objects(store: ObjectStore, package_id: str) -> Aligned | None:
     if package is None or not package.owner_org:
         return None
     bucket = store.circle_bucket(package.owner_org)
-    dataset_public = records.visible_to_all(package.private, package.state)
+    dataset_public = placement.visible_to_all(package.private, package.state)
     resources = model.Session.query(model.Resource).filter_by(package_id=package.id)
     changed = unchanged = 0
     for resource in resources:
-        public = records.row_is_public(package, resource)
+        public = placement.row_is_public(package, resource)
         for artifact in ARTIFACTS:
             key = object_key(artifact, resource.id)
             current = store.visibility(bucket, key)

@@ -16,7 +16,7 @@ from typing import Any
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 
-from .. import records
+from .. import placement, records
 from ..dc_file import mimetype_for, read_dc_fields
 from ..storage.depot import file_state
 from ..storage.s3 import ObjectStore, object_key, sha256_of_file
@@ -103,7 +103,7 @@ def append_resource(
 
     bucket = store.circle_bucket(package["owner_org"])
     key = object_key("resource", resource_id)
-    public = records.visible_to_all(package["private"], package["state"])
+    public = placement.visible_to_all(package["private"], package["state"])
     result = store.upload_verified(path, bucket, key, sha256=sha256, public=public)
     try:
         resource = tk.get_action("resource_create")(
@@ -127,7 +127,7 @@ def append_resource(
         ) from exc
     # the dataset may have changed visibility during a long upload
     package = records.show_package(package["id"], fresh=True)
-    if records.visible_to_all(package["private"], package["state"]) != public:
+    if placement.visible_to_all(package["private"], package["state"]) != public:
         store.set_public(bucket, key, not public)
     deleted = False
     if delete_source:

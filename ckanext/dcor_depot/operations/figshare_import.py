@@ -27,7 +27,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 import markdownify
 
-from .. import config, records
+from .. import config, placement, records
 from ..dc_file import mimetype_for, read_dc_fields
 from ..jobs.visibility import align_objects
 from ..storage.depot import figshare_depot_path, move_into_depot
@@ -244,7 +244,7 @@ class ArticleImport:
                     config.depots_path(), package["name"], resource_id, file.name
                 )
                 moved = move_into_depot(
-                    records.ckan_path(resource_id), depot_path, config.lock_dir(), tmp
+                    placement.ckan_path(resource_id), depot_path, config.lock_dir(), tmp
                 )
                 if moved.action == "already" and sha256_of_file(moved.depot_path) != sha256:
                     raise FigshareError(

@@ -20,7 +20,7 @@ from typing import Any
 
 import ckan.model as model
 
-from .. import records
+from .. import locks, placement, records
 from ..storage.depot import DepotError, artifact_path, file_state, remove_local
 from ..storage.s3 import (
     ARTIFACTS,
@@ -87,7 +87,7 @@ def migrate_resource(
         return outcome
     bucket = store.circle_bucket(candidate.owner_org)
     # the upload job of this resource (or another run) must not upload at the same time
-    with records.upload_lock(candidate.resource_id):
+    with locks.upload_lock(candidate.resource_id):
         for artifact in ARTIFACTS:
             try:
                 path = artifact_path(ckan_path, artifact)
@@ -258,7 +258,7 @@ def record(
             outcome.errors.append("the resource was deleted during the migration")
             continue
         # the dataset may have changed visibility while its files were uploaded
-        public = records.is_public(package, resource)
+        public = placement.is_public(package, resource)
         if public != outcome.candidate.public and (outcome.uploaded or outcome.repaired):
             _apply_visibility(outcome, package, store, public)
         for deletion in outcome.deletions:

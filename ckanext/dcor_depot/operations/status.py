@@ -10,7 +10,7 @@ from typing import Any
 import ckan.model as model
 import sqlalchemy as sa
 
-from .. import config, records
+from .. import config, placement, records
 from ..dc_file import DC_ERROR_FIELD
 from ..storage.depot import backup_path_for
 from ..storage.s3 import ObjectStore, object_key
@@ -76,7 +76,7 @@ def candidates(
             package_id=pkg.id,
             package_name=pkg.name,
             owner_org=pkg.owner_org,
-            public=records.row_is_public(pkg, res),
+            public=placement.row_is_public(pkg, res),
         )
         for res, pkg in query
     ]
@@ -94,7 +94,7 @@ def missing_jobs(candidate: Candidate, store: ObjectStore | None) -> list[str]:
     if candidate.url_type == records.S3_URL_TYPE:
         return _missing_for_file_in_s3(candidate, store) + _missing_dc_metadata(candidate)
     missing = []
-    path = records.ckan_path(candidate.resource_id)
+    path = placement.ckan_path(candidate.resource_id)
     local = path.is_file()
     if local and not path.is_symlink():
         missing.append("symlink")
