@@ -42,10 +42,9 @@ STEPS = ("download", "upload", "import")
 def child(args) -> None:
     import requests
 
-    from ckanext.dcor_depot import config
+    from ckanext.dcor_depot import config, placement
     from ckanext.dcor_depot.operations.figshare_import import ArticleImport, ensure_organization
     from ckanext.dcor_depot.storage.figshare_api import FigshareClient
-    from ckanext.dcor_depot.storage.s3 import object_key
 
     spec = importlib.util.spec_from_file_location("figshare_server", SERVER)
     server_module = importlib.util.module_from_spec(spec)
@@ -91,7 +90,7 @@ def child(args) -> None:
             assert report.outcome == "imported" and report.bytes == source.stat().st_size
             for resource_id in _resource_ids(report.name):
                 store.delete_object(
-                    store.circle_bucket(organization["id"]), object_key("resource", resource_id)
+                    *placement.object_location(store, organization["id"], resource_id)
                 )
     server.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

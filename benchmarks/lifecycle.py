@@ -153,8 +153,7 @@ def child_end_to_end(args) -> None:
     import ckan.model as model
     import sqlalchemy as sa
 
-    from ckanext.dcor_depot import config
-    from ckanext.dcor_depot.storage.s3 import object_key
+    from ckanext.dcor_depot import config, placement
 
     app = ckan_app(args.ini)
     rows = []
@@ -176,7 +175,7 @@ def child_end_to_end(args) -> None:
             resource = create_resource(dataset["id"], path)
             uploaded = time.perf_counter()
             uploaded_wall = time.time()
-            key = object_key("resource", resource["id"])
+            key = placement.object_location(store, org["id"], resource["id"]).key
             object_at = None
             while True:
                 now = time.perf_counter()

@@ -302,7 +302,7 @@ def walkthrough(args: argparse.Namespace) -> None:
     import ckan.plugins.toolkit as tk
 
     from ckanext.dcor_depot import config, placement, records
-    from ckanext.dcor_depot.storage.s3 import object_key, sha256_of_file
+    from ckanext.dcor_depot.storage.s3 import sha256_of_file
 
     store = config.object_store()
     if store is None:
@@ -364,7 +364,7 @@ def walkthrough(args: argparse.Namespace) -> None:
             depot_sha256,
             "the depot file differs from the uploaded file",
         )
-        bucket, key = store.circle_bucket(circle["id"]), object_key("resource", rid)
+        bucket, key = placement.object_location(store, circle["id"], rid)
         show("S3 bucket", bucket)
         show("S3 key", key)
         s3_sha256 = store.object_sha256(bucket, key, trust_metadata=False)

@@ -87,3 +87,44 @@ def test_ci_and_the_vagrantfile_run_the_readmes_commands():
             assert (REPO_DIR / step.split()[1]).is_file(), step
     makefile = (REPO_DIR / "Makefile").read_text()
     assert "test:" in makefile and "\tbash scripts/test.sh\n" in makefile
+
+
+def layout_names() -> tuple[set[str], set[str]]:
+    """The paths the README's Layout section names, and the folders whose files it lists.
+
+    A line's names stand before the first gap of two spaces (``a.py, b.py``); a
+    name ending in ``/`` is a folder, and the lines indented below it are inside it.
+    Lines indented as far as the descriptions are continuations.
+    """
+    block = re.search(r"## Layout\n.*?```\n(.*?)```", README.read_text(), re.S).group(1)
+    named, listed = set(), set()
+    folders: list[tuple[int, str]] = []
+    for line in block.splitlines():
+        indent = len(line) - len(line.lstrip())
+        if not line.strip() or indent >= 20:
+            continue
+        while folders and folders[-1][0] >= indent:
+            folders.pop()
+        parent = folders[-1][1] if folders else ""
+        if parent:
+            listed.add(parent)
+        for name in re.split(r"\s{2,}", line.strip())[0].split(", "):
+            path = parent + name.strip(",")
+            named.add(path.rstrip("/"))
+            if name.endswith("/"):
+                folders.append((indent, path))
+    return named, {folder.rstrip("/") for folder in listed}
+
+
+def test_the_layout_section_matches_the_tree():
+    named, listed = layout_names()
+    for path in named:
+        assert (REPO_DIR / path).exists(), f"README's Layout names {path}, which does not exist"
+    package = REPO_DIR / "ckanext" / "dcor_depot"
+    for module in package.rglob("*.py"):
+        relative = module.relative_to(REPO_DIR)
+        folder = str(relative.parent)
+        if module.name == "__init__.py" or str(relative) in named:
+            continue
+        # a module is named itself, or lies in a folder that is named and whose files are not listed
+        assert folder in named and folder not in listed, f"README's Layout does not name {relative}"

@@ -1,21 +1,41 @@
 """Where the files of a resource live and who may read them: the one place for these facts.
 
-Whether an object may be read anonymously (:func:`visible_to_all`,
-:func:`is_public`) and where CKAN keeps a resource's local file
-(:func:`ckan_path`).
+- which bucket and key hold an artifact of a resource (:func:`object_location`);
+- whether its objects may be read anonymously (:func:`visible_to_all`,
+  :func:`is_public`), and bringing their tags in line with that
+  (:func:`align_visibility`);
+- where CKAN keeps its local file (:func:`ckan_path`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 
 from .records import S3_UPLOAD_ERROR_FIELD, S3_URL_TYPE, JobError
+from .storage.s3 import ARTIFACTS, ObjectStore, object_key
 from .uploader import DepotResourceUpload
+
+
+class ObjectLocation(NamedTuple):
+    """The bucket and key of one object."""
+
+    bucket: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def object_location(
+    store: ObjectStore, owner_org: str, resource_id: str, artifact: str = "resource"
+) -> ObjectLocation:
+    """Which bucket and key hold an artifact of a resource of a dataset in circle ``owner_org``."""
+    return ObjectLocation(store.circle_bucket(owner_org), object_key(artifact, resource_id))
 
 
 def visible_to_all(private: bool, state: str) -> bool:
@@ -62,3 +82,46 @@ def ckan_path(resource_id: str) -> Path:
             f"CKAN's path of resource {resource_id} is a symlink that leads outside the "
             "depots (ckanext.dcor_depot.depots_path); check it by hand"
         ) from exc
+
+
+class Aligned(NamedTuple):
+    name: str
+    #: whether the dataset is public and active
+    public: bool
+    changed: int
+    unchanged: int
+
+
+def align_visibility(
+    store: ObjectStore, package_id: str, resource_ids: Iterable[str] | None = None
+) -> Aligned | None:
+    """Bring the tags of a dataset's objects in line with the dataset as it is now.
+
+    Reads the dataset and its resources from the database (not a dict a
+    caller may hold from before a change): an object is tagged public only
+    while :func:`is_public` says so; an object of a resource that no longer
+    exists is made private. ``resource_ids``: only the objects of these
+    resources (default: of every resource, deleted ones too). Objects that
+    do not exist are skipped. None when the dataset is gone or has no circle.
+    """
+    model.Session.expire_all()
+    package = model.Package.get(package_id)
+    if package is None or not package.owner_org:
+        return None
+    resources = model.Session.query(model.Resource).filter_by(package_id=package.id)
+    wanted = {r.id: row_is_public(package, r) for r in resources}
+    if resource_ids is not None:
+        wanted = {rid: wanted.get(rid, False) for rid in resource_ids}
+    changed = unchanged = 0
+    for resource_id, public in wanted.items():
+        for artifact in ARTIFACTS:
+            location = object_location(store, package.owner_org, resource_id, artifact)
+            current = store.visibility(*location)
+            if current is None:
+                continue
+            if current == public:
+                unchanged += 1
+            else:
+                store.set_public(*location, public)
+                changed += 1
+    return Aligned(package.name, visible_to_all(package.private, package.state), changed, unchanged)

@@ -2,7 +2,7 @@
 
 Data flow: a CKAN event reaches a hook here, the hook queues jobs
 (``jobs/queue.py``) once CKAN has committed, the jobs move files with the
-storage layer (``storage/depot.py``, ``storage/s3.py``). The hooks only
+storage layer (``storage/depot.py``, ``storage/s3/``). The hooks only
 queue: no hashing in the request, and one S3 call only, a HEAD when a
 direct-to-S3 upload is registered (``logic/upload_route.py``). Actions and
 auth functions live in ``logic/``, the download view in ``views.py``.

@@ -17,7 +17,7 @@ from ckan.views.resource import download as ckan_download
 from flask import Blueprint
 
 from . import config, placement, records
-from .storage.s3 import S3Error, object_key
+from .storage.s3 import S3Error
 
 dcor_depot = Blueprint("dcor_depot", __name__)
 
@@ -46,8 +46,7 @@ def download(id: str, resource_id: str, filename: str | None = None):
     public = placement.is_public(package, resource)
     try:
         url = store.presigned_get_url(
-            store.circle_bucket(package["owner_org"]),
-            object_key("resource", resource_id),
+            *placement.object_location(store, package["owner_org"], resource_id),
             expires_in=config.download_url_expiry(public),
             filename=download_name(resource),
             content_type=resource.get("mimetype") or None,

@@ -1,4 +1,9 @@
-"""The extension's ``ckan`` commands, one module per command family."""
+"""The extension's ``ckan`` commands, one module per command family.
+
+Each command parses its options, calls a job function (``jobs/``) or the
+work behind it (``operations/``), prints what it did with a summary, and
+exits 1 when anything failed. ``reference_datasets`` is ``import-figshare``.
+"""
 
 from .migrate import dcor_migrate_resources_to_object_store
 from .object_store import (

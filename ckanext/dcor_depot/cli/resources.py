@@ -7,9 +7,10 @@ from pathlib import Path
 import ckan.model as model
 import click
 
+from .. import placement
 from ..operations.append import AppendError
 from ..operations.append import append_resource as append
-from ..storage.s3 import ARTIFACTS, S3Error, object_key
+from ..storage.s3 import ARTIFACTS, S3Error
 from .common import human_size, require_object_store
 
 _VISIBILITY_COLOURS = {"public": "green", "private": "yellow", "missing": "red"}
@@ -104,7 +105,6 @@ def dcor_list_s3_objects_for_dataset(dataset: str):
         raise click.ClickException(f"There is no dataset {dataset!r}: check its name or id")
     if not package.owner_org:
         raise click.ClickException(f"Dataset {package.name} has no circle, so no objects")
-    bucket = store.circle_bucket(package.owner_org)
     resources = (
         model.Session.query(model.Resource)
         .filter_by(package_id=package.id)
@@ -114,7 +114,9 @@ def dcor_list_s3_objects_for_dataset(dataset: str):
     try:
         for resource in resources:
             for artifact in ARTIFACTS:
-                key = object_key(artifact, resource.id)
+                bucket, key = placement.object_location(
+                    store, package.owner_org, resource.id, artifact
+                )
                 info = store.object_info(bucket, key)
                 visible = store.visibility(bucket, key) if info else None
                 state = "missing" if visible is None else ("public" if visible else "private")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from .. import config, records
+from .. import config, placement, records
 from ..storage.depot import backup_path_for, write_verified
-from ..storage.s3 import object_key, sha256_of_file
+from ..storage.s3 import sha256_of_file
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,8 @@ def backup_resource(resource_id: str) -> str:
         return f"resource {resource_id}: verified backup already at {path}"
     replaced = path.exists()
     package = records.show_package(resource["package_id"])
-    bucket = store.circle_bucket(package["owner_org"])
-    size = write_verified(
-        path, store.read_object(bucket, object_key("resource", resource_id)), sha256
-    )
+    location = placement.object_location(store, package["owner_org"], resource_id)
+    size = write_verified(path, store.read_object(*location), sha256)
     message = f"resource {resource_id}: backed up to {path} ({size} bytes, sha256 {sha256})"
     if replaced:
         message += "; it replaced a copy with other bytes"

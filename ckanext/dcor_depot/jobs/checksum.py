@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from .. import config, locks, placement, records
-from ..storage.s3 import MD5_METADATA_KEY, UploadResult, object_key
+from ..storage.s3 import MD5_METADATA_KEY, UploadResult
 
 log = logging.getLogger(__name__)
 
@@ -23,38 +23,34 @@ def record_object_sha256(resource_id: str) -> str:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
     resource = records.show_resource(resource_id)
     package = records.show_package(resource["package_id"])
-    bucket = store.circle_bucket(package["owner_org"])
-    key = object_key("resource", resource_id)
-    where = f"s3://{bucket}/{key}"
+    location = placement.object_location(store, package["owner_org"], resource_id)
     with locks.upload_lock(resource_id):
-        info = store.object_info(bucket, key)
+        info = store.object_info(*location)
         if info is None:
-            raise records.JobError(f"The object of resource {resource_id} is missing at {where}")
+            raise records.JobError(f"The object of resource {resource_id} is missing at {location}")
         claimed_md5 = info.metadata.get(MD5_METADATA_KEY)
-        hashes = store.hash_object(bucket, key, md5=claimed_md5 is not None)
+        hashes = store.hash_object(*location, md5=claimed_md5 is not None)
         declared = {"MD5": (claimed_md5, hashes.md5)}
         declared["SHA-256"] = (records.claimed_sha256(resource), hashes.sha256)
         for name, (claimed, actual) in declared.items():
             if claimed and claimed != actual:
                 problem = (
-                    f"The uploaded file of resource {resource_id} ({where}) has {name} {actual}, "
-                    f"but the client declared {claimed}: the upload is corrupt. Delete the "
-                    "resource and upload the file again"
+                    f"The uploaded file of resource {resource_id} ({location}) has {name} "
+                    f"{actual}, but the client declared {claimed}: the upload is corrupt. "
+                    "Delete the resource and upload the file again"
                 )
-                store.set_public(bucket, key, False)
                 # the claim is not the file's hash: it does not stay in ``sha256``
                 fields = {records.S3_UPLOAD_ERROR_FIELD: problem, "sha256": None}
                 records.patch_resource(resource_id, fields)
+                placement.align_visibility(store, package["id"], [resource_id])  # private
                 raise records.JobError(problem)
         if info.sha256 != hashes.sha256:
-            store.record_sha256(bucket, key, hashes.sha256, hashes.size)
-    result = UploadResult(bucket, key, hashes.size, hashes.sha256, info.etag)
+            store.record_sha256(*location, hashes.sha256, hashes.size)
+    result = UploadResult(*location, hashes.size, hashes.sha256, info.etag)
     records.patch_resource(resource_id, records.s3_fields(store, "resource", result))
     # recording the hash dropped the object's tags; the dataset may also have
     # changed visibility meanwhile: apply the visibility it has now
-    package = records.show_package(package["id"])
-    resource = next((r for r in package["resources"] if r["id"] == resource_id), None)
-    store.set_public(bucket, key, resource is not None and placement.is_public(package, resource))
-    message = f"resource {resource_id}: {where} has {hashes.size} bytes, sha256 {hashes.sha256}"
+    placement.align_visibility(store, package["id"], [resource_id])
+    message = f"resource {resource_id}: {location} has {hashes.size} bytes, sha256 {hashes.sha256}"
     log.info(message)
     return message

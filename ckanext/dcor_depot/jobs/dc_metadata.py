@@ -8,7 +8,6 @@ from typing import Any
 
 from .. import config, placement, records
 from ..dc_file import DC_ERROR_FIELD, read_dc_fields
-from ..storage.s3 import object_key
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +39,12 @@ def _read_from_s3(resource: dict[str, Any]) -> tuple[str, dict[str, Any], str | 
     if store is None:
         raise records.JobError("The file is in S3, but dcor_object_store.endpoint_url is not set")
     package = records.show_package(resource["package_id"])
-    bucket = store.circle_bucket(package["owner_org"])
-    key = object_key("resource", resource["id"])
-    url = store.presigned_get_url(bucket, key, expires_in=3600)
+    location = placement.object_location(store, package["owner_org"], resource["id"])
+    url = store.presigned_get_url(*location, expires_in=3600)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dclab's HTTP warnings quote the URL, a credential
         fields, problem = read_dc_fields(url)
-    where = f"s3://{bucket}/{key}"
+    where = str(location)
     if problem:  # the presigned URL is a credential: it never reaches a log or a field
         problem = problem.replace(url, where)
         fields = {DC_ERROR_FIELD: problem}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from .. import config, locks, placement, records
-from ..storage.s3 import object_key
 
 log = logging.getLogger(__name__)
 
@@ -25,28 +24,22 @@ def upload_resource(resource_id: str) -> str:
     path = placement.ckan_path(resource_id)
     if not path.is_file():
         raise records.JobError(f"The file of resource {resource_id} is missing at {path}")
-    bucket = store.circle_bucket(package["owner_org"])
-    key = object_key("resource", resource_id)
-    public = placement.is_public(package, resource)
+    location = placement.object_location(store, package["owner_org"], resource_id)
     with locks.upload_lock(resource_id):
         result = store.upload_verified(
             path,
-            bucket,
-            key,
+            *location,
             sha256=records.claimed_sha256(resource),
-            public=public,
+            public=placement.is_public(package, resource),
         )
     records.patch_resource(resource_id, records.s3_fields(store, "resource", result))
     # the dataset may have changed visibility while the file was uploaded, and
     # the visibility job queued for that change may have run before the object
     # existed: apply the visibility it has now
-    package = records.show_package(package["id"])
-    resource = next((r for r in package["resources"] if r["id"] == resource_id), None)
-    if (resource is not None and placement.is_public(package, resource)) != public:
-        store.set_public(bucket, key, not public)
+    placement.align_visibility(store, package["id"], [resource_id])
     message = (
         f"resource {resource_id}: {'already verified at' if result.skipped else 'uploaded to'} "
-        f"s3://{bucket}/{key} ({result.size} bytes, sha256 {result.sha256})"
+        f"{location} ({result.size} bytes, sha256 {result.sha256})"
     )
     log.info(message)
     return message

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
-
-import ckan.model as model
 
 from .. import config, placement
-from ..storage.s3 import ARTIFACTS, ObjectStore, object_key
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +19,7 @@ def apply_visibility(package_id: str) -> str:
     store = config.object_store()
     if store is None:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
-    aligned = align_objects(store, package_id)
+    aligned = placement.align_visibility(store, package_id)
     if aligned is None:
         return f"dataset {package_id}: no dataset or no circle, no objects"
     state = "public" if aligned.public else "private"
@@ -33,35 +29,3 @@ def apply_visibility(package_id: str) -> str:
     )
     log.info(message)
     return message
-
-
-class Aligned(NamedTuple):
-    name: str
-    public: bool
-    changed: int
-    unchanged: int
-
-
-def align_objects(store: ObjectStore, package_id: str) -> Aligned | None:
-    """The work of :func:`apply_visibility`; None when there is no dataset or circle."""
-    model.Session.expire_all()
-    package = model.Package.get(package_id)
-    if package is None or not package.owner_org:
-        return None
-    bucket = store.circle_bucket(package.owner_org)
-    dataset_public = placement.visible_to_all(package.private, package.state)
-    resources = model.Session.query(model.Resource).filter_by(package_id=package.id)
-    changed = unchanged = 0
-    for resource in resources:
-        public = placement.row_is_public(package, resource)
-        for artifact in ARTIFACTS:
-            key = object_key(artifact, resource.id)
-            current = store.visibility(bucket, key)
-            if current is None:
-                continue
-            if current == public:
-                unchanged += 1
-            else:
-                store.set_public(bucket, key, public)
-                changed += 1
-    return Aligned(package.name, dataset_public, changed, unchanged)

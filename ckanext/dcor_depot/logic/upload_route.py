@@ -17,9 +17,9 @@ from typing import Any
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 
-from .. import config, records
+from .. import config, placement, records
 from ..dc_file import mimetype_for
-from ..storage.s3 import S3Error, object_key
+from ..storage.s3 import S3Error
 
 #: Object metadata given at issue: the dataset the upload is for, and its size.
 DATASET_METADATA = "dcor-dataset-id"
@@ -41,11 +41,9 @@ def issue_upload_urls(package_id: str, name: str, size: int, md5: str | None) ->
             {"package_id": [f"Dataset {package.name} has no circle (organization): add it to one"]}
         )
     resource_id = str(uuid.uuid4())
-    bucket = store.circle_bucket(package.owner_org)
     try:
         upload = store.presigned_upload(
-            bucket,
-            object_key("resource", resource_id),
+            *placement.object_location(store, package.owner_org, resource_id),
             size,
             config.upload_url_expiry(),
             metadata={DATASET_METADATA: package.id, SIZE_METADATA: str(size)},
@@ -119,19 +117,18 @@ def check_registration(resource: dict[str, Any]) -> None:
     if package is None or not package.owner_org:
         raise tk.ValidationError({"package_id": ["The dataset has no circle (organization)"]})
     try:
-        key = object_key("resource", resource_id)
+        location = placement.object_location(store, package.owner_org, resource_id)
     except ValueError as exc:
         raise tk.ValidationError({"id": [str(exc)]}) from exc
-    bucket = store.circle_bucket(package.owner_org)
     try:
-        info = store.object_info(bucket, key)
+        info = store.object_info(*location)
     except S3Error as exc:
         raise tk.ValidationError({"id": [str(exc)]}) from exc
     if info is None:
         raise tk.ValidationError(
             {
                 "id": [
-                    f"No file was uploaded for resource {resource_id} (s3://{bucket}/{key} "
+                    f"No file was uploaded for resource {resource_id} ({location} "
                     "does not exist): send it with the URLs of dcor_depot_upload_urls (a "
                     "multipart upload must also be completed), then register it"
                 ]

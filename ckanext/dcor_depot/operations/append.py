@@ -19,7 +19,7 @@ import ckan.plugins.toolkit as tk
 from .. import placement, records
 from ..dc_file import mimetype_for, read_dc_fields
 from ..storage.depot import file_state
-from ..storage.s3 import ObjectStore, object_key, sha256_of_file
+from ..storage.s3 import ObjectStore, sha256_of_file
 
 #: Namespace of the resource ids made by :func:`resource_id_for`.
 RESOURCE_ID_NAMESPACE = uuid.UUID("5d5ab1c6-8c4e-4f0d-9a43-7b0a3d7c1e20")
@@ -101,10 +101,9 @@ def append_resource(
             )
     resource_id = _free_resource_id(package["id"], sha256)
 
-    bucket = store.circle_bucket(package["owner_org"])
-    key = object_key("resource", resource_id)
+    location = placement.object_location(store, package["owner_org"], resource_id)
     public = placement.visible_to_all(package["private"], package["state"])
-    result = store.upload_verified(path, bucket, key, sha256=sha256, public=public)
+    result = store.upload_verified(path, *location, sha256=sha256, public=public)
     try:
         resource = tk.get_action("resource_create")(
             records.job_context(),
@@ -112,7 +111,7 @@ def append_resource(
                 "id": resource_id,
                 "package_id": package["id"],
                 "name": name,
-                "url": store.object_url(bucket, key),
+                "url": store.object_url(*location),
                 "url_type": records.S3_URL_TYPE,
                 "mimetype": mimetype_for(name),
                 **fields,
@@ -120,18 +119,16 @@ def append_resource(
             },
         )
     except tk.ValidationError as exc:
-        store.set_public(bucket, key, False)  # no resource, no reader
+        placement.align_visibility(store, package["id"], [resource_id])  # no resource: private
         raise AppendError(
-            f"The file was uploaded to s3://{bucket}/{key}, but CKAN refused the resource: "
+            f"The file was uploaded to {location}, but CKAN refused the resource: "
             f"{exc.error_summary}; fix that and run the command again (the upload is reused)"
         ) from exc
     # the dataset may have changed visibility during a long upload
-    package = records.show_package(package["id"], fresh=True)
-    if placement.visible_to_all(package["private"], package["state"]) != public:
-        store.set_public(bucket, key, not public)
+    placement.align_visibility(store, package["id"], [resource_id])
     deleted = False
     if delete_source:
-        problem = store.fixity_problem(bucket, key, sha256, before[1], rehash=True)
+        problem = store.fixity_problem(*location, sha256, before[1], rehash=True)
         if problem is None and file_state(path) != before:
             problem = "the file changed during the upload"
         if problem is not None:

@@ -14,13 +14,12 @@ from collections.abc import Iterator
 
 import ckan.model as model
 
-from .. import records
+from .. import placement, records
 from ..storage.s3 import (
     ARTIFACTS,
     OBJECT_MISSING,
     ObjectStore,
     circle_bucket_prefix,
-    object_key,
     parse_object_key,
 )
 from .status import candidates
@@ -55,8 +54,9 @@ def expected_objects(store: ObjectStore, package_id: str | None = None) -> list[
             if recorded is not None and candidate.owner_org:
                 expected.append(
                     Expected(
-                        store.circle_bucket(candidate.owner_org),
-                        object_key(artifact, candidate.resource_id),
+                        *placement.object_location(
+                            store, candidate.owner_org, candidate.resource_id, artifact
+                        ),
                         *recorded,
                         candidate.resource_id,
                         candidate.package_name,
@@ -95,13 +95,22 @@ def orphans(store: ObjectStore) -> Iterator[Finding]:
     prefix = circle_bucket_prefix(store.settings.bucket_name_template)
     for bucket in store.list_buckets(prefix=prefix):
         for info in store.iter_objects(bucket):
-            parsed = parse_object_key(info.key)
-            if parsed is None:
-                detail = "the key is not one of a resource's objects"
-            elif parsed[1] not in owners:
-                detail = f"no resource {parsed[1]} exists"
-            elif not owners[parsed[1]] or store.circle_bucket(owners[parsed[1]]) != bucket:
-                detail = f"resource {parsed[1]} belongs to another circle"
-            else:
-                continue
-            yield Finding("orphan", bucket, info.key, f"{detail} ({info.size} bytes)")
+            detail = _not_accounted_for(store, owners, bucket, info.key)
+            if detail is not None:
+                yield Finding("orphan", bucket, info.key, f"{detail} ({info.size} bytes)")
+
+
+def _not_accounted_for(
+    store: ObjectStore, owners: dict[str, str | None], bucket: str, key: str
+) -> str | None:
+    """Why no resource accounts for the object, or None when one does."""
+    parsed = parse_object_key(key)
+    if parsed is None:
+        return "the key is not one of a resource's objects"
+    artifact, resource_id = parsed
+    if resource_id not in owners:
+        return f"no resource {resource_id} exists"
+    owner = owners[resource_id]
+    if not owner or placement.object_location(store, owner, resource_id, artifact) != (bucket, key):
+        return f"resource {resource_id} belongs to another circle"
+    return None

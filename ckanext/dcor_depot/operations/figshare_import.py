@@ -29,10 +29,9 @@ import markdownify
 
 from .. import config, placement, records
 from ..dc_file import mimetype_for, read_dc_fields
-from ..jobs.visibility import align_objects
 from ..storage.depot import figshare_depot_path, move_into_depot
 from ..storage.figshare_api import Article, FigshareClient, FigshareError, FigshareFile
-from ..storage.s3 import ObjectConflictError, ObjectStore, UploadResult, object_key, sha256_of_file
+from ..storage.s3 import ObjectConflictError, ObjectStore, UploadResult, sha256_of_file
 
 ORGANIZATION_NAME = "figshare-import"
 ORGANIZATION_TITLE = "Figshare mirror"
@@ -182,7 +181,7 @@ class ArticleImport:
                 records.job_context(), {"id": package["id"], "state": "active"}
             )
         if self.store is not None:  # objects follow the dataset, also those just added
-            report.repaired = align_objects(self.store, package["id"]).changed
+            report.repaired = placement.align_visibility(self.store, package["id"]).changed
         if finished_before:
             report.outcome = "repaired" if report.files or report.repaired else "unchanged"
         return report
@@ -288,19 +287,18 @@ class ArticleImport:
         tmp: Path,
     ) -> UploadResult:
         """Send the download to the bucket while it arrives; the object stays private."""
-        bucket = self.store.circle_bucket(package["owner_org"])
-        key = object_key("resource", resource_id)
-        if self.store.object_info(bucket, key) is None:
+        location = placement.object_location(self.store, package["owner_org"], resource_id)
+        if self.store.object_info(*location) is None:
             return self.store.upload_stream_verified(
-                received.tee(chunks), received.file.size, bucket, key, check=received.check
+                received.tee(chunks), received.file.size, *location, check=received.check
             )
         # left by a run that stopped before creating the resource: compare, do not replace
         sha256 = received.drain(chunks)
         try:
-            return self.store.upload_verified(tmp, bucket, key, sha256=sha256)
+            return self.store.upload_verified(tmp, *location, sha256=sha256)
         except ObjectConflictError as exc:
             raise FigshareError(
-                f"s3://{bucket}/{key} exists, belongs to no resource and is not "
+                f"{location} exists, belongs to no resource and is not "
                 f"{received.file.name!r} from figshare ({exc}); check and delete that object, "
                 "then run again"
             ) from exc

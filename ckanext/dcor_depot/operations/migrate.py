@@ -27,7 +27,6 @@ from ..storage.s3 import (
     ObjectConflictError,
     ObjectStore,
     S3Error,
-    object_key,
     sha256_of_file,
 )
 from .status import Candidate
@@ -85,13 +84,12 @@ def migrate_resource(
             "add it to an organization"
         )
         return outcome
-    bucket = store.circle_bucket(candidate.owner_org)
     # the upload job of this resource (or another run) must not upload at the same time
     with locks.upload_lock(candidate.resource_id):
         for artifact in ARTIFACTS:
             try:
                 path = artifact_path(ckan_path, artifact)
-                _migrate_artifact(outcome, artifact, path, bucket, store, options)
+                _migrate_artifact(outcome, artifact, path, store, options)
             except (S3Error, DepotError, OSError) as exc:
                 outcome.errors.append(f"{artifact}: {exc}")
     return outcome
@@ -101,12 +99,13 @@ def _migrate_artifact(
     outcome: Outcome,
     artifact: str,
     path: Path,
-    bucket: str,
     store: ObjectStore,
     options: Options,
 ) -> None:
     candidate = outcome.candidate
-    key = object_key(artifact, candidate.resource_id)
+    bucket, key = placement.object_location(
+        store, candidate.owner_org, candidate.resource_id, artifact
+    )
     recorded = records.recorded_object(candidate.fields, artifact)
     local = path.is_file()
     if recorded is None and not local:
@@ -260,7 +259,13 @@ def record(
         # the dataset may have changed visibility while its files were uploaded
         public = placement.is_public(package, resource)
         if public != outcome.candidate.public and (outcome.uploaded or outcome.repaired):
-            _apply_visibility(outcome, package, store, public)
+            try:
+                placement.align_visibility(store, package_id, [outcome.candidate.resource_id])
+            except S3Error as exc:
+                outcome.errors.append(f"visibility: {exc}")
+            else:
+                state = "public" if public else "private"
+                outcome.actions.append(f"made {state} (the dataset changed)")
         for deletion in outcome.deletions:
             if not _recorded(resource, deletion):
                 outcome.errors.append(
@@ -280,17 +285,3 @@ def record(
 def _recorded(resource: dict[str, Any], deletion: Deletion) -> bool:
     """The resource, read again after recording, records the object that was verified."""
     return records.recorded_object(resource, deletion.artifact) == deletion.verified
-
-
-def _apply_visibility(
-    outcome: Outcome, package: dict[str, Any], store: ObjectStore, public: bool
-) -> None:
-    bucket = store.circle_bucket(package["owner_org"])
-    for artifact in ARTIFACTS:
-        key = object_key(artifact, outcome.candidate.resource_id)
-        try:
-            if store.visibility(bucket, key) not in (None, public):
-                store.set_public(bucket, key, public)
-        except S3Error as exc:
-            outcome.errors.append(f"visibility of {artifact}: {exc}")
-    outcome.actions.append(f"made {'public' if public else 'private'} (the dataset changed)")

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from .. import config, placement, records
 from ..dc_file import DC_ERROR_FIELD
 from ..storage.depot import backup_path_for
-from ..storage.s3 import ObjectStore, object_key
+from ..storage.s3 import ObjectStore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +103,7 @@ def missing_jobs(candidate: Candidate, store: ObjectStore | None) -> list[str]:
         # no circle, no bucket: the upload job then says what to do
         visible = (
             store.visibility(
-                store.circle_bucket(candidate.owner_org),
-                object_key("resource", candidate.resource_id),
+                *placement.object_location(store, candidate.owner_org, candidate.resource_id)
             )
             if candidate.owner_org
             else None
@@ -129,11 +128,10 @@ def _missing_for_file_in_s3(candidate: Candidate, store: ObjectStore | None) -> 
     refused = candidate.extras.get(records.S3_UPLOAD_ERROR_FIELD)
     if refused:
         raise records.JobError(refused)
-    bucket = store.circle_bucket(candidate.owner_org)
-    key = object_key("resource", candidate.resource_id)
-    visible = store.visibility(bucket, key)
+    location = placement.object_location(store, candidate.owner_org, candidate.resource_id)
+    visible = store.visibility(*location)
     if visible is None:
-        raise records.JobError(f"its object s3://{bucket}/{key} is missing")
+        raise records.JobError(f"its object {location} is missing")
     missing = []
     if records.recorded_object(candidate.fields, "resource") is None:
         missing.append("s3-sha256")  # applies the visibility too

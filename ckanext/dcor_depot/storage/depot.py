@@ -3,7 +3,7 @@
 CKAN keeps an uploaded file at ``<storage_path>/resources/RES/OUR/CEID``.
 The depot keeps the same bytes under a path a human can browse
 (:func:`depot_path_for`), and CKAN's path becomes a symlink to it
-(:func:`move_into_depot`). Like ``s3.py``, this module knows nothing of CKAN.
+(:func:`move_into_depot`). Like the S3 layer (``s3/``), it knows nothing of CKAN.
 
 Crash model of :func:`move_into_depot`: the file first gets a second name in
 the depot (a hard link, or on another filesystem a copy that is synced to disk

@@ -1,6 +1,6 @@
 """figshare as a read-only source of articles and files (its public API v2).
 
-Like ``s3.py`` this module knows nothing of CKAN. It is polite to figshare
+Like the S3 layer (``s3/``), it knows nothing of CKAN. It is polite to figshare
 (at most one request per second to the API) and strict about what it gets:
 retries with back-off on 5xx answers and connection errors, and a 2xx answer
 that is not the file (figshare's bot challenge) is an error, never an empty
