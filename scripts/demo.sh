@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: the services, an RQ worker on the depot's queues and CKAN
+# The main job: the services, RQ workers on the depot's queues and CKAN
 # with the dcor_depot plugin on http://127.0.0.1:5000; then the walkthrough
 # (scripts/demo_walkthrough.py): a sysadmin uploads a generated .rtdc file into
 # a new private dataset through CKAN's web form in headless Chromium, and it
@@ -17,6 +17,7 @@ DEMO_DIR=$STATE_DIR/demo
 INI=$DEMO_DIR/ckan.ini
 WEB_PID=$DEMO_DIR/ckan-web.pid
 WORKER_PID=$DEMO_DIR/ckan-worker.pid
+CONVERGE_PID=$DEMO_DIR/ckan-converge-worker.pid
 URL=http://127.0.0.1:5000
 # the web server's address: 0.0.0.0 in a VM whose port 5000 is forwarded (Vagrantfile)
 HOST=${DCOR_DEMO_HOST:-127.0.0.1}
@@ -41,6 +42,7 @@ esac
 if [ "$mode" = stop ]; then
     stop_pid "$WEB_PID" "CKAN web server"
     stop_pid "$WORKER_PID" "RQ worker"
+    stop_pid "$CONVERGE_PID" "RQ worker of dcor-converge"
     bash "$REPO_DIR/scripts/ceph-rgw.sh" stop
     if [ -f "$STATE_DIR/solr/pid" ]; then
         kill "$(cat "$STATE_DIR/solr/pid")" 2>/dev/null || true
@@ -106,6 +108,7 @@ INI
 
 say "Database"
 "$CKAN" -c "$INI" db upgrade >/dev/null 2>&1 || "$CKAN" -c "$INI" db init >/dev/null
+"$CKAN" -c "$INI" db upgrade -p dcor_depot >/dev/null
 "$CKAN" -c "$INI" dcor-check-object-store
 
 password_file=$DEMO_DIR/sysadmin-password
@@ -126,13 +129,20 @@ fi
 
 stop_pid "$WEB_PID" "CKAN web server"
 stop_pid "$WORKER_PID" "RQ worker"
-say "Starting the RQ worker on the depot's queues (dcor-short, dcor-normal)"
+stop_pid "$CONVERGE_PID" "RQ worker of dcor-converge"
+say "Starting the RQ workers: one on dcor-converge, one on dcor-short and dcor-normal"
 : >"$DEMO_DIR/ckan-worker.log"
+: >"$DEMO_DIR/ckan-converge-worker.log"
+setsid nohup "$CKAN" -c "$INI" jobs worker dcor-converge \
+    >>"$DEMO_DIR/ckan-converge-worker.log" 2>&1 &
+echo $! >"$CONVERGE_PID"
 setsid nohup "$CKAN" -c "$INI" jobs worker dcor-short dcor-normal \
     >>"$DEMO_DIR/ckan-worker.log" 2>&1 &
 echo $! >"$WORKER_PID"
 wait_for 60 "the RQ worker (log: $DEMO_DIR/ckan-worker.log)" \
     grep -q "has started on queue" "$DEMO_DIR/ckan-worker.log"
+wait_for 60 "the RQ worker of dcor-converge (log: $DEMO_DIR/ckan-converge-worker.log)" \
+    grep -q "has started on queue" "$DEMO_DIR/ckan-converge-worker.log"
 say "Starting CKAN on $URL"
 setsid nohup "$CKAN" -c "$INI" run --host "$HOST" --port 5000 --disable-reloader --threaded \
     >>"$DEMO_DIR/ckan-web.log" 2>&1 &
@@ -151,6 +161,7 @@ fi
 if [ "$mode" = --once ]; then
     stop_pid "$WEB_PID" "CKAN web server"
     stop_pid "$WORKER_PID" "RQ worker"
+    stop_pid "$CONVERGE_PID" "RQ worker of dcor-converge"
     say "Done (--once). The services (PostgreSQL, Redis, Ceph, Solr stand-in) are left running; bash scripts/demo.sh stop stops Ceph and the Solr stand-in"
     exit 0
 fi

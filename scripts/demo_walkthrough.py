@@ -1,7 +1,7 @@
 """The demo's walkthrough: one .rtdc file through a running DCOR depot, shown step by step.
 
 Run by ``scripts/demo.sh`` (with the demo's virtualenv) once CKAN's web server and
-an RQ worker on the depot's queues are up. In headless Chromium (Debian's
+the RQ workers on the depot's queues are up. In headless Chromium (Debian's
 chromium and chromium-driver) it logs in as the sysadmin, uploads a generated
 .rtdc file into a new private dataset through CKAN's web form and downloads it
 from the resource page; it waits for the depot's jobs and prints where the file
@@ -343,7 +343,7 @@ def walkthrough(args: argparse.Namespace) -> None:
         rid = browser.upload(dataset["name"], path)
         show("resource", f"{args.url}/dataset/{dataset['name']}/resource/{rid}")
 
-        step("Waiting for the depot's jobs (RQ worker on dcor-short, dcor-normal)")
+        step("Waiting for the depot's jobs (RQ workers on dcor-converge, dcor-short, dcor-normal)")
         wait_for_jobs(rid, ("symlink", "s3-upload", "dc-metadata"))
 
         step("Where the file lives now")
@@ -418,7 +418,7 @@ def walkthrough(args: argparse.Namespace) -> None:
     shown = tk.get_action("package_show")(dict(admin), {"id": dataset["id"]})
     check(shown["private"] is False, "dataset", "public", "the dataset is still private")
     wait_until("the object tagged public", lambda: store.visibility(bucket, key))
-    show("S3 object", "tagged public=true (visibility job)")
+    show("S3 object", "tagged public=true (convergence job)")
 
     step("Anonymous GET now that the dataset is public")
     with requests.get(url, stream=True, timeout=60) as answer:

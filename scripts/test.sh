@@ -15,6 +15,7 @@ for series in ${DCOR_CKAN_SERIES:-2.12 2.11}; do
     venv=.venv; [ "$series" = 2.12 ] || venv=.venv-$series
     export CKAN_SQLALCHEMY_URL="postgresql://dcor_depot:dcor_depot@127.0.0.1/dcor_depot_test_${series/./_}"
     "$venv/bin/ckan" -c test.ini db upgrade >/dev/null
+    "$venv/bin/ckan" -c test.ini db upgrade -p dcor_depot >/dev/null
     say "Tests on CKAN $series"
     "$venv/bin/python" -m pytest "$@" || failed+=("CKAN $series")
 done

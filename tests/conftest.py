@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +20,9 @@ from pathlib import Path
 import ckan.model as model
 import pytest
 import requests
+from ckan.lib.redis import connect_to_redis
 from ckan.tests import factories
+from rq.job import Job
 
 from ckanext.dcor_depot import config
 from ckanext.dcor_depot.jobs.queue import QUEUES
@@ -58,6 +62,42 @@ def make_old(resource: dict) -> None:
         {"metadata_modified": long_ago}
     )
     model.Session.commit()
+
+
+@pytest.fixture
+def clean_db(reset_db, migrate_db_for, with_plugins):
+    """CKAN's clean_db, then the plugin's own migrations (its table dcor_depot_file)."""
+    reset_db()
+    migrate_db_for("dcor_depot")
+
+
+#: Redis keys a test leaves behind: jobs, their results and registries, the depot's markers
+_LEFT_BEHIND = (
+    "rq:job:*",
+    "rq:results:*",
+    "rq:finished:*",
+    "rq:failed:*",
+    "rq:deferred:*",
+    "rq:scheduled:*",
+    "rq:canceled:*",
+    "dcor_depot:*",
+)
+
+
+@pytest.fixture
+def clean_queues(reset_queues):
+    """CKAN's clean_queues, and what earlier tests' jobs left in Redis.
+
+    RQ keeps ended jobs for a while (failed ones for a year): the workers'
+    pool waits by scanning them, and fingerprints or markers of a dataset
+    of an earlier test would describe a dataset that no longer exists.
+    """
+    reset_queues()
+    redis = connect_to_redis()
+    for pattern in _LEFT_BEHIND:
+        keys = list(redis.scan_iter(match=pattern, count=1000))
+        if keys:
+            redis.delete(*keys)
 
 
 @pytest.fixture
@@ -135,11 +175,21 @@ def clean_circles(store):
 
 def _remove_bucket(store: ObjectStore, name: str) -> None:
     client = store.client
+    if store.list_buckets(prefix=name) and not _exists(store, name):
+        client.create_bucket(Bucket=name)  # RGW lists a bucket a racing delete left half-done
     for upload in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
         client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
     for obj in store.iter_objects(name):
         client.delete_object(Bucket=name, Key=obj.key)
     client.delete_bucket(Bucket=name)
+
+
+def _exists(store: ObjectStore, bucket: str) -> bool:
+    try:
+        store.client.head_bucket(Bucket=bucket)
+    except Exception:  # noqa: BLE001 - 404 or 403: not a bucket to empty
+        return False
+    return True
 
 
 def derived_ini(folder: Path, base: str = TEST_INI, name: str = "derived.ini", **options) -> Path:
@@ -157,9 +207,171 @@ def derived_ini(folder: Path, base: str = TEST_INI, name: str = "derived.ini", *
     return ini
 
 
-def worker_command(ini: str = TEST_INI) -> list[str]:
-    """A real RQ worker on the depot's queues that stops when they are empty."""
-    return [CKAN, "-c", ini, "jobs", "worker", "--burst", *QUEUES]
+def worker_command(ini: str = TEST_INI, burst: bool = True) -> list[str]:
+    """A real RQ worker on the depot's queues (with ``burst``: it stops when they are empty)."""
+    return [CKAN, "-c", ini, "jobs", "worker", *(["--burst"] if burst else []), *QUEUES]
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once.
+
+    RQ's work horse (the process that runs a job) leaves its worker's process
+    group (setsid/setpgrp): killing the group would let the job run on.
+    """
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    victims, todo = [], [pid]
+    while todo:
+        victims.append(todo.pop())
+        todo += children.get(victims[-1], [])
+    for victim in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
+
+
+class Workers:
+    """Long-running RQ workers (real processes) and a way to wait until their work is done."""
+
+    def __init__(self, count: int, ini: str = TEST_INI):
+        self.logs = [tempfile.TemporaryFile("w+") for _ in range(count)]
+        self.procs = [
+            subprocess.Popen(worker_command(ini, burst=False), stdout=log, stderr=log, text=True)
+            for log in self.logs
+        ]
+        self.failed_before = self._failed()
+        #: jobs queued before (by earlier runs) are not this pool's
+        self.started = datetime.datetime.now(datetime.timezone.utc)
+        deadline = time.monotonic() + 120
+        while len(self._started()) < count:
+            assert time.monotonic() < deadline, "the RQ workers did not start: " + self.log()
+            time.sleep(0.1)  # polling for the workers to register
+
+    def _started(self) -> list:
+        from rq import Worker
+
+        return [w for w in Worker.all(connection=connect_to_redis()) if w.pid in self.pids]
+
+    @property
+    def pids(self) -> set[int]:
+        return {proc.pid for proc in self.procs}
+
+    def drain(self, timeout: float = 300, failures_allowed: bool = False) -> list[str]:
+        """Wait until no depot job waits or runs; return the failures since the last drain."""
+        from ckan.lib.jobs import get_queue
+
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while quiet < 2:  # twice in a row: a job may queue the next one as it ends
+            if time.monotonic() >= deadline:
+                raise AssertionError("the depot's jobs did not end: " + self.log())
+            queues = list(map(get_queue, QUEUES))
+            busy = _unfinished(queues) or any(
+                q.count or q.started_job_registry.count or _deferred(q) for q in queues
+            )
+            quiet = 0 if busy else quiet + 1
+            time.sleep(0.05)  # polling for the queues to empty
+        failed = self._failed()
+        new = sorted(failed - self.failed_before)
+        self.failed_before = failed
+        problems = []
+        for job in Job.fetch_many(new, connection=connect_to_redis()):
+            if job is None or not job.enqueued_at:
+                continue
+            if job.enqueued_at.replace(tzinfo=datetime.timezone.utc) < self.started:
+                continue
+            problems.append(f"{job.id}: {(job.exc_info or '').strip().splitlines()[-1:]}")
+        assert failures_allowed or not problems, problems
+        return problems
+
+    @staticmethod
+    def _failed() -> set[str]:
+        from ckan.lib.jobs import get_queue
+
+        return {j for name in QUEUES for j in get_queue(name).failed_job_registry.get_job_ids()}
+
+    @contextlib.contextmanager
+    def paused(self):
+        """The workers take no job (SIGSTOP), as if they were busy elsewhere."""
+        for proc in self.procs:
+            os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for proc in self.procs:
+                os.kill(proc.pid, signal.SIGCONT)
+
+    def log(self) -> str:
+        text = []
+        for log in self.logs:
+            log.seek(0)
+            text.append(log.read()[-2000:])
+        return "\n".join(text)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=60)
+
+
+def _unfinished(queues) -> bool:
+    """A job of the depot's queues that is queued or running by its own status.
+
+    RQ 1.16 (CKAN 2.11) takes a job off its queue before it lists it as
+    started, in the work horse: in between only the job's status tells.
+    """
+    redis = connect_to_redis()
+    names = {q.name for q in queues}
+    prefix = Job.redis_job_namespace_prefix
+    keys = [
+        key
+        for key in redis.scan_iter(match=f"{prefix}*", count=1000)
+        if b":" not in key[len(prefix) :]  # not a job's dependents or dependencies
+    ]
+    pipeline = redis.pipeline(transaction=False)
+    for key in keys:
+        pipeline.hmget(key, "status", "origin")
+    return any(
+        origin and origin.decode() in names and status in (b"queued", b"started")
+        for status, origin in pipeline.execute()
+    )
+
+
+def _deferred(queue) -> int:
+    """Jobs that still wait for another job that has not ended.
+
+    The registry also keeps jobs whose dependency was emptied away or failed
+    (RQ leaves them deferred for good): those wait for nothing.
+    """
+    redis = connect_to_redis()
+    ids = queue.deferred_job_registry.get_job_ids()
+    waiting = 0
+    for job in Job.fetch_many(ids, connection=redis) if ids else []:
+        if job is None or job.get_status() != "deferred":
+            continue
+        # RQ 1.16 (CKAN 2.11) gives the ids as bytes
+        ids = [i.decode() if isinstance(i, bytes) else i for i in job.dependency_ids]
+        for dependency in Job.fetch_many(ids, connection=redis):
+            if dependency is not None and dependency.get_status() in _UNFINISHED:
+                waiting += 1
+                break
+    return waiting
+
+
+_UNFINISHED = {"queued", "started", "deferred", "scheduled"}
+
+
+@pytest.fixture(scope="module")
+def workers():
+    """Two long-running RQ workers on the depot's queues for the tests of a module."""
+    pool = Workers(2)
+    yield pool
+    pool.stop()
 
 
 @pytest.fixture

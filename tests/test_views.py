@@ -80,7 +80,7 @@ def test_download_of_a_resource_under_another_dataset_is_not_found(
     helpers.call_action("package_patch", id=dataset["id"], private=False)
     run_worker()
     right = app.get(download_url(resource), follow_redirects=False)
-    assert right.status_code == 302 and "X-Amz-Expires=86400&" in right.headers["Location"]
+    assert right.status_code == 302 and "X-Amz" not in right.headers["Location"]
     assert app.get(wrong, follow_redirects=False).status_code == 404
 
 

@@ -31,6 +31,7 @@ def s3_settings() -> S3Settings | None:
         ),
         part_size=int(tk.config["dcor_object_store.part_size_mib"]) * MiB,
         upload_concurrency=int(tk.config["dcor_object_store.upload_concurrency"]),
+        copy_object_max=int(tk.config["dcor_object_store.copy_object_max_mib"]) * MiB,
     )
 
 
@@ -63,7 +64,7 @@ def local_backup_location() -> Path | None:
 
 
 def job_timeout(queue: str) -> int:
-    """Seconds a job on one of the depot's queues may run (``dcor-short``/``dcor-normal``)."""
+    """Seconds a job on one of the depot's queues may run (dcor-converge, -short, -normal)."""
     return int(tk.config[f"ckanext.dcor_depot.job_timeout_{queue.removeprefix('dcor-')}"])
 
 
@@ -81,7 +82,11 @@ def upload_url_expiry() -> int:
     return int(tk.config["ckanext.dcor_depot.upload_url_expiry"])
 
 
-def download_url_expiry(public: bool) -> int:
-    """Seconds for which a download's presigned S3 URL is valid."""
-    kind = "public" if public else "private"
-    return int(tk.config[f"ckanext.dcor_depot.download_url_expiry_{kind}"])
+def download_url_expiry() -> int:
+    """Seconds for which the presigned S3 URL of a private file's download is valid."""
+    return int(tk.config["ckanext.dcor_depot.download_url_expiry_private"])
+
+
+def purge_retention_days() -> int:
+    """Days for which the files of purged datasets and resources are kept, unreadable."""
+    return int(tk.config["ckanext.dcor_depot.purge_retention_days"])

@@ -1,14 +1,19 @@
-"""Where the files of a resource live and who may read them: the one place for these facts.
+"""Where the files of a dataset are, where they belong, and who may read them.
 
-- which bucket and key hold an artifact of a resource (:func:`object_location`);
-- whether its objects may be read anonymously (:func:`visible_to_all`,
-  :func:`is_public`), and bringing their tags in line with that
-  (:func:`align_visibility`);
-- where CKAN keeps its local file (:func:`ckan_path`).
+The one place for these facts. :func:`dataset_files` derives them from
+CKAN's database and the extension's table (``records.file_records``): for
+every artifact (resource, condensed, preview) of every resource the bucket
+of the dataset's *current* circle and the key (:func:`object_location`),
+where its verified object was last recorded, whether anonymous reading is
+allowed (:func:`is_public`) and where CKAN keeps its local file
+(:func:`ckan_path`). Every job, view and command asks it; no other code
+derives a bucket.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -16,9 +21,13 @@ from typing import Any, NamedTuple
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 
+from . import records
 from .records import S3_UPLOAD_ERROR_FIELD, S3_URL_TYPE, JobError
 from .storage.s3 import ARTIFACTS, ObjectStore, object_key
 from .uploader import DepotResourceUpload
+
+#: The ``url_type`` of resources whose file the extension keeps.
+FILE_URL_TYPES = ("upload", S3_URL_TYPE)
 
 
 class ObjectLocation(NamedTuple):
@@ -34,7 +43,7 @@ class ObjectLocation(NamedTuple):
 def object_location(
     store: ObjectStore, owner_org: str, resource_id: str, artifact: str = "resource"
 ) -> ObjectLocation:
-    """Which bucket and key hold an artifact of a resource of a dataset in circle ``owner_org``."""
+    """Which bucket and key an artifact of a resource of a dataset in circle ``owner_org`` has."""
     return ObjectLocation(store.circle_bucket(owner_org), object_key(artifact, resource_id))
 
 
@@ -84,44 +93,210 @@ def ckan_path(resource_id: str) -> Path:
         ) from exc
 
 
-class Aligned(NamedTuple):
-    name: str
-    #: whether the dataset is public and active
+@dataclasses.dataclass(frozen=True)
+class PlacedFile:
+    """One artifact of one resource: where it is, where it belongs, who may read it."""
+
+    resource_id: str
+    artifact: str
+    #: "active", "deleted", or "gone" (CKAN has no row of the resource any more)
+    resource_state: str
+    url_type: str | None
+    #: where the object belongs: the key in the bucket of the dataset's current
+    #: circle; None without S3 or circle, and for a resource CKAN lost
+    wanted: ObjectLocation | None
+    #: where its verified object was last recorded; None: it has no verified object
+    recorded: ObjectLocation | None
+    sha256: str | None
+    size: int | None
+    etag: str | None
+    #: an earlier copy of the object (before a move), still to delete
+    moved_from: ObjectLocation | None
+    #: anonymous reading allowed: public and active dataset, active resource, verified file
     public: bool
-    changed: int
-    unchanged: int
+    #: CKAN's path of an uploaded file
+    local: Path | None
+    #: when CKAN lost the resource (its copies go after the retention period)
+    purged: datetime.datetime | None
+    #: recorded in the extension's table (False: only in the resource's fields)
+    in_table: bool
+
+    @property
+    def location(self) -> ObjectLocation | None:
+        """Where to find the object now: where it was recorded, else where it belongs."""
+        return self.recorded or self.wanted
+
+    @property
+    def needs_move(self) -> bool:
+        """The verified object lies in another circle's bucket than the dataset's."""
+        return bool(self.recorded and self.wanted and self.recorded.bucket != self.wanted.bucket)
+
+    @property
+    def local_expected(self) -> bool:
+        """A local file must exist: an upload whose file has no verified object."""
+        return self.local is not None and self.recorded is None and self.resource_state != "gone"
 
 
-def align_visibility(
-    store: ObjectStore, package_id: str, resource_ids: Iterable[str] | None = None
-) -> Aligned | None:
-    """Bring the tags of a dataset's objects in line with the dataset as it is now.
+@dataclasses.dataclass(frozen=True)
+class DatasetFiles:
+    package_id: str
+    #: None when CKAN has no row of the dataset any more (purged)
+    name: str | None
+    owner_org: str | None
+    state: str | None
+    #: the dataset is public and active
+    public: bool
+    files: list[PlacedFile]
 
-    Reads the dataset and its resources from the database (not a dict a
-    caller may hold from before a change): an object is tagged public only
-    while :func:`is_public` says so; an object of a resource that no longer
-    exists is made private. ``resource_ids``: only the objects of these
-    resources (default: of every resource, deleted ones too). Objects that
-    do not exist are skipped. None when the dataset is gone or has no circle.
-    """
-    model.Session.expire_all()
-    package = model.Package.get(package_id)
-    if package is None or not package.owner_org:
+    def file(self, resource_id: str, artifact: str = "resource") -> PlacedFile | None:
+        for placed in self.files:
+            if (placed.resource_id, placed.artifact) == (resource_id, artifact):
+                return placed
         return None
-    resources = model.Session.query(model.Resource).filter_by(package_id=package.id)
-    wanted = {r.id: row_is_public(package, r) for r in resources}
-    if resource_ids is not None:
-        wanted = {rid: wanted.get(rid, False) for rid in resource_ids}
-    changed = unchanged = 0
-    for resource_id, public in wanted.items():
-        for artifact in ARTIFACTS:
-            location = object_location(store, package.owner_org, resource_id, artifact)
-            current = store.visibility(*location)
-            if current is None:
-                continue
-            if current == public:
-                unchanged += 1
-            else:
-                store.set_public(*location, public)
-                changed += 1
-    return Aligned(package.name, visible_to_all(package.private, package.state), changed, unchanged)
+
+
+def dataset_files(
+    store: ObjectStore | None, package_id: str, resource_ids: Iterable[str] | None = None
+) -> DatasetFiles:
+    """The files of a dataset (or of some of its resources), from the database as it is now."""
+    model.Session.expire_all()
+    package = model.Session.get(model.Package, package_id)
+    rows = (
+        model.Session.query(model.Resource)
+        .filter(model.Resource.package_id == package_id)
+        .order_by(model.Resource.position, model.Resource.id)
+    )
+    ids = None if resource_ids is None else list(resource_ids)
+    if ids is not None:
+        rows = rows.filter(model.Resource.id.in_(ids))
+    resources = {row.id: row for row in rows}
+    table = records.file_records(
+        package_ids=None if ids is not None else [package_id], resource_ids=ids
+    )
+    by_resource: dict[str, dict[str, records.FileRecord]] = {}
+    for row in table:
+        if row.package_id == package_id:
+            by_resource.setdefault(row.resource_id, {})[row.artifact] = row
+    files = []
+    for rid in [*resources, *sorted(set(by_resource) - set(resources))]:
+        found = resource_files(store, package, resources.get(rid), by_resource.get(rid, {}), rid)
+        files.extend(found.values())
+    if package is None:
+        dataset = DatasetFiles(package_id, None, None, None, False, files)
+    else:
+        public = visible_to_all(package.private, package.state)
+        dataset = DatasetFiles(
+            package_id, package.name, package.owner_org, package.state, public, files
+        )
+    model.Session.rollback()
+    return dataset
+
+
+def file_of(
+    store: ObjectStore | None, package_id: str, resource_id: str, artifact: str = "resource"
+) -> PlacedFile:
+    """One artifact of one resource (:func:`dataset_files`); :class:`JobError` when it has none."""
+    placed = dataset_files(store, package_id, [resource_id]).file(resource_id, artifact)
+    if placed is None:
+        raise JobError(f"Resource {resource_id} has no {artifact} file the depot keeps")
+    return placed
+
+
+def resource_files(
+    store: ObjectStore | None,
+    package: model.Package | None,
+    resource: model.Resource | None,
+    table: Mapping[str, records.FileRecord],
+    resource_id: str | None = None,
+) -> dict[str, PlacedFile]:
+    """The files of one resource by artifact, from its CKAN rows (None: lost) and the table's."""
+    rid = resource.id if resource is not None else resource_id
+    if resource is None or package is None:
+        state, url_type, extras, readable = "gone", None, {}, False
+    else:
+        state, url_type = resource.state, resource.url_type
+        extras = dict(resource.extras or {})
+        # verified: its object is recorded (below), not the resource's fields, which
+        # the job writes after the record and which users must not be able to fake
+        readable = (
+            visible_to_all(package.private, package.state)
+            and state == "active"
+            and not extras.get(S3_UPLOAD_ERROR_FIELD)
+        )
+    owner_org = package.owner_org if package is not None else None
+    files = {}
+    for artifact in ARTIFACTS:
+        row = table.get(artifact)
+        legacy = records.recorded_object(extras, artifact)
+        keeps_file = url_type in FILE_URL_TYPES and artifact == "resource"
+        if row is None and legacy is None and not keeps_file:
+            continue
+        wanted = None
+        if store is not None and owner_org and state != "gone":
+            wanted = object_location(store, owner_org, rid, artifact)
+        files[artifact] = _placed(
+            store, rid, artifact, state, url_type, wanted, row, extras, legacy, readable
+        )
+    return files
+
+
+def _placed(
+    store: ObjectStore | None,
+    resource_id: str,
+    artifact: str,
+    state: str,
+    url_type: str | None,
+    wanted: ObjectLocation | None,
+    row: records.FileRecord | None,
+    extras: dict[str, Any],
+    legacy: tuple[str, int] | None,
+    public: bool,
+) -> PlacedFile:
+    recorded = moved_from = None
+    sha256 = size = etag = None
+    if row is not None and row.bucket:
+        recorded = ObjectLocation(row.bucket, row.key)
+        sha256, size, etag = row.sha256, row.size, row.etag
+        if row.moved_from:
+            moved_from = ObjectLocation(row.moved_from, row.key)
+    elif legacy is not None:
+        # recorded before the extension's table existed: in the resource's fields
+        bucket = _bucket_of_url(extras.get("s3_url"), store) if artifact == "resource" else None
+        bucket = bucket or (wanted.bucket if wanted else None)
+        if bucket:
+            recorded = ObjectLocation(bucket, object_key(artifact, resource_id))
+            sha256, size = legacy
+            etag = extras.get("etag") if artifact == "resource" else None
+    local = None
+    if (url_type == "upload" or state == "gone") and artifact == "resource":
+        try:
+            local = ckan_path(resource_id)
+        except JobError:
+            local = None
+    return PlacedFile(
+        resource_id=resource_id,
+        artifact=artifact,
+        resource_state=state,
+        url_type=url_type,
+        wanted=wanted,
+        recorded=recorded,
+        sha256=sha256,
+        size=size,
+        etag=etag,
+        moved_from=moved_from,
+        public=public and recorded is not None,
+        local=local,
+        purged=row.purged if row is not None else None,
+        in_table=row is not None,
+    )
+
+
+def _bucket_of_url(url: str | None, store: ObjectStore | None) -> str | None:
+    """The bucket in a recorded ``s3_url`` (``<endpoint>/<bucket>/<key>``)."""
+    if not url or store is None:
+        return None
+    endpoint = store.settings.endpoint_url.rstrip("/") + "/"
+    if not url.startswith(endpoint):
+        return None
+    bucket = url[len(endpoint) :].split("/", 1)[0]
+    return bucket or None

@@ -19,8 +19,8 @@ import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
 from werkzeug.datastructures import FileStorage
 
-from . import config, placement, records
-from .jobs import queue
+from . import config, records, subscriptions
+from .jobs import queue, resource_jobs
 from .logic.upload_route import check_registration
 from .uploader import DepotResourceUpload, legacy_storage_in_use
 
@@ -39,6 +39,7 @@ class DCORDepotPlugin(p.SingletonPlugin):
     p.implements(p.IPackageController, inherit=True)
     p.implements(p.IUploader, inherit=True)
     p.implements(p.IForkObserver, inherit=True)
+    p.implements(p.ISignal)
 
     # IConfigurable
     def configure(self, config_):
@@ -56,6 +57,10 @@ class DCORDepotPlugin(p.SingletonPlugin):
         # the worker's work horses inherit a ready S3 client (0.1 s per job otherwise)
         config.object_store()
 
+    # ISignal: the CKAN actions after which a dataset's objects converge
+    def get_signal_subscriptions(self):
+        return subscriptions.get_subscriptions()
+
     # IResourceController
     def before_resource_create(self, context, resource: dict[str, Any]) -> None:
         if context.get(records.JOB_CONTEXT_KEY):
@@ -70,9 +75,9 @@ class DCORDepotPlugin(p.SingletonPlugin):
         if context.get(records.JOB_CONTEXT_KEY):
             return
         if resource.get("url_type") == "upload":
-            queue.queue_or_log(queue.enqueue_resource_jobs, resource)
+            queue.queue_or_log(resource_jobs.enqueue_resource_jobs, resource)
         elif resource.get("url_type") == records.S3_URL_TYPE:
-            queue.queue_or_log(queue.enqueue_registered_jobs, resource)
+            queue.queue_or_log(resource_jobs.enqueue_registered_jobs, resource)
 
     def before_resource_update(self, context, current, resource: dict[str, Any]) -> None:
         if context.get(records.JOB_CONTEXT_KEY):
@@ -108,26 +113,12 @@ class DCORDepotPlugin(p.SingletonPlugin):
                 }
             )
 
-    def before_resource_delete(self, context, resource, resources) -> None:
-        # the dataset's visibility job makes the deleted resource's objects private
-        deleted = model.Resource.get(resource["id"])
-        if deleted is not None and not context.get(records.JOB_CONTEXT_KEY):
-            queue.after_commit(queue.enqueue_visibility, deleted.package_id)
-
     # IPackageController
     def create(self, entity: model.Package) -> None:
         _refuse_resources_of_other_datasets(entity)
 
     def edit(self, entity: model.Package) -> None:
         _refuse_resources_of_other_datasets(entity)
-
-    def after_dataset_update(self, context, pkg_dict: dict[str, Any]) -> None:
-        if not context.get(records.JOB_CONTEXT_KEY) and _visibility_changes(pkg_dict["id"]):
-            queue.after_commit(queue.enqueue_visibility, pkg_dict["id"])
-
-    def after_dataset_delete(self, context, pkg_dict: dict[str, Any]) -> None:
-        if not context.get(records.JOB_CONTEXT_KEY):
-            queue.after_commit(queue.enqueue_visibility, pkg_dict["id"])
 
     # IUploader
     def get_resource_uploader(self, data_dict: dict[str, Any]):
@@ -138,7 +129,7 @@ class DCORDepotPlugin(p.SingletonPlugin):
 
 
 def _refuse_resources_of_other_datasets(package: model.Package) -> None:
-    """A resource id never moves to another dataset, not even one of a deleted resource.
+    """A resource id never moves to another dataset, not even one of a deleted or purged one.
 
     CKAN lets a dataset update reuse the id of a deleted resource and moves
     that row over; its objects would then be served as the new dataset's.
@@ -148,28 +139,14 @@ def _refuse_resources_of_other_datasets(package: model.Package) -> None:
         return
     with model.meta.engine.connect() as connection:
         taken = connection.execute(
-            sa.text("SELECT id FROM resource WHERE id = ANY(:ids) AND package_id != :package"),
+            sa.text(
+                "SELECT id FROM resource WHERE id = ANY(:ids) AND package_id != :package "
+                "UNION SELECT resource_id FROM dcor_depot_file "
+                "WHERE resource_id = ANY(:ids) AND package_id != :package"
+            ),
             {"ids": ids, "package": package.id},
         ).first()
     if taken is not None:
         raise tk.ValidationError(
             {"resources": [f"Resource id {taken[0]} belongs to another dataset: choose a new id"]}
         )
-
-
-def _visibility_changes(package_id: str) -> bool:
-    """Whether the uncommitted update changes who may read the dataset's files.
-
-    The hook runs before CKAN commits: a second connection still sees the
-    committed state, the session already the new one.
-    """
-    package = model.Package.get(package_id)
-    if package is None:
-        return False
-    with model.meta.engine.connect() as connection:
-        before = connection.execute(
-            sa.text("SELECT private, state FROM package WHERE id = :id"), {"id": package.id}
-        ).first()
-    return before is None or placement.visible_to_all(*before) != placement.visible_to_all(
-        package.private, package.state
-    )

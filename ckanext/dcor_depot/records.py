@@ -1,20 +1,26 @@
-"""What CKAN records about the depot's files, read and written the same way by jobs,
-commands and hooks: the site user's context, fresh dicts of datasets and resources, the
-fields the jobs record, and resource patches that neither race nor fire the
-depot's hooks again."""
+"""What is recorded about the depot's files, read and written the same way by jobs,
+commands and hooks: in CKAN, the site user's context, fresh dicts of datasets and
+resources, the fields the jobs record, and resource patches that neither race nor
+fire the depot's hooks again; in the extension's own table (``model.py``), each
+file's dataset and the location and checksum of its verified object."""
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import dataclasses
+import datetime
+import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 
-from .storage.s3 import ObjectStore, UploadResult
+from .model import file_table
+from .storage.s3 import ObjectStore, UploadResult, content_disposition
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -57,6 +63,27 @@ def is_dc_file(resource: Mapping[str, Any]) -> bool:
     return any(name.lower().endswith(".rtdc") for name in names)
 
 
+def download_name(resource: Mapping[str, Any]) -> str:
+    """The file name a download gets: the uploaded file's, else the resource's name."""
+    if resource.get("url_type") == "upload":
+        name = posixpath.basename(resource.get("url") or "")
+    else:
+        name = resource.get("name") or ""
+    return name or resource["id"]
+
+
+def object_headers(resource: Mapping[str, Any]) -> dict[str, str]:
+    """How a resource's object is served: under the file's name, with its mimetype.
+
+    Stored with the object, so that a plain (unsigned) URL of a public file
+    names it too.
+    """
+    headers = {"ContentDisposition": content_disposition(download_name(resource))}
+    if resource.get("mimetype"):
+        headers["ContentType"] = resource["mimetype"]
+    return headers
+
+
 def patch_resource(resource_id: str, fields: Mapping[str, Any]) -> bool:
     """Set ``fields`` on a resource unless they already hold these values.
 
@@ -79,17 +106,18 @@ def patch_resources(
 ) -> tuple[set[str], set[str]]:
     """Set fields on resources of one dataset (``{resource id: fields}``) in one update.
 
-    Patches of one dataset are serialized with a PostgreSQL advisory lock
-    held until CKAN commits, and they re-read the dataset under it: two
-    jobs patching the same dataset never undo each other's fields. Fields
-    that already hold their values are left alone. Returns the ids of the
-    resources that changed and of those that are no longer active.
+    The dataset's row is locked (``SELECT ... FOR UPDATE``) until CKAN
+    commits, and the dataset is read under the lock: a write that CKAN
+    began before (any action updates the dataset's row) is committed and
+    seen first, one that begins after waits. So neither another job nor a
+    user's change made meanwhile (the dataset turned private, its owner
+    changed) is undone by what the job read. Fields that already hold their
+    values are left alone. Returns the ids of the resources that changed and
+    of those that are no longer active.
     """
     session = model.Session
     try:
-        session.execute(
-            sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(package_id)}
-        )
+        lock_dataset(package_id)
         session.expire_all()
         package = show_package(package_id, fresh=True)
         changed = set()
@@ -107,6 +135,17 @@ def patch_resources(
     finally:
         # ends the transaction (package_update has committed) and frees the lock
         session.rollback()
+
+
+def patch_dataset(package_id: str, **fields: Any) -> dict[str, Any]:
+    """``package_patch`` by the extension, reading the dataset under its lock
+    (see :func:`patch_resources`)."""
+    try:
+        lock_dataset(package_id)
+        model.Session.expire_all()
+        return tk.get_action("package_patch")(job_context(), {"id": package_id, **fields})
+    finally:
+        model.Session.rollback()
 
 
 def claimed_sha256(resource: Mapping[str, Any]) -> str | None:
@@ -142,6 +181,139 @@ def recorded_object(resource: Mapping[str, Any], artifact: str) -> tuple[str, in
     return str(sha256), int(size)
 
 
-def _lock_key(package_id: str) -> int:
-    digest = hashlib.sha256(f"dcor_depot:{package_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+def lock_dataset(package_id: str) -> None:
+    """Lock the dataset's row until the session's transaction ends."""
+    model.Session.execute(
+        sa.text("SELECT 1 FROM package WHERE id = :id OR name = :id FOR UPDATE"),
+        {"id": package_id},
+    )
+
+
+# the extension's own record of files (model.file_table)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileRecord:
+    """A row of the extension's table: one artifact of a resource."""
+
+    resource_id: str
+    artifact: str
+    package_id: str
+    bucket: str | None
+    key: str | None
+    sha256: str | None
+    size: int | None
+    etag: str | None
+    recorded: datetime.datetime
+    moved_from: str | None
+    purged: datetime.datetime | None
+
+
+@contextlib.contextmanager
+def _table() -> Iterator[None]:
+    """Say what to run when the plugin's table is missing, instead of a database traceback."""
+    try:
+        yield
+    except sa.exc.ProgrammingError as exc:
+        model.Session.rollback()
+        if "dcor_depot_file" in str(exc):
+            raise JobError(
+                "The table dcor_depot_file is missing: run `ckan -c CKAN_INI db upgrade -p "
+                "dcor_depot` (the plugin's migrations)"
+            ) from exc
+        raise
+
+
+def file_records(
+    package_ids: Iterable[str] | None = None,
+    resource_ids: Iterable[str] | None = None,
+    purged_before: datetime.datetime | None = None,
+) -> list[FileRecord]:
+    """Rows of the table, of some datasets, resources, or purged before a moment (or all)."""
+    query = sa.select(file_table)
+    if package_ids is not None:
+        query = query.where(file_table.c.package_id.in_(list(package_ids)))
+    if resource_ids is not None:
+        query = query.where(file_table.c.resource_id.in_(list(resource_ids)))
+    if purged_before is not None:
+        query = query.where(file_table.c.purged < purged_before)
+    with _table():
+        rows = model.Session.execute(query).all()
+        model.Session.rollback()
+    return [FileRecord(**row._mapping) for row in rows]
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def _write(statement, commit: bool) -> None:
+    with _table():
+        model.Session.execute(statement)
+        if commit:
+            model.Session.commit()
+
+
+def record_object(
+    package_id: str,
+    resource_id: str,
+    artifact: str,
+    result: UploadResult,
+    moved_from: str | None = None,
+    commit: bool = True,
+) -> None:
+    """Record the verified object of an artifact (``moved_from``: an old copy still to delete)."""
+    values = {
+        "package_id": package_id,
+        "bucket": result.bucket,
+        "key": result.key,
+        "sha256": result.sha256,
+        "size": result.size,
+        "etag": result.etag,
+        "recorded": _now(),
+        "moved_from": moved_from,
+    }
+    statement = insert(file_table).values(resource_id=resource_id, artifact=artifact, **values)
+    _write(
+        statement.on_conflict_do_update(index_elements=["resource_id", "artifact"], set_=values),
+        commit,
+    )
+
+
+def record_file(package_id: str, resource_id: str, commit: bool = True) -> None:
+    """Record that the extension keeps the file of a resource (before it has an object)."""
+    statement = insert(file_table).values(
+        resource_id=resource_id, artifact="resource", package_id=package_id, recorded=_now()
+    )
+    _write(statement.on_conflict_do_nothing(index_elements=["resource_id", "artifact"]), commit)
+
+
+def clear_moved_from(resource_id: str, artifact: str, bucket: str) -> None:
+    """The old copy in ``bucket`` of a moved object is gone."""
+    _write(
+        sa.update(file_table)
+        .where(
+            file_table.c.resource_id == resource_id,
+            file_table.c.artifact == artifact,
+            file_table.c.moved_from == bucket,
+        )
+        .values(moved_from=None),
+        commit=True,
+    )
+
+
+def mark_purged(resource_ids: Iterable[str], commit: bool = True) -> None:
+    """CKAN lost these resources now: their copies go after the retention period."""
+    ids = list(resource_ids)
+    if ids:
+        _write(
+            sa.update(file_table)
+            .where(file_table.c.resource_id.in_(ids), file_table.c.purged.is_(None))
+            .values(purged=_now()),
+            commit,
+        )
+
+
+def forget_file(resource_id: str) -> None:
+    """Remove the rows of a resource whose copies were all removed."""
+    _write(sa.delete(file_table).where(file_table.c.resource_id == resource_id), commit=True)

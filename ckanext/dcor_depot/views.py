@@ -1,4 +1,11 @@
-"""Downloads of files that live in S3: CKAN's download URL redirects to a presigned GET.
+"""Downloads of files that live in S3: CKAN's download URL redirects to the object.
+
+A public file (public, active dataset) redirects to the object's own URL,
+which the bucket policy answers only while the object is tagged public: the
+download stops working the moment the dataset is private and converged. A
+private file redirects to a presigned GET valid for
+``ckanext.dcor_depot.download_url_expiry_private`` seconds, after CKAN's
+permission check.
 
 The rules repeat CKAN's own download URLs of the ``dataset`` type; CKAN
 registers plugin blueprints first, so these win. A resource whose file is
@@ -6,8 +13,6 @@ still on CKAN's block storage is served by CKAN's view as before.
 """
 
 from __future__ import annotations
-
-import posixpath
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
@@ -25,7 +30,13 @@ dcor_depot = Blueprint("dcor_depot", __name__)
 def download(id: str, resource_id: str, filename: str | None = None):
     store = config.object_store()
     stored = model.Resource.get(resource_id)
-    if store is None or stored is None or not _file_in_s3(stored):
+    if store is None or stored is None or stored.url_type not in placement.FILE_URL_TYPES:
+        return ckan_download("dataset", id, resource_id, filename)
+    try:
+        placed = placement.file_of(store, stored.package_id, resource_id)
+    except records.JobError:
+        return ckan_download("dataset", id, resource_id, filename)
+    if placed.url_type == "upload" and (placed.recorded is None or _local_file(placed)):
         return ckan_download("dataset", id, resource_id, filename)
     context = {"user": current_user.name, "auth_user_obj": current_user}
     try:
@@ -35,47 +46,35 @@ def download(id: str, resource_id: str, filename: str | None = None):
         return tk.abort(404, tk._("Resource not found"))
     except tk.NotAuthorized:
         return tk.abort(403, tk._("Not authorized to download resource"))
-    if resource["package_id"] != package["id"] or not package.get("owner_org"):
+    if resource["package_id"] != package["id"] or placed.location is None:
         return tk.abort(404, tk._("Resource not found"))
-    if placement.awaits_verification(resource):
+    if placement.awaits_verification(resource) or placed.recorded is None:
         refused = resource.get(records.S3_UPLOAD_ERROR_FIELD)
         return tk.abort(
             409,
             refused or "The file is still being verified after its upload; try again later",
         )
-    public = placement.is_public(package, resource)
     try:
-        url = store.presigned_get_url(
-            *placement.object_location(store, package["owner_org"], resource_id),
-            expires_in=config.download_url_expiry(public),
-            filename=download_name(resource),
-            content_type=resource.get("mimetype") or None,
-        )
+        # a public file: its own URL, which stops working once the dataset is private
+        # (the object's tag goes); else a short presigned URL, after CKAN's check
+        if placed.public and store.visibility(*placed.recorded):
+            url = store.object_url(*placed.recorded)
+        else:
+            url = store.presigned_get_url(
+                *placed.recorded,
+                expires_in=config.download_url_expiry(),
+                filename=records.download_name(resource),
+                content_type=resource.get("mimetype") or None,
+            )
     except S3Error:
         return tk.abort(503, tk._("The object store cannot be reached; try again later"))
     signals.resource_download.send(resource_id)
     return tk.redirect_to(url)
 
 
-def _file_in_s3(resource: model.Resource) -> bool:
-    """A file that went straight to S3, or an upload whose local file is gone after migration."""
-    if resource.url_type == records.S3_URL_TYPE:
-        return True
-    if resource.url_type != "upload" or not resource.extras.get("s3_available"):
-        return False
-    try:
-        return not placement.ckan_path(resource.id).is_file()
-    except records.JobError:
-        return True
-
-
-def download_name(resource: dict) -> str:
-    """The file name a download gets: the uploaded file's, else the resource's name."""
-    if resource.get("url_type") == "upload":
-        name = posixpath.basename(resource.get("url") or "")
-    else:
-        name = resource.get("name") or ""
-    return name or resource["id"]
+def _local_file(placed: placement.PlacedFile) -> bool:
+    """CKAN still has the uploaded file on block storage (it serves it itself)."""
+    return placed.local is not None and placed.local.is_file()
 
 
 dcor_depot.add_url_rule("/dataset/<id>/resource/<resource_id>/download", view_func=download)

@@ -15,6 +15,7 @@ from ckanext.dcor_depot.cli import (
     dcor_verify_object_store,
     list_all_resources,
 )
+from ckanext.dcor_depot.jobs import converge, move
 from ckanext.dcor_depot.storage.depot import artifact_path
 from ckanext.dcor_depot.storage.s3 import object_key
 
@@ -61,6 +62,35 @@ def test_list_s3_objects_of_a_dataset(migrated, store, cli):
     unknown = cli.invoke(dcor_list_s3_objects_for_dataset, ["no-such-dataset"])
     assert unknown.exit_code == 1
     assert "There is no dataset 'no-such-dataset'" in unknown.output
+
+
+def test_link_resources_have_no_objects_and_a_moved_dataset_lists_its_new_bucket(
+    migrated, store, cli
+):
+    org, public, private, first, second = migrated
+    helpers.call_action(
+        "resource_create", package_id=public["id"], url="https://example.org/elsewhere.csv"
+    )
+    other = factories.Organization()
+    helpers.call_action("package_patch", id=public["id"], owner_org=other["id"])
+    converge.converge_here(store, public["id"])
+    pending = cli.invoke(dcor_list_s3_objects_for_dataset, [public["id"]])
+    lines = pending.output.splitlines()
+    assert len(lines) == 4  # three artifacts of the file, no line of the link
+    old_bucket = store.circle_bucket(org["id"])
+    assert lines[0].startswith(f"{old_bucket}:{object_key('resource', first['id'])}  public")
+    assert lines[0].endswith(f"(to be moved to {store.circle_bucket(other['id'])})")
+
+    move.move_objects(store, public["id"])
+    moved = cli.invoke(dcor_list_s3_objects_for_dataset, [public["id"]])
+    bucket = store.circle_bucket(other["id"])
+    assert moved.output.splitlines()[:2] == [
+        f"{bucket}:{object_key('resource', first['id'])}  public   2.9 KiB",
+        f"{bucket}:{object_key('condensed', first['id'])}  public   1.5 KiB",
+    ]
+    assert (
+        moved.output.splitlines()[3] == f"Dataset {public['name']}: 2 public, 0 private, 1 missing"
+    )
 
 
 def test_list_all_resources_by_state(cli):

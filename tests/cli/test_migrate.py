@@ -18,7 +18,7 @@ from ckanext.dcor_depot import config, placement
 from ckanext.dcor_depot.cli import dcor_migrate_resources_to_object_store as migrate
 from ckanext.dcor_depot.cli import dcor_prune_stale_multipart_uploads as prune
 from ckanext.dcor_depot.cli.migrate import run_lock_path
-from ckanext.dcor_depot.jobs.queue import RESOURCE_JOBS
+from ckanext.dcor_depot.jobs.resource_jobs import RESOURCE_JOBS
 from ckanext.dcor_depot.operations.migrate import Options, migrate_resource, record
 from ckanext.dcor_depot.operations.status import candidates
 from ckanext.dcor_depot.storage.depot import artifact_path, exclusive_lock
@@ -338,12 +338,12 @@ def test_visibility_changed_during_the_upload_is_applied_when_recording(
     on_block_storage, store, tmp_path
 ):
     resource = on_block_storage(name="public.bin")
-    (candidate,) = candidates()
+    (candidate,) = candidates(store)
     assert candidate.public
     options = Options(delete_after_migration=True)
     outcome = migrate_resource(candidate, placement.ckan_path(resource["id"]), store, options)
     url = outcome.fields["s3_url"]
-    assert anonymous_status(url) == 200  # uploaded as the dataset was
+    assert anonymous_status(url) == 403  # private until it is recorded
     helpers.call_action("package_patch", id=resource["package_id"], private=True)
     (recorded,) = record(resource["package_id"], [outcome], store, config.depots_path(), options)
     assert recorded.errors == []

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from ckan.tests import factories, helpers
 from rq.job import Job, JobStatus
 
 from ckanext.dcor_depot import config, placement
-from ckanext.dcor_depot.jobs import queue
+from ckanext.dcor_depot.jobs import converge, queue, resource_jobs
 from ckanext.dcor_depot.storage.s3 import object_key
 
 from ..conftest import (
@@ -27,6 +26,7 @@ from ..conftest import (
     TEST_INI,
     anonymous_status,
     derived_ini,
+    kill_tree,
     sha256_hex,
     sha256_path,
     worker_command,
@@ -106,7 +106,7 @@ def test_upload_reaches_depot_and_s3_and_follows_visibility(
     run_worker()
     assert anonymous_status(shown["s3_url"]) == 403
     assert_jobs_finished(rid, "symlink", "s3-upload", "dc-metadata")
-    assert_jobs_finished(dataset["id"], "visibility")
+    assert not converge.pending(dataset["id"])  # every announced change was converged
     # the jobs' own resource patches queued nothing new
     for name in queue.QUEUES:
         assert get_queue(name).count == 0
@@ -131,10 +131,10 @@ def test_jobs_of_a_resource_are_queued_once_and_two_workers_are_harmless(
     path = random_file(300 * 1024**2, name="data.rtdc")
     resource = api_upload(user, dataset["id"], path)
     # the hook queued the jobs; queueing them again adds nothing
-    queue.enqueue_resource_jobs(resource)
-    queue.enqueue_resource_jobs(resource)
+    resource_jobs.enqueue_resource_jobs(resource)
+    resource_jobs.enqueue_resource_jobs(resource)
     rid = resource["id"]
-    short, normal = (get_queue(name) for name in queue.QUEUES)
+    short, normal = get_queue(queue.SHORT), get_queue(queue.NORMAL)
     assert short.job_ids == [queue.job_id("symlink", rid)]
     waiting = [j for j in normal.deferred_job_registry.get_job_ids() if rid in j]
     # the upload waits for the symlink job, the DC metadata job for the upload
@@ -225,7 +225,7 @@ def test_worker_killed_during_a_copy_to_another_filesystem(
     while part is None and time.monotonic() < deadline and worker.poll() is None:
         part = next((p for p in depots.rglob(".*.part") if p.stat().st_size > 0), None)
     assert part is not None, f"the symlink job never started copying: {log.read_text()[-3000:]}"
-    os.killpg(worker.pid, signal.SIGKILL)
+    kill_tree(worker.pid)
     worker.wait()
 
     assert not ckan_path.is_symlink()

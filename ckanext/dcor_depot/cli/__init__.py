@@ -5,9 +5,11 @@ work behind it (``operations/``), prints what it did with a summary, and
 exits 1 when anything failed. ``reference_datasets`` is ``import-figshare``.
 """
 
+from .datasets import dcor_move_dataset_to_circle
 from .migrate import dcor_migrate_resources_to_object_store
 from .object_store import (
     dcor_check_object_store,
+    dcor_prune_orphaned_objects,
     dcor_prune_stale_multipart_uploads,
     dcor_verify_object_store,
 )
@@ -21,6 +23,8 @@ __all__ = [
     "dcor_import_figshare",
     "dcor_list_s3_objects_for_dataset",
     "dcor_migrate_resources_to_object_store",
+    "dcor_move_dataset_to_circle",
+    "dcor_prune_orphaned_objects",
     "dcor_prune_stale_multipart_uploads",
     "dcor_verify_object_store",
     "import_figshare",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .. import config
@@ -19,6 +21,14 @@ def require_object_store(parallel_uploads: int = 1) -> ObjectStore:
     if parallel_uploads == 1:
         return config.object_store()
     return ObjectStore(settings, parallel_uploads=parallel_uploads)
+
+
+def exit_on_failures(failures: list[str]) -> None:
+    """Print each failure (stderr) and exit 1 when there is any."""
+    for failure in failures:
+        click.echo(f"FAILED {failure}", err=True)
+    if failures:
+        sys.exit(1)
 
 
 def human_size(size: int) -> str:

@@ -14,7 +14,7 @@ from .. import config, placement
 from ..operations import migrate
 from ..operations.status import candidates
 from ..storage.depot import DepotError, exclusive_lock
-from .common import modified_days_option, require_object_store
+from .common import exit_on_failures, modified_days_option, require_object_store
 
 #: Seconds after which the finished resources of a dataset are recorded even
 #: if others of it are still uploading (so an interrupted run loses little).
@@ -93,7 +93,7 @@ def dcor_migrate_resources_to_object_store(
 
 def _run(store, modified_days: int | None, options: migrate.Options, jobs: int) -> None:
     dry_run = options.dry_run
-    todo = list(candidates(modified_days))
+    todo = list(candidates(store, modified_days))
     remaining = defaultdict(int)
     for candidate in todo:
         remaining[candidate.package_id] += 1
@@ -165,10 +165,7 @@ def _run(store, modified_days: int | None, options: migrate.Options, jobs: int) 
         f"{totals['missing']} missing, {totals['failed']} failed"
     )
     click.echo(("Dry run, nothing changed. " if dry_run else "") + summary)
-    for failure in failures:
-        click.echo(f"FAILED {failure}", err=True)
-    if failures:
-        sys.exit(1)
+    exit_on_failures(failures)
 
 
 def _migrate(candidate, store, options) -> migrate.Outcome:

@@ -9,9 +9,10 @@ import sys
 import ckan.model as model
 import click
 
-from ..operations import audit
+from .. import config
+from ..operations import audit, prune
 from ..storage.s3 import S3Error, circle_bucket_prefix
-from .common import require_object_store
+from .common import exit_on_failures, require_object_store
 
 
 @click.command("dcor-check-object-store")
@@ -83,10 +84,7 @@ def dcor_prune_stale_multipart_uploads(initiated_before_days: int, dry_run: bool
         f"{len(buckets)} circle buckets: {total} multipart uploads started before "
         f"{cutoff:%Y-%m-%d %H:%M} UTC {verb}, {len(failures)} buckets failed"
     )
-    for failure in failures:
-        click.echo(f"FAILED {failure}", err=True)
-    if failures:
-        sys.exit(1)
+    exit_on_failures(failures)
 
 
 @click.command("dcor-verify-object-store")
@@ -151,3 +149,29 @@ def dcor_verify_object_store(dataset: str | None, sample_percent: float):
     )
     if findings:
         sys.exit(1)
+
+
+@click.command("dcor-prune-orphaned-objects")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def dcor_prune_orphaned_objects(dry_run: bool):
+    """Remove the kept copies of purged files, and orphaned objects, after the retention period.
+
+    A purged dataset or resource leaves its S3 objects private and its local
+    copies (CKAN's path, the depot file, the local backup) unreadable; after
+    ckanext.dcor_depot.purge_retention_days they are removed here, as are
+    objects in the circle buckets that nothing accounts for and that are
+    older than that. Never removes anything a resource still records. Ends
+    with counts; exits 1 when something could not be removed.
+
+    Example: ckan -c /etc/ckan/default/ckan.ini dcor-prune-orphaned-objects --dry-run
+    """
+    store = config.object_store()
+    pruned = prune.prune(store, dry_run=dry_run, echo=click.echo)
+    verb = "would be removed" if dry_run else "removed"
+    click.echo(
+        f"{pruned.files} purged files past {config.purge_retention_days()} days: "
+        f"{pruned.objects} objects and {pruned.local} local copies {verb}; "
+        f"{pruned.orphans} orphaned objects {verb}; {pruned.kept} kept (CKAN has them again); "
+        f"{len(pruned.failures)} failed"
+    )
+    exit_on_failures(pruned.failures)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import ckan.plugins.toolkit as tk
@@ -19,7 +18,7 @@ from ..operations.figshare_import import (
 from ..storage.depot import DepotError, exclusive_lock
 from ..storage.figshare_api import FigshareClient, FigshareError, parse_doi
 from ..storage.s3 import S3Error
-from .common import human_size
+from .common import exit_on_failures, human_size
 
 
 @click.command("import-figshare")
@@ -69,10 +68,7 @@ def import_figshare(dois: tuple[str, ...], dois_file: Path | None, limit: int | 
         raise click.ClickException(
             f"Another import-figshare is running ({exc}); wait for it to end"
         ) from exc
-    for failure in failures:
-        click.echo(f"FAILED {failure}", err=True)
-    if failures:
-        sys.exit(1)
+    exit_on_failures(failures)
 
 
 def _run(dois: list[str], store, where: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import ckan.model as model
@@ -92,10 +93,13 @@ def list_all_resources(state: str):
 @click.command("dcor-list-s3-objects-for-dataset")
 @click.argument("dataset")
 def dcor_list_s3_objects_for_dataset(dataset: str):
-    """List the S3 objects of every resource (deleted ones too) and artifact of DATASET.
+    """List the S3 objects of every file of DATASET (resources, deleted ones too, and artifacts).
 
-    One line per object: bucket:key, public/private/missing, size. Coloured
-    on a terminal, plain when piped.
+    One line per object: bucket:key where it is recorded (or where it belongs,
+    when it has none yet), public/private/missing, size, and notes (deleted
+    resource, a move to the circle's bucket that is pending). Resources
+    without a file (links) have no objects. Coloured on a terminal, plain
+    when piped.
 
     Example: ckan -c /etc/ckan/default/ckan.ini dcor-list-s3-objects-for-dataset my-dataset
     """
@@ -105,28 +109,48 @@ def dcor_list_s3_objects_for_dataset(dataset: str):
         raise click.ClickException(f"There is no dataset {dataset!r}: check its name or id")
     if not package.owner_org:
         raise click.ClickException(f"Dataset {package.name} has no circle, so no objects")
-    resources = (
-        model.Session.query(model.Resource)
-        .filter_by(package_id=package.id)
-        .order_by(model.Resource.position)
-    )
+    files = placement.dataset_files(store, package.id)
     counts = dict.fromkeys(_VISIBILITY_COLOURS, 0)
     try:
-        for resource in resources:
-            for artifact in ARTIFACTS:
-                bucket, key = placement.object_location(
-                    store, package.owner_org, resource.id, artifact
-                )
-                info = store.object_info(bucket, key)
-                visible = store.visibility(bucket, key) if info else None
-                state = "missing" if visible is None else ("public" if visible else "private")
-                counts[state] += 1
-                size = human_size(info.size) if info else "-"
-                label = click.style(f"{state:<7}", fg=_VISIBILITY_COLOURS[state])
-                deleted = " (resource deleted)" if resource.state == "deleted" else ""
-                click.echo(f"{bucket}:{key}  {label}  {size}{deleted}")
+        for placed in _every_artifact(store, files):
+            bucket, key = placed.location
+            info = store.object_info(bucket, key)
+            visible = store.visibility(bucket, key) if info else None
+            state = "missing" if visible is None else ("public" if visible else "private")
+            counts[state] += 1
+            size = human_size(info.size) if info else "-"
+            label = click.style(f"{state:<7}", fg=_VISIBILITY_COLOURS[state])
+            notes = []
+            if placed.resource_state != "active":
+                notes.append(f"resource {placed.resource_state}")
+            if placed.needs_move:
+                notes.append(f"to be moved to {placed.wanted.bucket}")
+            if placed.recorded is None and placed.artifact == "resource":
+                notes.append("not uploaded or verified yet")
+            note = f" ({'; '.join(notes)})" if notes else ""
+            click.echo(f"{bucket}:{key}  {label}  {size}{note}")
     except S3Error as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"Dataset {package.name}: " + ", ".join(f"{n} {state}" for state, n in counts.items())
     )
+
+
+def _every_artifact(store, files: placement.DatasetFiles) -> list[placement.PlacedFile]:
+    """The files of each resource with a file, and where its missing artifacts would be."""
+    listed = []
+    for placed in files.files:
+        if placed.artifact != "resource" and files.file(placed.resource_id) is None:
+            listed.append(placed)  # a recorded artifact of a resource without its own file
+        if placed.artifact != "resource":
+            continue
+        for artifact in ARTIFACTS:
+            found = files.file(placed.resource_id, artifact)
+            if found is None and placed.wanted is not None:
+                wanted = placement.object_location(
+                    store, files.owner_org, placed.resource_id, artifact
+                )
+                found = dataclasses.replace(placed, artifact=artifact, wanted=wanted, recorded=None)
+            if found is not None:
+                listed.append(found)
+    return listed

@@ -1,4 +1,4 @@
-"""``ckan run-jobs-dcor-depot``: catch up on the jobs that did not run."""
+"""``ckan run-jobs-dcor-depot``: catch up on the jobs that did not run, and sweep S3."""
 
 from __future__ import annotations
 
@@ -7,40 +7,48 @@ import sys
 import click
 
 from .. import config
-from ..jobs.queue import RESOURCE_JOBS
-from ..jobs.visibility import apply_visibility
+from ..jobs.resource_jobs import RESOURCE_JOBS
+from ..operations import sweep
 from ..operations.status import candidates, missing_jobs
 from ..records import S3_URL_TYPE, JobError
 from ..storage.s3 import S3Error
-from .common import modified_days_option
+from .common import exit_on_failures, modified_days_option
 
 
 @click.command("run-jobs-dcor-depot")
 @modified_days_option
-@click.option("--dry-run", is_flag=True, help="Only list the jobs that would run.")
+@click.option("--dry-run", is_flag=True, help="Only list what would be done.")
 def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
-    """Run the depot's missing jobs for resources that need them.
+    """Run the depot's missing jobs, then bring every dataset's objects in line with CKAN.
 
-    Checks every uploaded resource of every dataset that is not deleted: is
-    the file in the user depot, is there a verified S3 object with the
-    dataset's visibility, are the DC metadata recorded? For files uploaded
-    straight to S3: is their SHA-256 recorded, is there a local backup (when
-    dcor_object_store.local_backup_location is set)? Runs the missing jobs
-    here, one resource after the other, and ends with counts. Exits 1 when a
-    job failed. Running it again finds nothing to do.
+    First every uploaded resource of every dataset that is not deleted (with
+    --modified-days, of those changed lately): is the file in the user depot,
+    is there a verified S3 object, are the DC metadata recorded? For files
+    uploaded straight to S3: is their SHA-256 recorded, is there a local
+    backup (when dcor_object_store.local_backup_location is set)? The
+    missing jobs run here, one resource after the other.
+
+    Then, with an object store, the sweep, over every dataset whatever
+    --modified-days says: objects whose tag differs from what CKAN allows,
+    objects in another circle's bucket than their dataset's (moved), old
+    copies of moved objects, files of resources CKAN lost (made private,
+    kept for ckanext.dcor_depot.purge_retention_days), and orphans in the
+    circle buckets (made private). Ends with counts; exits 1 when something
+    could not be done, with the reason. Running it again finds nothing to do.
 
     Example: ckan -c /etc/ckan/default/ckan.ini run-jobs-dcor-depot --modified-days 7
     """
     store = config.object_store()
     done = fine = 0
     failures: list[str] = []
-    todo = list(candidates(modified_days, url_types=("upload", S3_URL_TYPE)))
+    todo = list(candidates(store, modified_days, url_types=("upload", S3_URL_TYPE)))
     click.echo(f"Checking {len(todo)} uploaded resources")
     with click.progressbar(todo, file=sys.stderr, label="resources") as bar:
         for candidate in bar:
             where = f"resource {candidate.resource_id} (dataset {candidate.package_name})"
             try:
-                missing = missing_jobs(candidate, store)
+                # the sweep below converges every dataset
+                missing = [kind for kind in missing_jobs(candidate, store) if kind != "converge"]
             except (JobError, S3Error) as exc:
                 failures.append(f"{where}: {exc}")
                 continue
@@ -54,10 +62,7 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
             errors = []
             for kind in missing:
                 try:
-                    if kind == "visibility":
-                        apply_visibility(candidate.package_id)
-                    else:
-                        RESOURCE_JOBS[kind](candidate.resource_id)
+                    RESOURCE_JOBS[kind](candidate.resource_id)
                 except Exception as exc:  # report and go on with the next job
                     errors.append(f"{kind} failed: {exc}")
             if errors:
@@ -67,7 +72,16 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
                 click.echo(f"\n{where}: ran {', '.join(missing)}")
     verb = "would need jobs" if dry_run else "done"
     click.echo(f"{len(todo)} resources: {done} {verb}, {fine} already fine, {len(failures)} failed")
-    for failure in failures:
-        click.echo(f"FAILED {failure}", err=True)
-    if failures:
-        sys.exit(1)
+    if store is not None:
+        click.echo("Sweeping the object store: every dataset's objects against CKAN")
+        swept = sweep.sweep(store, dry_run=dry_run, echo=click.echo)
+        failures += swept.failures
+        verb = "would be converged" if dry_run else "converged"
+        click.echo(
+            f"{swept.checked} datasets with files: {len(swept.converged)} {verb}, "
+            f"{swept.moved} objects moved to their circle's bucket; {swept.orphans} orphaned "
+            f"objects, {swept.orphans_made_private} of them "
+            f"{'would be made' if dry_run else 'made'} private; "
+            f"{len(swept.failures)} failed"
+        )
+    exit_on_failures(failures)

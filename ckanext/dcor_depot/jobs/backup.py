@@ -22,22 +22,20 @@ def backup_resource(resource_id: str) -> str:
     if root is None or store is None:
         return "no local backup (dcor_object_store.local_backup_location is not set)"
     resource = records.show_resource(resource_id)
-    recorded = records.recorded_object(resource, "resource")
     if resource.get(records.S3_UPLOAD_ERROR_FIELD):
         raise records.JobError(f"No backup: {resource[records.S3_UPLOAD_ERROR_FIELD]}")
-    if recorded is None:
+    placed = placement.file_of(store, resource["package_id"], resource_id)
+    if placed.recorded is None:
         raise records.JobError(
             f"The SHA-256 of resource {resource_id}'s object is not recorded yet, so a copy "
             "cannot be verified; run `ckan run-jobs-dcor-depot` once the checksum job ran"
         )
-    sha256, _ = recorded
+    sha256 = placed.sha256
     path = backup_path_for(root, resource_id)
     if path.is_file() and sha256_of_file(path) == sha256:
         return f"resource {resource_id}: verified backup already at {path}"
     replaced = path.exists()
-    package = records.show_package(resource["package_id"])
-    location = placement.object_location(store, package["owner_org"], resource_id)
-    size = write_verified(path, store.read_object(*location), sha256)
+    size = write_verified(path, store.read_object(*placed.recorded), sha256)
     message = f"resource {resource_id}: backed up to {path} ({size} bytes, sha256 {sha256})"
     if replaced:
         message += "; it replaced a copy with other bytes"

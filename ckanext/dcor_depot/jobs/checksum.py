@@ -6,6 +6,7 @@ import logging
 
 from .. import config, locks, placement, records
 from ..storage.s3 import MD5_METADATA_KEY, UploadResult
+from . import converge
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,9 @@ def record_object_sha256(resource_id: str) -> str:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
     resource = records.show_resource(resource_id)
     package = records.show_package(resource["package_id"])
-    location = placement.object_location(store, package["owner_org"], resource_id)
+    location = placement.file_of(store, package["id"], resource_id).location
+    if location is None:
+        raise records.JobError(f"Dataset {package['name']} has no circle (organization)")
     with locks.upload_lock(resource_id):
         info = store.object_info(*location)
         if info is None:
@@ -42,15 +45,20 @@ def record_object_sha256(resource_id: str) -> str:
                 # the claim is not the file's hash: it does not stay in ``sha256``
                 fields = {records.S3_UPLOAD_ERROR_FIELD: problem, "sha256": None}
                 records.patch_resource(resource_id, fields)
-                placement.align_visibility(store, package["id"], [resource_id])  # private
+                converge.align_resource(store, package["id"], resource_id)  # private
                 raise records.JobError(problem)
-        if info.sha256 != hashes.sha256:
-            store.record_sha256(*location, hashes.sha256, hashes.size)
+        headers = records.object_headers(resource)
+        if (info.sha256, info.content_disposition) != (
+            hashes.sha256,
+            headers["ContentDisposition"],
+        ):
+            store.record_sha256(*location, hashes.sha256, hashes.size, headers)
     result = UploadResult(*location, hashes.size, hashes.sha256, info.etag)
-    records.patch_resource(resource_id, records.s3_fields(store, "resource", result))
+    records.record_object(package["id"], resource_id, "resource", result)
     # recording the hash dropped the object's tags; the dataset may also have
     # changed visibility meanwhile: apply the visibility it has now
-    placement.align_visibility(store, package["id"], [resource_id])
+    converge.align_resource(store, package["id"], resource_id)
+    records.patch_resource(resource_id, records.s3_fields(store, "resource", result))
     message = f"resource {resource_id}: {location} has {hashes.size} bytes, sha256 {hashes.sha256}"
     log.info(message)
     return message

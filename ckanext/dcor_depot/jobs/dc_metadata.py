@@ -39,7 +39,9 @@ def _read_from_s3(resource: dict[str, Any]) -> tuple[str, dict[str, Any], str | 
     if store is None:
         raise records.JobError("The file is in S3, but dcor_object_store.endpoint_url is not set")
     package = records.show_package(resource["package_id"])
-    location = placement.object_location(store, package["owner_org"], resource["id"])
+    location = placement.file_of(store, package["id"], resource["id"]).location
+    if location is None:
+        raise records.JobError(f"Dataset {package['name']} has no circle (organization)")
     url = store.presigned_get_url(*location, expires_in=3600)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dclab's HTTP warnings quote the URL, a credential

@@ -1,16 +1,15 @@
-"""Job plumbing: which jobs a resource or dataset gets, on which queue, under which id.
+"""Job plumbing: the depot's queues, job ids, queueing once, queueing after CKAN commits.
 
 Job ids are derived from the resource (or dataset) id and the job's kind, so
-a resource never has the same job waiting twice. The S3 upload waits for the
-symlink job and the DC metadata job for the upload (RQ dependencies that
-also resolve when the job waited for fails: one broken step never blocks
-the others for good).
+a resource never has the same job waiting twice (:func:`enqueue`). Jobs that
+read the state when they start get a new id each time, queued unless one is
+still waiting (:func:`enqueue_unless_waiting`).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,31 +21,17 @@ from ckan.lib.redis import connect_to_redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job, JobStatus
 
-from .. import config, records
-from .backup import backup_resource
-from .checksum import record_object_sha256
-from .dc_metadata import record_dc_metadata
-from .symlink import symlink_resource
-from .upload import upload_resource
-from .visibility import apply_visibility
+from .. import config
+from ..leases import connection as _redis_with_timeouts
 
 log = logging.getLogger(__name__)
 
+#: Convergence of datasets (tags, deletions): quick, and never behind a long copy or upload.
+CONVERGE = "dcor-converge"
 SHORT = "dcor-short"
 NORMAL = "dcor-normal"
-#: The queues a worker for the depot listens on, most urgent first.
-QUEUES = (SHORT, NORMAL)
-
-#: The jobs of a resource's file by kind (the kind names the job id); each
-#: takes the resource id. A file uploaded to CKAN gets the first three, in
-#: this order; one uploaded straight to S3 the last three.
-RESOURCE_JOBS: dict[str, Callable[[str], str]] = {
-    "symlink": symlink_resource,
-    "s3-upload": upload_resource,
-    "dc-metadata": record_dc_metadata,
-    "s3-sha256": record_object_sha256,
-    "backup": backup_resource,
-}
+#: The depot's queues, most urgent first.
+QUEUES = (CONVERGE, SHORT, NORMAL)
 
 _WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
@@ -94,45 +79,33 @@ def enqueue(
         _redis_with_timeouts().delete(guard)
 
 
-@functools.lru_cache(maxsize=1)
-def _redis_with_timeouts() -> redis.Redis:
-    return redis.Redis.from_url(
-        tk.config["ckan.redis.url"], socket_connect_timeout=2, socket_timeout=5
+def enqueue_unless_waiting(
+    fn: Callable[[str], str], kind: str, object_id: str, queue: str
+) -> str | None:
+    """Queue ``fn(object_id)`` under a new job id, unless such a job has not started yet.
+
+    A job that has started may already have read the state, so it does not
+    count: a change announced while it runs gets a job of its own.
+    """
+    marker = f"dcor_depot:job:{kind}:{object_id}"
+    waiting = _redis_with_timeouts().get(marker)
+    if waiting:
+        try:
+            status = Job.fetch(waiting.decode(), connection=connect_to_redis()).get_status()
+        except NoSuchJobError:
+            status = None
+        if status in _WAITING:
+            return None
+    jid = f"{job_id(kind, object_id)}-{uuid.uuid4().hex[:8]}"
+    _redis_with_timeouts().set(marker, jid, ex=7 * 86400)
+    tk.enqueue_job(
+        fn,
+        [object_id],
+        title=f"dcor_depot {kind}",
+        queue=queue,
+        rq_kwargs={"job_id": jid, "timeout": config.job_timeout(queue)},
     )
-
-
-def enqueue_resource_jobs(resource: Mapping[str, Any]) -> list[str]:
-    """The jobs of a newly uploaded file: symlink, S3 upload, DC metadata."""
-    rid = resource["id"]
-    last = enqueue(RESOURCE_JOBS["symlink"], "symlink", rid, SHORT)
-    jobs = [last]
-    if config.s3_settings() is not None:
-        last = enqueue(RESOURCE_JOBS["s3-upload"], "s3-upload", rid, NORMAL, depends_on=last)
-        jobs.append(last)
-    if records.is_dc_file(resource):
-        dc = enqueue(RESOURCE_JOBS["dc-metadata"], "dc-metadata", rid, NORMAL, depends_on=last)
-        jobs.append(dc)
-    return jobs
-
-
-def enqueue_registered_jobs(resource: Mapping[str, Any]) -> list[str]:
-    """The jobs of a file uploaded straight to S3: SHA-256 and visibility, DC metadata, backup."""
-    rid = resource["id"]
-    checksum = enqueue(RESOURCE_JOBS["s3-sha256"], "s3-sha256", rid, NORMAL)
-    jobs = [checksum]
-    if records.is_dc_file(resource):
-        jobs.append(enqueue(RESOURCE_JOBS["dc-metadata"], "dc-metadata", rid, NORMAL))
-    if config.local_backup_location() is not None:
-        jobs.append(
-            enqueue(RESOURCE_JOBS["backup"], "backup", rid, NORMAL, checksum, allow_failure=False)
-        )
-    return jobs
-
-
-def enqueue_visibility(package_id: str) -> str | None:
-    if config.s3_settings() is None:
-        return None
-    return enqueue(apply_visibility, "visibility", package_id, SHORT, skip_running=False)
+    return jid
 
 
 def after_commit(fn: Callable[..., Any], *args: Any) -> None:
@@ -140,13 +113,20 @@ def after_commit(fn: Callable[..., Any], *args: Any) -> None:
 
     CKAN calls the plugin's hooks before it commits: a job queued right away
     could run on the state before the change (and not find a new resource).
-    Dropped when the transaction rolls back. A Redis error is logged, never
-    raised: the user's change stands, ``run-jobs-dcor-depot`` catches up.
+    A transaction that has written nothing yet (a signal after an action that
+    committed) calls it now. Dropped when the transaction rolls back. A Redis
+    error is logged, never raised: the user's change stands,
+    ``run-jobs-dcor-depot`` catches up.
     """
-    model.Session().info.setdefault(_PENDING, []).append((fn, args))
+    session = model.Session()
+    if session.info.get(_WRITTEN):
+        session.info.setdefault(_PENDING, []).append((fn, args))
+    else:
+        queue_or_log(fn, *args)
 
 
 _PENDING = "dcor_depot_jobs_after_commit"
+_WRITTEN = "dcor_depot_written"
 
 
 def queue_or_log(fn: Callable[..., Any], *args: Any) -> None:
@@ -163,15 +143,22 @@ def queue_or_log(fn: Callable[..., Any], *args: Any) -> None:
         )
 
 
+def _written(session, flush_context) -> None:
+    session.info[_WRITTEN] = True
+
+
 def _run_pending(session) -> None:
+    session.info.pop(_WRITTEN, None)
     for fn, args in session.info.pop(_PENDING, []):
         queue_or_log(fn, *args)
 
 
 def _drop_pending(session) -> None:
+    session.info.pop(_WRITTEN, None)
     session.info.pop(_PENDING, None)
 
 
 if not sa.event.contains(model.Session, "after_commit", _run_pending):
+    sa.event.listen(model.Session, "after_flush", _written)
     sa.event.listen(model.Session, "after_commit", _run_pending)
     sa.event.listen(model.Session, "after_rollback", _drop_pending)

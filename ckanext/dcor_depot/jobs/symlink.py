@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 def symlink_resource(resource_id: str) -> str:
     resource = records.show_resource(resource_id)
     package = records.show_package(resource["package_id"])
+    records.record_file(package["id"], resource_id)  # known, also if CKAN loses the resource
     creator = model.User.get(package.get("creator_user_id") or "")
     organization = package.get("organization") or {}
     depot_path = depot_path_for(

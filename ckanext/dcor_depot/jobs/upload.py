@@ -5,41 +5,49 @@ from __future__ import annotations
 import logging
 
 from .. import config, locks, placement, records
+from . import converge
 
 log = logging.getLogger(__name__)
 
 
 def upload_resource(resource_id: str) -> str:
+    """Upload the file at CKAN's path, verified, then record it and apply its visibility.
+
+    The object is private until it is recorded (an object nobody records is
+    never public); then it gets the visibility its dataset has at that moment.
+    """
     store = config.object_store()
     if store is None:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
     resource = records.show_resource(resource_id)
     package = records.show_package(resource["package_id"])
-    if not package.get("owner_org"):
+    placed = placement.file_of(store, package["id"], resource_id)
+    if placed.wanted is None:
         raise records.JobError(
             f"Dataset {package['name']} has no organization (circle), so resource "
             f"{resource_id} has no circle bucket; add the dataset to a circle and run "
             "`ckan run-jobs-dcor-depot`"
         )
-    path = placement.ckan_path(resource_id)
-    if not path.is_file():
+    if placed.recorded and store.object_info(*placed.recorded) is not None:
+        return f"resource {resource_id}: already verified at {placed.recorded}"
+    path = placed.local
+    if path is None or not path.is_file():
         raise records.JobError(f"The file of resource {resource_id} is missing at {path}")
-    location = placement.object_location(store, package["owner_org"], resource_id)
     with locks.upload_lock(resource_id):
         result = store.upload_verified(
             path,
-            *location,
+            *placed.wanted,
             sha256=records.claimed_sha256(resource),
-            public=placement.is_public(package, resource),
+            headers=records.object_headers(resource),
         )
+    records.record_object(package["id"], resource_id, "resource", result)
+    # the dataset may have changed visibility while the file was uploaded
+    converge.align_resource(store, package["id"], resource_id)
     records.patch_resource(resource_id, records.s3_fields(store, "resource", result))
-    # the dataset may have changed visibility while the file was uploaded, and
-    # the visibility job queued for that change may have run before the object
-    # existed: apply the visibility it has now
-    placement.align_visibility(store, package["id"], [resource_id])
     message = (
         f"resource {resource_id}: {'already verified at' if result.skipped else 'uploaded to'} "
-        f"{location} ({result.size} bytes, sha256 {result.sha256})"
+        f"{placement.ObjectLocation(result.bucket, result.key)} ({result.size} bytes, "
+        f"sha256 {result.sha256})"
     )
     log.info(message)
     return message

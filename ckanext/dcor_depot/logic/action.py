@@ -1,22 +1,19 @@
-"""The extension's actions: the direct-to-S3 upload route, and CKAN's bulk
-visibility actions chained so that the objects follow."""
+"""The extension's actions: the direct-to-S3 upload route, and CKAN's ``dataset_purge``
+chained so that what a purge removes is recorded before it is gone."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import ckan.model as model
 import ckan.plugins.toolkit as tk
 from ckan.types import Context, DataDict
 
-from ..jobs import queue
+from .. import placement, records
+from ..jobs import converge, queue
 from . import schema, upload_route
 
-__all__ = [
-    "dcor_depot_upload_urls",
-    "bulk_update_private",
-    "bulk_update_public",
-    "bulk_update_delete",
-]
+__all__ = ["dcor_depot_upload_urls", "dataset_purge"]
 
 
 def dcor_depot_upload_urls(context: Context, data_dict: DataDict) -> dict[str, Any]:
@@ -46,20 +43,29 @@ def dcor_depot_upload_urls(context: Context, data_dict: DataDict) -> dict[str, A
     )
 
 
-def _queue_visibility_after(name: str):
-    """CKAN 2.11's bulk actions change datasets with SQL, past every hook."""
+@tk.chained_action
+def dataset_purge(original, context: Context, data_dict: DataDict):
+    """CKAN's dataset_purge, after recording the dataset's files as purged.
 
-    @tk.chained_action
-    def action(original, context, data_dict):
-        result = original(context, data_dict)
-        for package_id in data_dict.get("datasets", []):
-            queue.queue_or_log(queue.enqueue_visibility, package_id)
-        return result
-
-    action.__name__ = name
-    return action
-
-
-bulk_update_private = _queue_visibility_after("bulk_update_private")
-bulk_update_public = _queue_visibility_after("bulk_update_public")
-bulk_update_delete = _queue_visibility_after("bulk_update_delete")
+    The records are written in the purge's own transaction: a purge that
+    fails records nothing. Once it committed, the dataset converges: its
+    objects become private and its local copies unreadable; they are removed
+    after ``ckanext.dcor_depot.purge_retention_days`` by
+    ``ckan dcor-prune-orphaned-objects``.
+    """
+    package = model.Package.get(data_dict.get("id") or "")
+    if package is None:
+        return original(context, data_dict)
+    tk.check_access("dataset_purge", context, data_dict)
+    package_id = package.id
+    rows = model.Session.query(model.Resource.id, model.Resource.url_type).filter(
+        model.Resource.package_id == package_id
+    )
+    kept = {rid for rid, url_type in rows if url_type in placement.FILE_URL_TYPES}
+    kept |= {r.resource_id for r in records.file_records(package_ids=[package_id])}
+    for resource_id in kept:
+        records.record_file(package_id, resource_id, commit=False)
+    records.mark_purged(kept, commit=False)
+    result = original(context, data_dict)
+    queue.queue_or_log(converge.request_convergence, package_id)
+    return result

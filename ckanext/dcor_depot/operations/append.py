@@ -18,6 +18,7 @@ import ckan.plugins.toolkit as tk
 
 from .. import placement, records
 from ..dc_file import mimetype_for, read_dc_fields
+from ..jobs import converge
 from ..storage.depot import file_state
 from ..storage.s3 import ObjectStore, sha256_of_file
 
@@ -102,8 +103,10 @@ def append_resource(
     resource_id = _free_resource_id(package["id"], sha256)
 
     location = placement.object_location(store, package["owner_org"], resource_id)
-    public = placement.visible_to_all(package["private"], package["state"])
-    result = store.upload_verified(path, *location, sha256=sha256, public=public)
+    # private until recorded: an object nobody records is never public
+    served = {"id": resource_id, "url_type": records.S3_URL_TYPE, "name": name}
+    headers = records.object_headers({**served, "mimetype": mimetype_for(name)})
+    result = store.upload_verified(path, *location, sha256=sha256, headers=headers)
     try:
         resource = tk.get_action("resource_create")(
             records.job_context(),
@@ -119,13 +122,13 @@ def append_resource(
             },
         )
     except tk.ValidationError as exc:
-        placement.align_visibility(store, package["id"], [resource_id])  # no resource: private
         raise AppendError(
             f"The file was uploaded to {location}, but CKAN refused the resource: "
             f"{exc.error_summary}; fix that and run the command again (the upload is reused)"
         ) from exc
-    # the dataset may have changed visibility during a long upload
-    placement.align_visibility(store, package["id"], [resource_id])
+    records.record_object(package["id"], resource_id, "resource", result)
+    # public now if the dataset is (it may have changed during a long upload)
+    converge.align_resource(store, package["id"], resource_id)
     deleted = False
     if delete_source:
         problem = store.fixity_problem(*location, sha256, before[1], rehash=True)

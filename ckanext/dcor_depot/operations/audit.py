@@ -1,9 +1,9 @@
 """The fixity audit (``ckan dcor-verify-object-store``): do the objects hold what CKAN recorded?
 
-Every resource's recorded objects (see :func:`records.recorded_object`) are
-checked against their size and the SHA-256 in their metadata; a sample of
-them is also read back and hashed. Objects in the circle buckets that no
-resource accounts for are orphans.
+Every recorded object of an active resource (see :func:`placement.dataset_files`)
+is checked against its recorded size and the SHA-256 in its metadata; a
+sample of them is also read back and hashed. Objects in the circle buckets
+that no file accounts for are orphans (:func:`sweep.orphans`).
 """
 
 from __future__ import annotations
@@ -13,15 +13,11 @@ import random
 from collections.abc import Iterator
 
 import ckan.model as model
+import sqlalchemy as sa
 
-from .. import placement, records
-from ..storage.s3 import (
-    ARTIFACTS,
-    OBJECT_MISSING,
-    ObjectStore,
-    circle_bucket_prefix,
-    parse_object_key,
-)
+from .. import records
+from ..storage.s3 import OBJECT_MISSING, ObjectStore, parse_object_key
+from . import sweep
 from .status import candidates
 
 
@@ -48,16 +44,14 @@ class Finding:
 def expected_objects(store: ObjectStore, package_id: str | None = None) -> list[Expected]:
     """The recorded objects of active resources of datasets that are not deleted."""
     expected = []
-    for candidate in candidates(package_id=package_id, url_types=None):
-        for artifact in ARTIFACTS:
-            recorded = records.recorded_object(candidate.fields, artifact)
-            if recorded is not None and candidate.owner_org:
+    for candidate in candidates(store, package_id=package_id, url_types=None):
+        for placed in candidate.files.values():
+            if placed.recorded is not None:
                 expected.append(
                     Expected(
-                        *placement.object_location(
-                            store, candidate.owner_org, candidate.resource_id, artifact
-                        ),
-                        *recorded,
+                        *placed.recorded,
+                        placed.sha256,
+                        placed.size,
                         candidate.resource_id,
                         candidate.package_name,
                     )
@@ -85,32 +79,16 @@ def check(store: ObjectStore, expected: Expected, rehash: bool) -> Finding | Non
 
 
 def orphans(store: ObjectStore) -> Iterator[Finding]:
-    """Objects in the circle buckets whose key names no resource of that bucket's circle."""
-    owners = dict(
-        model.Session.query(model.Resource.id, model.Package.owner_org).join(
-            model.Package, model.Package.id == model.Resource.package_id
-        )
-    )
+    """Objects in the circle buckets that no file of any dataset accounts for."""
+    known = set(model.Session.execute(sa.select(model.Resource.id)).scalars())
+    known |= {row.resource_id for row in records.file_records()}
     model.Session.rollback()
-    prefix = circle_bucket_prefix(store.settings.bucket_name_template)
-    for bucket in store.list_buckets(prefix=prefix):
-        for info in store.iter_objects(bucket):
-            detail = _not_accounted_for(store, owners, bucket, info.key)
-            if detail is not None:
-                yield Finding("orphan", bucket, info.key, f"{detail} ({info.size} bytes)")
-
-
-def _not_accounted_for(
-    store: ObjectStore, owners: dict[str, str | None], bucket: str, key: str
-) -> str | None:
-    """Why no resource accounts for the object, or None when one does."""
-    parsed = parse_object_key(key)
-    if parsed is None:
-        return "the key is not one of a resource's objects"
-    artifact, resource_id = parsed
-    if resource_id not in owners:
-        return f"no resource {resource_id} exists"
-    owner = owners[resource_id]
-    if not owner or placement.object_location(store, owner, resource_id, artifact) != (bucket, key):
-        return f"resource {resource_id} belongs to another circle"
-    return None
+    for info in sweep.orphans(store):
+        parsed = parse_object_key(info.key)
+        if parsed is None:
+            detail = "the key is not one of a resource's objects"
+        elif parsed[1] not in known:
+            detail = f"no resource {parsed[1]} exists"
+        else:
+            detail = f"resource {parsed[1]} records no object here (another circle's bucket?)"
+        yield Finding("orphan", info.bucket, info.key, f"{detail} ({info.size} bytes)")

@@ -29,6 +29,7 @@ import markdownify
 
 from .. import config, placement, records
 from ..dc_file import mimetype_for, read_dc_fields
+from ..jobs import converge
 from ..storage.depot import figshare_depot_path, move_into_depot
 from ..storage.figshare_api import Article, FigshareClient, FigshareError, FigshareFile
 from ..storage.s3 import ObjectConflictError, ObjectStore, UploadResult, sha256_of_file
@@ -177,11 +178,9 @@ class ArticleImport:
             report.bytes += file.size
         finished_before = package["state"] == "active"
         if not finished_before:
-            tk.get_action("package_patch")(
-                records.job_context(), {"id": package["id"], "state": "active"}
-            )
+            records.patch_dataset(package["id"], state="active")
         if self.store is not None:  # objects follow the dataset, also those just added
-            report.repaired = placement.align_visibility(self.store, package["id"]).changed
+            report.repaired = converge.converge_here(self.store, package["id"]).tagged
         if finished_before:
             report.outcome = "repaired" if report.files or report.repaired else "unchanged"
         return report
@@ -274,6 +273,10 @@ class ArticleImport:
                     **fields,
                 },
             )
+            if self.store is not None:
+                records.record_object(package["id"], resource_id, "resource", result)
+            else:
+                records.record_file(package["id"], resource_id)
             return done
         finally:
             tmp.unlink(missing_ok=True)
@@ -289,8 +292,14 @@ class ArticleImport:
         """Send the download to the bucket while it arrives; the object stays private."""
         location = placement.object_location(self.store, package["owner_org"], resource_id)
         if self.store.object_info(*location) is None:
+            served = {"id": resource_id, "name": received.file.name}
+            headers = records.object_headers({**served, "mimetype": mimetype_for(served["name"])})
             return self.store.upload_stream_verified(
-                received.tee(chunks), received.file.size, *location, check=received.check
+                received.tee(chunks),
+                received.file.size,
+                *location,
+                check=received.check,
+                headers=headers,
             )
         # left by a run that stopped before creating the resource: compare, do not replace
         sha256 = received.drain(chunks)

@@ -18,15 +18,15 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import ckan.model as model
-
 from .. import locks, placement, records
+from ..jobs import converge
 from ..storage.depot import DepotError, artifact_path, file_state, remove_local
 from ..storage.s3 import (
     ARTIFACTS,
     ObjectConflictError,
     ObjectStore,
     S3Error,
+    UploadResult,
     sha256_of_file,
 )
 from .status import Candidate
@@ -71,6 +71,8 @@ class Outcome:
     missing: str | None = None
     errors: list[str] = dataclasses.field(default_factory=list)
     deletions: list[Deletion] = dataclasses.field(default_factory=list)
+    #: the verified objects to record, by artifact
+    results: dict[str, UploadResult] = dataclasses.field(default_factory=dict)
 
 
 def migrate_resource(
@@ -103,10 +105,15 @@ def _migrate_artifact(
     options: Options,
 ) -> None:
     candidate = outcome.candidate
-    bucket, key = placement.object_location(
-        store, candidate.owner_org, candidate.resource_id, artifact
-    )
-    recorded = records.recorded_object(candidate.fields, artifact)
+    placed = candidate.files.get(artifact)
+    recorded = None
+    if placed is not None and placed.recorded is not None:
+        bucket, key = placed.recorded
+        recorded = (placed.sha256, placed.size)
+    else:
+        bucket, key = placement.object_location(
+            store, candidate.owner_org, candidate.resource_id, artifact
+        )
     local = path.is_file()
     if recorded is None and not local:
         if artifact == "resource":
@@ -142,17 +149,19 @@ def _migrate_artifact(
         expected = records.claimed_sha256(candidate.extras)
 
     result = None
+    headers = records.object_headers(candidate.fields) if artifact == "resource" else None
     if recorded is None or overwrite:
         state = file_state(path)
         try:
+            # private until recorded: an object nobody records is never public
             result = store.upload_verified(
-                path, bucket, key, overwrite=overwrite, sha256=expected, public=candidate.public
+                path, bucket, key, overwrite=overwrite, sha256=expected, headers=headers
             )
         except ObjectConflictError as exc:
             # an object nobody recorded, with other bytes: the local file is the original
             outcome.actions.append(f"replacing an unrecorded object ({exc})")
             result = store.upload_verified(
-                path, bucket, key, overwrite=True, sha256=expected, public=candidate.public
+                path, bucket, key, overwrite=True, sha256=expected, headers=headers
             )
         if overwrite:
             outcome.repaired += 1
@@ -170,6 +179,7 @@ def _migrate_artifact(
             outcome.uploaded += 1
             outcome.actions.append(f"uploaded {artifact}")
         outcome.fields.update(records.s3_fields(store, artifact, result))
+        outcome.results[artifact] = result
         recorded = (result.sha256, result.size)
         local_sha256 = None if result.skipped else result.sha256  # read in this run
     else:
@@ -234,40 +244,37 @@ def record(
 ) -> list[Outcome]:
     """Record the outcomes of one dataset's resources, then delete the verified local files.
 
+    The objects are recorded in the extension's table and on the resources,
+    then get the visibility the dataset has now (they were uploaded private).
     Returns the outcomes (their errors say what could not be recorded or deleted).
     """
     if options.dry_run:
         return outcomes
     fields = {o.candidate.resource_id: o.fields for o in outcomes if o.fields}
+    uploaded = [o.candidate.resource_id for o in outcomes if o.results]
     try:
+        for outcome in outcomes:
+            for artifact, result in outcome.results.items():
+                records.record_object(package_id, outcome.candidate.resource_id, artifact, result)
+        if uploaded:
+            converge.align_resource(store, package_id, *uploaded)
         if fields:
             records.patch_resources(package_id, fields)
-        package = records.show_package(package_id, fresh=True)
-        model.Session.rollback()
+        files = placement.dataset_files(store, package_id)
     except Exception as exc:  # noqa: BLE001 - reported per resource, the run goes on
         for outcome in outcomes:
             if outcome.fields or outcome.deletions:
                 outcome.errors.append(f"recording the S3 fields failed: {exc}")
                 outcome.deletions.clear()
         return outcomes
-    resources = {r["id"]: r for r in package["resources"]}
     for outcome in outcomes:
-        resource = resources.get(outcome.candidate.resource_id)
-        if resource is None:
+        rid = outcome.candidate.resource_id
+        if not any(f.resource_id == rid and f.resource_state == "active" for f in files.files):
             outcome.errors.append("the resource was deleted during the migration")
             continue
-        # the dataset may have changed visibility while its files were uploaded
-        public = placement.is_public(package, resource)
-        if public != outcome.candidate.public and (outcome.uploaded or outcome.repaired):
-            try:
-                placement.align_visibility(store, package_id, [outcome.candidate.resource_id])
-            except S3Error as exc:
-                outcome.errors.append(f"visibility: {exc}")
-            else:
-                state = "public" if public else "private"
-                outcome.actions.append(f"made {state} (the dataset changed)")
         for deletion in outcome.deletions:
-            if not _recorded(resource, deletion):
+            placed = files.file(rid, deletion.artifact)
+            if placed is None or (placed.sha256, placed.size) != deletion.verified:
                 outcome.errors.append(
                     f"kept {deletion.path}: the resource does not record its object"
                 )
@@ -280,8 +287,3 @@ def record(
                 outcome.deleted += 1
                 outcome.actions.append("deleted " + ", ".join(map(str, removed)))
     return outcomes
-
-
-def _recorded(resource: dict[str, Any], deletion: Deletion) -> bool:
-    """The resource, read again after recording, records the object that was verified."""
-    return records.recorded_object(resource, deletion.artifact) == deletion.verified

@@ -18,26 +18,38 @@ from ..storage.s3 import ObjectStore
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """A resource with an uploaded file and what its dataset says about it."""
+    """A resource with a file, what its dataset says about it, and where its files are."""
 
     resource_id: str
     url_type: str
     url: str
     name: str
     size: int | None
+    mimetype: str | None
     extras: dict[str, Any]
     package_id: str
     package_name: str
     owner_org: str | None
     public: bool
+    #: the resource's files by artifact (:func:`placement.resource_files`)
+    files: dict[str, placement.PlacedFile] = dataclasses.field(default_factory=dict)
 
     @property
     def fields(self) -> dict[str, Any]:
         """The resource's fields as ``resource_show`` has them (those the depot reads)."""
-        return {**self.extras, "size": self.size, "url": self.url, "name": self.name}
+        return {
+            **self.extras,
+            "id": self.resource_id,
+            "url_type": self.url_type,
+            "size": self.size,
+            "url": self.url,
+            "name": self.name,
+            "mimetype": self.mimetype,
+        }
 
 
 def candidates(
+    store: ObjectStore | None,
     modified_days: int | None = None,
     package_id: str | None = None,
     url_types: tuple[str, ...] | None = ("upload",),
@@ -65,6 +77,12 @@ def candidates(
                 model.Package.metadata_modified >= cutoff,
             )
         )
+    found = list(query)
+    table: dict[str, dict[str, records.FileRecord]] = {}
+    ids = [res.id for res, _ in found]
+    for start in range(0, len(ids), 1000):
+        for row in records.file_records(resource_ids=ids[start : start + 1000]):
+            table.setdefault(row.resource_id, {})[row.artifact] = row
     rows = [
         Candidate(
             resource_id=res.id,
@@ -72,13 +90,15 @@ def candidates(
             url=res.url or "",
             name=res.name or "",
             size=res.size,
+            mimetype=res.mimetype,
             extras=dict(res.extras or {}),
             package_id=pkg.id,
             package_name=pkg.name,
             owner_org=pkg.owner_org,
             public=placement.row_is_public(pkg, res),
+            files=placement.resource_files(store, pkg, res, table.get(res.id, {})),
         )
-        for res, pkg in query
+        for res, pkg in found
     ]
     # the jobs commit and expire the session: hand out plain values only
     model.Session.rollback()
@@ -86,34 +106,29 @@ def candidates(
 
 
 def missing_jobs(candidate: Candidate, store: ObjectStore | None) -> list[str]:
-    """Kinds of job (those of ``queue.RESOURCE_JOBS`` and ``visibility``) still to run.
+    """Kinds of job (those of ``resource_jobs.RESOURCE_JOBS`` and ``converge``) still to run.
 
     Raises :class:`records.JobError` when no job can help: the file is gone
     from CKAN's path and from S3.
     """
     if candidate.url_type == records.S3_URL_TYPE:
         return _missing_for_file_in_s3(candidate, store) + _missing_dc_metadata(candidate)
+    placed = candidate.files["resource"]
     missing = []
-    path = placement.ckan_path(candidate.resource_id)
-    local = path.is_file()
+    path = placed.local
+    local = path is not None and path.is_file()
     if local and not path.is_symlink():
         missing.append("symlink")
-    on_s3 = records.recorded_object(candidate.fields, "resource") is not None
+    on_s3 = placed.recorded is not None
     if store is not None:
         # no circle, no bucket: the upload job then says what to do
-        visible = (
-            store.visibility(
-                *placement.object_location(store, candidate.owner_org, candidate.resource_id)
-            )
-            if candidate.owner_org
-            else None
-        )
-        if not on_s3 or visible is None:
+        visible = store.visibility(*placed.recorded) if placed.recorded else None
+        if visible is None:
             on_s3 = False
-            if local:
+            if local and placed.wanted:
                 missing.append("s3-upload")
-        elif visible != candidate.public:
-            missing.append("visibility")
+        elif visible != placed.public or placed.needs_move:
+            missing.append("converge")
     if not local and not on_s3:
         raise records.JobError(f"the file is missing at {path} and there is no verified S3 object")
     return missing + _missing_dc_metadata(candidate)
@@ -123,20 +138,20 @@ def _missing_for_file_in_s3(candidate: Candidate, store: ObjectStore | None) -> 
     """A file that went straight to S3: its recorded SHA-256, visibility and local backup."""
     if store is None:
         raise records.JobError("the file is in S3, but dcor_object_store.endpoint_url is not set")
-    if not candidate.owner_org:
+    placed = candidate.files["resource"]
+    if placed.location is None:
         raise records.JobError("the dataset has no circle (organization), so no bucket")
     refused = candidate.extras.get(records.S3_UPLOAD_ERROR_FIELD)
     if refused:
         raise records.JobError(refused)
-    location = placement.object_location(store, candidate.owner_org, candidate.resource_id)
-    visible = store.visibility(*location)
+    visible = store.visibility(*placed.location)
     if visible is None:
-        raise records.JobError(f"its object {location} is missing")
+        raise records.JobError(f"its object {placed.location} is missing")
     missing = []
-    if records.recorded_object(candidate.fields, "resource") is None:
+    if placed.recorded is None:
         missing.append("s3-sha256")  # applies the visibility too
-    elif visible != candidate.public:
-        missing.append("visibility")
+    elif visible != placed.public or placed.needs_move:
+        missing.append("converge")
     backup = config.local_backup_location()
     if backup is not None and not backup_path_for(backup, candidate.resource_id).is_file():
         missing.append("backup")

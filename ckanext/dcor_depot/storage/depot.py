@@ -238,6 +238,38 @@ def move_into_depot(
         return DepotResult(depot_path, action)
 
 
+def make_unreadable(path: Path, dry_run: bool = False) -> bool:
+    """Take every permission from the file ``path`` leads to (a purged file, kept for a while).
+
+    Returns whether its mode changed (or, in a dry run, would change).
+    """
+    mode = os.stat(path).st_mode & 0o7777
+    if mode == 0:
+        return False
+    if not dry_run:
+        os.chmod(path, 0)
+    return True
+
+
+def remove_purged(path: Path, depots_path: Path, dry_run: bool = False) -> list[Path]:
+    """Delete a purged file's local copy: ``path`` and, if it is a symlink into the depots, its
+    target. A symlink that leads elsewhere is removed, its target kept. Returns what goes."""
+    path = Path(path)
+    if not path.is_symlink() and not path.exists():
+        return []
+    removed = [path]
+    target = path.resolve() if path.is_symlink() else None
+    depots = Path(depots_path).resolve()
+    if target is not None and target.exists():
+        if os.path.commonpath([depots, target]) == str(depots):
+            removed.append(target)
+    if not dry_run:
+        for gone in removed:
+            gone.unlink()
+            _fsync_dir(gone.parent)
+    return removed
+
+
 def backup_path_for(backup_root: Path, resource_id: str) -> Path:
     """``<backup root>/RES/OUR/CEID``: the local backup copy of a resource's object."""
     return Path(backup_root) / resource_subpath(resource_id)

@@ -62,6 +62,8 @@ class S3Settings:
     part_size: int = 16 * MiB
     #: Parts of one upload in flight at the same time.
     upload_concurrency: int = 4
+    #: Objects up to this size are copied with one CopyObject (S3's limit: 5 GiB).
+    copy_object_max: int = 5 * 1024**3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +79,8 @@ class ObjectInfo:
     last_modified: datetime.datetime | None = None
     #: The object's user metadata (``x-amz-meta-*``), names in lower case.
     metadata: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
+    content_type: str | None = dataclasses.field(default=None, compare=False)
+    content_disposition: str | None = dataclasses.field(default=None, compare=False)
 
 
 def _is_missing(exc: botocore.exceptions.ClientError) -> bool:
@@ -173,6 +177,8 @@ class StoreClient:
             sha256=head.get("Metadata", {}).get(SHA256_METADATA_KEY),
             last_modified=head.get("LastModified"),
             metadata=head.get("Metadata", {}),
+            content_type=head.get("ContentType"),
+            content_disposition=head.get("ContentDisposition"),
         )
 
     def object_exists(self, bucket: str, key: str) -> bool:

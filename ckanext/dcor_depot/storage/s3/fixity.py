@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .client import SHA256_METADATA_KEY, MiB, S3Error, UploadVerificationError
@@ -80,17 +80,30 @@ class Fixity:
             size, sha256.hexdigest(), md5_digest.hexdigest() if md5_digest else None
         )
 
-    def record_sha256(self, bucket: str, key: str, sha256: str, size: int) -> None:
+    def record_sha256(
+        self,
+        bucket: str,
+        key: str,
+        sha256: str,
+        size: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         """Store the SHA-256 in an object's metadata, keeping its other metadata.
 
-        Copying the object onto itself replaces its metadata; Ceph RGW does
-        this without copying data and keeps the ETag (AWS S3 refuses such a
-        copy above 5 GB). RGW drops the object's tags with it: callers set
-        the visibility afterwards.
+        ``headers`` (``ContentType``, ``ContentDisposition``) replace how the
+        object is served; those not given are kept. Copying the object onto
+        itself replaces its metadata; Ceph RGW does this without copying data
+        and keeps the ETag (AWS S3 refuses such a copy above 5 GB). RGW drops
+        the object's tags with it: callers set the visibility afterwards.
         """
         info = self.object_info(bucket, key)
         if info is None:
             raise S3Error(f"Object s3://{bucket}/{key} does not exist")
+        served = {
+            "ContentType": info.content_type,
+            "ContentDisposition": info.content_disposition,
+            **(headers or {}),
+        }
         with self._errors(f"record the SHA-256 of s3://{bucket}/{key}"):
             self.client.copy_object(
                 Bucket=bucket,
@@ -98,6 +111,7 @@ class Fixity:
                 CopySource={"Bucket": bucket, "Key": key},
                 Metadata={**info.metadata, SHA256_METADATA_KEY: sha256},
                 MetadataDirective="REPLACE",
+                **{name: value for name, value in served.items() if value},
             )
         info = self.object_info(bucket, key)
         if info is None or info.size != size or info.sha256 != sha256:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 from collections.abc import Iterator
 
-from .client import ObjectInfo
+import botocore.exceptions
+
+from .client import ObjectInfo, _is_missing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,12 +24,23 @@ class StaleUpload:
 
 class Listing:
     def iter_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        """All objects under a prefix (size and ETag from the listing, no SHA-256)."""
+        """All objects under a prefix (size and ETag from the listing, no SHA-256).
+
+        A bucket that does not exist has none (RGW can list a bucket that a
+        racing create and delete left behind).
+        """
         with self._errors(f"list s3://{bucket}/{prefix}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=bucket, Prefix=prefix
             )
-            for page in pages:
+            pages = iter(pages)
+            try:
+                first = next(pages, {})
+            except botocore.exceptions.ClientError as exc:
+                if _is_missing(exc):
+                    return
+                raise
+            for page in itertools.chain([first], pages):
                 for item in page.get("Contents", []):
                     yield ObjectInfo(
                         bucket=bucket,

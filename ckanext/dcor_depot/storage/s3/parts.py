@@ -59,7 +59,9 @@ def _parts_of(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
 
 
 class Parts:
-    def _put_single(self, data: bytes, bucket: str, key: str, check_read: Callable) -> UploadResult:
+    def _put_single(
+        self, data: bytes, bucket: str, key: str, check_read: Callable, headers: dict[str, str]
+    ) -> UploadResult:
         sha256 = hashlib.sha256(data).hexdigest()
         check_read(len(data), sha256)
         size = len(data)
@@ -71,6 +73,7 @@ class Parts:
                 Body=data,
                 ContentMD5=base64.b64encode(md5.digest()).decode(),
                 Metadata={SHA256_METADATA_KEY: sha256},
+                **headers,
             )
         self._verify(bucket, key, md5.hexdigest(), size, sha256)
         return UploadResult(bucket, key, size, sha256, md5.hexdigest())
@@ -82,9 +85,12 @@ class Parts:
         key: str,
         check_read: Callable,
         progress: Callable[[int], None] | None,
+        headers: dict[str, str],
     ) -> UploadResult:
         with self._errors(f"start the upload of s3://{bucket}/{key}"):
-            upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+            upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, **headers)[
+                "UploadId"
+            ]
         try:
             sha256, digests, parts, total = self._send_parts(
                 parts, bucket, key, upload_id, progress

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .buckets import Buckets
 from .client import StoreClient
+from .copies import Copies
 from .fixity import Fixity
 from .listing import Listing
 from .parts import Parts
@@ -12,7 +13,9 @@ from .uploads import Uploads
 from .visibility import Visibility
 
 
-class ObjectStore(Uploads, Parts, Presigning, Visibility, Fixity, Listing, Buckets, StoreClient):
+class ObjectStore(
+    Uploads, Parts, Copies, Presigning, Visibility, Fixity, Listing, Buckets, StoreClient
+):
     """Access to the circle buckets of one S3 endpoint.
 
     Thread-safe: one instance can be shared by the threads of a process;

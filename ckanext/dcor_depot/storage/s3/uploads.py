@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,6 +43,7 @@ class Uploads:
         sha256: str | None = None,
         public: bool = False,
         progress: Callable[[int], None] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> UploadResult:
         """Upload a file so that the object provably equals it.
 
@@ -53,6 +54,8 @@ class Uploads:
         it is not uploaded (and it spares hashing the file when checking an
         existing object). Afterwards the object is tagged public or not as
         ``public`` says. ``progress`` is called with the bytes sent per part.
+        ``headers``: how the object is served (``ContentType``,
+        ``ContentDisposition``), stored with a new object.
 
         Two writers racing for the same new key are not excluded (S3 has no
         portable conditional write); callers serialize uploads of one key.
@@ -65,7 +68,7 @@ class Uploads:
         if existing is not None and not overwrite:
             result = self._check_existing(path, existing, sha256)
         else:
-            result = self._upload(path, bucket, key, sha256, progress)
+            result = self._upload(path, bucket, key, sha256, progress, dict(headers or {}))
         if public or result.skipped:
             # tagged only now: RGW ignores tags given at the start of a multipart
             # upload and drops them when the object is copied onto itself
@@ -79,6 +82,7 @@ class Uploads:
         key: str,
         expected_sha256: str | None,
         progress: Callable[[int], None] | None,
+        headers: dict[str, str],
     ) -> UploadResult:
         with open(path, "rb") as fd:
             before = _file_state(fd)
@@ -99,9 +103,9 @@ class Uploads:
 
             if size > part_size:
                 parts = iter(functools.partial(fd.read, part_size), b"")
-                return self._put_multipart(parts, bucket, key, check_read, progress)
+                return self._put_multipart(parts, bucket, key, check_read, progress, headers)
             data = fd.read(size + 1)  # one byte more reveals a file that grew
-            result = self._put_single(data, bucket, key, check_read)
+            result = self._put_single(data, bucket, key, check_read, headers)
         if progress is not None:
             progress(result.size)
         return result
@@ -115,6 +119,7 @@ class Uploads:
         *,
         check: Callable[[int, str], None] | None = None,
         public: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> UploadResult:
         """Upload a stream of ``size`` bytes that can be read only once, e.g. a download.
 
@@ -141,10 +146,10 @@ class Uploads:
                 check(total, sha256)
 
         if size > part_size:
-            result = self._put_multipart(parts, bucket, key, check_read, None)
+            result = self._put_multipart(parts, bucket, key, check_read, None, dict(headers or {}))
         else:
             data = next(parts, b"") + next(parts, b"")  # a second part: the stream is too long
-            result = self._put_single(data, bucket, key, check_read)
+            result = self._put_single(data, bucket, key, check_read, dict(headers or {}))
         if public:
             self.set_public(bucket, key, True)
         return result

@@ -1,0 +1,229 @@
+"""Job (queue dcor-converge): bring a dataset's objects to the state CKAN says they should have.
+
+One job per dataset replaces what a visibility job did, on every path that
+changes CKAN (``subscriptions.py``): from the files that
+:func:`placement.dataset_files` derives, every recorded object gets the
+public tag exactly when anonymous reading is allowed (its other tags are
+kept), an unrecorded object where a file belongs is private, the old copy
+of a moved object is deleted once the new one is recorded, resources CKAN
+lost (purge) are marked in the extension's table and their local copies
+made unreadable, and objects in another circle's bucket are handed to the
+move job (``move.py``) on dcor-normal, so that a long copy never delays a
+private switch.
+
+Runs for one dataset never overlap, on any host: each holds the dataset's
+lease (``leases.py``). A change is announced by a fresh token in Redis
+(:func:`request_convergence`); a run consumes the token it read only after
+converging, and whoever releases the lease looks for a newer token, so a
+change committed while a run is under way is converged again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import uuid
+from collections.abc import Iterator
+
+from .. import config, placement, records
+from ..leases import Lease, connection
+from ..storage.depot import backup_path_for, make_unreadable
+from ..storage.s3 import ObjectStore, S3Error, UploadResult
+from . import queue
+
+log = logging.getLogger(__name__)
+
+#: Seconds a job or command waits for a dataset's lease held by another (short) run.
+LEASE_WAIT = 120.0
+_DIRTY = "dcor_depot:converge:{}"
+_CONSUME = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+
+
+@dataclasses.dataclass
+class Converged:
+    """What one pass over a dataset did (or, in a dry run, would do)."""
+
+    name: str
+    tagged: int = 0
+    right: int = 0
+    deleted: int = 0
+    adopted: int = 0
+    lost: int = 0
+    locked: int = 0
+    moves: int = 0
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        return self.tagged + self.deleted + self.adopted + self.lost + self.locked
+
+    def summary(self) -> str:
+        parts = [f"{self.tagged} tags changed", f"{self.right} were right"]
+        for count, what in (
+            (self.deleted, "old copies of moved objects deleted"),
+            (self.adopted, "records adopted from the resource's fields"),
+            (self.lost, "resources lost by CKAN recorded as purged"),
+            (self.locked, "local copies of purged files made unreadable"),
+            (self.moves, "objects to move to the circle's bucket"),
+        ):
+            if count:
+                parts.append(f"{count} {what}")
+        return f"dataset {self.name}: " + ", ".join(parts)
+
+
+def request_convergence(package_id: str) -> None:
+    """Announce that a dataset changed: a convergence job runs (again) for it."""
+    if config.s3_settings() is None:
+        return
+    connection().set(_DIRTY.format(package_id), uuid.uuid4().hex)
+    queue.enqueue_unless_waiting(converge_dataset, "converge", package_id, queue.CONVERGE)
+
+
+def pending(package_id: str) -> bool:
+    return bool(connection().exists(_DIRTY.format(package_id)))
+
+
+def converge_dataset(package_id: str) -> str:
+    """The job: converge the dataset as long as changes are announced for it."""
+    store = config.object_store()
+    if store is None:
+        return "S3 is off (dcor_object_store.endpoint_url is not set)"
+    done: list[Converged] = []
+    key = _DIRTY.format(package_id)
+    while pending(package_id):
+        lease = Lease(f"dataset:{package_id}")
+        if not lease.acquire():
+            return f"dataset {package_id}: another run holds it and converges this change"
+        try:
+            while (token := connection().get(key)) is not None:
+                done.append(converge_files(store, placement.dataset_files(store, package_id)))
+                connection().eval(_CONSUME, 1, key, token)
+        finally:
+            lease.release()
+    if not done:
+        return f"dataset {package_id}: nothing announced"
+    message = done[-1].summary() + (f" ({len(done)} passes)" if len(done) > 1 else "")
+    log.info(message)
+    return message
+
+
+@contextlib.contextmanager
+def dataset_lease(package_id: str, wait: float = LEASE_WAIT) -> Iterator[None]:
+    """Hold the dataset's lease for a short piece of work that changes its objects.
+
+    A convergence announced meanwhile may have found the lease taken: it is
+    run here once the lease is released.
+    """
+    lease = Lease(f"dataset:{package_id}", wait=wait)
+    if not lease.acquire():
+        raise records.JobError(
+            f"Dataset {package_id} is held by another process for more than {wait:.0f} s; "
+            "run this again later"
+        )
+    try:
+        yield
+    finally:
+        lease.release()
+        if pending(package_id):
+            converge_dataset(package_id)
+
+
+def align_resource(store: ObjectStore, package_id: str, *resource_ids: str) -> Converged:
+    """Bring the objects of some resources in line with their dataset as it is now."""
+    with dataset_lease(package_id):
+        return converge_files(store, placement.dataset_files(store, package_id, resource_ids))
+
+
+def converge_here(store: ObjectStore, package_id: str, dry_run: bool = False) -> Converged:
+    """Converge a dataset in this process (commands), under its lease."""
+    if dry_run:
+        return converge_files(store, placement.dataset_files(store, package_id), dry_run=True)
+    with dataset_lease(package_id):
+        return converge_files(store, placement.dataset_files(store, package_id))
+
+
+def converge_files(
+    store: ObjectStore, files: placement.DatasetFiles, dry_run: bool = False
+) -> Converged:
+    """One pass over the files of a dataset; the caller holds the dataset's lease."""
+    done = Converged(files.name or files.package_id)
+    lost = {
+        f.resource_id
+        for f in files.files
+        if f.resource_state == "gone" and f.in_table and f.purged is None
+    }
+    done.lost = len(lost)
+    if lost and not dry_run:
+        records.mark_purged(lost)
+    for placed in files.files:
+        try:
+            _converge_file(store, files.package_id, placed, done, dry_run)
+        except (S3Error, records.JobError, OSError) as exc:
+            done.problems.append(f"{placed.artifact} of resource {placed.resource_id}: {exc}")
+    if done.moves and not dry_run:
+        from .move import move_dataset  # the move job converges through this module
+
+        queue.enqueue_unless_waiting(move_dataset, "move", files.package_id, queue.NORMAL)
+    return done
+
+
+def _converge_file(
+    store: ObjectStore,
+    package_id: str,
+    placed: placement.PlacedFile,
+    done: Converged,
+    dry_run: bool,
+) -> None:
+    if placed.recorded and not placed.in_table:
+        done.adopted += 1
+        if not dry_run:
+            result = UploadResult(*placed.recorded, placed.size, placed.sha256, placed.etag or "")
+            records.record_object(package_id, placed.resource_id, placed.artifact, result)
+    tags = []
+    if placed.recorded:
+        tags.append((placed.recorded, placed.public))
+    if placed.wanted and placed.wanted != placed.recorded:
+        tags.append((placed.wanted, False))  # a copy nobody recorded there: private
+    for location, public in tags:
+        current = store.visibility(*location)
+        if current is None:
+            continue
+        if current == public:
+            done.right += 1
+            continue
+        done.tagged += 1
+        if not dry_run:
+            store.set_public(*location, public)
+    if placed.moved_from and placed.recorded:
+        new = store.object_info(*placed.recorded)
+        if new is not None and new.size == placed.size:
+            done.deleted += 1
+            if not dry_run:
+                store.delete_object(*placed.moved_from)
+                records.clear_moved_from(
+                    placed.resource_id, placed.artifact, placed.moved_from.bucket
+                )
+    if placed.needs_move:
+        done.moves += 1
+    if placed.purged is not None or placed.resource_state == "gone":
+        for path in _local_copies(placed):
+            if make_unreadable(path, dry_run):
+                done.locked += 1
+
+
+def _local_copies(placed: placement.PlacedFile) -> list:
+    """The local copies of a file: CKAN's path (and the depot file behind it), the backup."""
+    if placed.artifact != "resource":
+        return []
+    paths = []
+    if placed.local is not None and placed.local.exists():
+        paths.append(placed.local)
+    backup = config.local_backup_location()
+    if backup is not None:
+        path = backup_path_for(backup, placed.resource_id)
+        if path.exists():
+            paths.append(path)
+    return paths

@@ -1,0 +1,102 @@
+"""Leases in Redis: work that only one process at a time may do, on any host.
+
+A lease is a Redis key holding its holder's random token. It expires unless
+renewed, so a holder that dies (SIGKILL, a lost host) delays the others by
+at most one lease period; while the work runs, a thread renews it. Only the
+holder can renew or release it (compare-and-set in one Lua script).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+import uuid
+
+import ckan.plugins.toolkit as tk
+import redis
+
+log = logging.getLogger(__name__)
+
+#: Seconds a lease lives without renewal.
+LEASE_SECONDS = 30.0
+_PREFIX = "dcor_depot:lease:"
+
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+_RENEW = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then "
+    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+)
+
+
+class LeaseHeld(Exception):
+    """Another process holds the lease."""
+
+
+@functools.lru_cache(maxsize=1)
+def connection() -> redis.Redis:
+    """CKAN's Redis with short timeouts: an unreachable Redis fails fast instead of hanging."""
+    return redis.Redis.from_url(
+        tk.config["ckan.redis.url"], socket_connect_timeout=2, socket_timeout=5
+    )
+
+
+class Lease:
+    """``with Lease("dataset:ID"):`` holds the lease for the block (renewed while it runs)."""
+
+    def __init__(self, name: str, seconds: float = LEASE_SECONDS, wait: float = 0.0):
+        self.key = _PREFIX + name
+        self.seconds = seconds
+        #: seconds to wait for a lease held elsewhere before :class:`LeaseHeld`
+        self.wait = wait
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def acquire(self) -> bool:
+        """Take the lease, waiting up to ``wait`` seconds; False when it stayed held."""
+        deadline = time.monotonic() + self.wait
+        pause = 0.05
+        while True:
+            if connection().set(self.key, self.token, nx=True, px=int(self.seconds * 1000)):
+                self._stop.clear()
+                self._renewer = threading.Thread(
+                    target=self._renew, name=f"lease {self.key}", daemon=True
+                )
+                self._renewer.start()
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 1.0)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+            self._renewer = None
+        connection().eval(_RELEASE, 1, self.key, self.token)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.seconds / 3):
+            try:
+                renewed = connection().eval(
+                    _RENEW, 1, self.key, self.token, int(self.seconds * 1000)
+                )
+            except redis.RedisError as exc:
+                log.warning("Could not renew %s: %s", self.key, exc)
+                continue
+            if not renewed:
+                log.error("Lost %s: it expired before it was renewed", self.key)
+                return
+
+    def __enter__(self) -> Lease:
+        if not self.acquire():
+            raise LeaseHeld(f"{self.key} is held by another process")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

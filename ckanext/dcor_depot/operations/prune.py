@@ -1,0 +1,99 @@
+"""Removing what the extension keeps of purged files, and orphaned objects
+(``ckan dcor-prune-orphaned-objects``).
+
+A purge (or CKAN dropping a deleted resource's row) makes a file's copies
+unreadable at once (``jobs/converge.py``); they are removed here once they
+have been kept for ``ckanext.dcor_depot.purge_retention_days``: the objects
+(and old copies of moved ones), CKAN's path (a symlink, or the file), the
+depot file behind it and the local backup copy. Objects in the circle buckets
+that nothing accounts for are removed when they are older than that too.
+Nothing that a resource still records is removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Callable
+
+import ckan.model as model
+
+from .. import config, placement, records
+from ..storage.depot import DepotError, backup_path_for, remove_purged
+from ..storage.s3 import ObjectStore, S3Error
+from . import sweep
+
+
+@dataclasses.dataclass
+class Pruned:
+    files: int = 0
+    objects: int = 0
+    local: int = 0
+    orphans: int = 0
+    kept: int = 0
+    failures: list[str] = dataclasses.field(default_factory=list)
+
+
+def prune(
+    store: ObjectStore | None, dry_run: bool = False, echo: Callable[[str], None] = print
+) -> Pruned:
+    days = config.purge_retention_days()
+    cutoff = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(
+        days=days
+    )
+    pruned = Pruned()
+    verb = "would remove" if dry_run else "removed"
+    purged: dict[str, list[records.FileRecord]] = {}
+    for row in records.file_records(purged_before=cutoff):
+        purged.setdefault(row.resource_id, []).append(row)
+    for resource_id, rows in purged.items():
+        if model.Resource.get(resource_id) is not None:
+            pruned.kept += 1  # CKAN has the resource again: it is not purged
+            echo(f"kept resource {resource_id}: CKAN has a resource of this id")
+            continue
+        try:
+            removed = _remove_copies(store, resource_id, rows, dry_run)
+        except (S3Error, DepotError, OSError, records.JobError) as exc:
+            pruned.failures.append(f"resource {resource_id}: {exc}")
+            continue
+        pruned.files += 1
+        for what in removed:
+            echo(f"{verb} {what} (resource {resource_id}, purged {rows[0].purged:%Y-%m-%d})")
+            if what.startswith("s3://"):
+                pruned.objects += 1
+            else:
+                pruned.local += 1
+        if not dry_run:
+            records.forget_file(resource_id)
+    if store is not None:
+        try:
+            for info in sweep.orphans(store):
+                modified = info.last_modified.replace(tzinfo=None) if info.last_modified else None
+                if modified is None or modified >= cutoff:
+                    continue
+                pruned.orphans += 1
+                echo(f"{verb} orphan s3://{info.bucket}/{info.key} ({info.size} bytes)")
+                if not dry_run:
+                    store.delete_object(info.bucket, info.key)
+        except S3Error as exc:
+            pruned.failures.append(f"listing the circle buckets: {exc}")
+    return pruned
+
+
+def _remove_copies(
+    store: ObjectStore | None, resource_id: str, rows: list[records.FileRecord], dry_run: bool
+) -> list[str]:
+    removed = []
+    for row in rows:
+        for bucket in (row.bucket, row.moved_from):
+            if bucket and store is not None and store.object_info(bucket, row.key) is not None:
+                removed.append(f"s3://{bucket}/{row.key}")
+                if not dry_run:
+                    store.delete_object(bucket, row.key)
+    paths = [placement.ckan_path(resource_id)]
+    backup = config.local_backup_location()
+    if backup is not None:
+        paths.append(backup_path_for(backup, resource_id))
+    for path in paths:
+        removed += [str(p) for p in remove_purged(path, config.depots_path(), dry_run)]
+    return removed

@@ -1,0 +1,106 @@
+"""The sweep behind ``ckan run-jobs-dcor-depot``: every dataset's objects as CKAN says now.
+
+A convergence job runs only when a change is announced; the sweep also
+catches what happened while no job ran (a worker down, Redis flushed, a tag
+changed behind the extension's back). For every dataset that has files, a
+dry convergence pass (:func:`converge.converge_files`) tells whether its S3
+state differs from the derived one; if so it is converged here and its
+objects moved. Objects in the circle buckets that nothing accounts for
+(orphans) are made private; ``dcor-prune-orphaned-objects`` removes them
+after the retention period.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+
+import ckan.model as model
+import sqlalchemy as sa
+
+from .. import placement, records
+from ..jobs import converge, move
+from ..model import file_table
+from ..storage.s3 import ObjectInfo, ObjectStore, S3Error, circle_bucket_prefix
+
+
+@dataclasses.dataclass
+class Swept:
+    checked: int = 0
+    converged: list[converge.Converged] = dataclasses.field(default_factory=list)
+    moved: int = 0
+    orphans: int = 0
+    orphans_made_private: int = 0
+    failures: list[str] = dataclasses.field(default_factory=list)
+
+
+def datasets_with_files() -> list[str]:
+    """Ids of every dataset CKAN or the extension's table knows files of (deleted ones too)."""
+    in_ckan = sa.select(model.Resource.package_id).where(
+        model.Resource.url_type.in_(placement.FILE_URL_TYPES)
+    )
+    in_table = sa.select(file_table.c.package_id)
+    ids = model.Session.execute(sa.union(in_ckan, in_table)).scalars().all()
+    model.Session.rollback()
+    return sorted(ids)
+
+
+def sweep(store: ObjectStore, dry_run: bool = False, echo: Callable[[str], None] = print) -> Swept:
+    swept = Swept()
+    for package_id in datasets_with_files():
+        swept.checked += 1
+        try:
+            files = placement.dataset_files(store, package_id)
+            plan = converge.converge_files(store, files, dry_run=True)
+            if not (plan.changed or plan.moves or plan.problems):
+                continue
+            if dry_run:
+                swept.converged.append(plan)
+                echo(f"would converge {plan.summary()}")
+                continue
+            done = converge.converge_here(store, package_id)
+            swept.converged.append(done)
+            echo(f"converged {done.summary()}")
+            if done.moves:
+                moved, size = move.move_objects(store, package_id)
+                swept.moved += moved
+                echo(f"  moved {moved} objects ({size} bytes) to the circle's bucket")
+            for problem in done.problems:
+                swept.failures.append(f"dataset {done.name}: {problem}")
+        except (S3Error, records.JobError) as exc:
+            swept.failures.append(f"dataset {package_id}: {exc}")
+    try:
+        for info in orphans(store):
+            swept.orphans += 1
+            if store.visibility(info.bucket, info.key):
+                swept.orphans_made_private += 1
+                echo(
+                    f"{'would make' if dry_run else 'made'} private: orphan "
+                    f"s3://{info.bucket}/{info.key}"
+                )
+                if not dry_run:
+                    store.set_public(info.bucket, info.key, False)
+    except S3Error as exc:
+        swept.failures.append(f"listing the circle buckets: {exc}")
+    return swept
+
+
+def accounted_for(store: ObjectStore) -> set[tuple[str, str]]:
+    """Every ``(bucket, key)`` the extension records or expects (a file that will be uploaded)."""
+    known: set[tuple[str, str]] = set()
+    for package_id in datasets_with_files():
+        for placed in placement.dataset_files(store, package_id).files:
+            for location in (placed.recorded, placed.wanted, placed.moved_from):
+                if location is not None:
+                    known.add(tuple(location))
+    return known
+
+
+def orphans(store: ObjectStore) -> Iterator[ObjectInfo]:
+    """Objects in the circle buckets that no file of any dataset accounts for."""
+    known = accounted_for(store)
+    prefix = circle_bucket_prefix(store.settings.bucket_name_template)
+    for bucket in store.list_buckets(prefix=prefix):
+        for info in store.iter_objects(bucket):
+            if (bucket, info.key) not in known:
+                yield info

@@ -1,0 +1,95 @@
+"""Which CKAN actions make a dataset's objects converge again: one table, sender -> receiver.
+
+CKAN sends ``action_succeeded`` after every action called through
+``get_action`` (the API and the web forms included). ``package_update`` is
+also called by resource_create/update/patch/delete, package_patch,
+package_revise and, in CKAN 2.12, the bulk actions; CKAN 2.11's bulk actions
+change rows with SQL and only their own signal tells. ``dataset_purge`` is
+chained in ``logic/action.py``, because what it removes must be recorded
+before it is gone.
+
+A dataset converges again only when something that decides where its files
+belong or who may read them changed: its circle, private, state, or the set
+of its resources that are not active (a deleted or dropped resource, or a
+deleted row CKAN removed). Uploads into a dataset do not count: their own
+jobs apply the visibility.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+import redis
+import sqlalchemy as sa
+
+from .jobs import converge, queue
+from .leases import connection as connection_to_redis
+
+log = logging.getLogger(__name__)
+
+_FINGERPRINT = "dcor_depot:fingerprint:{}"
+
+
+def get_subscriptions() -> dict:
+    dataset_actions = ("package_create", "package_update", "package_delete")
+    bulk_actions = ("bulk_update_private", "bulk_update_public", "bulk_update_delete")
+    return {
+        tk.signals.action_succeeded: [
+            *({"sender": name, "receiver": dataset_changed} for name in dataset_actions),
+            {"sender": "package_owner_org_update", "receiver": dataset_changed},
+            *({"sender": name, "receiver": datasets_changed} for name in bulk_actions),
+        ]
+    }
+
+
+def dataset_changed(sender: str, **kwargs: Any) -> None:
+    result, data_dict = kwargs.get("result"), kwargs.get("data_dict") or {}
+    package_id = result.get("id") if isinstance(result, dict) else result
+    if not isinstance(package_id, str):
+        package_id = data_dict.get("id")
+    if package_id:
+        queue.after_commit(_announce, package_id)
+
+
+def datasets_changed(sender: str, **kwargs: Any) -> None:
+    for package_id in (kwargs.get("data_dict") or {}).get("datasets", []):
+        queue.after_commit(_announce, package_id)
+
+
+def _announce(name_or_id: str) -> None:
+    """Request a convergence when what decides the dataset's objects differs from last time.
+
+    Runs once CKAN committed, on a connection of its own: it reads the
+    committed state and leaves no transaction open in CKAN's session.
+    """
+    with model.meta.engine.connect() as connection:
+        found = connection.execute(
+            sa.text("SELECT id, owner_org, private, state FROM package WHERE id = :x OR name = :x"),
+            {"x": name_or_id},
+        ).first()
+        if found is None:
+            return
+        inactive = connection.execute(
+            sa.text(
+                "SELECT id, state FROM resource WHERE package_id = :id AND state != 'active' "
+                "ORDER BY id"
+            ),
+            {"id": found.id},
+        ).all()
+    text = "|".join(
+        [found.owner_org or "", str(found.private), found.state]
+        + [f"{rid}:{state}" for rid, state in inactive]
+    )
+    fingerprint = hashlib.sha256(text.encode()).hexdigest()
+    key = _FINGERPRINT.format(found.id)
+    try:
+        if connection_to_redis().get(key) == fingerprint.encode():
+            return
+    except redis.RedisError as exc:
+        log.warning("dcor_depot: Redis unreachable (%s) for dataset %s", exc, found.id)
+    converge.request_convergence(found.id)
+    connection_to_redis().set(key, fingerprint, ex=30 * 86400)
