@@ -99,13 +99,14 @@ def child(args) -> None:
     print(json.dumps({"seconds": seconds, "peak_rss_mib": peak_mib}))
 
 
-def measure(args, method: str, path: Path, bucket: str) -> dict:
+def measure(args, method: str, path: Path, bucket: str, script: str = __file__) -> dict:
+    """Run ``script --child`` for a method ``args.repeat`` times: median time, peak RSS."""
     runs = []
     for _ in range(args.repeat):
         out = subprocess.run(
             [
                 sys.executable,
-                __file__,
+                script,
                 "--child",
                 "--method",
                 method,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import ckan.plugins.toolkit as tk
 
-from .storage.s3 import MiB, ObjectStore, S3Settings
+from .storage.s3 import MAX_OBJECT_SIZE, MiB, ObjectStore, S3Settings
 
 
 def s3_settings() -> S3Settings | None:
@@ -80,6 +80,18 @@ def figshare_api_url() -> str:
 def upload_url_expiry() -> int:
     """Seconds for which the URLs of ``dcor_depot_upload_urls`` are valid."""
     return int(tk.config["ckanext.dcor_depot.upload_url_expiry"])
+
+
+def circle_quota() -> int | None:
+    """Bytes a circle may hold (recorded files and pending uploads), or None: no limit."""
+    gib = int(tk.config["ckanext.dcor_depot.circle_quota_gib"])
+    return gib * 1024**3 if gib else None
+
+
+def upload_max_size() -> int:
+    """The largest file, in bytes, for which an upload is granted."""
+    gib = int(tk.config["ckanext.dcor_depot.upload_max_gib"])
+    return gib * 1024**3 if gib else MAX_OBJECT_SIZE
 
 
 def download_url_expiry() -> int:

@@ -17,9 +17,8 @@ import ckan.model as model
 import ckan.plugins as p
 import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
-from werkzeug.datastructures import FileStorage
 
-from . import config, records, subscriptions
+from . import config, guard, records, subscriptions
 from .jobs import queue, resource_jobs
 from .logic.upload_route import check_registration
 from .uploader import DepotResourceUpload, legacy_storage_in_use
@@ -65,10 +64,9 @@ class DCORDepotPlugin(p.SingletonPlugin):
     def before_resource_create(self, context, resource: dict[str, Any]) -> None:
         if context.get(records.JOB_CONTEXT_KEY):
             return
-        for field in records.JOB_FIELDS:
-            resource.pop(field, None)
         if resource.get("url_type") == records.S3_URL_TYPE:
             check_registration(resource)
+            guard.registered(resource["id"])
 
     def after_resource_create(self, context, resource: dict[str, Any]) -> None:
         # CKAN (2.11, 2.12) has committed the new resource when this runs
@@ -79,46 +77,14 @@ class DCORDepotPlugin(p.SingletonPlugin):
         elif resource.get("url_type") == records.S3_URL_TYPE:
             queue.queue_or_log(resource_jobs.enqueue_registered_jobs, resource)
 
-    def before_resource_update(self, context, current, resource: dict[str, Any]) -> None:
-        if context.get(records.JOB_CONTEXT_KEY):
-            return
-        recorded = records.JOB_FIELDS + (("sha256", "size") if current.get("s3_available") else ())
-        for field in recorded:  # what the jobs recorded stays as they recorded it
-            if field in current:
-                resource[field] = current[field]
-            else:
-                resource.pop(field, None)
-        if (resource.get("url_type") == records.S3_URL_TYPE) != (
-            current.get("url_type") == records.S3_URL_TYPE
-        ):
-            raise tk.ValidationError(
-                {
-                    "url_type": [
-                        f"url_type {records.S3_URL_TYPE} is set only by registering an upload "
-                        "of dcor_depot_upload_urls with resource_create, and it stays"
-                    ]
-                }
-            )
-        upload = resource.get("upload")
-        if current.get("url_type") in ("upload", records.S3_URL_TYPE) and isinstance(
-            upload, FileStorage
-        ):
-            raise tk.ValidationError(
-                {
-                    "upload": [
-                        "The file of a resource cannot be replaced: its depot copy and "
-                        "S3 object are kept as first published. Upload the new file as "
-                        "a new resource instead."
-                    ]
-                }
-            )
-
     # IPackageController
     def create(self, entity: model.Package) -> None:
         _refuse_resources_of_other_datasets(entity)
+        guard.keep_records(entity)
 
     def edit(self, entity: model.Package) -> None:
         _refuse_resources_of_other_datasets(entity)
+        guard.keep_records(entity)
 
     # IUploader
     def get_resource_uploader(self, data_dict: dict[str, Any]):

@@ -26,6 +26,22 @@ class DepotResourceUpload(ResourceUpload):
                 raise tk.ValidationError({"upload": ["Invalid storage path"]})
         return filepath
 
+    def upload(self, id: str, max_size: int = 10) -> None:
+        """CKAN's upload, refused before it touches the disk for a resource that
+        holds a file: a new file would overwrite the depot copy through the
+        symlink, and clearing would delete the link to it."""
+        if self.storage_path and (self.filename or self.clear):
+            from . import guard
+
+            filepath = self.get_path(id)
+            before = guard.committed_resources([id]).get(id)
+            if os.path.lexists(filepath) or (before is not None and before["has_file"]):
+                name = (before or {}).get("url") or os.path.basename(filepath)
+                raise tk.ValidationError(
+                    {"upload": [guard.REPLACE_REFUSED.format(id=id, name=name)]}
+                )
+        super().upload(id, max_size)
+
 
 def legacy_storage_in_use() -> bool:
     """False when CKAN 2.12's file-keeper storage handles resource files instead."""

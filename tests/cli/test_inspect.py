@@ -121,7 +121,8 @@ def test_fixity_audit_finds_missing_mismatched_and_orphaned_objects(migrated, st
     bucket = store.circle_bucket(org["id"])
     clean = cli.invoke(dcor_verify_object_store, ["--sample-percent", "100"])
     assert clean.exit_code == 0, clean.output
-    assert "3 recorded objects checked (3 read back and hashed): 3 ok" in clean.output
+    checked = "3 recorded objects and 2 local files checked (5 read back and hashed): 5 ok"
+    assert checked in clean.output
     assert "0 orphaned" in clean.output
 
     # bytes changed behind the metadata's back: only reading them back finds it
@@ -150,11 +151,11 @@ def test_fixity_audit_finds_missing_mismatched_and_orphaned_objects(migrated, st
     assert f"MISMATCH {bucket}:{second_key}: the object has 5 bytes, expected 4000" in output
     assert f"ORPHAN {bucket}:{orphan_key}: no resource 0123456789abcdef exists" in output
     assert f"ORPHAN {bucket}:stray/file.txt" in output
-    assert "1 ok, 1 missing, 1 mismatched, 0 could not be checked; 2 orphaned" in output
+    assert "3 ok, 1 missing, 1 mismatched, 0 could not be checked; 2 orphaned" in output
 
     one = cli.invoke(dcor_verify_object_store, ["--dataset", private["name"]])
     assert one.exit_code == 1
-    assert "1 recorded objects checked" in one.output
+    assert "1 recorded objects and 1 local files checked" in one.output
     assert "orphans: not checked" not in one.output
     assert "not checked (--dataset)" in one.output
     assert "ORPHAN" not in one.output
@@ -163,6 +164,6 @@ def test_fixity_audit_finds_missing_mismatched_and_orphaned_objects(migrated, st
 def test_fixity_audit_samples_a_share_of_the_objects(migrated, cli):
     result = cli.invoke(dcor_verify_object_store, ["--sample-percent", "30"])
     assert result.exit_code == 0, result.output
-    assert "3 recorded objects checked (1 read back and hashed)" in result.output
+    assert "3 recorded objects and 2 local files checked (2 read back and hashed)" in result.output
     refused = cli.invoke(dcor_verify_object_store, ["--sample-percent", "101"])
     assert refused.exit_code == 2

@@ -5,21 +5,34 @@ see in S3, on the resource, in the backup folder and at the download URL."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
+import ckan.model as model
+import ckan.plugins.toolkit as tk
 import pytest
 import requests
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot.cli import run_jobs_dcor_depot
+from ckanext.dcor_depot import grants
+from ckanext.dcor_depot.cli import dcor_prune_orphaned_objects, run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs.backup import backup_resource
+from ckanext.dcor_depot.jobs.checksum import record_object_sha256
 from ckanext.dcor_depot.storage.depot import DepotError
 from ckanext.dcor_depot.storage.s3 import MiB, object_key
 
 from ..conftest import anonymous_status, derived_ini, sha256_path
+
+GiB = 1024**3
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -87,6 +100,13 @@ def test_only_who_may_add_resources_gets_upload_urls(circle, app):
     for user in (None, users["bob"], users["carol"]):
         answer = api(app, "dcor_depot_upload_urls", data, user)
         assert answer.status_code == 403, (user, answer.body)
+        # a dataset that does not exist gets the very same answer: names cannot be probed
+        missing = api(app, "dcor_depot_upload_urls", {**data, "package_id": "no-such"}, user)
+        assert (missing.status_code, missing.json["error"]) == (403, answer.json["error"])
+        resume = {"package_id": dataset["id"], "resource_id": "0" * 32}
+        assert (
+            api(app, "dcor_depot_upload_urls", resume, user).json["error"] == (answer.json["error"])
+        )
     answer = api(app, "dcor_depot_upload_urls", data, users["alice"])
     assert answer.status_code == 200, answer.body
     assert answer.json["result"]["upload"]["method"] == "PUT"
@@ -100,7 +120,7 @@ def test_only_who_may_add_resources_gets_upload_urls(circle, app):
         ({"name": "../../etc/passwd"}, "name", "without folders"),
         ({"name": ""}, "name", "Missing value"),
         ({"md5": "not-an-md5"}, "md5", "32 hexadecimal digits"),
-        ({"package_id": "no-such-dataset"}, "package_id", "not found"),
+        ({"package_id": ""}, "package_id", "Missing value"),
     ],
 )
 def test_bad_input_is_refused_saying_what_is_wrong(circle, app, change, field, says):
@@ -317,14 +337,14 @@ def test_a_registered_file_is_not_replaced_nor_its_record_changed_by_users(
     after = helpers.call_action("resource_show", id=rid)
     assert (after["sha256"], after["s3_available"]) == (before["sha256"], True)
     turned = api(app, "resource_patch", {"id": rid, "url_type": "", "url": "x"}, alice)
-    assert turned.status_code == 409 and "url_type" in turned.json["error"]
+    assert turned.status_code == 409 and "add a new resource" in turned.json["error"]["url"][0]
     replaced = app.post(
         "/api/action/resource_patch",
         data={"id": rid, "upload": (path.open("rb"), "small.bin")},
         headers={"Authorization": token(alice)},
         content_type="multipart/form-data",
     )
-    assert replaced.status_code == 409 and "cannot be replaced" in replaced.body
+    assert replaced.status_code == 409 and "add a new resource" in replaced.body
 
 
 def test_the_id_of_a_deleted_resource_cannot_be_moved_to_another_dataset(
@@ -381,3 +401,205 @@ def test_dc_file_gets_metadata_from_s3_and_a_verified_backup(
     with pytest.raises(DepotError, match="it was not kept"):
         backup_resource(rid)
     assert list(copy.parent.iterdir()) == []
+
+
+def test_what_a_put_may_add_unsigned_is_dropped_before_the_file_can_be_public(
+    circle, app, store, random_file
+):
+    users, org, dataset = circle
+    path = random_file(3000, "page.html")
+    answer = grant(app, users["alice"], dataset, path)
+    upload = answer["upload"]
+    extra = {"x-amz-meta-evil": "1", "x-amz-website-redirect-location": "/evil"}
+    put = requests.put(
+        upload["url"], data=path.read_bytes(), headers={**upload["headers"], **extra}
+    )
+    assert put.status_code == 200
+    bucket, key = f"test-circle-{org['id']}", object_key("resource", answer["resource_id"])
+    head = store.client.head_object(Bucket=bucket, Key=key)
+    assert head["Metadata"]["evil"] == "1" and head["WebsiteRedirectLocation"] == "/evil"
+    assert head["ContentType"] == "text/html"  # the type of its name, signed: not chosen
+    assert register(app, users["alice"], answer["register"]["data"]).status_code == 200
+    record_object_sha256(answer["resource_id"])  # the s3-sha256 job
+    head = store.client.head_object(Bucket=bucket, Key=key)
+    assert "evil" not in head["Metadata"] and "WebsiteRedirectLocation" not in head
+    assert head["ContentDisposition"] == 'attachment; filename="page.html"'
+    assert head["Metadata"]["sha256"] == sha256_path(path)
+    assert anonymous_status(store.object_url(bucket, key)) == 403
+
+
+def expire(resource_id: str) -> None:
+    """Set a grant's expiry in the past (instead of waiting a day)."""
+    past = grants.utcnow() - datetime.timedelta(seconds=1)
+    grants.update(resource_id, expires=past)
+    model.Session.commit()
+
+
+def test_expired_and_aborted_uploads_are_refused_and_pruned(circle, app, store, random_file, cli):
+    users, org, dataset = circle
+    alice = users["alice"]
+    bucket = f"test-circle-{org['id']}"
+    big = random_file(6 * MiB, "big.bin")
+    partial = grant(app, alice, dataset, big)
+    first = partial["upload"]["parts"][0]
+    assert requests.put(first["url"], data=big.read_bytes()[: 5 * MiB]).status_code == 200
+    small = random_file(3000, "small.bin")
+    whole = uploaded_only(app, alice, dataset, small)
+    aborted = grant(app, alice, dataset, random_file(6 * MiB, "gone.bin"))
+    assert requests.delete(aborted["upload"]["abort"]["url"]).status_code == 204
+    pending = grant(app, alice, dataset, random_file(6 * MiB, "pending.bin"))
+
+    resume = {"package_id": dataset["id"], "resource_id": aborted["resource_id"]}
+    refused = api(app, "dcor_depot_upload_urls", resume, alice)
+    assert refused.status_code == 409 and "was aborted" in refused.body
+    refused = register(app, alice, aborted["register"]["data"])
+    assert refused.status_code == 409 and "was aborted" in refused.body
+
+    for answer in (partial, whole):
+        expire(answer["resource_id"])
+        resume = {"package_id": dataset["id"], "resource_id": answer["resource_id"]}
+        refused = api(app, "dcor_depot_upload_urls", resume, alice)
+        assert refused.status_code == 409 and "expired at" in refused.body, refused.body
+        refused = register(app, alice, answer["register"]["data"])
+        assert refused.status_code == 409 and "expired at" in refused.body
+        assert "ask dcor_depot_upload_urls for a new upload" in refused.body
+
+    dry = cli.invoke(dcor_prune_orphaned_objects, ["--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "3 expired uploads would be removed" in dry.output
+    assert store.object_exists(bucket, object_key("resource", whole["resource_id"]))
+    pruned = cli.invoke(dcor_prune_orphaned_objects, [])
+    assert pruned.exit_code == 0, pruned.output
+    assert "3 expired uploads removed" in pruned.output
+    for answer in (partial, whole, aborted):
+        key = object_key("resource", answer["resource_id"])
+        assert f"removed upload s3://{bucket}/{key} of resource {answer['resource_id']}" in (
+            pruned.output
+        )
+        assert not store.object_exists(bucket, key)
+        assert grants.get(answer["resource_id"]) is None
+    uploads = store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert [u["UploadId"] for u in uploads] == [pending["upload"]["upload_id"]]
+    assert grants.get(pending["resource_id"]) is not None
+    model.Session.rollback()
+
+
+def uploaded_only(app, user, dataset, path: Path) -> dict:
+    """A grant whose file was sent and never registered."""
+    answer = grant(app, user, dataset, path)
+    readme_client()["send_to_s3"](answer["upload"], path)
+    return answer
+
+
+def test_the_readme_client_resumes_a_killed_upload_sending_only_missing_parts(
+    circle, ckan_server, store, random_file
+):
+    users, org, dataset = circle
+    server = ckan_server()
+    alice = token(users["alice"])
+    path = random_file(300 * MiB, "cells-300MiB.bin")
+    state = Path(f"{path}.dcor-upload.json")
+    code = (
+        f"exec(compile(open({str(README)!r}).read().split('```python')[1].split('```')[0], "
+        "'README', 'exec'))\n"
+        f"upload_to_dcor({server.url!r}, {alice!r}, {dataset['id']!r}, {str(path)!r}, "
+        "parallel=2)"
+    )
+    client = subprocess.Popen([sys.executable, "-c", code])
+    bucket = f"test-circle-{org['id']}"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline and client.poll() is None:
+        time.sleep(0.05)  # polling for the grant
+    rid = json.loads(state.read_text())["request"]["resource_id"]
+    key = object_key("resource", rid)
+    upload_id = grants.get(rid).upload_id
+    model.Session.rollback()
+    while time.monotonic() < deadline and client.poll() is None:
+        if len(store.uploaded_parts(bucket, key, upload_id)) >= 10:
+            break
+        time.sleep(0.05)  # polling for the parts
+    os.kill(client.pid, signal.SIGKILL)
+    client.wait()
+    held = store.uploaded_parts(bucket, key, upload_id)
+    while True:  # a part whose bytes had all arrived may still be stored: until no change
+        time.sleep(0.3)
+        again = store.uploaded_parts(bucket, key, upload_id)
+        if again == held:
+            break
+        held = again
+    assert 10 <= len(held) < 60
+
+    namespace = readme_client()
+    sent = []
+    send_to_s3 = namespace["send_to_s3"]
+
+    def counting(upload, *args):
+        sent.append((upload, send_to_s3(upload, *args)))
+        return sent[-1][1]
+
+    namespace["send_to_s3"] = counting
+    resource = namespace["upload_to_dcor"](server.url, alice, dataset["id"], str(path))
+    assert resource["id"] == rid
+    ((upload, count),) = sent
+    assert sorted(p["part_number"] for p in upload["parts_done"]) == sorted(held)
+    assert {p["part_number"]: p["etag"] for p in upload["parts_done"]} == {
+        number: etag for number, (etag, size) in held.items()
+    }
+    assert count == 60 - len(held) == len(upload["parts"])
+    assert not state.exists()
+    assert store.hash_object(bucket, key).sha256 == sha256_path(path)
+
+
+def test_circle_quota_and_largest_upload(circle, app, random_file, ckan_config, monkeypatch):
+    users, org, dataset = circle
+    alice = users["alice"]
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.circle_quota_gib", "1")
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.upload_max_gib", "1")
+    uploaded(app, alice, dataset, random_file(3000, "small.bin"))
+
+    def ask(size):
+        data = {"package_id": dataset["id"], "name": "big.rtdc", "size": size}
+        return api(app, "dcor_depot_upload_urls", data, alice)
+
+    too_big = ask(GiB + 1)
+    assert too_big.status_code == 409
+    assert f"at most {GiB} bytes (1 GiB, ckanext.dcor_depot.upload_max_gib)" in too_big.body
+    exactly = ask(GiB - 3000)  # recorded files and this grant: exactly the limit
+    assert exactly.status_code == 200, exactly.body
+    over = ask(1)
+    assert over.status_code == 409
+    assert (
+        f"Circle hl60-lab uses {GiB} bytes (3000 in files, {GiB - 3000} in pending uploads) "
+        f"of its limit of {GiB} bytes (1 GiB, ckanext.dcor_depot.circle_quota_gib)"
+    ) in over.json["error"]["size"][0]
+
+
+def test_two_grants_at_once_cannot_overshoot_the_quota(circle, ckan_config, monkeypatch):
+    users, org, dataset = circle
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.circle_quota_gib", "1")
+    barrier = threading.Barrier(2)
+    results = []
+
+    def ask():
+        barrier.wait()
+        try:
+            helpers.call_action(
+                "dcor_depot_upload_urls",
+                context={"user": "alice", "ignore_auth": False},
+                package_id=dataset["id"],
+                name="half.rtdc",
+                size=GiB // 2 + 1,
+            )
+            results.append("granted")
+        except tk.ValidationError as exc:
+            results.append(str(exc.error_dict["size"][0]))
+        finally:
+            model.Session.remove()
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results)[1] == "granted", results
+    assert "of its limit of" in sorted(results)[0], results

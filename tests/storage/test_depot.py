@@ -201,3 +201,19 @@ def test_write_verified_keeps_only_a_copy_with_the_expected_sha256(tmp_path):
     assert write_verified(target, iter(chunks), hashlib.sha256(data).hexdigest()) == len(data)
     assert target.read_bytes() == data
     assert [p.name for p in target.parent.iterdir()] == ["d4"]
+
+
+def test_a_depot_file_holding_other_bytes_is_never_overwritten(tmp_path, ckan_file):
+    depot = path_for(tmp_path / "depots")
+    depot.parent.mkdir(parents=True)
+    depot.write_bytes(b"the bytes first published")
+    original = ckan_file.read_bytes()
+    with pytest.raises(DepotError, match="already holds other bytes than .*never overwritten"):
+        move_into_depot(ckan_file, depot, tmp_path / "locks")
+    assert depot.read_bytes() == b"the bytes first published"
+    assert not ckan_file.is_symlink() and ckan_file.read_bytes() == original
+    assert sorted(p.name for p in depot.parent.iterdir()) == [depot.name]  # no part file left
+    # the same bytes (a rerun after a kill between the rename and the symlink) are fine
+    depot.write_bytes(original)
+    assert move_into_depot(ckan_file, depot, tmp_path / "locks").action == "moved"
+    assert ckan_file.is_symlink() and ckan_file.read_bytes() == original

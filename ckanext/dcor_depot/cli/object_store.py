@@ -98,12 +98,13 @@ def dcor_prune_stale_multipart_uploads(initiated_before_days: int, dry_run: bool
     "bytes (100: all).",
 )
 def dcor_verify_object_store(dataset: str | None, sample_percent: float):
-    """Fixity audit: check every recorded object against the resource's SHA-256 and size.
+    """Fixity audit: check every recorded copy against the resource's SHA-256 and size.
 
     Each object a resource records (the resource's file and its condensed and
     preview artifacts) must exist with the recorded size and the SHA-256 in
-    its metadata; a sample (--sample-percent) is read back and hashed, which
-    also finds bytes changed behind the metadata's back. Without --dataset,
+    its metadata, and a local file CKAN serves must have the recorded size; a
+    sample (--sample-percent) is read back and hashed, which also finds bytes
+    changed behind the metadata's back. Without --dataset,
     objects in the circle buckets that belong to no resource are reported as
     orphans. Exits 1 when anything is missing, mismatched or orphaned.
 
@@ -141,8 +142,10 @@ def dcor_verify_object_store(dataset: str | None, sample_percent: float):
         counts[finding.kind] += 1
         click.echo(f"{finding.kind.upper()} {finding.bucket}:{finding.key}: {finding.detail}")
     orphans = "not checked (--dataset)" if package_id else f"{counts['orphan']} orphaned"
+    local = sum(item.local is not None for item in expected)
     click.echo(
-        f"{len(expected)} recorded objects checked ({len(rehash)} read back and hashed): "
+        f"{len(expected) - local} recorded objects and {local} local files checked "
+        f"({len(rehash)} read back and hashed): "
         f"{len(expected) - counts['missing'] - counts['mismatch'] - counts['error']} ok, "
         f"{counts['missing']} missing, {counts['mismatch']} mismatched, "
         f"{counts['error']} could not be checked; {orphans}"
@@ -160,8 +163,9 @@ def dcor_prune_orphaned_objects(dry_run: bool):
     copies (CKAN's path, the depot file, the local backup) unreadable; after
     ckanext.dcor_depot.purge_retention_days they are removed here, as are
     objects in the circle buckets that nothing accounts for and that are
-    older than that. Never removes anything a resource still records. Ends
-    with counts; exits 1 when something could not be removed.
+    older than that. Uploads granted by dcor_depot_upload_urls and never
+    registered are removed once their URLs expired. Never removes anything
+    a resource still records. Ends with counts; exits 1 when something could not be removed.
 
     Example: ckan -c /etc/ckan/default/ckan.ini dcor-prune-orphaned-objects --dry-run
     """
@@ -171,7 +175,8 @@ def dcor_prune_orphaned_objects(dry_run: bool):
     click.echo(
         f"{pruned.files} purged files past {config.purge_retention_days()} days: "
         f"{pruned.objects} objects and {pruned.local} local copies {verb}; "
-        f"{pruned.orphans} orphaned objects {verb}; {pruned.kept} kept (CKAN has them again); "
+        f"{pruned.orphans} orphaned objects {verb}; {pruned.uploads} expired uploads {verb}; "
+        f"{pruned.kept} kept (CKAN has them again); "
         f"{len(pruned.failures)} failed"
     )
     exit_on_failures(pruned.failures)

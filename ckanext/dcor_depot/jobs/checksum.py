@@ -47,12 +47,16 @@ def record_object_sha256(resource_id: str) -> str:
                 records.patch_resource(resource_id, fields)
                 converge.align_resource(store, package["id"], resource_id)  # private
                 raise records.JobError(problem)
-        headers = records.object_headers(resource)
-        if (info.sha256, info.content_disposition) != (
+        # always rewritten: only the issued metadata stays, with how the file is
+        # served; whatever else the client sent along (an ACL, tags, metadata, a
+        # website redirect) is dropped
+        store.record_sha256(
+            *location,
             hashes.sha256,
-            headers["ContentDisposition"],
-        ):
-            store.record_sha256(*location, hashes.sha256, hashes.size, headers)
+            hashes.size,
+            records.object_headers(resource),
+            keep=records.ISSUED_METADATA,
+        )
     result = UploadResult(*location, hashes.size, hashes.sha256, info.etag)
     records.record_object(package["id"], resource_id, "resource", result)
     # recording the hash dropped the object's tags; the dataset may also have

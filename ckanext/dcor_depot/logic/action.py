@@ -17,29 +17,43 @@ __all__ = ["dcor_depot_upload_urls", "dataset_purge"]
 
 
 def dcor_depot_upload_urls(context: Context, data_dict: DataDict) -> dict[str, Any]:
-    """Authorize an upload of one file straight into the dataset's circle bucket.
+    """Authorize an upload of one file straight into the dataset's circle bucket,
+    or resume a pending one.
 
     The URLs write only the new resource's object, only once, only with the
     given size, and expire after ``ckanext.dcor_depot.upload_url_expiry``
     seconds. Register the upload afterwards with ``resource_create`` and the
-    answer's ``register.data``.
+    answer's ``register.data``. Asked again with ``resource_id``, the answer
+    lists the parts the store already holds (``parts_done``) and fresh URLs
+    for the other parts only.
 
     :param package_id: id or name of the dataset
-    :param name: the file's name, e.g. ``cells.rtdc``
-    :param size: the file's size in bytes
+    :param name: the file's name, e.g. ``cells.rtdc`` (not with ``resource_id``)
+    :param size: the file's size in bytes (not with ``resource_id``)
     :param md5: (optional) the file's MD5 as hex: a single PUT of other bytes is
         refused, a multipart upload is checked after registration
+    :param resource_id: (optional) resume the pending upload of this resource
     :returns: ``resource_id``, ``expires``, ``upload`` (``method`` ``PUT`` with
-        ``url`` and ``headers``, or ``multipart`` with ``upload_id``,
-        ``part_size``, ``parts`` and the ``complete`` and ``abort`` URLs) and
+        ``url`` and ``headers``; ``multipart`` with ``upload_id``,
+        ``part_size``, ``parts``, ``parts_done`` and the ``complete`` and
+        ``abort`` URLs; or ``done`` when the store holds the whole file) and
         ``register``
     """
+    if not data_dict.get("package_id"):
+        raise tk.ValidationError({"package_id": [tk._("Missing value")]})
+    # who may not add resources learns nothing about the dataset, not even that it exists
+    tk.check_access("dcor_depot_upload_urls", context, {"package_id": data_dict.get("package_id")})
+    if data_dict.get("resource_id"):
+        data, errors = tk.navl_validate(data_dict, schema.resume_upload_urls(), context)
+        if errors:
+            raise tk.ValidationError(errors)
+        return upload_route.resume_upload_urls(data["package_id"], data["resource_id"])
     data, errors = tk.navl_validate(data_dict, schema.upload_urls(), context)
     if errors:
         raise tk.ValidationError(errors)
-    tk.check_access("dcor_depot_upload_urls", context, data)
+    user = context.get("auth_user_obj")
     return upload_route.issue_upload_urls(
-        data["package_id"], data["name"], data["size"], data.get("md5")
+        data["package_id"], data["name"], data["size"], data.get("md5"), getattr(user, "id", None)
     )
 
 

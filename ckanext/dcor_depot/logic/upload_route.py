@@ -10,6 +10,8 @@ object, record its DC metadata, apply its visibility and back it up.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import urllib.parse
 import uuid
 from typing import Any
@@ -17,17 +19,136 @@ from typing import Any
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 
-from .. import config, placement, records
+from .. import config, grants, placement, records
 from ..dc_file import mimetype_for
-from ..storage.s3 import S3Error
+from ..records import DATASET_METADATA, SIZE_METADATA
+from ..storage.s3 import (
+    ObjectStore,
+    PresignedUpload,
+    S3Error,
+    UploadGoneError,
+    content_disposition,
+)
 
-#: Object metadata given at issue: the dataset the upload is for, and its size.
-DATASET_METADATA = "dcor-dataset-id"
-SIZE_METADATA = "dcor-size"
+GiB = 1024**3
 
 
-def issue_upload_urls(package_id: str, name: str, size: int, md5: str | None) -> dict[str, Any]:
+def issue_upload_urls(
+    package_id: str, name: str, size: int, md5: str | None, user_id: str | None
+) -> dict[str, Any]:
     """A new resource id and the URLs to upload its file (see ``dcor_depot_upload_urls``)."""
+    store, package = _store_and_dataset(package_id)
+    largest = config.upload_max_size()
+    if size > largest:
+        raise tk.ValidationError(
+            {
+                "size": [
+                    f"The file has {size} bytes; this site grants uploads of at most "
+                    f"{largest} bytes ({_gib(largest)}, ckanext.dcor_depot.upload_max_gib)"
+                ]
+            }
+        )
+    grants.lock_circle(package.owner_org)  # until the grant is committed: quota
+    _check_quota(package, size)
+    resource_id = str(uuid.uuid4())
+    location = placement.object_location(store, package.owner_org, resource_id)
+    expiry = config.upload_url_expiry()
+    try:
+        upload = store.presigned_upload(
+            *location,
+            size,
+            expiry,
+            metadata={DATASET_METADATA: package.id, SIZE_METADATA: str(size)},
+            md5=md5,
+            served=served_headers(name),
+        )
+    except S3Error as exc:
+        model.Session.rollback()
+        raise tk.ValidationError({"upload": [str(exc)]}) from exc
+    now = grants.utcnow()
+    grants.add(
+        grants.Grant(
+            resource_id=resource_id,
+            package_id=package.id,
+            owner_org=package.owner_org,
+            user_id=user_id,
+            bucket=location.bucket,
+            key=location.key,
+            name=name,
+            size=size,
+            part_size=upload.part_size,
+            md5=md5,
+            upload_id=upload.upload_id,
+            issued=now,
+            expires=now + datetime.timedelta(seconds=expiry),
+            state=grants.PENDING,
+        )
+    )
+    model.Session.commit()
+    return _answer(resource_id, package, name, upload)
+
+
+def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
+    """Which parts of a pending upload the store holds, and fresh URLs for the others."""
+    store, package = _store_and_dataset(package_id)
+    grant = grants.get(resource_id, lock=True)
+    if grant is None or grant.package_id != package.id:
+        model.Session.rollback()
+        raise tk.ValidationError(
+            {
+                "resource_id": [
+                    f"No upload of resource {resource_id} is pending for dataset "
+                    f"{package.name} (registered, pruned after expiry, or never granted): "
+                    "ask for a new upload without resource_id"
+                ]
+            }
+        )
+    _refuse_ended(grant)
+    expiry = config.upload_url_expiry()
+    try:
+        if store.object_exists(grant.bucket, grant.key):
+            upload = PresignedUpload(
+                grant.bucket,
+                grant.key,
+                grant.size,
+                grant.expires,
+                grant.part_size,
+                complete=True,
+            )
+        elif grant.upload_id is None:
+            metadata = {DATASET_METADATA: package.id, SIZE_METADATA: str(grant.size)}
+            upload = store.presigned_put(
+                grant.bucket,
+                grant.key,
+                grant.size,
+                expiry,
+                metadata,
+                grant.md5,
+                served_headers(grant.name),
+            )
+        else:
+            upload = store.presigned_parts(
+                grant.bucket, grant.key, grant.size, grant.part_size, grant.upload_id, expiry
+            )
+    except UploadGoneError:
+        grants.update(resource_id, state=grants.ABORTED)
+        model.Session.commit()
+        _refuse_ended(dataclasses.replace(grant, state=grants.ABORTED))
+        raise  # not reached
+    except S3Error as exc:
+        model.Session.rollback()
+        raise tk.ValidationError({"upload": [str(exc)]}) from exc
+    grants.update(resource_id, expires=upload.expires_at.replace(tzinfo=None))
+    model.Session.commit()
+    return _answer(resource_id, package, grant.name, upload)
+
+
+def served_headers(name: str) -> dict[str, str]:
+    """How the object of a file is served: under its name, with its type (signed at issue)."""
+    return {"ContentType": mimetype_for(name), "ContentDisposition": content_disposition(name)}
+
+
+def _store_and_dataset(package_id: str) -> tuple[ObjectStore, model.Package]:
     store = config.object_store()
     if store is None:
         raise tk.ValidationError(
@@ -40,45 +161,96 @@ def issue_upload_urls(package_id: str, name: str, size: int, md5: str | None) ->
         raise tk.ValidationError(
             {"package_id": [f"Dataset {package.name} has no circle (organization): add it to one"]}
         )
-    resource_id = str(uuid.uuid4())
-    try:
-        upload = store.presigned_upload(
-            *placement.object_location(store, package.owner_org, resource_id),
-            size,
-            config.upload_url_expiry(),
-            metadata={DATASET_METADATA: package.id, SIZE_METADATA: str(size)},
-            md5=md5,
+    return store, package
+
+
+def _check_quota(package: model.Package, size: int) -> None:
+    quota = config.circle_quota()
+    if quota is None:
+        return
+    recorded, pending = grants.circle_usage(package.owner_org)
+    if recorded + pending + size > quota:
+        model.Session.rollback()
+        circle = model.Group.get(package.owner_org)
+        raise tk.ValidationError(
+            {
+                "size": [
+                    f"Circle {circle.name if circle else package.owner_org} uses "
+                    f"{recorded + pending} bytes ({recorded} in files, {pending} in pending "
+                    f"uploads) of its limit of {quota} bytes ({_gib(quota)}, "
+                    f"ckanext.dcor_depot.circle_quota_gib): a file of {size} bytes does not "
+                    "fit. Ask the site's administrators for more space"
+                ]
+            }
         )
-    except S3Error as exc:
-        raise tk.ValidationError({"upload": [str(exc)]}) from exc
+
+
+def _refuse_ended(grant: grants.Grant, field: str = "resource_id", rollback: bool = True) -> None:
+    """Refuse an expired or aborted grant, saying what to do."""
+    if grant.state == grants.ABORTED:
+        problem = "was aborted (the store no longer holds its parts)"
+    elif grant.expired():
+        problem = (
+            f"expired at {grant.expires:%Y-%m-%d %H:%M:%S} UTC "
+            "(ckanext.dcor_depot.upload_url_expiry)"
+        )
+    else:
+        return
+    if rollback:
+        model.Session.rollback()
+    raise tk.ValidationError(
+        {
+            field: [
+                f"The upload of resource {grant.resource_id} {problem}: ask "
+                "dcor_depot_upload_urls for a new upload and send the file again"
+            ]
+        }
+    )
+
+
+def _gib(size: int) -> str:
+    return f"{size / GiB:.3g} GiB"
+
+
+def _answer(
+    resource_id: str, package: model.Package, name: str, upload: PresignedUpload
+) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "resource_id": resource_id,
-        "size": size,
+        "size": upload.size,
         "expires": upload.expires_at.isoformat(timespec="seconds"),
     }
-    if upload.upload_id is None:
+    if upload.complete:
+        answer["upload"] = {
+            "method": "done",
+            "howto": "The store holds the whole file: register it.",
+        }
+    elif upload.upload_id is None:
         answer["upload"] = {
             "method": "PUT",
             "url": upload.url,
             "headers": upload.headers,
-            "howto": "PUT the whole file to url with these headers.",
+            "howto": "PUT the whole file to url with exactly these headers.",
         }
     else:
         answer["upload"] = {
             "method": "multipart",
             "upload_id": upload.upload_id,
             "part_size": upload.part_size,
-            "parts": [
-                {"part_number": number, "url": url}
-                for number, url in enumerate(upload.part_urls, start=1)
+            "parts": [{"part_number": number, "url": url} for number, url in upload.part_urls],
+            "parts_done": [
+                {"part_number": number, "etag": etag, "size": size}
+                for number, etag, size in upload.parts_done
             ],
             "complete": {"method": "POST", "url": upload.complete_url},
             "abort": {"method": "DELETE", "url": upload.abort_url},
             "howto": (
                 "PUT bytes [(N-1)*part_size, N*part_size) of the file to the url of part N "
-                "and keep the ETag header of each answer; then POST to complete.url the body "
-                "<CompleteMultipartUpload><Part><PartNumber>N</PartNumber><ETag>ETag of part "
-                "N</ETag></Part>...</CompleteMultipartUpload> with every part in order."
+                "(parts in any order, also in parallel) and keep the ETag header of each "
+                "answer; then POST to complete.url the body <CompleteMultipartUpload><Part>"
+                "<PartNumber>N</PartNumber><ETag>ETag of part N</ETag></Part>..."
+                "</CompleteMultipartUpload> with every part in order, those of parts_done "
+                "included."
             ),
         }
     answer["register"] = {
@@ -88,7 +260,7 @@ def issue_upload_urls(package_id: str, name: str, size: int, md5: str | None) ->
             "package_id": package.id,
             "name": name,
             "url_type": records.S3_URL_TYPE,
-            "size": size,
+            "size": upload.size,
         },
     }
     return answer
@@ -116,6 +288,21 @@ def check_registration(resource: dict[str, Any]) -> None:
         raise tk.ValidationError({"id": [f"Resource {resource_id} is already registered"]})
     if package is None or not package.owner_org:
         raise tk.ValidationError({"package_id": ["The dataset has no circle (organization)"]})
+    grant = grants.get(resource_id, lock=True)
+    if grant is None:
+        raise tk.ValidationError(
+            {
+                "id": [
+                    f"No upload of resource {resource_id} is pending (never granted, or "
+                    "pruned after it expired): ask dcor_depot_upload_urls for an upload"
+                ]
+            }
+        )
+    if grant.package_id != package.id:
+        raise tk.ValidationError(
+            {"id": [f"The upload of resource {resource_id} was issued for another dataset"]}
+        )
+    _refuse_ended(grant, field="id", rollback=False)
     try:
         location = placement.object_location(store, package.owner_org, resource_id)
     except ValueError as exc:
@@ -159,6 +346,7 @@ def check_registration(resource: dict[str, Any]) -> None:
             }
         )
     resource["size"] = info.size
+    grants.remove(resource_id)  # committed with the new resource
     # the download URL (views.py): it checks permission, then redirects to S3
     name = urllib.parse.quote(resource.get("name") or resource_id)
     site_url = tk.config["ckan.site_url"].rstrip("/")

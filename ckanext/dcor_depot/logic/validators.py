@@ -120,3 +120,12 @@ def dcor_depot_md5(value: Any) -> str:
     if not re.fullmatch(r"[0-9a-f]{32}", md5):
         raise tk.Invalid(f"expected the file's MD5 as 32 hexadecimal digits; got {value!r}")
     return md5
+
+
+def dcor_depot_resource_id(value: Any) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise tk.Invalid(
+            f"expected the resource_id that dcor_depot_upload_urls returned; got {value!r}"
+        ) from None

@@ -108,8 +108,8 @@ def append_resource(
     headers = records.object_headers({**served, "mimetype": mimetype_for(name)})
     result = store.upload_verified(path, *location, sha256=sha256, headers=headers)
     try:
-        resource = tk.get_action("resource_create")(
-            records.job_context(),
+        resource = records.write_action(
+            "resource_create",
             {
                 "id": resource_id,
                 "package_id": package["id"],

@@ -190,7 +190,7 @@ class ArticleImport:
         try:
             package = records.show_package(fields["id"], fresh=True)
         except tk.ObjectNotFound:
-            package = tk.get_action("package_create")(records.job_context(), fields)
+            package = records.write_action("package_create", fields)
             return package, True
         if package["state"] == "deleted":
             raise FigshareImportError(
@@ -261,8 +261,8 @@ class ArticleImport:
                     url_type=records.S3_URL_TYPE,
                     **records.s3_fields(self.store, "resource", result),
                 )
-            tk.get_action("resource_create")(
-                records.job_context(),
+            records.write_action(
+                "resource_create",
                 {
                     "id": resource_id,
                     "package_id": package["id"],

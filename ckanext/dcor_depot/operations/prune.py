@@ -7,7 +7,10 @@ have been kept for ``ckanext.dcor_depot.purge_retention_days``: the objects
 (and old copies of moved ones), CKAN's path (a symlink, or the file), the
 depot file behind it and the local backup copy. Objects in the circle buckets
 that nothing accounts for are removed when they are older than that too.
-Nothing that a resource still records is removed.
+Uploads granted by ``dcor_depot_upload_urls`` and never registered are
+removed as soon as their URLs expired: the multipart upload aborted, the
+object deleted, the grant forgotten. Nothing that a resource still records
+is removed.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Callable
 
 import ckan.model as model
 
-from .. import config, placement, records
+from .. import config, grants, placement, records
 from ..storage.depot import DepotError, backup_path_for, remove_purged
 from ..storage.s3 import ObjectStore, S3Error
 from . import sweep
@@ -30,6 +33,7 @@ class Pruned:
     objects: int = 0
     local: int = 0
     orphans: int = 0
+    uploads: int = 0
     kept: int = 0
     failures: list[str] = dataclasses.field(default_factory=list)
 
@@ -66,6 +70,7 @@ def prune(
         if not dry_run:
             records.forget_file(resource_id)
     if store is not None:
+        _prune_expired_uploads(store, pruned, dry_run, echo)
         try:
             for info in sweep.orphans(store):
                 modified = info.last_modified.replace(tzinfo=None) if info.last_modified else None
@@ -78,6 +83,39 @@ def prune(
         except S3Error as exc:
             pruned.failures.append(f"listing the circle buckets: {exc}")
     return pruned
+
+
+def _prune_expired_uploads(
+    store: ObjectStore, pruned: Pruned, dry_run: bool, echo: Callable[[str], None]
+) -> None:
+    verb = "would remove" if dry_run else "removed"
+    for grant in grants.expired():
+        if model.Resource.get(grant.resource_id) is not None:
+            continue  # registered: the resource records its object
+        where = f"s3://{grant.bucket}/{grant.key}"
+        try:
+            if not dry_run:
+                locked = grants.get(grant.resource_id, lock=True)  # a registration waits
+                if locked is None or not (locked.expired() or locked.state == grants.ABORTED):
+                    model.Session.rollback()
+                    continue
+                if grant.upload_id:
+                    store.abort_upload(grant.bucket, grant.key, grant.upload_id)
+                if store.object_info(grant.bucket, grant.key) is not None:
+                    store.delete_object(grant.bucket, grant.key)
+                grants.remove(grant.resource_id)
+                model.Session.commit()
+        except S3Error as exc:
+            model.Session.rollback()
+            pruned.failures.append(f"upload of resource {grant.resource_id} ({where}): {exc}")
+            continue
+        pruned.uploads += 1
+        state = (
+            "aborted"
+            if grant.state == grants.ABORTED
+            else f"expired {grant.expires:%Y-%m-%d %H:%M} UTC"
+        )
+        echo(f"{verb} upload {where} of resource {grant.resource_id} ({state}, never registered)")
 
 
 def _remove_copies(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import ckan.model as model
 import sqlalchemy as sa
 
-from .. import placement, records
+from .. import grants, placement, records
 from ..jobs import converge, move
 from ..model import file_table
 from ..storage.s3 import ObjectInfo, ObjectStore, S3Error, circle_bucket_prefix
@@ -86,8 +86,9 @@ def sweep(store: ObjectStore, dry_run: bool = False, echo: Callable[[str], None]
 
 
 def accounted_for(store: ObjectStore) -> set[tuple[str, str]]:
-    """Every ``(bucket, key)`` the extension records or expects (a file that will be uploaded)."""
-    known: set[tuple[str, str]] = set()
+    """Every ``(bucket, key)`` the extension records or expects (a file that will be
+    uploaded, an upload granted that has not expired)."""
+    known: set[tuple[str, str]] = grants.pending_locations()
     for package_id in datasets_with_files():
         for placed in placement.dataset_files(store, package_id).files:
             for location in (placed.recorded, placed.wanted, placed.moved_from):

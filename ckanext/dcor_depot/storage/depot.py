@@ -224,6 +224,13 @@ def move_into_depot(
         ):
             part.unlink()
             raise DepotError(f"{source} changed while it was moved into the depot; run again")
+        if depot_path.exists() and not _same_bytes(part, depot_path):
+            part.unlink()
+            raise DepotError(
+                f"{depot_path} already holds other bytes than {source}: a depot file is "
+                "never overwritten. The resource's file was replaced behind its record; "
+                "compare both files and keep the one the resource's sha256 names"
+            )
         os.replace(part, depot_path)
         _fsync_dir(depot_path.parent)
         _make_dirs(ckan_path.parent)
@@ -301,6 +308,14 @@ def write_verified(path: Path, chunks: Iterable[bytes], sha256: str) -> int:
     finally:
         tmp.unlink(missing_ok=True)
     return size
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    if os.path.samefile(a, b):
+        return True
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    return _sha256_from_disk(a)[0] == _sha256_from_disk(b)[0]
 
 
 def _sha256_from_disk(path: Path) -> tuple[str, int]:

@@ -55,7 +55,7 @@ from .names import (
     resource_subpath,
 )
 from .parts import MAX_OBJECT_SIZE, MAX_PARTS, UploadResult, part_size_for
-from .presign import PresignedUpload, content_disposition
+from .presign import PresignedUpload, UploadGoneError, content_disposition
 from .store import ObjectStore
 from .visibility import PUBLIC_TAG
 
@@ -72,6 +72,7 @@ __all__ = [
     "ObjectStore",
     "PUBLIC_TAG",
     "PresignedUpload",
+    "UploadGoneError",
     "S3AuthError",
     "S3ConnectionError",
     "S3Error",

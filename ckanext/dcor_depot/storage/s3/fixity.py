@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from .client import SHA256_METADATA_KEY, MiB, S3Error, UploadVerificationError
@@ -87,11 +87,15 @@ class Fixity:
         sha256: str,
         size: int,
         headers: Mapping[str, str] | None = None,
+        keep: Iterable[str] | None = None,
     ) -> None:
-        """Store the SHA-256 in an object's metadata, keeping its other metadata.
+        """Store the SHA-256 in an object's metadata, keeping its other metadata
+        (``keep``: only these keys of it).
 
         ``headers`` (``ContentType``, ``ContentDisposition``) replace how the
-        object is served; those not given are kept. Copying the object onto
+        object is served; those not given are kept. What else a client may
+        have set (an ACL, tags, ``x-amz-website-redirect-location``) is not
+        copied. Copying the object onto
         itself replaces its metadata; Ceph RGW does this without copying data
         and keeps the ETag (AWS S3 refuses such a copy above 5 GB). RGW drops
         the object's tags with it: callers set the visibility afterwards.
@@ -99,6 +103,7 @@ class Fixity:
         info = self.object_info(bucket, key)
         if info is None:
             raise S3Error(f"Object s3://{bucket}/{key} does not exist")
+        metadata = {k: v for k, v in info.metadata.items() if keep is None or k in set(keep)}
         served = {
             "ContentType": info.content_type,
             "ContentDisposition": info.content_disposition,
@@ -109,7 +114,7 @@ class Fixity:
                 Bucket=bucket,
                 Key=key,
                 CopySource={"Bucket": bucket, "Key": key},
-                Metadata={**info.metadata, SHA256_METADATA_KEY: sha256},
+                Metadata={**metadata, SHA256_METADATA_KEY: sha256},
                 MetadataDirective="REPLACE",
                 **{name: value for name, value in served.items() if value},
             )

@@ -8,7 +8,7 @@ import datetime
 import re
 import urllib.parse
 
-from .client import MD5_METADATA_KEY, ObjectConflictError
+from .client import MD5_METADATA_KEY, ObjectConflictError, S3Error
 from .parts import part_size_for
 
 
@@ -18,8 +18,9 @@ class PresignedUpload:
 
     Single PUT (``upload_id`` None): PUT the whole file to ``url`` with
     ``headers``. Multipart: PUT part N (``part_size`` bytes, the last one
-    shorter) to ``part_urls[N-1]``, then POST the list of the parts' ETags to
-    ``complete_url`` (or DELETE ``abort_url`` to give up).
+    shorter) to its URL in ``part_urls``, then POST the list of the parts'
+    ETags (those of ``parts_done`` included) to ``complete_url`` (or DELETE
+    ``abort_url`` to give up). ``complete``: the object exists already.
     """
 
     bucket: str
@@ -30,9 +31,17 @@ class PresignedUpload:
     url: str | None = None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     upload_id: str | None = None
-    part_urls: list[str] = dataclasses.field(default_factory=list)
+    #: ``(part number, URL)`` of each part still to send
+    part_urls: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    #: ``(part number, ETag, size)`` of each part the store holds already
+    parts_done: list[tuple[int, str, int]] = dataclasses.field(default_factory=list)
     complete_url: str | None = None
     abort_url: str | None = None
+    complete: bool = False
+
+
+class UploadGoneError(S3Error):
+    """The store no longer knows the multipart upload (aborted, or completed)."""
 
 
 def content_disposition(filename: str) -> str:
@@ -77,68 +86,183 @@ class Presigning:
         expires_in: int,
         metadata: dict[str, str] | None = None,
         md5: str | None = None,
+        served: dict[str, str] | None = None,
     ) -> PresignedUpload:
         """URLs with which a client writes ``size`` bytes to one new object, and nothing else.
 
         Each URL is signed for its method, key, upload id, part number and
         Content-Length, so it cannot write another key or more bytes. Up to
         the part size the file goes in one PUT, signed with ``If-None-Match:
-        *`` (the object is written once: a second PUT is refused) and, given
-        the file's hex ``md5``, with ``Content-MD5`` (the store refuses other
-        bytes); no multipart upload is created then. Larger files get a
-        multipart upload whose parts can only be sent until it is completed;
-        ``md5`` is then kept in the object's metadata (:data:`MD5_METADATA_KEY`), for a check
-        after the upload. ``metadata`` is stored with the object.
+        *`` (the object is written once: a second PUT is refused), with the
+        headers that decide who may read the object and how it is served
+        (``x-amz-acl: private``, an empty ``x-amz-tagging``, ``Content-Type``
+        and ``Content-Disposition`` from ``served``: any other value is
+        refused by the store) and, given the file's hex ``md5``, with
+        ``Content-MD5`` (the store refuses other bytes). Larger files get a
+        multipart upload created here with those headers (part and
+        completion requests cannot change them); ``md5`` is then kept in the
+        object's metadata (:data:`MD5_METADATA_KEY`), for a check after the
+        upload. ``metadata`` is stored with the object.
         """
         self.ensure_bucket(bucket)
         if self.object_exists(bucket, key):
             raise ObjectConflictError(f"s3://{bucket}/{key} already exists")
         metadata = dict(metadata or {})
         part_size = part_size_for(size, self.settings.part_size)
-        expires_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
-            seconds=expires_in
-        )
-
-        def sign(operation: str, http_method: str | None = None, **params) -> str:
-            return self.client.generate_presigned_url(
-                operation,
-                Params={"Bucket": bucket, "Key": key, **params},
-                ExpiresIn=expires_in,
-                HttpMethod=http_method,
-            )
-
-        common = dict(bucket=bucket, key=key, size=size, expires_at=expires_at)
         with self._errors(f"prepare the upload of s3://{bucket}/{key}"):
             if size <= part_size:
-                headers = {f"x-amz-meta-{name}": value for name, value in metadata.items()}
-                headers["If-None-Match"] = "*"
-                params = {"ContentLength": size, "Metadata": metadata, "IfNoneMatch": "*"}
-                if md5:
-                    params["ContentMD5"] = headers["Content-MD5"] = base64.b64encode(
-                        bytes.fromhex(md5)
-                    ).decode()
-                url = sign("put_object", **params)
-                return PresignedUpload(**common, part_size=size, url=url, headers=headers)
+                return self.presigned_put(bucket, key, size, expires_in, metadata, md5, served)
             if md5:
                 metadata[MD5_METADATA_KEY] = md5
             upload_id = self.client.create_multipart_upload(
-                Bucket=bucket, Key=key, Metadata=metadata
+                Bucket=bucket, Key=key, Metadata=metadata, ACL="private", **(served or {})
             )["UploadId"]
-            count = -(-size // part_size)
+        return self.presigned_parts(bucket, key, size, part_size, upload_id, expires_in)
+
+    def presigned_put(
+        self,
+        bucket: str,
+        key: str,
+        size: int,
+        expires_in: int,
+        metadata: dict[str, str],
+        md5: str | None = None,
+        served: dict[str, str] | None = None,
+    ) -> PresignedUpload:
+        """The single PUT of :meth:`presigned_upload` (also again, for a resumed upload)."""
+        headers = {f"x-amz-meta-{name}": value for name, value in metadata.items()}
+        headers.update({"If-None-Match": "*", "x-amz-acl": "private", "x-amz-tagging": ""})
+        params = {
+            "ContentLength": size,
+            "Metadata": metadata,
+            "IfNoneMatch": "*",
+            "ACL": "private",
+            "Tagging": "",
+        }
+        for name, header in SERVED_HEADERS.items():
+            if (served or {}).get(name):
+                params[name] = headers[header] = served[name]
+        if md5:
+            params["ContentMD5"] = headers["Content-MD5"] = base64.b64encode(
+                bytes.fromhex(md5)
+            ).decode()
+        with self._errors(f"sign the upload of s3://{bucket}/{key}"):
+            url = self._sign(bucket, key, expires_in, "put_object", **params)
+        return PresignedUpload(
+            bucket, key, size, _expiry(expires_in), part_size=size, url=url, headers=headers
+        )
+
+    def presigned_parts(
+        self,
+        bucket: str,
+        key: str,
+        size: int,
+        part_size: int,
+        upload_id: str,
+        expires_in: int,
+    ) -> PresignedUpload:
+        """URLs for the parts of a multipart upload that the store does not hold yet
+        (all of them for a new one), and to complete or abort it.
+
+        Raises :class:`UploadGoneError` when the store no longer knows the upload.
+        """
+        done = self.uploaded_parts(bucket, key, upload_id)
+        count = -(-size // part_size)
+
+        def length(number: int) -> int:
+            return min(part_size, size - (number - 1) * part_size)
+
+        # a part of another length (never signed so) is sent again
+        held = [(n, etag, got) for n, (etag, got) in sorted(done.items()) if got == length(n)]
+        held_numbers = {n for n, _, _ in held}
+        with self._errors(f"sign the parts of s3://{bucket}/{key}"):
             part_urls = [
-                sign(
-                    "upload_part",
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    ContentLength=min(part_size, size - (number - 1) * part_size),
+                (
+                    number,
+                    self._sign(
+                        bucket,
+                        key,
+                        expires_in,
+                        "upload_part",
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        ContentLength=length(number),
+                    ),
                 )
                 for number in range(1, count + 1)
+                if number not in held_numbers
             ]
-            return PresignedUpload(
-                **common,
-                part_size=part_size,
-                upload_id=upload_id,
-                part_urls=part_urls,
-                complete_url=sign("complete_multipart_upload", "POST", UploadId=upload_id),
-                abort_url=sign("abort_multipart_upload", "DELETE", UploadId=upload_id),
+            complete_url = self._sign(
+                bucket, key, expires_in, "complete_multipart_upload", "POST", UploadId=upload_id
             )
+            abort_url = self._sign(
+                bucket, key, expires_in, "abort_multipart_upload", "DELETE", UploadId=upload_id
+            )
+        return PresignedUpload(
+            bucket,
+            key,
+            size,
+            _expiry(expires_in),
+            part_size=part_size,
+            upload_id=upload_id,
+            part_urls=part_urls,
+            parts_done=held,
+            complete_url=complete_url,
+            abort_url=abort_url,
+        )
+
+    def uploaded_parts(self, bucket: str, key: str, upload_id: str) -> dict[int, tuple[str, int]]:
+        """``{part number: (ETag, size)}`` of a multipart upload, every page of ListParts.
+
+        Raises :class:`UploadGoneError` when the store no longer knows the upload.
+        """
+        parts: dict[int, tuple[str, int]] = {}
+        try:
+            with self._errors(f"list the parts of the upload of s3://{bucket}/{key}"):
+                pages = self.client.get_paginator("list_parts").paginate(
+                    Bucket=bucket, Key=key, UploadId=upload_id
+                )
+                for page in pages:
+                    for part in page.get("Parts", []):
+                        parts[part["PartNumber"]] = (part["ETag"], part["Size"])
+        except S3Error as exc:
+            if "NoSuchUpload" in str(exc) or "does not exist" in str(exc):
+                raise UploadGoneError(
+                    f"The store no longer knows the multipart upload of s3://{bucket}/{key} "
+                    "(aborted or completed)"
+                ) from exc
+            raise
+        return parts
+
+    def abort_upload(self, bucket: str, key: str, upload_id: str) -> None:
+        """Abort a multipart upload (its parts are deleted); fine if the store forgot it."""
+        try:
+            self.uploaded_parts(bucket, key, upload_id)
+        except UploadGoneError:
+            return
+        with self._errors(f"abort the upload {upload_id} of s3://{bucket}/{key}"):
+            self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+    def _sign(
+        self,
+        bucket: str,
+        key: str,
+        expires_in: int,
+        operation: str,
+        http_method: str | None = None,
+        **params,
+    ) -> str:
+        return self.client.generate_presigned_url(
+            operation,
+            Params={"Bucket": bucket, "Key": key, **params},
+            ExpiresIn=expires_in,
+            HttpMethod=http_method,
+        )
+
+
+#: How an object is served: the boto3 parameter and the header of a PUT.
+SERVED_HEADERS = {"ContentType": "Content-Type", "ContentDisposition": "Content-Disposition"}
+
+
+def _expiry(expires_in: int) -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=expires_in)

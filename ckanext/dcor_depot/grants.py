@@ -1,0 +1,120 @@
+"""Uploads granted by ``dcor_depot_upload_urls`` and not yet registered, and what a
+circle holds: the extension's table ``dcor_depot_upload`` (``model.py``).
+
+The action writes a row when it grants an upload and renews its expiry when
+the upload is resumed; the registration removes it in the transaction that
+creates the resource; ``ckan dcor-prune-orphaned-objects`` removes the rows
+of expired uploads with what they left in the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import ckan.model as model
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from . import placement
+from .model import upload_table
+
+PENDING, ABORTED = "pending", "aborted"
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    resource_id: str
+    package_id: str
+    owner_org: str
+    user_id: str | None
+    bucket: str
+    key: str
+    name: str
+    size: int
+    part_size: int
+    md5: str | None
+    upload_id: str | None
+    issued: datetime.datetime
+    expires: datetime.datetime
+    state: str
+
+    def expired(self, now: datetime.datetime | None = None) -> bool:
+        return self.expires <= (now or utcnow())
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def add(grant: Grant) -> None:
+    """Record a new grant (in the caller's transaction)."""
+    model.Session.execute(insert(upload_table).values(**dataclasses.asdict(grant)))
+
+
+def get(resource_id: str, lock: bool = False) -> Grant | None:
+    """The grant of a resource id; ``lock``: its row stays locked until the transaction ends."""
+    query = sa.select(upload_table).where(upload_table.c.resource_id == resource_id)
+    if lock:
+        query = query.with_for_update()
+    row = model.Session.execute(query).first()
+    return Grant(**row._mapping) if row is not None else None
+
+
+def update(resource_id: str, **values) -> None:
+    model.Session.execute(
+        sa.update(upload_table).where(upload_table.c.resource_id == resource_id).values(**values)
+    )
+
+
+def remove(resource_id: str) -> None:
+    model.Session.execute(sa.delete(upload_table).where(upload_table.c.resource_id == resource_id))
+
+
+def expired(now: datetime.datetime | None = None) -> list[Grant]:
+    """Grants whose URLs expired (and aborted ones), oldest first."""
+    query = (
+        sa.select(upload_table)
+        .where(sa.or_(upload_table.c.expires <= (now or utcnow()), upload_table.c.state == ABORTED))
+        .order_by(upload_table.c.expires)
+    )
+    rows = model.Session.execute(query).all()
+    model.Session.rollback()
+    return [Grant(**row._mapping) for row in rows]
+
+
+def lock_circle(owner_org: str) -> None:
+    """Serialize the grants of one circle until the transaction ends (its quota)."""
+    model.Session.execute(
+        sa.text('SELECT 1 FROM "group" WHERE id = :id FOR NO KEY UPDATE'), {"id": owner_org}
+    )
+
+
+def circle_usage(owner_org: str) -> tuple[int, int]:
+    """Bytes a circle holds: ``(files its datasets record, pending grants)``."""
+    recorded = model.Session.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(model.Resource.size), 0))
+        .join(model.Package, model.Package.id == model.Resource.package_id)
+        .where(
+            model.Package.owner_org == owner_org,
+            model.Resource.state == "active",
+            model.Resource.url_type.in_(placement.FILE_URL_TYPES),
+        )
+    ).scalar()
+    pending = model.Session.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(upload_table.c.size), 0)).where(
+            upload_table.c.owner_org == owner_org, upload_table.c.state == PENDING
+        )
+    ).scalar()
+    return int(recorded), int(pending)
+
+
+def pending_locations(now: datetime.datetime | None = None) -> set[tuple[str, str]]:
+    """``(bucket, key)`` of the uploads that may still be sent and registered."""
+    rows = model.Session.execute(
+        sa.select(upload_table.c.bucket, upload_table.c.key).where(
+            upload_table.c.state == PENDING, upload_table.c.expires > (now or utcnow())
+        )
+    ).all()
+    model.Session.rollback()
+    return {(row.bucket, row.key) for row in rows}

@@ -1,0 +1,141 @@
+"""Only the extension writes what its jobs record, and a stored file never changes.
+
+Every CKAN action that writes resources (resource_create/update/patch/delete,
+package_create/update/patch/revise, the web forms) ends in
+``package_create`` or ``package_update``, which call the plugin's
+``IPackageController.create``/``edit`` with the dataset before CKAN commits.
+:func:`keep_records` runs there, on every path, and compares each resource
+with its committed row:
+
+- the fields the jobs record (:func:`records.is_recorded_field`, plus
+  ``sha256`` and ``size`` of a resource with a file) keep their committed
+  values; a new resource gets none of them (a ``sha256`` given at creation
+  stays, as a claim the jobs check);
+- a resource that holds a file keeps its ``url`` and ``url_type``: a change
+  is refused with a message that says to add a new resource;
+- ``url_type`` ``s3_upload`` is set only by ``resource_create`` after
+  :func:`logic.upload_route.check_registration` passed.
+
+The extension's own writes (:func:`records.write_action`) pass unchanged.
+The uploader (``uploader.py``) refuses, before it touches the disk, to
+write or clear the file of a resource that holds one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import ckan.model as model
+import ckan.plugins.toolkit as tk
+import sqlalchemy as sa
+
+from . import placement, records
+from .model import file_table
+
+#: Resource ids whose direct-to-S3 upload passed its check in this request.
+_REGISTERED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "dcor_depot_registered", default=frozenset()
+)
+
+REPLACE_REFUSED = (
+    "Resource {id} holds a file ({name}); its file, url and url_type stay as first "
+    "published (the depot copy and the S3 object keep these bytes). To publish other "
+    "bytes, add a new resource"
+)
+
+
+def registered(resource_id: str) -> None:
+    """The upload of ``resource_id`` passed :func:`check_registration` in this request."""
+    _REGISTERED.set(_REGISTERED.get() | {resource_id})
+
+
+def keep_records(package: model.Package) -> None:
+    """Bring the resources of ``package`` (not yet committed) in line with the rules above."""
+    if records.WRITING.get():
+        return
+    resources = [resource for resource in package.resources_all if resource.id]
+    if not resources:
+        return
+    # a job that read the dataset before has committed; one that reads later waits
+    records.lock_dataset(package.id)
+    committed = committed_resources(resource.id for resource in resources)
+    for resource in resources:
+        before = committed.get(resource.id)
+        if before is None:
+            _new_resource(resource)
+        else:
+            _existing_resource(resource, before)
+
+
+def committed_resources(resource_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The committed rows of resources (as another connection sees them), with
+    ``has_file``: the resource holds a file, now or before."""
+    ids = list(resource_ids)
+    with model.meta.engine.connect() as connection:
+        rows = connection.execute(
+            sa.text("SELECT id, url, url_type, size, extras FROM resource WHERE id = ANY(:ids)"),
+            {"ids": ids},
+        ).all()
+        with_records = set(
+            connection.execute(
+                sa.select(file_table.c.resource_id).where(file_table.c.resource_id.in_(ids))
+            ).scalars()
+        )
+    committed = {}
+    for row in rows:
+        extras = row.extras
+        if isinstance(extras, str):
+            extras = json.loads(extras or "{}")
+        committed[row.id] = {
+            "url": row.url,
+            "url_type": row.url_type,
+            "size": row.size,
+            "extras": dict(extras or {}),
+            "has_file": row.url_type in placement.FILE_URL_TYPES or row.id in with_records,
+        }
+    for resource_id in with_records - set(committed):  # CKAN lost the row, the file stays
+        committed[resource_id] = {"has_file": True, "url": None, "url_type": None}
+    return committed
+
+
+def _new_resource(resource: model.Resource) -> None:
+    extras = dict(resource.extras or {})
+    kept = {k: v for k, v in extras.items() if not records.is_recorded_field(k)}
+    if kept != extras:
+        resource.extras = kept
+    if resource.url_type == records.S3_URL_TYPE:
+        if resource.id not in _REGISTERED.get():
+            raise tk.ValidationError(
+                {
+                    "url_type": [
+                        f"url_type {records.S3_URL_TYPE} is set only by registering an upload "
+                        "of dcor_depot_upload_urls with resource_create"
+                    ]
+                }
+            )
+        _REGISTERED.set(_REGISTERED.get() - {resource.id})
+
+
+def _existing_resource(resource: model.Resource, before: dict[str, Any]) -> None:
+    if before["has_file"] and (resource.url_type, resource.url) != (
+        before["url_type"],
+        before["url"],
+    ):
+        name = before["url"] or resource.name or resource.id
+        raise tk.ValidationError(
+            {"url": [REPLACE_REFUSED.format(id=resource.id, name=name.rsplit("/", 1)[-1])]}
+        )
+    extras = dict(resource.extras or {})
+    old = before["extras"]
+    keys = {k for k in set(extras) | set(old) if records.is_recorded_field(k)}
+    if before["has_file"]:
+        keys.add("sha256")
+        if resource.size != before["size"]:
+            resource.size = before["size"]
+    kept = {k: v for k, v in extras.items() if k not in keys}
+    kept.update({k: old[k] for k in keys if k in old})
+    if kept != extras:
+        resource.extras = kept

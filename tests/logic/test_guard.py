@@ -1,0 +1,217 @@
+"""Only the extension writes what its jobs record, and a stored file never changes
+(``guard.py``, ``uploader.py``): tried as an organization *editor* over CKAN's API,
+on every action path that writes resources."""
+
+from __future__ import annotations
+
+import ckan.model as model
+import pytest
+from ckan.tests import factories, helpers
+
+from ckanext.dcor_depot import placement, records
+from ckanext.dcor_depot.cli import dcor_verify_object_store
+
+from ..conftest import sha256_path
+
+pytestmark = pytest.mark.usefixtures(
+    "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
+)
+
+#: What an editor tries to set: every kind of field the jobs record.
+FAKE = {
+    "s3_available": True,
+    "s3_url": "http://evil.invalid/x",
+    "etag": "0" * 32,
+    "s3_upload_error": "",
+    "dc_error": "",
+    "dc:experiment:event count": 1,
+    "s3_condensed_sha256": "0" * 64,
+    "s3_condensed_size": 1,
+}
+#: What the jobs recorded on the resource before (the refused upload of the issue).
+RECORDED = {
+    "etag": "abc",
+    "s3_upload_error": "The uploaded file has MD5 x, but the client declared y",
+    "dc:experiment:event count": 100,
+}
+
+
+@pytest.fixture
+def editor_dataset():
+    """An editor (not admin, not sysadmin) of a circle with a private dataset; adam is
+    the circle's admin (the bulk actions are for admins only)."""
+    editor = factories.User(name="edna")
+    factories.User(name="adam")
+    org = factories.Organization(
+        users=[{"name": "edna", "capacity": "editor"}, {"name": "adam", "capacity": "admin"}]
+    )
+    dataset = factories.Dataset(owner_org=org["id"], private=True, user=editor)
+    return editor, org, dataset
+
+
+def api(app, name: str, data: dict, user: dict, **kwargs):
+    token = factories.APIToken(user=user["name"])["token"]
+    return app.post(f"/api/action/{name}", json=data, headers={"Authorization": token}, **kwargs)
+
+
+@pytest.fixture
+def recorded_file(editor_dataset, api_upload, random_file):
+    """A resource with an uploaded file on which the jobs recorded fields."""
+    editor, org, dataset = editor_dataset
+    path = random_file(3000, "cells.bin")
+    resource = api_upload(editor, dataset["id"], path)
+    records.patch_resource(resource["id"], {**RECORDED, "sha256": sha256_path(path)})
+    return editor, dataset, resource["id"], path
+
+
+def writes(rid: str, pid: str) -> dict:
+    """Each action path that can write a resource's fields, as the request it sends."""
+    shown = helpers.call_action("package_show", id=pid)
+    resource = next(r for r in shown["resources"] if r["id"] == rid)
+    return {
+        "resource_update": ("resource_update", {**resource, **FAKE, "sha256": "0" * 64}),
+        "resource_patch": ("resource_patch", {"id": rid, **FAKE, "sha256": "0" * 64, "size": 1}),
+        "package_update": (
+            "package_update",
+            {**shown, "resources": [{**resource, **FAKE, "sha256": "0" * 64, "size": 1}]},
+        ),
+        "package_patch": (
+            "package_patch",
+            {"id": pid, "resources": [{**resource, **FAKE, "sha256": "0" * 64, "size": 1}]},
+        ),
+        "package_revise": (
+            "package_revise",
+            {"match": {"id": pid}, "update__resources__0": {**FAKE, "sha256": "0" * 64}},
+        ),
+        "bulk_update_public": (
+            "bulk_update_public",
+            {"datasets": [pid], "org_id": shown["owner_org"]},
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "resource_update",
+        "resource_patch",
+        "package_update",
+        "package_patch",
+        "package_revise",
+        "bulk_update_public",
+    ],
+)
+def test_an_editor_cannot_change_what_the_jobs_recorded(app, recorded_file, path):
+    editor, dataset, rid, file = recorded_file
+    before = helpers.call_action("resource_show", id=rid)
+    action, data = writes(rid, dataset["id"])[path]
+    user = {"name": "adam"} if action.startswith("bulk_") else editor
+    answer = api(app, action, data, user)
+    assert answer.status_code == 200, answer.body  # accepted; the values are dropped
+    after = helpers.call_action("resource_show", id=rid)
+    for field in FAKE.keys() | {"sha256", "size"}:
+        assert after.get(field) == before.get(field), field
+    assert after["sha256"] == sha256_path(file)
+    assert after["size"] == 3000
+    assert after["s3_upload_error"] == RECORDED["s3_upload_error"]
+    assert "s3_available" not in after and "s3_url" not in after
+    # the extension's own write still goes through
+    records.patch_resource(rid, {"etag": "def"})
+    assert helpers.call_action("resource_show", id=rid)["etag"] == "def"
+
+
+@pytest.mark.parametrize("path", ["resource_create", "package_create", "package_update"])
+def test_a_new_resource_gets_none_of_the_recorded_fields(app, editor_dataset, path):
+    editor, org, dataset = editor_dataset
+    new = {"url": "http://example.org/cells.rtdc", "name": "link", **FAKE}
+    if path == "resource_create":
+        answer = api(app, "resource_create", {"package_id": dataset["id"], **new}, editor)
+        rid = answer.json["result"]["id"]
+    elif path == "package_create":
+        data = {"name": "another", "owner_org": org["id"], "resources": [new]}
+        answer = api(app, "package_create", data, editor)
+        rid = answer.json["result"]["resources"][0]["id"]
+    else:
+        shown = helpers.call_action("package_show", id=dataset["id"])
+        answer = api(app, "package_update", {**shown, "resources": [new]}, editor)
+        rid = answer.json["result"]["resources"][0]["id"]
+    assert answer.status_code == 200, answer.body
+    shown = helpers.call_action("resource_show", id=rid)
+    assert not FAKE.keys() & shown.keys(), FAKE.keys() & shown.keys()
+
+
+@pytest.mark.parametrize("path", ["resource_create", "package_create", "package_update"])
+def test_url_type_s3_upload_is_set_only_by_a_registered_upload(app, editor_dataset, path):
+    editor, org, dataset = editor_dataset
+    new = {"id": "5b1e0f5c-2f7c-4d8e-9a4e-0c6b8d1f2a3b", "name": "x.rtdc", "url": "x"}
+    new["url_type"] = records.S3_URL_TYPE
+    if path == "resource_create":
+        answer = api(app, "resource_create", {"package_id": dataset["id"], **new}, editor)
+        says = "No upload of resource"
+    elif path == "package_create":
+        data = {"name": "another", "owner_org": org["id"], "resources": [new]}
+        answer = api(app, "package_create", data, editor)
+        says = "is set only by registering"
+    else:
+        shown = helpers.call_action("package_show", id=dataset["id"])
+        answer = api(app, "package_update", {**shown, "resources": [new]}, editor)
+        says = "is set only by registering"
+    assert answer.status_code == 409, answer.body
+    assert says in answer.body
+    assert model.Package.get("another") is None
+    assert helpers.call_action("package_show", id=dataset["id"])["resources"] == []
+
+
+def test_the_file_of_a_resource_is_never_replaced(
+    app, editor_dataset, api_upload, random_file, run_worker, cli
+):
+    editor, org, dataset = editor_dataset
+    path = random_file(3000, "cells.bin")
+    rid = api_upload(editor, dataset["id"], path)["id"]
+    run_worker()  # CKAN's path becomes a symlink into the depot; the object is recorded
+    ckan_path = placement.ckan_path(rid)
+    depot = ckan_path.resolve()
+    assert ckan_path.is_symlink() and sha256_path(depot) == sha256_path(path)
+    other = random_file(3000, "other.bin")
+
+    def refused(answer):
+        assert answer.status_code == 409, answer.body
+        assert "add a new resource" in answer.body
+        assert ckan_path.is_symlink() and ckan_path.resolve() == depot
+        assert sha256_path(depot) == sha256_path(path)
+
+    token = factories.APIToken(user=editor["name"])["token"]
+    with open(other, "rb") as fd:
+        refused(
+            app.post(
+                "/api/action/resource_patch",
+                data={"id": rid, "upload": (fd, "other.bin")},
+                headers={"Authorization": token},
+                content_type="multipart/form-data",
+            )
+        )
+    refused(
+        api(app, "resource_patch", {"id": rid, "clear_upload": True, "url": "http://x"}, editor)
+    )
+    refused(api(app, "resource_patch", {"id": rid, "url": "http://example.org/other.bin"}, editor))
+    refused(api(app, "resource_patch", {"id": rid, "url_type": ""}, editor))
+    shown = helpers.call_action("package_show", id=dataset["id"])
+    moved = [{**shown["resources"][0], "url": "http://x", "url_type": ""}]
+    refused(api(app, "package_patch", {"id": dataset["id"], "resources": moved}, editor))
+    resource = helpers.call_action("resource_show", id=rid)
+    assert resource["url_type"] == "upload" and resource["url"].endswith("/cells.bin")
+
+    # bytes changed behind CKAN's back: the audit finds it, by size and by hash
+    clean = cli.invoke(dcor_verify_object_store, ["--sample-percent", "100"])
+    assert clean.exit_code == 0, clean.output
+    assert "1 recorded objects and 1 local files checked" in clean.output
+    depot.write_bytes(other.read_bytes())
+    sampled = cli.invoke(dcor_verify_object_store, ["--sample-percent", "100"])
+    assert sampled.exit_code == 1
+    assert f"MISMATCH local:{ckan_path}: has SHA-256 {sha256_path(other)}" in sampled.output
+    depot.write_bytes(b"short")
+    unsampled = cli.invoke(dcor_verify_object_store, [])
+    assert unsampled.exit_code == 1
+    assert f"MISMATCH local:{ckan_path}: has 5 bytes, the resource records 3000" in (
+        unsampled.output
+    )
