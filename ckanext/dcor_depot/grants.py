@@ -91,22 +91,28 @@ def lock_circle(owner_org: str) -> None:
 
 
 def circle_usage(owner_org: str) -> tuple[int, int]:
-    """Bytes a circle holds: ``(files its datasets record, pending grants)``."""
-    recorded = model.Session.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(model.Resource.size), 0))
-        .join(model.Package, model.Package.id == model.Resource.package_id)
-        .where(
-            model.Package.owner_org == owner_org,
-            model.Resource.state == "active",
-            model.Resource.url_type.in_(placement.FILE_URL_TYPES),
-        )
-    ).scalar()
-    pending = model.Session.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(upload_table.c.size), 0)).where(
-            upload_table.c.owner_org == owner_org, upload_table.c.state == PENDING
-        )
-    ).scalar()
-    return int(recorded), int(pending)
+    """Bytes a circle holds: ``(files its datasets record, pending grants)``.
+
+    Files: every resource with a file (deleted ones too: their objects stay until a
+    purge), by the size of its verified object, else by the resource's ``size``
+    (never below 0). Read in one statement: a registration that commits meanwhile
+    (the grant becomes a file) is counted once.
+    """
+    row = model.Session.execute(
+        sa.text(
+            """
+            SELECT
+              (SELECT COALESCE(SUM(GREATEST(COALESCE(f.size, r.size, 0), 0)), 0)
+                 FROM resource r JOIN package p ON p.id = r.package_id
+                 LEFT JOIN dcor_depot_file f ON f.resource_id = r.id AND f.artifact = 'resource'
+                WHERE p.owner_org = :org AND r.url_type = ANY(:types) AND f.purged IS NULL),
+              (SELECT COALESCE(SUM(size), 0) FROM dcor_depot_upload
+                WHERE owner_org = :org AND state = :pending)
+            """
+        ),
+        {"org": owner_org, "types": list(placement.FILE_URL_TYPES), "pending": PENDING},
+    ).one()
+    return int(row[0]), int(row[1])
 
 
 def pending_locations(now: datetime.datetime | None = None) -> set[tuple[str, str]]:

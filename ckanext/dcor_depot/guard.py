@@ -13,8 +13,10 @@ with its committed row:
   stays, as a claim the jobs check);
 - a resource that holds a file keeps its ``url`` and ``url_type``: a change
   is refused with a message that says to add a new resource;
-- ``url_type`` ``s3_upload`` is set only by ``resource_create`` after
-  :func:`logic.upload_route.check_registration` passed.
+- ``url_type`` ``s3_upload`` is set only on a new resource whose id has a
+  pending upload grant of this dataset, with the object it issued
+  (:func:`logic.upload_route.register`, which uses the grant up); the id of
+  a pending grant is not taken by any other new resource.
 
 The extension's own writes (:func:`records.write_action`) pass unchanged.
 The uploader (``uploader.py``) refuses, before it touches the disk, to
@@ -23,33 +25,25 @@ write or clear the file of a resource that holds one.
 
 from __future__ import annotations
 
-import contextvars
 import json
+import posixpath
 from collections.abc import Iterable
 from typing import Any
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
+from ckan.lib.munge import munge_filename
 
-from . import placement, records
+from . import grants, placement, records
+from .logic import upload_route
 from .model import file_table
-
-#: Resource ids whose direct-to-S3 upload passed its check in this request.
-_REGISTERED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
-    "dcor_depot_registered", default=frozenset()
-)
 
 REPLACE_REFUSED = (
     "Resource {id} holds a file ({name}); its file, url and url_type stay as first "
     "published (the depot copy and the S3 object keep these bytes). To publish other "
     "bytes, add a new resource"
 )
-
-
-def registered(resource_id: str) -> None:
-    """The upload of ``resource_id`` passed :func:`check_registration` in this request."""
-    _REGISTERED.set(_REGISTERED.get() | {resource_id})
 
 
 def keep_records(package: model.Package) -> None:
@@ -62,12 +56,35 @@ def keep_records(package: model.Package) -> None:
     # a job that read the dataset before has committed; one that reads later waits
     records.lock_dataset(package.id)
     committed = committed_resources(resource.id for resource in resources)
-    for resource in resources:
-        before = committed.get(resource.id)
-        if before is None:
-            _new_resource(resource)
-        else:
-            _existing_resource(resource, before)
+    try:
+        for resource in resources:
+            before = committed.get(resource.id)
+            if before is None:
+                _new_resource(package, resource)
+            else:
+                _existing_resource(resource, before)
+        # CKAN dictizes the dataset for the search index with plain SQL, which
+        # does not flush: the restored values must be in the database first
+        model.Session.flush()
+    except tk.ValidationError:
+        model.Session.rollback()  # nothing of the refused write stays in the session
+        raise
+
+
+def refuse_replacing(current: dict[str, Any], resource: dict[str, Any]) -> None:
+    """Before ``resource_update``: refuse a new file or ``clear_upload`` on a resource
+    that holds a file, before any uploader (CKAN's own, or a file storage of CKAN
+    2.12) touches it."""
+    if not (resource.get("clear_upload") or _is_file(resource.get("upload"))):
+        return
+    before = committed_resources([current["id"]]).get(current["id"])
+    if before is not None and before["has_file"]:
+        name = posixpath.basename(before["url"] or "") or current["id"]
+        raise tk.ValidationError({"upload": [REPLACE_REFUSED.format(id=current["id"], name=name)]})
+
+
+def _is_file(upload: Any) -> bool:
+    return hasattr(upload, "filename") and hasattr(upload, "stream")
 
 
 def committed_resources(resource_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -97,37 +114,56 @@ def committed_resources(resource_ids: Iterable[str]) -> dict[str, dict[str, Any]
             "has_file": row.url_type in placement.FILE_URL_TYPES or row.id in with_records,
         }
     for resource_id in with_records - set(committed):  # CKAN lost the row, the file stays
-        committed[resource_id] = {"has_file": True, "url": None, "url_type": None}
+        committed[resource_id] = {
+            "has_file": True,
+            "url": None,
+            "url_type": None,
+            "size": None,
+            "extras": {},
+        }
     return committed
 
 
-def _new_resource(resource: model.Resource) -> None:
+def _new_resource(package: model.Package, resource: model.Resource) -> None:
     extras = dict(resource.extras or {})
     kept = {k: v for k, v in extras.items() if not records.is_recorded_field(k)}
     if kept != extras:
         resource.extras = kept
+    if resource.size is not None and resource.size < 0:
+        resource.size = None
+    grant = grants.get(resource.id, lock=True)
     if resource.url_type == records.S3_URL_TYPE:
-        if resource.id not in _REGISTERED.get():
-            raise tk.ValidationError(
-                {
-                    "url_type": [
-                        f"url_type {records.S3_URL_TYPE} is set only by registering an upload "
-                        "of dcor_depot_upload_urls with resource_create"
-                    ]
-                }
-            )
-        _REGISTERED.set(_REGISTERED.get() - {resource.id})
+        # raises when the grant or its object is not right; uses the grant up
+        resource.size, resource.url = upload_route.register(
+            resource.id, package, resource.size, resource.name
+        )
+    elif grant is not None:
+        raise tk.ValidationError(
+            {
+                "id": [
+                    f"Resource id {resource.id} is reserved for a pending upload: register "
+                    f"it with url_type {records.S3_URL_TYPE}, or choose another id"
+                ]
+            }
+        )
 
 
 def _existing_resource(resource: model.Resource, before: dict[str, Any]) -> None:
-    if before["has_file"] and (resource.url_type, resource.url) != (
-        before["url_type"],
-        before["url"],
-    ):
-        name = before["url"] or resource.name or resource.id
+    if resource.url_type == records.S3_URL_TYPE and before["url_type"] != records.S3_URL_TYPE:
         raise tk.ValidationError(
-            {"url": [REPLACE_REFUSED.format(id=resource.id, name=name.rsplit("/", 1)[-1])]}
+            {
+                "url_type": [
+                    f"url_type {records.S3_URL_TYPE} is set only by registering an upload "
+                    "of dcor_depot_upload_urls with resource_create (a new resource)"
+                ]
+            }
         )
+    if before["has_file"]:
+        if not _same_file(resource, before):
+            name = posixpath.basename(before["url"] or "") or resource.name or resource.id
+            raise tk.ValidationError({"url": [REPLACE_REFUSED.format(id=resource.id, name=name)]})
+        # a form that shows the file as a link sends url_type "": unchanged
+        resource.url_type, resource.url = before["url_type"], before["url"]
     extras = dict(resource.extras or {})
     old = before["extras"]
     keys = {k for k in set(extras) | set(old) if records.is_recorded_field(k)}
@@ -139,3 +175,16 @@ def _existing_resource(resource: model.Resource, before: dict[str, Any]) -> None
     kept.update({k: old[k] for k in keys if k in old})
     if kept != extras:
         resource.extras = kept
+
+
+def _same_file(resource: model.Resource, before: dict[str, Any]) -> bool:
+    """The resource still names the file it holds (``url_type`` left empty by a form,
+    the file name as CKAN shows it, munged, or the full download URL)."""
+    if resource.url_type not in (before["url_type"], "", None):
+        return False
+    new, old = resource.url or "", before["url"] or ""
+    if new == old:
+        return True
+    if before["url_type"] == "upload":
+        return munge_filename(posixpath.basename(new)) == munge_filename(posixpath.basename(old))
+    return False

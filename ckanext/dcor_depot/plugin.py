@@ -66,7 +66,6 @@ class DCORDepotPlugin(p.SingletonPlugin):
             return
         if resource.get("url_type") == records.S3_URL_TYPE:
             check_registration(resource)
-            guard.registered(resource["id"])
 
     def after_resource_create(self, context, resource: dict[str, Any]) -> None:
         # CKAN (2.11, 2.12) has committed the new resource when this runs
@@ -76,6 +75,10 @@ class DCORDepotPlugin(p.SingletonPlugin):
             queue.queue_or_log(resource_jobs.enqueue_resource_jobs, resource)
         elif resource.get("url_type") == records.S3_URL_TYPE:
             queue.queue_or_log(resource_jobs.enqueue_registered_jobs, resource)
+
+    def before_resource_update(self, context, current, resource: dict[str, Any]) -> None:
+        if not context.get(records.JOB_CONTEXT_KEY):
+            guard.refuse_replacing(current, resource)
 
     # IPackageController
     def create(self, entity: model.Package) -> None:

@@ -297,5 +297,5 @@ def test_the_file_of_a_resource_cannot_be_replaced(circle, api_upload, random_fi
             content_type="multipart/form-data",
         )
     assert response.status_code == 409
-    assert "Upload the new file as a new resource" in response.json["error"]["upload"][0]
+    assert "add a new resource" in response.json["error"]["upload"][0]
     assert placement.ckan_path(resource["id"]).stat().st_size == 1000

@@ -140,26 +140,42 @@ def test_a_new_resource_gets_none_of_the_recorded_fields(app, editor_dataset, pa
     assert not FAKE.keys() & shown.keys(), FAKE.keys() & shown.keys()
 
 
-@pytest.mark.parametrize("path", ["resource_create", "package_create", "package_update"])
+@pytest.mark.parametrize(
+    "path", ["resource_create", "package_create", "package_update", "resource_patch"]
+)
 def test_url_type_s3_upload_is_set_only_by_a_registered_upload(app, editor_dataset, path):
     editor, org, dataset = editor_dataset
     new = {"id": "5b1e0f5c-2f7c-4d8e-9a4e-0c6b8d1f2a3b", "name": "x.rtdc", "url": "x"}
     new["url_type"] = records.S3_URL_TYPE
+    says = "No upload of resource 5b1e0f5c-2f7c-4d8e-9a4e-0c6b8d1f2a3b is pending"
     if path == "resource_create":
         answer = api(app, "resource_create", {"package_id": dataset["id"], **new}, editor)
-        says = "No upload of resource"
     elif path == "package_create":
         data = {"name": "another", "owner_org": org["id"], "resources": [new]}
         answer = api(app, "package_create", data, editor)
-        says = "is set only by registering"
-    else:
+    elif path == "package_update":
         shown = helpers.call_action("package_show", id=dataset["id"])
         answer = api(app, "package_update", {**shown, "resources": [new]}, editor)
-        says = "is set only by registering"
+    else:  # a link turned into a direct upload
+        link = {"package_id": dataset["id"], "url": "http://example.org/x.rtdc"}
+        rid = api(app, "resource_create", link, editor).json["result"]["id"]
+        answer = api(app, "resource_patch", {**new, "id": rid}, editor)
+        says = "is set only by registering an upload"
     assert answer.status_code == 409, answer.body
     assert says in answer.body
     assert model.Package.get("another") is None
-    assert helpers.call_action("package_show", id=dataset["id"])["resources"] == []
+    resources = helpers.call_action("package_show", id=dataset["id"])["resources"]
+    assert [bool(r["url_type"]) for r in resources] == ([False] if path == "resource_patch" else [])
+
+
+def test_the_id_of_a_pending_upload_is_not_taken_by_another_resource(app, editor_dataset):
+    editor, org, dataset = editor_dataset
+    data = {"package_id": dataset["id"], "name": "cells.rtdc", "size": 3000}
+    rid = api(app, "dcor_depot_upload_urls", data, editor).json["result"]["resource_id"]
+    link = {"package_id": dataset["id"], "id": rid, "url": "http://example.org/x"}
+    answer = api(app, "resource_create", link, editor)
+    assert answer.status_code == 409, answer.body
+    assert f"Resource id {rid} is reserved for a pending upload" in answer.body
 
 
 def test_the_file_of_a_resource_is_never_replaced(
@@ -194,7 +210,11 @@ def test_the_file_of_a_resource_is_never_replaced(
         api(app, "resource_patch", {"id": rid, "clear_upload": True, "url": "http://x"}, editor)
     )
     refused(api(app, "resource_patch", {"id": rid, "url": "http://example.org/other.bin"}, editor))
-    refused(api(app, "resource_patch", {"id": rid, "url_type": ""}, editor))
+    # a form that shows the file as a link sends url_type "" with the same url: unchanged
+    kept = api(app, "resource_patch", {"id": rid, "url_type": "", "description": "d"}, editor)
+    assert kept.status_code == 200, kept.body
+    assert (kept.json["result"]["url_type"], kept.json["result"]["description"]) == ("upload", "d")
+    refused(api(app, "resource_patch", {"id": rid, "url_type": "link"}, editor))
     shown = helpers.call_action("package_show", id=dataset["id"])
     moved = [{**shown["resources"][0], "url": "http://x", "url_type": ""}]
     refused(api(app, "package_patch", {"id": dataset["id"], "resources": moved}, editor))

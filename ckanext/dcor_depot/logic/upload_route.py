@@ -131,6 +131,9 @@ def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
                 grant.bucket, grant.key, grant.size, grant.part_size, grant.upload_id, expiry
             )
     except UploadGoneError:
+        if store.object_exists(grant.bucket, grant.key):  # completed meanwhile
+            model.Session.rollback()
+            return resume_upload_urls(package_id, resource_id)
         grants.update(resource_id, state=grants.ABORTED)
         model.Session.commit()
         _refuse_ended(dataclasses.replace(grant, state=grants.ABORTED))
@@ -286,6 +289,17 @@ def check_registration(resource: dict[str, Any]) -> None:
         )
     if model.Resource.get(resource_id) is not None:
         raise tk.ValidationError({"id": [f"Resource {resource_id} is already registered"]})
+    resource["size"] = verified_size(store, package, resource_id, resource.get("size"))
+    resource["url"] = download_url(package.id, resource_id, resource.get("name"))
+    if not resource.get("mimetype"):
+        resource["mimetype"] = mimetype_for(resource.get("name") or "")
+
+
+def verified_size(
+    store: ObjectStore, package: model.Package | None, resource_id: str, given: Any = None
+) -> int:
+    """The size of the uploaded object of a pending grant, after checking that the grant
+    is this dataset's and still valid, and that the object is the one it issued."""
     if package is None or not package.owner_org:
         raise tk.ValidationError({"package_id": ["The dataset has no circle (organization)"]})
     grant = grants.get(resource_id, lock=True)
@@ -335,7 +349,6 @@ def check_registration(resource: dict[str, Any]) -> None:
                 ]
             }
         )
-    given = resource.get("size")
     if given not in (None, "") and str(given) != str(info.size):
         raise tk.ValidationError(
             {
@@ -345,11 +358,24 @@ def check_registration(resource: dict[str, Any]) -> None:
                 ]
             }
         )
-    resource["size"] = info.size
+    return info.size
+
+
+def register(resource_id: str, package: model.Package, given_size: Any, name: str | None):
+    """Check a new ``s3_upload`` resource as it is written (``guard.py``) and use up its
+    grant: ``(size, url)`` of the verified object."""
+    store = config.object_store()
+    if store is None:
+        raise tk.ValidationError(
+            {"url_type": ["This site has no object store: s3_upload resources are off"]}
+        )
+    size = verified_size(store, package, resource_id, given_size)
     grants.remove(resource_id)  # committed with the new resource
-    # the download URL (views.py): it checks permission, then redirects to S3
-    name = urllib.parse.quote(resource.get("name") or resource_id)
+    return size, download_url(package.id, resource_id, name)
+
+
+def download_url(package_id: str, resource_id: str, name: str | None) -> str:
+    """CKAN's download URL of a file in S3 (views.py checks permission, then redirects)."""
+    quoted = urllib.parse.quote(name or resource_id)
     site_url = tk.config["ckan.site_url"].rstrip("/")
-    resource["url"] = f"{site_url}/dataset/{package.id}/resource/{resource_id}/download/{name}"
-    if not resource.get("mimetype"):
-        resource["mimetype"] = mimetype_for(resource.get("name") or "")
+    return f"{site_url}/dataset/{package_id}/resource/{resource_id}/download/{quoted}"

@@ -90,9 +90,12 @@ def _prune_expired_uploads(
 ) -> None:
     verb = "would remove" if dry_run else "removed"
     for grant in grants.expired():
-        if model.Resource.get(grant.resource_id) is not None:
-            continue  # registered: the resource records its object
         where = f"s3://{grant.bucket}/{grant.key}"
+        # a resource of this id that records the object keeps it (the row goes anyway)
+        keeps = any(
+            (row.bucket, row.key) == (grant.bucket, grant.key)
+            for row in records.file_records(resource_ids=[grant.resource_id])
+        )
         try:
             if not dry_run:
                 locked = grants.get(grant.resource_id, lock=True)  # a registration waits
@@ -101,7 +104,7 @@ def _prune_expired_uploads(
                     continue
                 if grant.upload_id:
                     store.abort_upload(grant.bucket, grant.key, grant.upload_id)
-                if store.object_info(grant.bucket, grant.key) is not None:
+                if not keeps and store.object_info(grant.bucket, grant.key) is not None:
                     store.delete_object(grant.bucket, grant.key)
                 grants.remove(grant.resource_id)
                 model.Session.commit()
@@ -115,7 +118,8 @@ def _prune_expired_uploads(
             if grant.state == grants.ABORTED
             else f"expired {grant.expires:%Y-%m-%d %H:%M} UTC"
         )
-        echo(f"{verb} upload {where} of resource {grant.resource_id} ({state}, never registered)")
+        kept = "the object a resource records is kept" if keeps else "never registered"
+        echo(f"{verb} upload {where} of resource {grant.resource_id} ({state}, {kept})")
 
 
 def _remove_copies(

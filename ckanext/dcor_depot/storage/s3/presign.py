@@ -226,7 +226,8 @@ class Presigning:
                     for part in page.get("Parts", []):
                         parts[part["PartNumber"]] = (part["ETag"], part["Size"])
         except S3Error as exc:
-            if "NoSuchUpload" in str(exc) or "does not exist" in str(exc):
+            # RGW answers NoSuchKey for an upload it no longer knows, AWS NoSuchUpload
+            if any(code in str(exc) for code in (": NoSuchUpload:", ": NoSuchKey:")):
                 raise UploadGoneError(
                     f"The store no longer knows the multipart upload of s3://{bucket}/{key} "
                     "(aborted or completed)"
