@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import ckan.model as model
 import pytest
 import sqlalchemy as sa
+from ckan.lib import search
 from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import records
@@ -44,18 +46,18 @@ def test_a_job_recording_fields_does_not_undo_a_dataset_change_made_meanwhile(mo
             made_public.set(),
         )
     )
-    read = records.show_package
+    read = records._resource_rows
 
-    def read_then_the_user_changes_the_dataset(package_id, fresh=False):
-        package = read(package_id, fresh)
+    def read_then_the_user_changes_the_dataset(package_id, fields):
+        rows = read(package_id, fields)
         user.start()
         deadline = time.monotonic() + 30
         while not (made_public.is_set() or _someone_waits_for_a_lock()):
             assert time.monotonic() < deadline, "the user's update neither ended nor waited"
             time.sleep(0.01)
-        return package
+        return rows
 
-    monkeypatch.setattr(records, "show_package", read_then_the_user_changes_the_dataset)
+    monkeypatch.setattr(records, "_resource_rows", read_then_the_user_changes_the_dataset)
     changed, gone = records.patch_resources(dataset["id"], {resource["id"]: {"etag": "abc"}})
     user.join(30)
     assert made_public.is_set()
@@ -63,3 +65,46 @@ def test_a_job_recording_fields_does_not_undo_a_dataset_change_made_meanwhile(mo
     model.Session.remove()
     shown = helpers.call_action("package_show", {"use_cache": False}, id=dataset["id"])
     assert shown["private"] is False
+
+
+def _statements(fn) -> int:
+    """How many SQL statements ``fn()`` sends."""
+    count = 0
+
+    def counted(*args, **kwargs):
+        nonlocal count
+        count += 1
+
+    sa.event.listen(model.meta.engine, "before_cursor_execute", counted)
+    try:
+        fn()
+    finally:
+        sa.event.remove(model.meta.engine, "before_cursor_execute", counted)
+    return count
+
+
+@pytest.mark.usefixtures("clean_queues")
+def test_recording_costs_the_same_for_the_1st_and_the_60th_resource(run_worker):
+    circle = factories.Organization()
+    dataset = factories.Dataset(owner_org=circle["id"])
+    resources = [
+        factories.Resource(package_id=dataset["id"], url=f"https://example.org/{n}")
+        for n in range(60)
+    ]
+    first, last = resources[0]["id"], resources[-1]["id"]
+    fields = {"etag": "abc", "sha256": "a" * 64, "size": 7, "dc:setup:channel width": 20.5}
+    small = _statements(lambda: records.patch_resource(first, fields))
+    alone = factories.Dataset(owner_org=circle["id"])
+    only = factories.Resource(package_id=alone["id"], url="https://example.org/only")["id"]
+    assert _statements(lambda: records.patch_resource(only, fields)) == small
+    assert _statements(lambda: records.patch_resource(last, fields)) == small
+    # what package_show shows at once (from the database), the search index after its job
+    shown = helpers.call_action("resource_show", id=last)
+    assert (shown["etag"], shown["size"], shown["dc:setup:channel width"]) == ("abc", 7, 20.5)
+    run_worker()
+    indexed = json.loads(search.show(dataset["id"])["validated_data_dict"])
+    assert {r["id"]: r.get("etag") for r in indexed["resources"]}[last] == "abc"
+    # None removes a field; fields already holding their values change nothing
+    assert records.patch_resource(last, {"etag": None}) is True
+    assert "etag" not in helpers.call_action("resource_show", id=last)
+    assert records.patch_resource(last, {"size": 7}) is False

@@ -68,11 +68,6 @@ def job_timeout(queue: str) -> int:
     return int(tk.config[f"ckanext.dcor_depot.job_timeout_{queue.removeprefix('dcor-')}"])
 
 
-def lock_dir() -> Path:
-    """Folder of the lock files that serialize the jobs of one resource (flock)."""
-    return tmp_dir() / "locks"
-
-
 def figshare_api_url() -> str:
     return tk.config["ckanext.dcor_depot.figshare_api_url"]
 

@@ -47,8 +47,16 @@ def connection() -> redis.Redis:
 class Lease:
     """``with Lease("dataset:ID"):`` holds the lease for the block (renewed while it runs)."""
 
-    def __init__(self, name: str, seconds: float = LEASE_SECONDS, wait: float = 0.0):
+    def __init__(
+        self,
+        name: str,
+        seconds: float = LEASE_SECONDS,
+        wait: float = 0.0,
+        client: redis.Redis | None = None,
+    ):
         self.key = _PREFIX + name
+        #: the Redis to use (default: CKAN's, :func:`connection`)
+        self.client = client
         self.seconds = seconds
         #: seconds to wait for a lease held elsewhere before :class:`LeaseHeld`
         self.wait = wait
@@ -61,7 +69,7 @@ class Lease:
         deadline = time.monotonic() + self.wait
         pause = 0.05
         while True:
-            if connection().set(self.key, self.token, nx=True, px=int(self.seconds * 1000)):
+            if self._redis().set(self.key, self.token, nx=True, px=int(self.seconds * 1000)):
                 self._stop.clear()
                 self._renewer = threading.Thread(
                     target=self._renew, name=f"lease {self.key}", daemon=True
@@ -78,12 +86,12 @@ class Lease:
         if self._renewer is not None:
             self._renewer.join()
             self._renewer = None
-        connection().eval(_RELEASE, 1, self.key, self.token)
+        self._redis().eval(_RELEASE, 1, self.key, self.token)
 
     def _renew(self) -> None:
         while not self._stop.wait(self.seconds / 3):
             try:
-                renewed = connection().eval(
+                renewed = self._redis().eval(
                     _RENEW, 1, self.key, self.token, int(self.seconds * 1000)
                 )
             except redis.RedisError as exc:
@@ -92,6 +100,9 @@ class Lease:
             if not renewed:
                 log.error("Lost %s: it expired before it was renewed", self.key)
                 return
+
+    def _redis(self) -> redis.Redis:
+        return self.client if self.client is not None else connection()
 
     def __enter__(self) -> Lease:
         if not self.acquire():

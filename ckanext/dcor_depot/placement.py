@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
+import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -91,6 +93,20 @@ def ckan_path(resource_id: str) -> Path:
             f"CKAN's path of resource {resource_id} is a symlink that leads outside the "
             "depots (ckanext.dcor_depot.depots_path); check it by hand"
         ) from exc
+
+
+def missing_local_file(resource_id: str, path: Path | None) -> JobError:
+    """The error of a job that cannot see the local file of a resource: where it
+    looked, on which host, and what to share between hosts."""
+    where = f"at {path}" if path is not None else "(ckan.storage_path is not set)"
+    if path is not None and path.is_symlink():
+        where += f", a symlink to {os.readlink(path)}, which this host cannot read"
+    return JobError(
+        f"The file of resource {resource_id} is missing {where} on host "
+        f"{socket.gethostname()}. If workers run on other hosts than the web server, share "
+        "ckan.storage_path and ckanext.dcor_depot.depots_path with them at the same path "
+        "(README: Several hosts); then run `ckan run-jobs-dcor-depot`"
+    )
 
 
 @dataclasses.dataclass(frozen=True)

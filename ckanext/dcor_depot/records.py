@@ -136,37 +136,79 @@ def patch_resource(resource_id: str, fields: Mapping[str, Any]) -> bool:
 def patch_resources(
     package_id: str, fields: Mapping[str, Mapping[str, Any]]
 ) -> tuple[set[str], set[str]]:
-    """Set fields on resources of one dataset (``{resource id: fields}``) in one update.
+    """Set fields on resources of one dataset (``{resource id: fields}``), at a cost
+    that does not grow with the dataset (``None`` removes a field).
 
-    The dataset's row is locked (``SELECT ... FOR UPDATE``) until CKAN
-    commits, and the dataset is read under the lock: a write that CKAN
-    began before (any action updates the dataset's row) is committed and
-    seen first, one that begins after waits. So neither another job nor a
-    user's change made meanwhile (the dataset turned private, its owner
-    changed) is undone by what the job read. Fields that already hold their
-    values are left alone. Returns the ids of the resources that changed and
-    of those that are no longer active.
+    The resource rows are written directly, not through ``package_update``
+    (which reads, validates and indexes the whole dataset): the dataset's row
+    is locked (``SELECT ... FOR UPDATE``) and the resources read under the
+    lock, so a user's write that began before (it updates the dataset's
+    row) is committed and seen first, one that begins after waits, and the
+    guard (``guard.py``) restores in it what was recorded here. The dataset's
+    ``metadata_modified`` changes, so ``package_show`` reads the database
+    until the search index has it again; :func:`jobs.index.request_index`
+    queues one index update per dataset for any number of patches. Fields
+    that already hold their values are left alone. Returns the ids of the
+    resources that changed and of those that are no longer active.
     """
     session = model.Session
     try:
         lock_dataset(package_id)
-        session.expire_all()
-        package = show_package(package_id, fresh=True)
+        rows = {row.id: row for row in _resource_rows(package_id, fields)}
+        now = datetime.datetime.utcnow()
         changed = set()
-        for resource in package["resources"]:
-            changes = {
-                k: v for k, v in fields.get(resource["id"], {}).items() if resource.get(k) != v
-            }
-            if changes:
-                resource.update(changes)
-                changed.add(resource["id"])
+        for resource_id, row in rows.items():
+            core, extras = _changes(row, fields[resource_id])
+            if core or extras != (row.extras or {}):
+                session.execute(
+                    sa.update(model.resource_table)
+                    .where(model.resource_table.c.id == resource_id)
+                    .values(**core, extras=extras, metadata_modified=now)
+                )
+                changed.add(resource_id)
         if changed:
-            # what resource_patch does, for several resources at once
-            write_action("package_update", package)
-        return changed, set(fields) - {r["id"] for r in package["resources"]}
+            session.execute(
+                sa.update(model.package_table)
+                .where(model.package_table.c.id == package_id)
+                .values(metadata_modified=now)
+            )
+        session.commit()
+        if changed:
+            from .jobs import index  # the jobs build on records
+
+            index.request_index(package_id)
+        return changed, set(fields) - set(rows)
     finally:
-        # ends the transaction (package_update has committed) and frees the lock
-        session.rollback()
+        session.rollback()  # frees the lock when nothing was written
+
+
+def _resource_rows(package_id: str, fields: Mapping[str, Any]) -> list:
+    """The active resources of a dataset among ``fields``' keys, as the database has them."""
+    table = model.resource_table
+    return model.Session.execute(
+        sa.select(table.c.id, table.c.extras, *[table.c[name] for name in _CORE_FIELDS]).where(
+            table.c.package_id == package_id,
+            table.c.state == "active",
+            table.c.id.in_(list(fields)),
+        )
+    ).all()
+
+
+#: The resource fields the jobs write that are columns of CKAN's table (not extras).
+_CORE_FIELDS = ("size", "format", "mimetype")
+
+
+def _changes(row, wanted: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    core = {k: v for k, v in wanted.items() if k in _CORE_FIELDS and getattr(row, k) != v}
+    extras = dict(row.extras or {})
+    for key, value in wanted.items():
+        if key in _CORE_FIELDS:
+            continue
+        if value is None:
+            extras.pop(key, None)
+        else:
+            extras[key] = value
+    return core, extras
 
 
 def patch_dataset(package_id: str, **fields: Any) -> dict[str, Any]:

@@ -17,11 +17,11 @@ from ckan.tests import factories, helpers
 from ckanext.dcor_depot import config, placement
 from ckanext.dcor_depot.cli import dcor_migrate_resources_to_object_store as migrate
 from ckanext.dcor_depot.cli import dcor_prune_stale_multipart_uploads as prune
-from ckanext.dcor_depot.cli.migrate import run_lock_path
+from ckanext.dcor_depot.cli.migrate import run_lock
 from ckanext.dcor_depot.jobs.resource_jobs import RESOURCE_JOBS
 from ckanext.dcor_depot.operations.migrate import Options, migrate_resource, record
 from ckanext.dcor_depot.operations.status import candidates
-from ckanext.dcor_depot.storage.depot import artifact_path, exclusive_lock
+from ckanext.dcor_depot.storage.depot import artifact_path
 from ckanext.dcor_depot.storage.s3 import MiB, object_key
 
 from ..conftest import CKAN, TEST_INI, anonymous_status, make_old, object_sha256, sha256_path
@@ -325,7 +325,7 @@ def test_symlinked_file_outside_the_depots_is_kept(on_block_storage, store, cli,
 
 def test_a_second_run_is_refused_while_one_runs(on_block_storage, cli):
     on_block_storage()
-    with exclusive_lock(run_lock_path()):
+    with run_lock():
         refused = cli.invoke(migrate, [])
         assert refused.exit_code == 1
         assert "Another dcor-migrate-resources-to-object-store is running" in refused.output

@@ -12,7 +12,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
+from ckanext.dcor_depot.leases import Lease
 from ckanext.dcor_depot.storage.depot import (
     NAME_MAX,
     DepotError,
@@ -25,6 +27,13 @@ from ckanext.dcor_depot.storage.depot import (
 )
 
 RID = "a1b2c3d4-0000-4000-8000-000000000001"
+
+
+def lease() -> Lease:
+    """What the jobs hold around a move: a lease in CKAN's Redis (``locks.depot_lock``)."""
+    return Lease(f"depot:{RID}:{uuid.uuid4()}", wait=60)
+
+
 PKG = "f0e1d2c3-0000-4000-8000-000000000002"
 
 
@@ -99,13 +108,13 @@ def test_move_on_one_filesystem_links_then_swaps(tmp_path, ckan_file):
     expected = sha256_path(ckan_file)
     inode = ckan_file.stat().st_ino
     depot = path_for(tmp_path / "depots")
-    result = move_into_depot(ckan_file, depot, tmp_path / "locks")
+    result = move_into_depot(ckan_file, depot, lease())
     assert result.action == "moved"
     assert ckan_file.is_symlink() and Path(os.readlink(ckan_file)) == depot
     assert depot.stat().st_ino == inode  # no copy
     assert sha256_path(ckan_file) == expected
     # a second run changes nothing
-    assert move_into_depot(ckan_file, depot, tmp_path / "locks").action == "already"
+    assert move_into_depot(ckan_file, depot, lease()).action == "already"
     assert sorted(p.name for p in depot.parent.iterdir()) == [depot.name]
 
 
@@ -115,7 +124,7 @@ def test_move_to_another_filesystem_copies_and_verifies(tmp_path, ckan_file):
     try:
         expected = sha256_path(ckan_file)
         depot = path_for(shm)
-        result = move_into_depot(ckan_file, depot, tmp_path / "locks")
+        result = move_into_depot(ckan_file, depot, lease())
         assert result.action == "copied"
         assert ckan_file.is_symlink()
         assert sha256_path(depot) == sha256_path(ckan_file) == expected
@@ -129,7 +138,7 @@ def test_leftover_part_file_of_a_killed_run_is_replaced(tmp_path, ckan_file):
     depot.parent.mkdir(parents=True)
     leftover = depot.with_name(f".{RID}.part")
     leftover.write_bytes(b"half a file")
-    move_into_depot(ckan_file, depot, tmp_path / "locks")
+    move_into_depot(ckan_file, depot, lease())
     assert not leftover.exists()
     assert sha256_path(depot) == sha256_path(ckan_file)
 
@@ -138,18 +147,19 @@ def test_missing_file_and_dangling_symlink_are_errors(tmp_path, ckan_file):
     depot = path_for(tmp_path / "depots")
     ckan_file.unlink()
     with pytest.raises(DepotError, match="does not exist"):
-        move_into_depot(ckan_file, depot, tmp_path / "locks")
+        move_into_depot(ckan_file, depot, lease())
     ckan_file.symlink_to(tmp_path / "gone")
     with pytest.raises(DepotError, match="which is missing"):
-        move_into_depot(ckan_file, depot, tmp_path / "locks")
+        move_into_depot(ckan_file, depot, lease())
 
 
 def _move_in_process(args):
-    ckan_file, depot, locks = args
-    return move_into_depot(Path(ckan_file), Path(depot), Path(locks)).action
+    ckan_file, depot, redis_url = args
+    lock = Lease(f"depot:{ckan_file}", wait=60, client=redis.Redis.from_url(redis_url))
+    return move_into_depot(Path(ckan_file), Path(depot), lock).action
 
 
-def test_two_processes_at_once(tmp_path, ckan_file):
+def test_two_processes_at_once(tmp_path, ckan_file, ckan_config):
     """Two moves of one 300 MiB file to another filesystem: the copies (about a
     second each) overlap unless the lock serializes them."""
     with open(ckan_file, "ab") as fd:
@@ -159,7 +169,7 @@ def test_two_processes_at_once(tmp_path, ckan_file):
     shm = Path("/dev/shm") / f"dcor-depot-test-{uuid.uuid4().hex}"
     try:
         depot = path_for(shm)
-        args = (str(ckan_file), str(depot), str(tmp_path / "locks"))
+        args = (str(ckan_file), str(depot), ckan_config["ckan.redis.url"])
         with multiprocessing.get_context("spawn").Pool(2) as pool:
             actions = pool.map(_move_in_process, [args, args], chunksize=1)
         assert sorted(actions) == ["already", "copied"]
@@ -209,11 +219,11 @@ def test_a_depot_file_holding_other_bytes_is_never_overwritten(tmp_path, ckan_fi
     depot.write_bytes(b"the bytes first published")
     original = ckan_file.read_bytes()
     with pytest.raises(DepotError, match="already holds other bytes than .*never overwritten"):
-        move_into_depot(ckan_file, depot, tmp_path / "locks")
+        move_into_depot(ckan_file, depot, lease())
     assert depot.read_bytes() == b"the bytes first published"
     assert not ckan_file.is_symlink() and ckan_file.read_bytes() == original
     assert sorted(p.name for p in depot.parent.iterdir()) == [depot.name]  # no part file left
     # the same bytes (a rerun after a kill between the rename and the symlink) are fine
     depot.write_bytes(original)
-    assert move_into_depot(ckan_file, depot, tmp_path / "locks").action == "moved"
+    assert move_into_depot(ckan_file, depot, lease()).action == "moved"
     assert ckan_file.is_symlink() and ckan_file.read_bytes() == original

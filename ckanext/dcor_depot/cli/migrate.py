@@ -10,10 +10,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import click
 
-from .. import config, placement
+from .. import config, locks, placement
+from ..leases import LeaseHeld
 from ..operations import migrate
 from ..operations.status import candidates
-from ..storage.depot import DepotError, exclusive_lock
 from .common import exit_on_failures, modified_days_option, require_object_store
 
 #: Seconds after which the finished resources of a dataset are recorded even
@@ -21,9 +21,9 @@ from .common import exit_on_failures, modified_days_option, require_object_store
 RECORD_EVERY = 10.0
 
 
-def run_lock_path():
-    """The lock file that keeps a second run from starting."""
-    return config.lock_dir() / "migrate.lock"
+def run_lock():
+    """The lease that keeps a second run from starting (on any host)."""
+    return locks.command_lock("dcor-migrate-resources-to-object-store")
 
 
 @click.command("dcor-migrate-resources-to-object-store")
@@ -81,11 +81,11 @@ def dcor_migrate_resources_to_object_store(
     store = require_object_store(parallel_uploads=jobs)
     options = migrate.Options(verify_existence, verify_checksum, delete_after_migration, dry_run)
     # one run at a time (a dry run changes nothing and may run beside one)
-    lock = contextlib.nullcontext() if dry_run else exclusive_lock(run_lock_path(), wait=False)
+    lock = contextlib.nullcontext() if dry_run else run_lock()
     try:
         with lock:
             _run(store, modified_days, options, jobs)
-    except DepotError as exc:
+    except LeaseHeld as exc:
         raise click.ClickException(
             f"Another dcor-migrate-resources-to-object-store is running ({exc}); wait for it to end"
         ) from exc

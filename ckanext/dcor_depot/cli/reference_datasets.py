@@ -7,7 +7,8 @@ from pathlib import Path
 import ckan.plugins.toolkit as tk
 import click
 
-from .. import config
+from .. import config, locks
+from ..leases import LeaseHeld
 from ..operations.figshare_import import (
     BUNDLED_DOIS,
     ArticleImport,
@@ -15,7 +16,7 @@ from ..operations.figshare_import import (
     ensure_organization,
     read_dois,
 )
-from ..storage.depot import DepotError, exclusive_lock
+from ..storage.depot import DepotError
 from ..storage.figshare_api import FigshareClient, FigshareError, parse_doi
 from ..storage.s3 import S3Error
 from .common import exit_on_failures, human_size
@@ -62,9 +63,9 @@ def import_figshare(dois: tuple[str, ...], dois_file: Path | None, limit: int | 
         "the circle's bucket" if store else f"{config.depots_path() / 'figshare'} (no object store)"
     )
     try:
-        with exclusive_lock(config.lock_dir() / "import-figshare.lock", wait=False):
+        with locks.command_lock("import-figshare"):
             failures = _run(wanted, store, where)
-    except DepotError as exc:
+    except LeaseHeld as exc:
         raise click.ClickException(
             f"Another import-figshare is running ({exc}); wait for it to end"
         ) from exc

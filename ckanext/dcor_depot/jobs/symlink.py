@@ -6,7 +6,7 @@ import logging
 
 import ckan.model as model
 
-from .. import config, placement, records
+from .. import config, locks, placement, records
 from ..storage.depot import depot_path_for, move_into_depot
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,12 @@ def symlink_resource(resource_id: str) -> str:
         # an upload without a name is named after its file
         resource_name=resource.get("name") or (resource.get("url") or "").rsplit("/", 1)[-1],
     )
-    result = move_into_depot(placement.ckan_path(resource_id), depot_path, config.lock_dir())
+    ckan_path = placement.ckan_path(resource_id)
+    if not ckan_path.is_file():
+        raise placement.missing_local_file(resource_id, ckan_path)
+    result = move_into_depot(
+        placement.ckan_path(resource_id), depot_path, locks.depot_lock(resource_id)
+    )
     message = f"resource {resource_id}: {result.action} to {result.depot_path}"
     log.info(message)
     return message

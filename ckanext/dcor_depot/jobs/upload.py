@@ -32,7 +32,7 @@ def upload_resource(resource_id: str) -> str:
         return f"resource {resource_id}: already verified at {placed.recorded}"
     path = placed.local
     if path is None or not path.is_file():
-        raise records.JobError(f"The file of resource {resource_id} is missing at {path}")
+        raise placement.missing_local_file(resource_id, path)
     with locks.upload_lock(resource_id):
         result = store.upload_verified(
             path,

@@ -27,7 +27,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 import markdownify
 
-from .. import config, placement, records
+from .. import config, locks, placement, records
 from ..dc_file import mimetype_for, read_dc_fields
 from ..jobs import converge
 from ..storage.depot import figshare_depot_path, move_into_depot
@@ -242,7 +242,7 @@ class ArticleImport:
                     config.depots_path(), package["name"], resource_id, file.name
                 )
                 moved = move_into_depot(
-                    placement.ckan_path(resource_id), depot_path, config.lock_dir(), tmp
+                    placement.ckan_path(resource_id), depot_path, locks.depot_lock(resource_id), tmp
                 )
                 if moved.action == "already" and sha256_of_file(moved.depot_path) != sha256:
                     raise FigshareError(

@@ -18,13 +18,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import hashlib
 import os
 import re
 import unicodedata
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 from .s3 import resource_subpath
@@ -109,24 +108,6 @@ def _file_in(root: Path, folder: Path, stem: str, name: str) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def exclusive_lock(lock_path: Path, wait: bool = True) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (released when the process dies).
-
-    Without ``wait``, a lock held elsewhere raises :class:`DepotError` at once.
-    """
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as fd:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError as exc:
-            raise DepotError(f"{lock_path} is locked by another process") from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
-
 def artifact_path(ckan_path: Path, artifact: str) -> Path:
     """Where an artifact of a resource lies on block storage, beside CKAN's path."""
     return Path(f"{ckan_path}{ARTIFACT_SUFFIXES[artifact]}")
@@ -176,14 +157,18 @@ def is_in_depot(ckan_path: Path) -> bool:
 
 
 def move_into_depot(
-    ckan_path: Path, depot_path: Path, lock_dir: Path, source: Path | None = None
+    ckan_path: Path,
+    depot_path: Path,
+    lock: contextlib.AbstractContextManager,
+    source: Path | None = None,
 ) -> DepotResult:
     """Put the file at ``ckan_path`` at ``depot_path`` and symlink it from ``ckan_path``.
 
     With ``source`` (e.g. a download in the tmp folder), that file is moved
     to ``depot_path`` instead, and CKAN's path, which must not hold a file,
-    becomes the symlink. Safe to run twice or from two processes at once (an
-    exclusive lock per file in ``lock_dir``); safe to kill at any moment (see
+    becomes the symlink. Safe to run twice or from two processes at once
+    (``lock``, held around the move: a lease of the resource, ``locks.py``);
+    safe to kill at any moment (see
     the module's docstring). A symlink that already points at a complete file
     is left as it is, even if it points elsewhere than ``depot_path``.
     """
@@ -192,7 +177,7 @@ def move_into_depot(
     source = ckan_path if source is None else Path(source)
     # CKAN's path ends in RES/OUR/CEID: together, the resource id
     file_id = "".join(ckan_path.parts[-3:])
-    with exclusive_lock(Path(lock_dir) / f"{file_id}.depot.lock"):
+    with lock:
         if is_in_depot(ckan_path):
             return DepotResult(ckan_path.resolve(), "already")
         if ckan_path.is_symlink():
