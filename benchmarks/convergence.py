@@ -182,7 +182,7 @@ def measure_switches(args, folder: Path, ini: Path) -> dict:
     assert json.loads(child.stdout.readline())["ready"]
     workers = [
         subprocess.Popen(
-            [CKAN, "-c", str(ini), "jobs", "worker", *queues], stderr=subprocess.DEVNULL
+            [CKAN, "-c", str(ini), "dcor-depot-worker", *queues], stderr=subprocess.DEVNULL
         )
         for queues in (["dcor-converge"], ["dcor-short", "dcor-normal"])
     ]

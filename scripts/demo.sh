@@ -133,10 +133,10 @@ stop_pid "$CONVERGE_PID" "RQ worker of dcor-converge"
 say "Starting the RQ workers: one on dcor-converge, one on dcor-short and dcor-normal"
 : >"$DEMO_DIR/ckan-worker.log"
 : >"$DEMO_DIR/ckan-converge-worker.log"
-setsid nohup "$CKAN" -c "$INI" jobs worker dcor-converge \
+setsid nohup "$CKAN" -c "$INI" dcor-depot-worker dcor-converge \
     >>"$DEMO_DIR/ckan-converge-worker.log" 2>&1 &
 echo $! >"$CONVERGE_PID"
-setsid nohup "$CKAN" -c "$INI" jobs worker dcor-short dcor-normal \
+setsid nohup "$CKAN" -c "$INI" dcor-depot-worker dcor-short dcor-normal \
     >>"$DEMO_DIR/ckan-worker.log" 2>&1 &
 echo $! >"$WORKER_PID"
 wait_for 60 "the RQ worker (log: $DEMO_DIR/ckan-worker.log)" \

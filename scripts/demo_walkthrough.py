@@ -344,7 +344,7 @@ def walkthrough(args: argparse.Namespace) -> None:
         show("resource", f"{args.url}/dataset/{dataset['name']}/resource/{rid}")
 
         step("Waiting for the depot's jobs (RQ workers on dcor-converge, dcor-short, dcor-normal)")
-        wait_for_jobs(rid, ("symlink", "s3-upload", "dc-metadata"))
+        wait_for_jobs(rid, ("file",))
 
         step("Where the file lives now")
         resource = records.show_resource(rid)

@@ -207,9 +207,11 @@ def derived_ini(folder: Path, base: str = TEST_INI, name: str = "derived.ini", *
     return ini
 
 
-def worker_command(ini: str = TEST_INI, burst: bool = True) -> list[str]:
-    """A real RQ worker on the depot's queues (with ``burst``: it stops when they are empty)."""
-    return [CKAN, "-c", ini, "jobs", "worker", *(["--burst"] if burst else []), *QUEUES]
+def worker_command(ini: str = TEST_INI, burst: bool = True, ckan_own: bool = False) -> list[str]:
+    """A real RQ worker on the depot's queues (with ``burst``: it stops when they are empty):
+    the README's ``ckan dcor-depot-worker``, or with ``ckan_own`` ``ckan jobs worker``."""
+    command = ["jobs", "worker"] if ckan_own else ["dcor-depot-worker"]
+    return [CKAN, "-c", ini, *command, *(["--burst"] if burst else []), *QUEUES]
 
 
 def kill_tree(pid: int) -> None:

@@ -16,6 +16,7 @@ from ckan.lib.jobs import get_queue
 from ckan.lib.redis import connect_to_redis
 from ckan.tests import factories, helpers
 from rq.job import Job, JobStatus
+from rq.timeouts import JobTimeoutException
 
 from ckanext.dcor_depot import config, placement
 from ckanext.dcor_depot.jobs import converge, queue, resource_jobs
@@ -105,7 +106,7 @@ def test_upload_reaches_depot_and_s3_and_follows_visibility(
     set_visibility(dataset["id"], private=True)
     run_worker()
     assert anonymous_status(shown["s3_url"]) == 403
-    assert_jobs_finished(rid, "symlink", "s3-upload", "dc-metadata")
+    assert_jobs_finished(rid, "file")
     assert not converge.pending(dataset["id"])  # every announced change was converged
     # the jobs' own resource patches queued nothing new
     for name in queue.QUEUES:
@@ -134,17 +135,15 @@ def test_jobs_of_a_resource_are_queued_once_and_two_workers_are_harmless(
     resource_jobs.enqueue_resource_jobs(resource)
     resource_jobs.enqueue_resource_jobs(resource)
     rid = resource["id"]
-    short, normal = get_queue(queue.SHORT), get_queue(queue.NORMAL)
-    assert short.job_ids == [queue.job_id("symlink", rid)]
-    waiting = [j for j in normal.deferred_job_registry.get_job_ids() if rid in j]
-    # the upload waits for the symlink job, the DC metadata job for the upload
-    assert sorted(waiting) == [queue.job_id("dc-metadata", rid), queue.job_id("s3-upload", rid)]
+    # one job runs the file's steps (symlink, S3 upload, DC metadata) in one work horse
+    assert get_queue(queue.NORMAL).job_ids == [queue.job_id("file", rid)]
+    assert get_queue(queue.SHORT).count == 0
 
-    # two workers and an operator's run-jobs-dcor-depot on the same resource at once
+    # two workers (the depot's and CKAN's own) and an operator's run-jobs-dcor-depot at once
     catch_up = [CKAN, "-c", TEST_INI, "run-jobs-dcor-depot"]
     procs = [
         subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
-        for cmd in (worker_command(), worker_command(), catch_up)
+        for cmd in (worker_command(), worker_command(ckan_own=True), catch_up)
     ]
     for proc in procs:
         _, err = proc.communicate(timeout=600)
@@ -159,7 +158,56 @@ def test_jobs_of_a_resource_are_queued_once_and_two_workers_are_harmless(
     # random bytes are no DC file: reported on the resource, the storage jobs ran anyway
     assert shown["dc_error"].startswith("dclab cannot read this file")
     assert shown["s3_available"] is True
-    assert_jobs_finished(rid, "symlink", "s3-upload", "dc-metadata")
+    assert_jobs_finished(rid, "file")
+
+
+@pytest.mark.usefixtures("clean_circles")
+def test_a_failed_step_does_not_stop_the_next_ones_and_the_job_names_it(
+    circle, api_upload, rtdc_file, run_worker, cli, store
+):
+    """The depot already holds other bytes under the file's name: the symlink
+    step fails (nothing is overwritten), the S3 upload and the DC metadata after
+    it are done, and the job fails saying which step and why."""
+    user, org, dataset = circle
+    path = rtdc_file(events=300, name="cells.rtdc")
+    resource = api_upload(user, dataset["id"], path)
+    rid = resource["id"]
+    user_folder = config.depots_path() / config.users_depot_name() / "alice-hl60-lab"
+    name = f"hl60-deformability_{rid}_cells.rtdc"
+    taken = user_folder / dataset["id"][:2] / dataset["id"][2:4] / name
+    taken.parent.mkdir(parents=True, exist_ok=True)
+    taken.write_bytes(b"the bytes first published")
+    run_worker()
+    job = Job.fetch(queue.job_id("file", rid), connection=connect_to_redis())
+    assert job.get_status() == JobStatus.FAILED
+    error = job.latest_result().exc_string
+    assert "symlink failed:" in error and "never overwritten" in error
+    assert "s3-upload failed" not in error and "dc-metadata failed" not in error
+    assert taken.read_bytes() == b"the bytes first published"
+    ckan_path = placement.ckan_path(rid)
+    assert not ckan_path.is_symlink() and sha256_path(ckan_path) == sha256_path(path)
+    shown = helpers.call_action("resource_show", id=rid)
+    assert shown["s3_available"] is True and shown["sha256"] == sha256_path(path)
+    assert shown["format"] == "RT-DC" and "dc:experiment:event count" in shown
+    # the operator's catch-up names the same step and the same reason, and exits 1
+    result = cli.invoke(_run_jobs_command(), [])
+    assert result.exit_code == 1
+    assert f"resource {rid}" in result.output and "symlink failed:" in result.output
+
+
+def test_a_timed_out_step_ends_the_job_at_once(monkeypatch):
+    """RQ stops a job that runs too long by raising JobTimeoutException in it:
+    the file job must not swallow it and go on with the next step."""
+    ran = []
+
+    def too_long(resource_id):
+        raise JobTimeoutException("Task exceeded maximum timeout value (10 seconds)")
+
+    monkeypatch.setitem(resource_jobs.RESOURCE_JOBS, "symlink", too_long)
+    monkeypatch.setitem(resource_jobs.RESOURCE_JOBS, "s3-upload", lambda rid: ran.append(rid))
+    with pytest.raises(JobTimeoutException):
+        resource_jobs.run_steps("some-resource", ["symlink", "s3-upload"])
+    assert ran == []
 
 
 @pytest.mark.usefixtures("clean_circles")

@@ -16,10 +16,12 @@ from .object_store import (
 from .reference_datasets import dcor_import_figshare, import_figshare
 from .resources import append_resource, dcor_list_s3_objects_for_dataset, list_all_resources
 from .run_jobs import run_jobs_dcor_depot
+from .worker import dcor_depot_worker
 
 __all__ = [
     "append_resource",
     "dcor_check_object_store",
+    "dcor_depot_worker",
     "dcor_import_figshare",
     "dcor_list_s3_objects_for_dataset",
     "dcor_migrate_resources_to_object_store",

@@ -7,7 +7,7 @@ import sys
 import click
 
 from .. import config
-from ..jobs.resource_jobs import RESOURCE_JOBS
+from ..jobs.resource_jobs import run_steps
 from ..operations import sweep
 from ..operations.status import candidates, missing_jobs
 from ..records import S3_URL_TYPE, JobError
@@ -59,14 +59,10 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
                 done += 1
                 click.echo(f"\n{where}: would run {', '.join(missing)}")
                 continue
-            errors = []
-            for kind in missing:
-                try:
-                    RESOURCE_JOBS[kind](candidate.resource_id)
-                except Exception as exc:  # report and go on with the next job
-                    errors.append(f"{kind} failed: {exc}")
-            if errors:
-                failures.append(f"{where}: {'; '.join(errors)}")
+            try:
+                run_steps(candidate.resource_id, missing)
+            except JobError as exc:
+                failures.append(f"{where}: {exc}")
             else:
                 done += 1
                 click.echo(f"\n{where}: ran {', '.join(missing)}")

@@ -1,14 +1,20 @@
 """The jobs of a resource's file, in order, and queueing them when a file arrives.
 
-The S3 upload waits for the symlink job and the DC metadata job for the
-upload (RQ dependencies that also resolve when the job waited for fails: one
-broken step never blocks the others for good).
+A file uploaded to CKAN gets one job, ``file``, that runs its steps (symlink,
+S3 upload, DC metadata) one after the other in one work horse: CKAN's worker
+loads its environment once per job, not once per step. A step that fails does
+not stop the next ones (one broken step never blocks the others); the job then
+fails, naming each failed step. Each step is a job of its own for
+``run-jobs-dcor-depot``, idempotent, and may run again at any time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from rq.timeouts import BaseTimeoutException
 
 from .. import config, records
 from .backup import backup_resource
@@ -17,6 +23,8 @@ from .dc_metadata import record_dc_metadata
 from .queue import NORMAL, SHORT, enqueue
 from .symlink import symlink_resource
 from .upload import upload_resource
+
+log = logging.getLogger(__name__)
 
 #: The jobs of a resource's file by kind (the kind names the job id); each
 #: takes the resource id. A file uploaded to CKAN gets the first three, in
@@ -30,18 +38,48 @@ RESOURCE_JOBS: dict[str, Callable[[str], str]] = {
 }
 
 
-def enqueue_resource_jobs(resource: Mapping[str, Any]) -> list[str]:
-    """The jobs of a newly uploaded file: symlink, S3 upload, DC metadata."""
-    rid = resource["id"]
-    last = enqueue(RESOURCE_JOBS["symlink"], "symlink", rid, SHORT)
-    jobs = [last]
+def file_steps(resource: Mapping[str, Any]) -> list[str]:
+    """The steps of a file uploaded to CKAN, in order (kinds of :data:`RESOURCE_JOBS`)."""
+    steps = ["symlink"]
     if config.s3_settings() is not None:
-        last = enqueue(RESOURCE_JOBS["s3-upload"], "s3-upload", rid, NORMAL, depends_on=last)
-        jobs.append(last)
+        steps.append("s3-upload")
     if records.is_dc_file(resource):
-        dc = enqueue(RESOURCE_JOBS["dc-metadata"], "dc-metadata", rid, NORMAL, depends_on=last)
-        jobs.append(dc)
-    return jobs
+        steps.append("dc-metadata")
+    return steps
+
+
+def run_steps(resource_id: str, kinds: Iterable[str]) -> list[str]:
+    """Run these jobs of the resource in order, here; each also when one before failed.
+
+    Returns their messages; raises :class:`records.JobError` naming every
+    step that failed and why.
+    """
+    done, failed = [], []
+    for kind in kinds:
+        try:
+            done.append(RESOURCE_JOBS[kind](resource_id))
+        except BaseTimeoutException:
+            raise  # RQ stops the job: no further step runs past its timeout
+        except Exception as exc:  # report it and go on with the next step
+            if not isinstance(exc, records.JobError):
+                log.exception("resource %s: %s failed", resource_id, kind)
+            failed.append(f"{kind} failed: {exc}")
+    if failed:
+        raise records.JobError("; ".join(failed))
+    return done
+
+
+def process_file(resource_id: str) -> str:
+    """The job of a file uploaded to CKAN: its steps (:func:`file_steps`) in one work horse."""
+    resource = records.show_resource(resource_id)
+    return "; ".join(run_steps(resource_id, file_steps(resource)))
+
+
+def enqueue_resource_jobs(resource: Mapping[str, Any]) -> list[str]:
+    """The job of a newly uploaded file (:func:`process_file`): on ``dcor-normal``
+    when it uploads to S3, else on ``dcor-short`` (a rename and a metadata read)."""
+    where = NORMAL if config.s3_settings() is not None else SHORT
+    return [enqueue(process_file, "file", resource["id"], where)]
 
 
 def enqueue_registered_jobs(resource: Mapping[str, Any]) -> list[str]:

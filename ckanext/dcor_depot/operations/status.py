@@ -121,11 +121,10 @@ def missing_jobs(candidate: Candidate, store: ObjectStore | None) -> list[str]:
         missing.append("symlink")
     on_s3 = placed.recorded is not None
     if store is not None:
-        # no circle, no bucket: the upload job then says what to do
         visible = store.visibility(*placed.recorded) if placed.recorded else None
         if visible is None:
             on_s3 = False
-            if local and placed.wanted:
+            if local:  # without a circle the upload step says what to do
                 missing.append("s3-upload")
         elif visible != placed.public or placed.needs_move:
             missing.append("converge")
