@@ -67,6 +67,48 @@ def test_a_job_recording_fields_does_not_undo_a_dataset_change_made_meanwhile(mo
     assert shown["private"] is False
 
 
+def test_the_index_job_never_writes_back_what_a_user_changed_meanwhile(monkeypatch):
+    """The index job reads the dataset, its editor renames it, the job writes its
+    (older) copy to the search index: the search must show the new title."""
+    from ckan.lib.search.index import PackageSearchIndex
+
+    from ckanext.dcor_depot.jobs import index
+
+    editor = factories.User()
+    circle = factories.Organization(users=[{"name": editor["name"], "capacity": "editor"}])
+    dataset = factories.Dataset(owner_org=circle["id"], private=False, title="HL60, first run")
+    renamed = threading.Event()
+    user = threading.Thread(
+        target=lambda: (
+            helpers.call_action(
+                "package_patch", {"user": editor["name"]}, id=dataset["id"], title="HL60, fixed"
+            ),
+            model.Session.remove(),
+            renamed.set(),
+        )
+    )
+    job = threading.current_thread()
+    write = PackageSearchIndex.update_dict
+
+    def the_user_changes_the_dataset_then_write(self, pkg_dict, *args, **kwargs):
+        if threading.current_thread() is job and user.ident is None:
+            assert pkg_dict["title"] == "HL60, first run"  # read before the change
+            user.start()
+            deadline = time.monotonic() + 30
+            while not (renamed.is_set() or _someone_waits_for_a_lock()):
+                assert time.monotonic() < deadline, "the user's update neither ended nor waited"
+                time.sleep(0.01)
+        return write(self, pkg_dict, *args, **kwargs)
+
+    monkeypatch.setattr(PackageSearchIndex, "update_dict", the_user_changes_the_dataset_then_write)
+    index.index_dataset(dataset["id"])
+    user.join(30)
+    assert renamed.is_set() and user.ident is not None
+    model.Session.remove()
+    found = helpers.call_action("package_search", fq=f"id:{dataset['id']}")["results"]
+    assert [d["title"] for d in found] == ["HL60, fixed"]
+
+
 def _statements(fn) -> int:
     """How many SQL statements ``fn()`` sends."""
     count = 0

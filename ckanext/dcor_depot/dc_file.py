@@ -10,6 +10,8 @@ import mimetypes
 import numbers
 from typing import Any
 
+from rq.timeouts import BaseTimeoutException
+
 #: Resource field that says why dclab could not read the file.
 DC_ERROR_FIELD = "dc_error"
 #: The mimetype of DC (.rtdc) files: HDF5.
@@ -20,6 +22,8 @@ def read_dc_fields(path) -> tuple[dict[str, Any], str | None]:
     """``(fields, None)`` for a file dclab reads, else ``({DC_ERROR_FIELD: problem}, problem)``."""
     try:
         return dc_fields(str(path)), None
+    except BaseTimeoutException:
+        raise  # RQ stops the job: no verdict on the file
     except Exception as exc:  # dclab raises many kinds (OSError, KeyError, ValueError...)
         problem = f"dclab cannot read this file: {type(exc).__name__}: {exc}"
         return {DC_ERROR_FIELD: problem}, problem

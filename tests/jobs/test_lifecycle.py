@@ -18,7 +18,7 @@ from ckan.tests import factories, helpers
 from rq.job import Job, JobStatus
 from rq.timeouts import JobTimeoutException
 
-from ckanext.dcor_depot import config, placement
+from ckanext.dcor_depot import config, placement, records
 from ckanext.dcor_depot.jobs import converge, queue, resource_jobs
 from ckanext.dcor_depot.storage.s3 import object_key
 
@@ -208,6 +208,29 @@ def test_a_timed_out_step_ends_the_job_at_once(monkeypatch):
     with pytest.raises(JobTimeoutException):
         resource_jobs.run_steps("some-resource", ["symlink", "s3-upload"])
     assert ran == []
+
+
+def test_a_database_error_in_one_step_does_not_fail_the_next_ones(monkeypatch):
+    """A step whose SQL failed leaves PostgreSQL's transaction aborted: the next
+    step of the same job must still read the database."""
+    import ckan.model as model
+    import sqlalchemy as sa
+
+    read = []
+
+    def broken(resource_id):
+        model.Session.execute(sa.text("SELECT 1 / 0"))
+
+    def reads(resource_id):
+        read.append(model.Session.execute(sa.text("SELECT 42")).scalar())
+        return "read"
+
+    monkeypatch.setitem(resource_jobs.RESOURCE_JOBS, "symlink", broken)
+    monkeypatch.setitem(resource_jobs.RESOURCE_JOBS, "s3-upload", reads)
+    with pytest.raises(records.JobError) as error:
+        resource_jobs.run_steps("some-resource", ["symlink", "s3-upload"])
+    assert read == [42]
+    assert "symlink failed" in str(error.value) and "s3-upload failed" not in str(error.value)
 
 
 @pytest.mark.usefixtures("clean_circles")

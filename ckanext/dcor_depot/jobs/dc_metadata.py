@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from typing import Any
 
@@ -48,6 +49,15 @@ def _read_from_s3(resource: dict[str, Any]) -> tuple[str, dict[str, Any], str | 
         fields, problem = read_dc_fields(url)
     where = str(location)
     if problem:  # the presigned URL is a credential: it never reaches a log or a field
-        problem = problem.replace(url, where)
+        problem = without_credentials(problem, url, where)
         fields = {DC_ERROR_FIELD: problem}
     return where, fields, problem
+
+
+#: The query of a presigned URL, however an HTTP library quotes it (alone, escaped).
+_SIGNED_QUERY = re.compile(r"\?[^\s'\"<>]*X-Amz-[^\s'\"<>]*", re.IGNORECASE)
+
+
+def without_credentials(message: str, url: str, where: str) -> str:
+    """``message`` with the presigned ``url`` named by ``where`` and any signed query cut."""
+    return _SIGNED_QUERY.sub("?<signed query removed>", message.replace(url, where))

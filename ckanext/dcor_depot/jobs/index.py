@@ -9,8 +9,10 @@ database (the dataset's ``metadata_modified`` differs from the index's).
 
 from __future__ import annotations
 
+import ckan.model as model
 from ckan.lib import search
 
+from .. import records
 from . import queue
 
 
@@ -24,6 +26,15 @@ def _enqueue(package_id: str) -> None:
 
 
 def index_dataset(package_id: str) -> str:
-    """The job: index the dataset as the database has it now."""
-    search.rebuild(package_id)
+    """The job: index the dataset as the database has it now.
+
+    Under the dataset's row lock, as CKAN's own updates index it: a user's
+    update made while the job reads waits, and indexes after the job, so the
+    job never writes an older copy over it.
+    """
+    try:
+        records.lock_dataset(package_id)
+        search.rebuild(package_id)
+    finally:
+        model.Session.rollback()  # releases the lock; the job wrote nothing
     return f"dataset {package_id}: search index updated"

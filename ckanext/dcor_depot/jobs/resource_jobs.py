@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import ckan.model as model
 from rq.timeouts import BaseTimeoutException
 
 from .. import config, records
@@ -61,6 +62,7 @@ def run_steps(resource_id: str, kinds: Iterable[str]) -> list[str]:
         except BaseTimeoutException:
             raise  # RQ stops the job: no further step runs past its timeout
         except Exception as exc:  # report it and go on with the next step
+            model.Session.rollback()  # a failed statement would fail every later one
             if not isinstance(exc, records.JobError):
                 log.exception("resource %s: %s failed", resource_id, kind)
             failed.append(f"{kind} failed: {exc}")
