@@ -32,9 +32,7 @@ def symlink_resource(resource_id: str) -> str:
     ckan_path = placement.ckan_path(resource_id)
     if not ckan_path.is_file():
         raise placement.missing_local_file(resource_id, ckan_path)
-    result = move_into_depot(
-        placement.ckan_path(resource_id), depot_path, locks.depot_lock(resource_id)
-    )
+    result = move_into_depot(ckan_path, depot_path, locks.depot_lock(resource_id))
     message = f"resource {resource_id}: {result.action} to {result.depot_path}"
     log.info(message)
     return message
