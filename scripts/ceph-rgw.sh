@@ -155,9 +155,10 @@ mon_osd_backfillfull_ratio = 0.96
 mon_osd_full_ratio = 0.97
 osd_failsafe_full_ratio = 0.98
 # the host disk is shared with everything else: do not warn at 30% free
-# and do not shut the mon down at 5% free
-mon_data_avail_warn = 5
-mon_data_avail_crit = 1
+# and never refuse to start the mon for the host's free space (at 1% of a
+# large disk, several GiB are still free; a full OSD is reported on its own)
+mon_data_avail_warn = 1
+mon_data_avail_crit = 0
 # a single OSD has no peers to report it down; never mark it out
 mon_osd_down_out_interval = 0
 mon_warn_on_osd_down_out_interval_zero = false

@@ -7,6 +7,8 @@
 # installed stay) and its processes end with it.
 # Usage: scripts/fresh-machine.sh [COMMANDS]   (default: the demo twice, then the tests)
 #        DCOR_FRESH_ROOT=/var/tmp/dcor-fresh   where the chroot lives (remove it to start over)
+#        DCOR_FRESH_KEEP=1   keep the clone and the service state (Ceph's block file
+#                            holds GiBs) after the run; by default they are removed
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 root=${DCOR_FRESH_ROOT:-/var/tmp/dcor-fresh}
@@ -42,6 +44,7 @@ fi
 echo "nameserver 10.0.2.3" >"$root/etc/resolv.conf"   # slirp4netns's DNS
 
 # a PID namespace of its own: every service started inside ends with the run
+rc=0
 ip netns exec "$netns" unshare --mount --pid --fork bash -c "
     set -e
     mount --bind /dev '$root/dev'
@@ -53,4 +56,10 @@ ip netns exec "$netns" unshare --mount --pid --fork bash -c "
     exec chroot '$root' /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         bash -c 'cd /root/project && { $commands; }'
-"
+" || rc=$?
+if [ "${DCOR_FRESH_KEEP:-0}" != 1 ]; then
+    rm -rf "$root/root/project" "$root/var/lib/dcor-depot-dev"
+    say "Removed the clone and the service state of the run (DCOR_FRESH_KEEP=1 keeps them)"
+fi
+say "Fresh machine: exit $rc"
+exit $rc
