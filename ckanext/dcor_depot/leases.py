@@ -36,6 +36,10 @@ class LeaseHeld(Exception):
     """Another process holds the lease."""
 
 
+class LeaseLost(Exception):
+    """The lease expired before it was renewed (the holder paused longer than a period)."""
+
+
 @functools.lru_cache(maxsize=1)
 def connection() -> redis.Redis:
     """CKAN's Redis with short timeouts: an unreachable Redis fails fast instead of hanging."""
@@ -61,6 +65,8 @@ class Lease:
         #: seconds to wait for a lease held elsewhere before :class:`LeaseHeld`
         self.wait = wait
         self.token = uuid.uuid4().hex
+        #: set by the renewer when the lease expired and was not this holder's any more
+        self.lost = threading.Event()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -71,6 +77,7 @@ class Lease:
         while True:
             if self._redis().set(self.key, self.token, nx=True, px=int(self.seconds * 1000)):
                 self._stop.clear()
+                self.lost.clear()
                 self._renewer = threading.Thread(
                     target=self._renew, name=f"lease {self.key}", daemon=True
                 )
@@ -88,16 +95,25 @@ class Lease:
             self._renewer = None
         self._redis().eval(_RELEASE, 1, self.key, self.token)
 
+    def ensure_held(self) -> None:
+        """Renew the lease now, or raise :class:`LeaseLost`: call it before a step
+        that must not be done twice at once (the rename of a finished file)."""
+        if self.lost.is_set() or not self._renew_once():
+            self.lost.set()
+            raise LeaseLost(f"{self.key} expired before it was renewed and may be held elsewhere")
+
+    def _renew_once(self) -> bool:
+        return bool(self._redis().eval(_RENEW, 1, self.key, self.token, int(self.seconds * 1000)))
+
     def _renew(self) -> None:
         while not self._stop.wait(self.seconds / 3):
             try:
-                renewed = self._redis().eval(
-                    _RENEW, 1, self.key, self.token, int(self.seconds * 1000)
-                )
+                renewed = self._renew_once()
             except redis.RedisError as exc:
                 log.warning("Could not renew %s: %s", self.key, exc)
                 continue
             if not renewed:
+                self.lost.set()
                 log.error("Lost %s: it expired before it was renewed", self.key)
                 return
 

@@ -227,3 +227,50 @@ def test_a_depot_file_holding_other_bytes_is_never_overwritten(tmp_path, ckan_fi
     depot.write_bytes(original)
     assert move_into_depot(ckan_file, depot, lease()).action == "moved"
     assert ckan_file.is_symlink() and ckan_file.read_bytes() == original
+
+
+class _StolenLease(Lease):
+    """A lease that expires right after it was taken (the holder paused longer
+    than one period) and is then taken by another process."""
+
+    def __enter__(self):
+        super().__enter__()
+        self._redis().set(self.key, "another holder's token")
+        return self
+
+
+def test_a_move_whose_lease_was_lost_changes_nothing(tmp_path, ckan_file):
+    original = ckan_file.read_bytes()
+    depot = path_for(tmp_path / "depots")
+    with pytest.raises(DepotError, match="lost its lease .* nothing was changed"):
+        move_into_depot(ckan_file, depot, _StolenLease(f"depot:{RID}:{uuid.uuid4()}"))
+    assert not ckan_file.is_symlink() and ckan_file.read_bytes() == original
+    assert not depot.exists()
+    assert list(depot.parent.iterdir()) == []  # no part file left
+
+
+def test_each_move_writes_a_part_file_of_its_own(tmp_path, ckan_file, monkeypatch):
+    """Two holders (one of which lost its lease) never write into one part file,
+    and the leftovers of killed runs are removed by the next one."""
+    from ckanext.dcor_depot.storage import depot as depot_module
+
+    depot = path_for(tmp_path / "depots")
+    depot.parent.mkdir(parents=True)
+    leftovers = [depot.with_name(f".{RID}.part"), depot.with_name(f".{RID}.0123abcd.part")]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half a file")
+    parts = []
+    link = os.link
+
+    def record_part(source, target):
+        parts.append(Path(target).name)
+        link(source, target)
+
+    monkeypatch.setattr(depot_module.os, "link", record_part)
+    move_into_depot(ckan_file, depot, lease())
+    assert sorted(p.name for p in depot.parent.iterdir()) == [depot.name]
+    ckan_file.unlink()
+    ckan_file.write_bytes(depot.read_bytes())
+    depot.unlink()
+    move_into_depot(ckan_file, depot, lease())
+    assert len(set(parts)) == 2 and all(p.startswith(f".{RID}.") for p in parts)

@@ -10,7 +10,7 @@ the depot (a hard link, or on another filesystem a copy that is synced to disk
 and re-read from disk to verify it), and only then is CKAN's path replaced by a
 symlink in one ``rename``. Killed at any moment, CKAN's path is either the
 original file or a symlink to a complete depot file; a leftover ``.part`` file
-in the depot is replaced by the next run.
+in the depot is removed by the next run.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import unicodedata
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from .s3 import resource_subpath
 
@@ -156,10 +157,22 @@ def is_in_depot(ckan_path: Path) -> bool:
     return ckan_path.is_symlink() and ckan_path.is_file()
 
 
+class Lock(Protocol):
+    """What a move holds: a context manager that can say, just before the
+    rename, that it still holds (a lease in Redis, ``leases.py``)."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def ensure_held(self) -> None:
+        """Raise when the lock was lost to another process."""
+
+
 def move_into_depot(
     ckan_path: Path,
     depot_path: Path,
-    lock: contextlib.AbstractContextManager,
+    lock: Lock,
     source: Path | None = None,
 ) -> DepotResult:
     """Put the file at ``ckan_path`` at ``depot_path`` and symlink it from ``ckan_path``.
@@ -167,8 +180,8 @@ def move_into_depot(
     With ``source`` (e.g. a download in the tmp folder), that file is moved
     to ``depot_path`` instead, and CKAN's path, which must not hold a file,
     becomes the symlink. Safe to run twice or from two processes at once
-    (``lock``, held around the move: a lease of the resource, ``locks.py``);
-    safe to kill at any moment (see
+    (``lock``, held around the move: a lease of the resource, ``locks.py``;
+    a process that lost it renames nothing); safe to kill at any moment (see
     the module's docstring). A symlink that already points at a complete file
     is left as it is, even if it points elsewhere than ``depot_path``.
     """
@@ -189,9 +202,12 @@ def move_into_depot(
         if not source.is_file():
             raise DepotError(f"{source} does not exist: nothing to move into the depot")
         _make_dirs(depot_path.parent)
-        part = depot_path.with_name(f".{file_id}.part")
-        with contextlib.suppress(FileNotFoundError):
-            part.unlink()
+        # leftovers of killed runs (or of a holder that lost its lease: its
+        # rename then fails); each run writes a part file of its own
+        for leftover in depot_path.parent.glob(f".{file_id}.*part"):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        part = depot_path.with_name(f".{file_id}.{uuid.uuid4().hex[:8]}.part")
         before = os.stat(source)
         try:
             os.link(source, part)
@@ -216,6 +232,14 @@ def move_into_depot(
                 "never overwritten. The resource's file was replaced behind its record; "
                 "compare both files and keep the one the resource's sha256 names"
             )
+        try:
+            lock.ensure_held()
+        except Exception as exc:
+            part.unlink()
+            raise DepotError(
+                f"{source} was not moved into the depot: this process lost its lease of the "
+                f"move ({exc}), nothing was changed; the holder now finishes it, or run again"
+            ) from exc
         os.replace(part, depot_path)
         _fsync_dir(depot_path.parent)
         _make_dirs(ckan_path.parent)
