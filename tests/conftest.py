@@ -179,8 +179,9 @@ def _remove_bucket(store: ObjectStore, name: str) -> None:
         client.create_bucket(Bucket=name)  # RGW lists a bucket a racing delete left half-done
     for upload in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
         client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
-    for obj in store.iter_objects(name):
-        client.delete_object(Bucket=name, Key=obj.key)
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=name):
+        for version in page.get("Versions", []) + page.get("DeleteMarkers", []):
+            client.delete_object(Bucket=name, Key=version["Key"], VersionId=version["VersionId"])
     client.delete_bucket(Bucket=name)
 
 
@@ -239,11 +240,12 @@ def kill_tree(pid: int) -> None:
 class Workers:
     """Long-running RQ workers (real processes) and a way to wait until their work is done."""
 
-    def __init__(self, count: int, ini: str = TEST_INI):
+    def __init__(self, count: int, ini: str = TEST_INI, command: list[str] | None = None):
+        """``command``: how to start each worker (default: ``worker_command(ini)``)."""
+        command = command or worker_command(ini, burst=False)
         self.logs = [tempfile.TemporaryFile("w+") for _ in range(count)]
         self.procs = [
-            subprocess.Popen(worker_command(ini, burst=False), stdout=log, stderr=log, text=True)
-            for log in self.logs
+            subprocess.Popen(command, stdout=log, stderr=log, text=True) for log in self.logs
         ]
         self.failed_before = self._failed()
         #: jobs queued before (by earlier runs) are not this pool's

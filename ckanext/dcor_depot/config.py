@@ -68,6 +68,11 @@ def job_timeout(queue: str) -> int:
     return int(tk.config[f"ckanext.dcor_depot.job_timeout_{queue.removeprefix('dcor-')}"])
 
 
+def lease_seconds() -> float:
+    """Seconds a lease in Redis lives without renewal (``leases.py``)."""
+    return float(tk.config["ckanext.dcor_depot.lease_seconds"])
+
+
 def figshare_api_url() -> str:
     return tk.config["ckanext.dcor_depot.figshare_api_url"]
 

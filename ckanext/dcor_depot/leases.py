@@ -17,10 +17,10 @@ import uuid
 import ckan.plugins.toolkit as tk
 import redis
 
+from . import config
+
 log = logging.getLogger(__name__)
 
-#: Seconds a lease lives without renewal.
-LEASE_SECONDS = 30.0
 _PREFIX = "dcor_depot:lease:"
 
 _RELEASE = (
@@ -54,14 +54,15 @@ class Lease:
     def __init__(
         self,
         name: str,
-        seconds: float = LEASE_SECONDS,
+        seconds: float | None = None,
         wait: float = 0.0,
         client: redis.Redis | None = None,
     ):
         self.key = _PREFIX + name
         #: the Redis to use (default: CKAN's, :func:`connection`)
         self.client = client
-        self.seconds = seconds
+        #: seconds the lease lives without renewal (default: ``ckanext.dcor_depot.lease_seconds``)
+        self.seconds = config.lease_seconds() if seconds is None else seconds
         #: seconds to wait for a lease held elsewhere before :class:`LeaseHeld`
         self.wait = wait
         self.token = uuid.uuid4().hex

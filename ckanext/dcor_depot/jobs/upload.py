@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 
 from .. import config, locks, placement, records
@@ -34,6 +35,12 @@ def upload_resource(resource_id: str) -> str:
     if path is None or not path.is_file():
         raise placement.missing_local_file(resource_id, path)
     with locks.upload_lock(resource_id):
+        # under the lease, an unfinished upload of this key is a dead holder's
+        now = datetime.datetime.now(datetime.timezone.utc)
+        bucket, key = placed.wanted.bucket, placed.wanted.key
+        aborted = store.prune_multipart_uploads(bucket, now, key=key)
+        if aborted:
+            log.info("resource %s: aborted %d unfinished uploads", resource_id, len(aborted))
         result = store.upload_verified(
             path,
             *placed.wanted,

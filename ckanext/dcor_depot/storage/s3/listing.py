@@ -52,14 +52,18 @@ class Listing:
                     )
 
     def stale_multipart_uploads(
-        self, bucket: str, initiated_before: datetime.datetime
+        self, bucket: str, initiated_before: datetime.datetime, key: str | None = None
     ) -> list[StaleUpload]:
-        """Unfinished multipart uploads of a bucket started before a moment."""
+        """Unfinished multipart uploads of a bucket (or of one ``key``) started before a moment."""
         stale = []
         with self._errors(f"list multipart uploads of {bucket}"):
-            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket)
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=bucket, Prefix=key or ""
+            )
             for page in pages:
                 for upload in page.get("Uploads", []):
+                    if key is not None and upload["Key"] != key:
+                        continue
                     if upload["Initiated"] < initiated_before:
                         stale.append(
                             StaleUpload(
@@ -69,10 +73,14 @@ class Listing:
         return stale
 
     def prune_multipart_uploads(
-        self, bucket: str, initiated_before: datetime.datetime, dry_run: bool = False
+        self,
+        bucket: str,
+        initiated_before: datetime.datetime,
+        dry_run: bool = False,
+        key: str | None = None,
     ) -> list[StaleUpload]:
-        """Abort the unfinished multipart uploads started before a moment."""
-        stale = self.stale_multipart_uploads(bucket, initiated_before)
+        """Abort the unfinished multipart uploads (of one ``key``) started before a moment."""
+        stale = self.stale_multipart_uploads(bucket, initiated_before, key)
         if not dry_run:
             for upload in stale:
                 with self._errors(f"abort upload {upload.upload_id} of s3://{bucket}/{upload.key}"):
