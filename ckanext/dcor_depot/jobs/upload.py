@@ -38,6 +38,7 @@ def upload_resource(resource_id: str) -> str:
         # under the lease, an unfinished upload of this key is a dead holder's
         now = datetime.datetime.now(datetime.timezone.utc)
         bucket, key = placed.wanted.bucket, placed.wanted.key
+        store.ensure_bucket(bucket)
         aborted = store.prune_multipart_uploads(bucket, now, key=key)
         if aborted:
             log.info("resource %s: aborted %d unfinished uploads", resource_id, len(aborted))
