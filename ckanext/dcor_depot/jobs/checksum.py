@@ -23,10 +23,10 @@ def record_object_sha256(resource_id: str) -> str:
     if store is None:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
     resource = records.show_resource(resource_id)
-    package = records.show_package(resource["package_id"])
-    location = placement.file_of(store, package["id"], resource_id).location
+    package = records.dataset_names(resource["package_id"])
+    location = placement.file_of(store, package.id, resource_id).location
     if location is None:
-        raise records.JobError(f"Dataset {package['name']} has no circle (organization)")
+        raise records.JobError(f"Dataset {package.name} has no circle (organization)")
     with locks.upload_lock(resource_id):
         info = store.object_info(*location)
         if info is None:
@@ -45,7 +45,7 @@ def record_object_sha256(resource_id: str) -> str:
                 # the claim is not the file's hash: it does not stay in ``sha256``
                 fields = {records.S3_UPLOAD_ERROR_FIELD: problem, "sha256": None}
                 records.patch_resource(resource_id, fields)
-                converge.align_resource(store, package["id"], resource_id)  # private
+                converge.align_resource(store, package.id, resource_id)  # private
                 raise records.JobError(problem)
         # always rewritten: only the issued metadata stays, with how the file is
         # served; whatever else the client sent along (an ACL, tags, metadata, a
@@ -58,10 +58,10 @@ def record_object_sha256(resource_id: str) -> str:
             keep=records.ISSUED_METADATA,
         )
     result = UploadResult(*location, hashes.size, hashes.sha256, info.etag)
-    records.record_object(package["id"], resource_id, "resource", result)
+    records.record_object(package.id, resource_id, "resource", result)
     # recording the hash dropped the object's tags; the dataset may also have
     # changed visibility meanwhile: apply the visibility it has now
-    converge.align_resource(store, package["id"], resource_id)
+    converge.align_resource(store, package.id, resource_id)
     records.patch_resource(resource_id, records.s3_fields(store, "resource", result))
     message = f"resource {resource_id}: {location} has {hashes.size} bytes, sha256 {hashes.sha256}"
     log.info(message)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import ckan.model as model
-
 from .. import config, locks, placement, records
 from ..storage.depot import depot_path_for, move_into_depot
 
@@ -14,17 +12,15 @@ log = logging.getLogger(__name__)
 
 def symlink_resource(resource_id: str) -> str:
     resource = records.show_resource(resource_id)
-    package = records.show_package(resource["package_id"])
-    records.record_file(package["id"], resource_id)  # known, also if CKAN loses the resource
-    creator = model.User.get(package.get("creator_user_id") or "")
-    organization = package.get("organization") or {}
+    dataset = records.dataset_names(resource["package_id"])
+    records.record_file(dataset.id, resource_id)  # known, also if CKAN loses the resource
     depot_path = depot_path_for(
         depots_path=config.depots_path(),
         users_depot_name=config.users_depot_name(),
-        user_name=creator.name if creator else "unknown-user",
-        org_name=organization.get("name") or "no-circle",
-        package_id=package["id"],
-        package_name=package["name"],
+        user_name=dataset.creator or "unknown-user",
+        org_name=dataset.organization or "no-circle",
+        package_id=dataset.id,
+        package_name=dataset.name,
         resource_id=resource_id,
         # an upload without a name is named after its file
         resource_name=resource.get("name") or (resource.get("url") or "").rsplit("/", 1)[-1],

@@ -21,11 +21,11 @@ def upload_resource(resource_id: str) -> str:
     if store is None:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
     resource = records.show_resource(resource_id)
-    package = records.show_package(resource["package_id"])
-    placed = placement.file_of(store, package["id"], resource_id)
+    package = records.dataset_names(resource["package_id"])
+    placed = placement.file_of(store, package.id, resource_id)
     if placed.wanted is None:
         raise records.JobError(
-            f"Dataset {package['name']} has no organization (circle), so resource "
+            f"Dataset {package.name} has no organization (circle), so resource "
             f"{resource_id} has no circle bucket; add the dataset to a circle and run "
             "`ckan run-jobs-dcor-depot`"
         )
@@ -48,9 +48,9 @@ def upload_resource(resource_id: str) -> str:
             sha256=records.claimed_sha256(resource),
             headers=records.object_headers(resource),
         )
-    records.record_object(package["id"], resource_id, "resource", result)
+    records.record_object(package.id, resource_id, "resource", result)
     # the dataset may have changed visibility while the file was uploaded
-    converge.align_resource(store, package["id"], resource_id)
+    converge.align_resource(store, package.id, resource_id)
     records.patch_resource(resource_id, records.s3_fields(store, "resource", result))
     message = (
         f"resource {resource_id}: {'already verified at' if result.skipped else 'uploaded to'} "
