@@ -155,7 +155,9 @@ def test_missing_file_and_dangling_symlink_are_errors(tmp_path, ckan_file):
 
 def _move_in_process(args):
     ckan_file, depot, redis_url = args
-    lock = Lease(f"depot:{ckan_file}", wait=60, client=redis.Redis.from_url(redis_url))
+    # a spawned process has no CKAN config: the lease period is given
+    client = redis.Redis.from_url(redis_url)
+    lock = Lease(f"depot:{ckan_file}", seconds=30, wait=60, client=client)
     return move_into_depot(Path(ckan_file), Path(depot), lock).action
 
 
@@ -235,7 +237,7 @@ class _StolenLease(Lease):
 
     def __enter__(self):
         super().__enter__()
-        self._redis().set(self.key, "another holder's token")
+        self._redis().set(self.key, "another holder's token", px=int(self.seconds * 1000))
         return self
 
 
@@ -274,3 +276,24 @@ def test_each_move_writes_a_part_file_of_its_own(tmp_path, ckan_file, monkeypatc
     depot.unlink()
     move_into_depot(ckan_file, depot, lease())
     assert len(set(parts)) == 2 and all(p.startswith(f".{RID}.") for p in parts)
+
+
+def test_a_part_removed_by_the_next_holder_ends_the_move_with_a_clear_error(
+    tmp_path, ckan_file, monkeypatch
+):
+    """The holder after a lost lease removes this move's part file: the move says so."""
+    from ckanext.dcor_depot.storage import depot as depot_module
+
+    original = ckan_file.read_bytes()
+    depot = path_for(tmp_path / "depots")
+    link = os.link
+
+    def linked_then_removed(source, target):
+        link(source, target)
+        Path(target).unlink()  # the next holder's clean-up of leftovers
+
+    monkeypatch.setattr(depot_module.os, "link", linked_then_removed)
+    with pytest.raises(DepotError, match="lost its lease of the move and the holder now"):
+        move_into_depot(ckan_file, depot, lease())
+    assert not ckan_file.is_symlink() and ckan_file.read_bytes() == original
+    assert list(depot.parent.iterdir()) == []

@@ -29,12 +29,16 @@ def upload_resource(resource_id: str) -> str:
             f"{resource_id} has no circle bucket; add the dataset to a circle and run "
             "`ckan run-jobs-dcor-depot`"
         )
-    if placed.recorded and store.object_info(*placed.recorded) is not None:
+    if _verified(store, placed):
         return f"resource {resource_id}: already verified at {placed.recorded}"
     path = placed.local
     if path is None or not path.is_file():
         raise placement.missing_local_file(resource_id, path)
     with locks.upload_lock(resource_id):
+        # read again under the lease: another holder may have recorded it meanwhile
+        placed = placement.file_of(store, package.id, resource_id)
+        if _verified(store, placed):
+            return f"resource {resource_id}: already verified at {placed.recorded}"
         # under the lease, an unfinished upload of this key is a dead holder's
         now = datetime.datetime.now(datetime.timezone.utc)
         bucket, key = placed.wanted.bucket, placed.wanted.key
@@ -48,7 +52,7 @@ def upload_resource(resource_id: str) -> str:
             sha256=records.claimed_sha256(resource),
             headers=records.object_headers(resource),
         )
-    records.record_object(package.id, resource_id, "resource", result)
+        records.record_object(package.id, resource_id, "resource", result)
     # the dataset may have changed visibility while the file was uploaded
     converge.align_resource(store, package.id, resource_id)
     records.patch_resource(resource_id, records.s3_fields(store, "resource", result))
@@ -59,3 +63,8 @@ def upload_resource(resource_id: str) -> str:
     )
     log.info(message)
     return message
+
+
+def _verified(store, placed: placement.PlacedFile) -> bool:
+    """Its object is recorded (verified) and still there."""
+    return bool(placed.recorded) and store.object_info(*placed.recorded) is not None

@@ -45,6 +45,7 @@ def warm_up() -> None:
         log.warning("Worker warm-up skipped (the jobs run, each a little slower): %s", exc)
     finally:
         model.Session.remove()
+        model.meta.engine.dispose()  # nothing pooled for RQ's scheduler process to inherit
 
 
 class Worker(ckan_jobs.Worker):

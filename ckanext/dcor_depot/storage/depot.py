@@ -202,45 +202,26 @@ def move_into_depot(
         if not source.is_file():
             raise DepotError(f"{source} does not exist: nothing to move into the depot")
         _make_dirs(depot_path.parent)
-        # leftovers of killed runs (or of a holder that lost its lease: its
-        # rename then fails); each run writes a part file of its own
+        # leftovers of killed runs, or of a holder that lost its lease (whose own
+        # rename then fails): removed only while this process holds the lease
+        _ensure_held(lock, source)
         for leftover in depot_path.parent.glob(f".{file_id}.*part"):
-            with contextlib.suppress(FileNotFoundError):
-                leftover.unlink()
+            leftover.unlink(missing_ok=True)
         part = depot_path.with_name(f".{file_id}.{uuid.uuid4().hex[:8]}.part")
-        before = os.stat(source)
         try:
-            os.link(source, part)
-            action = "moved"
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            action = _fill_part(source, part, depot_path)
+            _ensure_held(lock, source)
+            os.replace(part, depot_path)
+        except FileNotFoundError as exc:
+            if part.exists() or not source.exists():
                 raise
-            _copy_verified(source, part)
-            action = "copied"
-        after = os.stat(source)
-        if (before.st_ino, before.st_size, before.st_mtime_ns) != (
-            after.st_ino,
-            after.st_size,
-            after.st_mtime_ns,
-        ):
-            part.unlink()
-            raise DepotError(f"{source} changed while it was moved into the depot; run again")
-        if depot_path.exists() and not _same_bytes(part, depot_path):
-            part.unlink()
-            raise DepotError(
-                f"{depot_path} already holds other bytes than {source}: a depot file is "
-                "never overwritten. The resource's file was replaced behind its record; "
-                "compare both files and keep the one the resource's sha256 names"
-            )
-        try:
-            lock.ensure_held()
-        except Exception as exc:
-            part.unlink()
+            # another holder removed this part: this process lost its lease
             raise DepotError(
                 f"{source} was not moved into the depot: this process lost its lease of the "
-                f"move ({exc}), nothing was changed; the holder now finishes it, or run again"
+                "move and the holder now finishes it; nothing was changed"
             ) from exc
-        os.replace(part, depot_path)
+        finally:
+            part.unlink(missing_ok=True)
         _fsync_dir(depot_path.parent)
         _make_dirs(ckan_path.parent)
         link = ckan_path.with_name(f"{ckan_path.name}.dcor-symlink")
@@ -252,6 +233,44 @@ def move_into_depot(
         if source != ckan_path:
             source.unlink()
         return DepotResult(depot_path, action)
+
+
+def _ensure_held(lock: Lock, source: Path) -> None:
+    try:
+        lock.ensure_held()
+    except Exception as exc:  # lost, or Redis cannot tell: do not touch the depot
+        raise DepotError(
+            f"{source} was not moved into the depot: this process lost its lease of the "
+            f"move ({exc}), nothing was changed; the holder now finishes it, or run again"
+        ) from exc
+
+
+def _fill_part(source: Path, part: Path, depot_path: Path) -> str:
+    """A second name of ``source`` at ``part`` (a hard link, or a verified copy on
+    another filesystem), checked against ``depot_path`` if that exists; "moved" or "copied"."""
+    before = os.stat(source)
+    try:
+        os.link(source, part)
+        action = "moved"
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        _copy_verified(source, part)
+        action = "copied"
+    after = os.stat(source)
+    if (before.st_ino, before.st_size, before.st_mtime_ns) != (
+        after.st_ino,
+        after.st_size,
+        after.st_mtime_ns,
+    ):
+        raise DepotError(f"{source} changed while it was moved into the depot; run again")
+    if depot_path.exists() and not _same_bytes(part, depot_path):
+        raise DepotError(
+            f"{depot_path} already holds other bytes than {source}: a depot file is "
+            "never overwritten. The resource's file was replaced behind its record; "
+            "compare both files and keep the one the resource's sha256 names"
+        )
+    return action
 
 
 def make_unreadable(path: Path, dry_run: bool = False) -> bool:
