@@ -59,7 +59,9 @@ def run_ckan(tmp_path, options: dict[str, str], *args: str) -> subprocess.Comple
         ("dcor_object_store.secret_access_key", "", "required when"),
         ("dcor_object_store.bucket_name", "circle", "lacks the placeholder"),
         ("dcor_object_store.bucket_name", "Circle_{organization_id}", "not a valid S3 bucket"),
-        ("dcor_object_store.ssl_verify", "maybe", "expected true or false"),
+        ("dcor_object_store.ssl_verify", "maybe", "expected true, false or the absolute path"),
+        ("dcor_object_store.ssl_verify", "/nonexistent/ca.pem", "cannot be read (No such file"),
+        ("dcor_object_store.ssl_verify", "/etc/passwd", "holds no PEM certificate"),
         ("dcor_object_store.part_size_mib", "2", "from 5 to 512"),
         ("dcor_object_store.upload_concurrency", "0", "from 1 to 32"),
         ("dcor_object_store.upload_concurrency", "100", "from 1 to 32"),
@@ -92,3 +94,12 @@ def test_path_options_and_their_defaults():
     assert config.depots_path() == Path("/tmp/dcor-depot-test/depots")
     assert config.tmp_dir() == Path("/tmp/dcor-depot-test/tmp")
     assert config.local_backup_location() is None
+
+
+def test_a_ca_bundle_is_accepted(tmp_path):
+    import certifi
+
+    result = run_ckan(
+        tmp_path, {"dcor_object_store.ssl_verify": certifi.where()}, "dcor-check-object-store"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -112,3 +112,23 @@ def test_file_uploaded_to_s3_downloads_under_its_non_ascii_name(
 def test_content_disposition_keeps_a_plain_name_and_neutralises_quotes():
     assert content_disposition("cells.rtdc") == 'attachment; filename="cells.rtdc"'
     assert content_disposition('a"b\\c.rtdc') == 'attachment; filename="a_b_c.rtdc"'
+
+
+@pytest.mark.parametrize("private", [True, False], ids=["private", "public"])
+def test_download_while_the_store_cannot_be_reached_answers_503(
+    owner_and_dataset, app, random_file, run_worker, ckan_config, monkeypatch, private
+):
+    user, dataset = owner_and_dataset
+    helpers.call_action("package_patch", id=dataset["id"], private=private)
+    path = random_file(3000, "cells.bin")
+    answer = uploaded(app, user, dataset, path)
+    resource = {"id": answer["resource_id"], "package_id": dataset["id"]}
+    auth = {"Authorization": factories.APIToken(user="alice")["token"]}
+    run_worker()
+    assert app.get(download_url(resource), headers=auth, follow_redirects=False).status_code == 302
+
+    # the store stops answering (nothing listens on port 9 of loopback)
+    monkeypatch.setitem(ckan_config, "dcor_object_store.endpoint_url", "http://127.0.0.1:9")
+    down = app.get(download_url(resource), headers=auth, follow_redirects=False)
+    assert down.status_code == 503
+    assert "The object store cannot be reached; try again later" in down.get_data(as_text=True)

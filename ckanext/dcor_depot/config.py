@@ -12,6 +12,7 @@ from pathlib import Path
 
 import ckan.plugins.toolkit as tk
 
+from .logic import validators
 from .storage.s3 import MAX_OBJECT_SIZE, MiB, ObjectStore, S3Settings
 
 
@@ -24,7 +25,7 @@ def s3_settings() -> S3Settings | None:
         endpoint_url=endpoint,
         access_key_id=tk.config["dcor_object_store.access_key_id"],
         secret_access_key=tk.config["dcor_object_store.secret_access_key"],
-        ssl_verify=tk.asbool(tk.config["dcor_object_store.ssl_verify"]),
+        ssl_verify=validators.dcor_depot_ssl_verify(tk.config["dcor_object_store.ssl_verify"]),
         bucket_name_template=tk.config["dcor_object_store.bucket_name"],
         abort_incomplete_multipart_days=int(
             tk.config["dcor_object_store.abort_incomplete_multipart_days"]

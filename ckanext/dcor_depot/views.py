@@ -60,6 +60,10 @@ def download(id: str, resource_id: str, filename: str | None = None):
         if placed.public and store.visibility(*placed.recorded):
             url = store.object_url(*placed.recorded)
         else:
+            # a presigned URL is made here without the store: ask it first, so that
+            # a store that cannot be reached gets CKAN's 503, not a broken redirect
+            if store.object_info(*placed.recorded) is None:
+                return tk.abort(404, tk._("The file's object is missing from the object store"))
             url = store.presigned_get_url(
                 *placed.recorded,
                 expires_in=config.download_url_expiry(),

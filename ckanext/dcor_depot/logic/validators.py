@@ -7,6 +7,7 @@ bad option, naming the option and what is expected.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -74,6 +75,33 @@ def dcor_depot_bool(value: Any) -> bool:
     if text in ("false", "no", "off", "0"):
         return False
     raise tk.Invalid(f"expected true or false, got {value!r}")
+
+
+def dcor_depot_ssl_verify(value: Any) -> bool | str:
+    """true, false, or the absolute path of a readable CA bundle (PEM) to verify against."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    with contextlib.suppress(tk.Invalid):
+        return dcor_depot_bool(text)
+    if not text.startswith("/"):
+        raise tk.Invalid(
+            f"expected true, false or the absolute path of a CA bundle file, got {value!r}"
+        )
+    try:
+        with open(text, "rb") as fd:
+            head = fd.read(4096)
+    except OSError as exc:
+        raise tk.Invalid(
+            f"the CA bundle {text} cannot be read ({exc.strerror}); give the path of a "
+            "readable PEM file with the certificate(s) of the CA that signed the store's "
+            "certificate, or true to use the system's CAs"
+        ) from None
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        raise tk.Invalid(
+            f"the CA bundle {text} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        )
+    return text
 
 
 def dcor_depot_int_range(low: int, high: int | None = None):

@@ -52,8 +52,9 @@ class S3Settings:
     access_key_id: str
     #: Secret of that user; excluded from ``repr`` so it never reaches a log.
     secret_access_key: str = dataclasses.field(repr=False)
-    #: Verify the endpoint's TLS certificate.
-    ssl_verify: bool = True
+    #: Verify the endpoint's TLS certificate: against the system's CAs (True), the CA
+    #: bundle at this path, or not at all (False).
+    ssl_verify: bool | str = True
     #: Bucket name template with the placeholder ``{organization_id}``.
     bucket_name_template: str = "circle-{organization_id}"
     #: Days after which the store aborts an unfinished multipart upload.
