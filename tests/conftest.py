@@ -8,6 +8,7 @@ import datetime
 import hashlib
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -62,6 +63,27 @@ def make_old(resource: dict) -> None:
         {"metadata_modified": long_ago}
     )
     model.Session.commit()
+
+
+#: The folders of test.ini that the tests fill; emptied when a run starts.
+_TEST_FOLDERS = (
+    "ckan.storage_path",
+    "ckanext.dcor_depot.depots_path",
+    "ckanext.dcor_depot.tmp_dir",
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def empty_test_folders():
+    """Each run starts with empty storage, depots and tmp folders: the files of
+    earlier runs, which no database row names any more, would pile up (GiBs).
+    Only folders under /tmp are touched, whatever the ini says."""
+    import ckan.plugins.toolkit as tk
+
+    for key in _TEST_FOLDERS:
+        folder = Path(tk.config.get(key) or "/nonexistent")
+        if folder.is_relative_to("/tmp") and folder != Path("/tmp"):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
