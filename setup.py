@@ -1,5 +1,4 @@
 """Kept for tools that still call setup.py; all metadata lives in pyproject.toml."""
-
 from setuptools import setup
 
 setup()

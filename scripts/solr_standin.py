@@ -31,7 +31,6 @@ Usage::
     python scripts/solr_standin.py --data-file /path/index.json --verbose
     # ckan.ini: solr_url = http://127.0.0.1:8983/solr/ckan
 """
-
 import argparse
 import datetime
 import json
@@ -52,93 +51,30 @@ SCHEMA_NAME = "ckan-2.11"
 
 # The parts of CKAN's schema.xml (ckan/config/solr/schema.xml) that matter.
 TEXT_FIELDS = {
-    "title",
-    "notes",
-    "author",
-    "author_email",
-    "maintainer",
-    "maintainer_email",
-    "res_name",
-    "res_description",
-    "text",
-    "urls",
-    "depends_on",
-    "dependency_of",
-    "derives_from",
-    "has_derivation",
-    "links_to",
-    "linked_from",
-    "child_of",
-    "parent_of",
-}
+    "title", "notes", "author", "author_email", "maintainer",
+    "maintainer_email", "res_name", "res_description", "text", "urls",
+    "depends_on", "dependency_of", "derives_from", "has_derivation",
+    "links_to", "linked_from", "child_of", "parent_of"}
 NGRAM_FIELDS = {"title_ngram": "title", "name_ngram": "name"}
 DATE_FIELDS = {"metadata_created", "metadata_modified", "indexed_ts"}
-NUMBER_FIELDS = {
-    "views_total",
-    "views_recent",
-    "resources_accessed_total",
-    "resources_accessed_recent",
-}
+NUMBER_FIELDS = {"views_total", "views_recent", "resources_accessed_total",
+                 "resources_accessed_recent"}
 STORED_FIELDS = {
-    "index_id",
-    "id",
-    "site_id",
-    "title",
-    "entity_type",
-    "dataset_type",
-    "state",
-    "name",
-    "revision_id",
-    "version",
-    "url",
-    "ckan_url",
-    "download_url",
-    "notes",
-    "author",
-    "author_email",
-    "maintainer",
-    "maintainer_email",
-    "license",
-    "license_id",
-    "tags",
-    "groups",
-    "organization",
-    "capacity",
-    "res_name",
-    "res_description",
-    "res_format",
-    "res_url",
-    "res_type",
-    "metadata_created",
-    "metadata_modified",
-    "indexed_ts",
-    "data_dict",
-    "validated_data_dict",
-    "_version_",
-}
-MULTI_FIELDS = TEXT_FIELDS - {
-    "title",
-    "notes",
-    "author",
-    "author_email",
-    "maintainer",
-    "maintainer_email",
-} | {"tags", "groups", "permission_labels", "res_format", "res_url", "res_type"}
+    "index_id", "id", "site_id", "title", "entity_type", "dataset_type",
+    "state", "name", "revision_id", "version", "url", "ckan_url",
+    "download_url", "notes", "author", "author_email", "maintainer",
+    "maintainer_email", "license", "license_id", "tags", "groups",
+    "organization", "capacity", "res_name", "res_description", "res_format",
+    "res_url", "res_type", "metadata_created", "metadata_modified",
+    "indexed_ts", "data_dict", "validated_data_dict", "_version_"}
+MULTI_FIELDS = TEXT_FIELDS - {"title", "notes", "author", "author_email",
+                              "maintainer", "maintainer_email"} | {
+    "tags", "groups", "permission_labels", "res_format", "res_url",
+    "res_type"}
 URL_SOURCES = ["url", "ckan_url", "download_url", "res_url"]
-TEXT_SOURCES = [
-    "urls",
-    "name",
-    "title",
-    "license",
-    "notes",
-    "tags",
-    "groups",
-    "organization",
-    "res_name",
-    "res_description",
-    "maintainer",
-    "author",
-]
+TEXT_SOURCES = ["urls", "name", "title", "license", "notes", "tags", "groups",
+                "organization", "res_name", "res_description", "maintainer",
+                "author"]
 COPIED_PREFIXES = ("extras_", "res_extras_", "vocab_")
 
 
@@ -155,7 +91,8 @@ def field_type(name):
 
 
 def is_stored(name):
-    return name in STORED_FIELDS or name.endswith("_date") or name.startswith(COPIED_PREFIXES)
+    return (name in STORED_FIELDS or name.endswith("_date")
+            or name.startswith(COPIED_PREFIXES))
 
 
 def is_multi(name):
@@ -171,7 +108,6 @@ class SolrError(Exception):
 
 
 # ---------------------------------------------------------------- values
-
 
 def as_str(value):
     if isinstance(value, bool):
@@ -192,10 +128,13 @@ def raw_values(doc, field):
 def values(doc, field):
     """Field values as Solr would have indexed them, copyFields included."""
     if field == "text":
-        sources = TEXT_SOURCES + [k for k in doc if k.startswith(COPIED_PREFIXES)]
-        return raw_values(doc, "text") + [v for s in sources for v in values(doc, s)]
+        sources = TEXT_SOURCES + [k for k in doc
+                                  if k.startswith(COPIED_PREFIXES)]
+        return raw_values(doc, "text") + [v for s in sources
+                                          for v in values(doc, s)]
     if field == "urls":
-        return raw_values(doc, "urls") + [v for s in URL_SOURCES for v in raw_values(doc, s)]
+        return raw_values(doc, "urls") + [v for s in URL_SOURCES
+                                          for v in raw_values(doc, s)]
     if field in NGRAM_FIELDS:
         return raw_values(doc, NGRAM_FIELDS[field])
     return raw_values(doc, field)
@@ -205,7 +144,8 @@ def stem(token):
     """Crude plural stripping; query and index use the same, which suffices."""
     if len(token) > 4 and token.endswith("ies"):
         return token[:-3] + "y"
-    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
+    if len(token) > 3 and token.endswith("s") and not token.endswith(
+            ("ss", "us", "is")):
         return token[:-1]
     return token
 
@@ -215,16 +155,16 @@ def analyze(text, stemming=True):
     text = unicodedata.normalize("NFKD", text)
     text = "".join(c for c in text if not unicodedata.combining(c))
     tokens = []
-    for part in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+|[^\W\d_]+", text):
+    for part in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+|[^\W\d_]+",
+                           text):
         part = part.lower()
         tokens.append(stem(part) if stemming else part)
     return tokens
 
 
 def wildcard_re(pattern):
-    return re.compile(
-        ".*".join(".".join(re.escape(b) for b in a.split("?")) for a in pattern.split("*")), re.S
-    )
+    return re.compile(".*".join(".".join(re.escape(b) for b in a.split("?"))
+                                for a in pattern.split("*")), re.S)
 
 
 DATE_MATH_RE = re.compile(r"([+-])(\d+)([A-Z]+)|/([A-Z]+)")
@@ -236,30 +176,25 @@ def parse_date(text):
     text = text.strip().strip('"')
     if text.upper().startswith("NOW"):
         date = datetime.datetime.now(datetime.timezone.utc)
-        for sign, num, unit, round_unit in DATE_MATH_RE.findall(text[3:].upper()):
+        for sign, num, unit, round_unit in DATE_MATH_RE.findall(
+                text[3:].upper()):
             unit = (unit or round_unit).rstrip("S")
             if unit not in UNITS:
                 log.warning("unsupported date math unit in %r", text)
                 continue
             if round_unit:
                 idx = UNITS.index(unit)
-                date = date.replace(
-                    microsecond=0,
-                    **{
-                        k: v
-                        for i, (k, v) in enumerate(
-                            [("month", 1), ("day", 1), ("hour", 0), ("minute", 0), ("second", 0)]
-                        )
-                        if i >= idx
-                    },
-                )
+                date = date.replace(microsecond=0, **{
+                    k: v for i, (k, v) in enumerate([
+                        ("month", 1), ("day", 1), ("hour", 0), ("minute", 0),
+                        ("second", 0)]) if i >= idx})
             else:
                 n = int(num) * (-1 if sign == "-" else 1)
                 if unit in ("YEAR", "MONTH"):
                     months = date.month - 1 + n * (12 if unit == "YEAR" else 1)
-                    date = date.replace(
-                        year=date.year + months // 12, month=months % 12 + 1, day=min(date.day, 28)
-                    )
+                    date = date.replace(year=date.year + months // 12,
+                                        month=months % 12 + 1,
+                                        day=min(date.day, 28))
                 else:
                     date += datetime.timedelta(**{unit.lower() + "s": n})
     else:
@@ -298,7 +233,6 @@ def converter(field):
 
 # ---------------------------------------------------------------- parser
 
-
 class QueryParser:
     """Lucene-syntax parser producing small tuples.
 
@@ -321,7 +255,7 @@ class QueryParser:
             self.i += 1
 
     def _keyword(self):
-        m = re.match(r"(AND|OR|NOT|&&|\|\|)(?=[\s(]|$)", self.s[self.i :])
+        m = re.match(r"(AND|OR|NOT|&&|\|\|)(?=[\s(]|$)", self.s[self.i:])
         return m.group(1) if m else None
 
     def _group(self, field, top=False):
@@ -379,10 +313,10 @@ class QueryParser:
             if c.isspace() or c in "()" or (stop_at_colon and c == ":"):
                 break
             self.i += 1
-        return self.s[start : self.i]
+        return self.s[start:self.i]
 
     def _suffix(self):
-        m = re.match(r"[\^~][\d.]*", self.s[self.i :])
+        m = re.match(r"[\^~][\d.]*", self.s[self.i:])
         if m:
             self.i += m.end()
 
@@ -392,7 +326,7 @@ class QueryParser:
         c = self.s[self.i]
         if c == "{" and self.s.startswith("{!", self.i):
             end = self.s.find("}", self.i)
-            log.warning("ignoring local params %r", self.s[self.i : end + 1])
+            log.warning("ignoring local params %r", self.s[self.i:end + 1])
             self.i = len(self.s) if end < 0 else end + 1
             return self._clause(field, fielded)
         if c == "(":
@@ -402,29 +336,21 @@ class QueryParser:
             end = self.i + 1
             while end < len(self.s) and self.s[end] != '"':
                 end += 2 if self.s[end] == "\\" else 1
-            text = unescape(self.s[self.i + 1 : end])
+            text = unescape(self.s[self.i + 1:end])
             self.i = end + 1
             node = ("phrase", field, text)
         elif c in "[{":
             end = re.compile(r"[\]}]").search(self.s, self.i)
             end = end.start() if end else len(self.s)
-            low, _, high = self.s[self.i + 1 : end].partition(" TO ")
-            bounds = [
-                None if b.strip() in ("*", "") else unescape(b.strip().strip('"'))
-                for b in (low, high)
-            ]
-            node = (
-                "range",
-                field,
-                bounds[0],
-                bounds[1],
-                c == "[",
-                end < len(self.s) and self.s[end] == "]",
-            )
+            low, _, high = self.s[self.i + 1:end].partition(" TO ")
+            bounds = [None if b.strip() in ("*", "") else
+                      unescape(b.strip().strip('"')) for b in (low, high)]
+            node = ("range", field, bounds[0], bounds[1], c == "[",
+                    end < len(self.s) and self.s[end] == "]")
             self.i = end + 1
         else:
             word = self._word(stop_at_colon=not fielded)
-            if word and not fielded and self.s[self.i : self.i + 1] == ":":
+            if word and not fielded and self.s[self.i:self.i + 1] == ":":
                 self.i += 1
                 self._ws()
                 return self._clause(unescape(word), fielded=True)
@@ -445,7 +371,6 @@ def unescape(text):
 
 def min_should_match(spec, n):
     """Solr's mm parameter, e.g. '2<-1 5<80%'."""
-
     def simple(s, n):
         if s.endswith("%"):
             p = int(s[:-1])
@@ -453,7 +378,6 @@ def min_should_match(spec, n):
             return c if p >= 0 else n - c
         v = int(s)
         return v if v >= 0 else n + v
-
     try:
         result = n
         if "<" in spec:
@@ -470,7 +394,6 @@ def min_should_match(spec, n):
 
 
 # ---------------------------------------------------------------- matching
-
 
 class Context:
     """How bare terms are searched: lucene default field or dismax qf."""
@@ -503,13 +426,13 @@ def leaf_match(node, field, doc):
     if ftype == "text":
         if wildcard:
             rx = wildcard_re(value.lower())
-            return any(rx.fullmatch(t) for v in vals for t in analyze(v, stemming=False))
+            return any(rx.fullmatch(t) for v in vals
+                       for t in analyze(v, stemming=False))
         query = analyze(value)
         return bool(query) and any(
-            query == tokens[i : i + len(query)]
+            query == tokens[i:i + len(query)]
             for tokens in map(analyze, vals)
-            for i in range(len(tokens) - len(query) + 1)
-        )
+            for i in range(len(tokens) - len(query) + 1))
     if ftype == "ngram":
         parts = value.lower().split()
         return any(all(p in v.lower() for p in parts) for v in vals)
@@ -548,7 +471,8 @@ def evaluate(node, doc, ctx, top=False):
                     score += s
         if not has_positive:
             return 1.0 if node[1] else None  # pure negative: *:* minus them
-        needed = min_should_match(ctx.mm, should) if (top and ctx.mm is not None) else 0
+        needed = min_should_match(ctx.mm, should) if (
+            top and ctx.mm is not None) else 0
         if not has_must:
             needed = max(needed, 1)
         return score if matched >= needed else None
@@ -564,7 +488,6 @@ def evaluate(node, doc, ctx, top=False):
 
 
 # ---------------------------------------------------------------- index
-
 
 def truthy(value):
     return str(value).lower() in ("true", "on", "yes", "1")
@@ -589,33 +512,29 @@ class Core:
                     if len(value) > 1:
                         raise SolrError(
                             "ERROR: [doc={}] multiple values encountered for "
-                            "non multiValued field {}: {}".format(doc.get("index_id"), key, value)
-                        )
+                            "non multiValued field {}: {}".format(doc.get("index_id"), key, value))
                     value = value[0]
             elif value is None:
                 continue
             elif isinstance(value, dict):
-                raise SolrError(
-                    "atomic updates / child documents are not "
-                    f"supported by the stand-in (field {key})"
-                )
+                raise SolrError("atomic updates / child documents are not "
+                                f"supported by the stand-in (field {key})")
             elif is_multi(key):
                 value = [value]
             if field_type(key) == "date":
-                dates = [
-                    parse_date(as_str(v)) for v in (value if isinstance(value, list) else [value])
-                ]
+                dates = [parse_date(as_str(v)) for v in (
+                    value if isinstance(value, list) else [value])]
                 if None in dates:
                     raise SolrError(
                         f"ERROR: [doc={doc.get('index_id')}] Error adding field "
-                        f"'{key}'='{value}' msg=Invalid Date String"
-                    )
+                        f"'{key}'='{value}' msg=Invalid Date String")
                 dates = [format_date(d) for d in dates]
                 value = dates if isinstance(value, list) else dates[0]
             clean[key] = value
         key = clean.get("index_id", clean.get("id"))
         if key is None:
-            raise SolrError("Document is missing mandatory uniqueKey field: index_id")
+            raise SolrError("Document is missing mandatory uniqueKey field: "
+                            "index_id")
         clean.setdefault("indexed_ts", format_date(parse_date("NOW")))
         self.version += 1
         clean["_version_"] = self.version
@@ -624,9 +543,8 @@ class Core:
 
     def delete_query(self, query, default_op):
         node = QueryParser(query, default_op=default_op).parse()
-        for key in [
-            k for k, d in self.docs.items() if evaluate(node, d, Context(), top=True) is not None
-        ]:
+        for key in [k for k, d in self.docs.items()
+                    if evaluate(node, d, Context(), top=True) is not None]:
             del self.docs[key]
 
     def select(self, params):
@@ -645,14 +563,12 @@ class Core:
             query = QueryParser(q, default_field=None).parse()
         else:
             if p("defType", "lucene") != "lucene":
-                log.warning("unsupported defType %r, using lucene", p("defType"))
+                log.warning("unsupported defType %r, using lucene",
+                            p("defType"))
             query_ctx = Context()
             query = QueryParser(q, p("df", "text"), op).parse()
-        filters = [
-            QueryParser(fq, p("df", "text"), op).parse()
-            for fq in params.get("fq", [])
-            if fq.strip()
-        ]
+        filters = [QueryParser(fq, p("df", "text"), op).parse()
+                   for fq in params.get("fq", []) if fq.strip()]
         try:
             start, rows = int(p("start", 0) or 0), int(p("rows", 10) or 0)
         except ValueError as e:
@@ -660,39 +576,31 @@ class Core:
 
         hits = []
         for doc in list(self.docs.values()):
-            if all(evaluate(f, doc, Context(), top=True) is not None for f in filters):
+            if all(evaluate(f, doc, Context(), top=True) is not None
+                   for f in filters):
                 score = evaluate(query, doc, query_ctx, top=True)
                 if score is not None:
                     hits.append((score, doc))
         sort_hits(hits, p("sort") or "score desc")
 
-        fl = [f for item in params.get("fl", ["*"]) for f in re.split(r"[,\s]+", item) if f]
+        fl = [f for item in params.get("fl", ["*"])
+              for f in re.split(r"[,\s]+", item) if f]
         result = {
-            "responseHeader": {
-                "status": 0,
-                "QTime": 0,
-                "params": {k: v[-1] if len(v) == 1 else v for k, v in params.items()},
-            },
-            "response": {
-                "numFound": len(hits),
-                "start": start,
-                "numFoundExact": True,
-                "docs": [
-                    project(doc, fl, score) for score, doc in hits[start : start + max(rows, 0)]
-                ],
-            },
+            "responseHeader": {"status": 0, "QTime": 0, "params": {
+                k: v[-1] if len(v) == 1 else v for k, v in params.items()}},
+            "response": {"numFound": len(hits), "start": start,
+                         "numFoundExact": True,
+                         "docs": [project(doc, fl, score) for score, doc
+                                  in hits[start:start + max(rows, 0)]]},
         }
         if truthy(p("facet", "false")):
             result["facet_counts"] = {
-                "facet_queries": {},
-                "facet_ranges": {},
-                "facet_intervals": {},
-                "facet_heatmaps": {},
+                "facet_queries": {}, "facet_ranges": {},
+                "facet_intervals": {}, "facet_heatmaps": {},
                 "facet_fields": {
                     name: facet(name, hits, self.docs.values(), p)
-                    for name in (re.sub(r"^\{!.*?\}", "", f) for f in params.get("facet.field", []))
-                },
-            }
+                    for name in (re.sub(r"^\{!.*?\}", "", f) for f in
+                                 params.get("facet.field", []))}}
         return result
 
 
@@ -702,7 +610,8 @@ def sort_hits(hits, spec):
     for clause in [c.strip() for c in spec.split(",") if c.strip()]:
         parts = clause.split()
         if len(parts) != 2 or parts[1].lower() not in ("asc", "desc"):
-            raise SolrError(f"Can't determine a Sort Order (asc or desc) in sort spec '{clause}'")
+            raise SolrError("Can't determine a Sort Order (asc or desc) in "
+                            f"sort spec '{clause}'")
         if "(" in parts[0]:
             log.warning("sort functions are not supported: %r", clause)
             continue
@@ -717,7 +626,6 @@ def sort_hits(hits, spec):
             vals = [conv(v) for v in values(hit[1], field)]
             vals = [v for v in vals if v is not None]
             return vals[0] if vals else None
-
         keyed = [(key(h), h) for h in hits]
         present = [kh for kh in keyed if kh[0] is not None]
         present.sort(key=lambda kh: kh[0], reverse=desc)
@@ -732,10 +640,12 @@ def project(doc, fl, score):
         if name == "score":
             out[alias or "score"] = score
         elif name.startswith("[") or "(" in name:
-            log.warning("fl transformers/functions are not supported: %r", item)
+            log.warning("fl transformers/functions are not supported: %r",
+                        item)
         elif "*" in name or "?" in name:
             rx = wildcard_re(name)
-            out.update({k: v for k, v in doc.items() if is_stored(k) and rx.fullmatch(k)})
+            out.update({k: v for k, v in doc.items()
+                        if is_stored(k) and rx.fullmatch(k)})
         elif name in doc and is_stored(name):
             out[alias or name] = doc[name]
     return out
@@ -743,10 +653,8 @@ def project(doc, fl, score):
 
 def facet(field, hits, all_docs, p):
     """facet.field counts as Solr's flat [value, count, ...] list."""
-
     def param(name, default):
         return p(f"f.{field}.facet.{name}", p("facet." + name, default))
-
     limit = int(param("limit", 100))
     mincount = int(param("mincount", 0))
     offset = int(param("offset", 0))
@@ -760,13 +668,13 @@ def facet(field, hits, all_docs, p):
         for v in set(raw_values(doc, field)):
             counts[v] = counts.get(v, 0) + 1
     items = [(v, c) for v, c in counts.items() if c >= mincount]
-    items.sort(key=(lambda vc: (-vc[1], vc[0])) if order == "count" else (lambda vc: vc[0]))
-    items = items[offset : offset + limit] if limit >= 0 else items[offset:]
+    items.sort(key=(lambda vc: (-vc[1], vc[0])) if order == "count"
+               else (lambda vc: vc[0]))
+    items = items[offset:offset + limit] if limit >= 0 else items[offset:]
     return [x for vc in items for x in vc]
 
 
 # ---------------------------------------------------------------- updates
-
 
 def parse_update(body, content_type):
     """Turn a JSON or XML update body into (command, argument) pairs."""
@@ -775,11 +683,8 @@ def parse_update(body, content_type):
         return []
     if "xml" in content_type or text.startswith("<"):
         root = ET.fromstring(text)
-        elements = (
-            [root]
-            if root.tag in ("add", "delete", "commit", "optimize", "rollback")
-            else list(root)
-        )
+        elements = [root] if root.tag in (
+            "add", "delete", "commit", "optimize", "rollback") else list(root)
         commands = []
         for el in elements:
             if el.tag == "add":
@@ -791,11 +696,11 @@ def parse_update(body, content_type):
                         if f.get("null") == "true":
                             continue
                         doc.setdefault(f.get("name"), []).append(f.text or "")
-                    commands.append(("add", {k: v if len(v) > 1 else v[0] for k, v in doc.items()}))
+                    commands.append(("add", {k: v if len(v) > 1 else v[0]
+                                             for k, v in doc.items()}))
             elif el.tag == "delete":
-                commands += [
-                    ("delete_id" if c.tag == "id" else "delete_query", c.text or "") for c in el
-                ]
+                commands += [("delete_id" if c.tag == "id" else "delete_query",
+                              c.text or "") for c in el]
             else:
                 commands.append((el.tag, None))
         return commands
@@ -812,11 +717,8 @@ def parse_update(body, content_type):
         elif key == "delete":
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, dict):
-                    commands.append(
-                        ("delete_id", str(item["id"]))
-                        if "id" in item
-                        else ("delete_query", item["query"])
-                    )
+                    commands.append(("delete_id", str(item["id"])) if "id" in
+                                    item else ("delete_query", item["query"]))
                 else:
                     commands.append(("delete_id", str(item)))
         elif key in ("commit", "optimize", "rollback"):
@@ -836,7 +738,6 @@ def as_dict(value):
 
 
 # ---------------------------------------------------------------- server
-
 
 class Store:
     """All cores plus locking and the optional JSON data file."""
@@ -861,7 +762,8 @@ class Store:
         if not self.data_file:
             return
         with self.lock:
-            data = {"cores": {n: list(c.docs.values()) for n, c in self.cores.items()}}
+            data = {"cores": {n: list(c.docs.values())
+                              for n, c in self.cores.items()}}
             tmp = f"{self.data_file}.tmp{os.getpid()}"
             with open(tmp, "w", encoding="utf-8") as fd:
                 json.dump(data, fd)
@@ -871,9 +773,8 @@ class Store:
 
     def update(self, core, params, body, content_type):
         commands = parse_update(body, content_type)
-        commit = any(
-            truthy(params.get(k, ["false"])[-1]) for k in ("commit", "softCommit", "optimize")
-        )
+        commit = any(truthy(params.get(k, ["false"])[-1])
+                     for k in ("commit", "softCommit", "optimize"))
         with self.lock:
             for command, arg in commands:
                 if command == "add":
@@ -891,11 +792,9 @@ class Store:
         return {"responseHeader": {"status": 0, "QTime": 0}}
 
 
-SCHEMA_XML = (
-    '<?xml version="1.0" encoding="UTF-8"?>\n'
-    f'<schema name="{SCHEMA_NAME}" version="1.6">\n'
-    "  <uniqueKey>index_id</uniqueKey>\n</schema>\n"
-)
+SCHEMA_XML = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+              f'<schema name="{SCHEMA_NAME}" version="1.6">\n'
+              '  <uniqueKey>index_id</uniqueKey>\n</schema>\n')
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -927,12 +826,14 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         content_type = self.headers.get("Content-Type", "")
         if "x-www-form-urlencoded" in content_type:
-            for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items():
+            for k, v in parse_qs(body.decode("utf-8"),
+                                 keep_blank_values=True).items():
                 params.setdefault(k, []).extend(v)
         segments = [s for s in url.path.split("/") if s]
         if segments and segments[0] == "solr":
             segments = segments[1:]
-        core_name, handler = (segments[0] if segments else ""), "/".join(segments[1:])
+        core_name, handler = (segments[0] if segments else ""), "/".join(
+            segments[1:])
         store = self.server.store
         try:
             if handler == "select":
@@ -940,50 +841,36 @@ class Handler(BaseHTTPRequestHandler):
                     result = store.core(core_name).select(params)
                 self.send(200, result)
             elif handler.startswith("update"):
-                self.send(200, store.update(store.core(core_name), params, body, content_type))
-            elif (
-                handler == "schema"
-                and params.get("wt") == ["schema.xml"]
-                or handler == "admin/file"
-            ):
+                self.send(200, store.update(store.core(core_name), params,
+                                            body, content_type))
+            elif (handler == "schema" and params.get("wt") == ["schema.xml"]
+                  or handler == "admin/file"):
                 self.send(200, SCHEMA_XML, "application/xml; charset=utf-8")
             elif handler.startswith("schema"):
-                info = {"name": SCHEMA_NAME, "version": 1.6, "uniqueKey": "index_id"}
+                info = {"name": SCHEMA_NAME, "version": 1.6,
+                        "uniqueKey": "index_id"}
                 key = handler.partition("/")[2]
-                self.send(
-                    200,
-                    {key: info[key]}
-                    if key in info
-                    else {"responseHeader": {"status": 0}, "schema": info},
-                )
+                self.send(200, {key: info[key]} if key in info else
+                          {"responseHeader": {"status": 0}, "schema": info})
             elif handler == "admin/ping":
-                self.send(200, {"responseHeader": {"status": 0}, "status": "OK"})
+                self.send(200, {"responseHeader": {"status": 0},
+                                "status": "OK"})
             else:
-                log.warning("unsupported request %s %s", self.command, self.path)
+                log.warning("unsupported request %s %s", self.command,
+                            self.path)
                 raise SolrError(f"unknown handler: {url.path}", 404)
         except SolrError as e:
             log.warning("%s %s: %s", self.command, self.path, e)
-            self.send(
-                e.code,
-                {"responseHeader": {"status": e.code}, "error": {"msg": str(e), "code": e.code}},
-            )
+            self.send(e.code, {"responseHeader": {"status": e.code},
+                               "error": {"msg": str(e), "code": e.code}})
         except Exception as e:  # answer instead of dropping the connection
             code = 400 if isinstance(e, (ValueError, ET.ParseError)) else 500
-            log.log(
-                logging.WARNING if code == 400 else logging.ERROR,
-                "%s %s: %r",
-                self.command,
-                self.path,
-                e,
-                exc_info=code == 500,
-            )
-            self.send(
-                code,
-                {
-                    "responseHeader": {"status": code},
-                    "error": {"msg": f"{type(e).__name__}: {e}", "code": code},
-                },
-            )
+            log.log(logging.WARNING if code == 400 else logging.ERROR,
+                    "%s %s: %r", self.command, self.path, e,
+                    exc_info=code == 500)
+            self.send(code, {"responseHeader": {"status": code},
+                             "error": {"msg": f"{type(e).__name__}: {e}",
+                                       "code": code}})
 
 
 def main():
@@ -991,19 +878,19 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8983)
     parser.add_argument("--data-file", help="load at start, save on commit")
-    parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument("--verbose", action="store_true",
+                        help="log every request")
     args = parser.parse_args()
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s solr-standin %(levelname)s %(message)s",
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s solr-standin %(levelname)s "
+                               "%(message)s")
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     server.store = Store(args.data_file)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    log.info(
-        "Solr stand-in (tests/demo only) on http://%s:%d/solr/<core>", args.host, server.server_port
-    )
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
+        target=server.shutdown).start())
+    log.info("Solr stand-in (tests/demo only) on http://%s:%d/solr/<core>",
+             args.host, server.server_port)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

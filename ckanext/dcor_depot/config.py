@@ -25,7 +25,7 @@ def s3_settings() -> S3Settings | None:
         endpoint_url=endpoint,
         access_key_id=tk.config["dcor_object_store.access_key_id"],
         secret_access_key=tk.config["dcor_object_store.secret_access_key"],
-        ssl_verify=validators.dcor_depot_ssl_verify(tk.config["dcor_object_store.ssl_verify"]),
+        ssl_verify=_ssl_verify(tk.config["dcor_object_store.ssl_verify"]),
         bucket_name_template=tk.config["dcor_object_store.bucket_name"],
         abort_incomplete_multipart_days=int(
             tk.config["dcor_object_store.abort_incomplete_multipart_days"]
@@ -34,6 +34,14 @@ def s3_settings() -> S3Settings | None:
         upload_concurrency=int(tk.config["dcor_object_store.upload_concurrency"]),
         copy_object_max=int(tk.config["dcor_object_store.copy_object_max_mib"]) * MiB,
     )
+
+
+def _ssl_verify(value: object) -> bool | str:
+    """True, False, or the CA bundle's path (checked once, at start-up, by the validator)."""
+    try:
+        return validators.dcor_depot_bool(value)
+    except tk.Invalid:
+        return str(value).strip()
 
 
 def object_store() -> ObjectStore | None:

@@ -24,7 +24,7 @@ from rq.job import Job
 
 from ckanext.dcor_depot import config, placement, records
 from ckanext.dcor_depot.jobs import queue
-from ckanext.dcor_depot.storage.s3 import SHA256_METADATA_KEY, object_key
+from ckanext.dcor_depot.storage.s3 import SHA256_METADATA_KEY, MiB, object_key
 
 from ..conftest import (
     CKAN,
@@ -42,7 +42,6 @@ pytestmark = pytest.mark.usefixtures(
 )
 
 HOSTS = ("dcor-host-a", "dcor-host-b")
-MiB = 1024**2
 
 
 def on_host(hostname: str, command: list[str]) -> list[str]:
