@@ -13,21 +13,33 @@
 # Environment:
 #   DCOR_DEV_STATE      base state folder (default /var/lib/dcor-depot-dev);
 #                       everything lives in $DCOR_DEV_STATE/ceph
-#   DCOR_RGW_PORT       S3 port on 127.0.0.1 (default 7480)
+#   DCOR_RGW_PORT       plain-http S3 port on 127.0.0.1 (default 7480)
+#   DCOR_RGW_TLS_PORT   https S3 port on 127.0.0.1 (default 7443); its
+#                       certificate (names localhost and 127.0.0.1) is signed
+#                       by a private CA made on first use: $STATE/tls/ca.pem
 #   DCOR_CEPH_TIMEOUT   seconds to wait for each daemon (default 120)
 #
 # After `start`, source "$DCOR_DEV_STATE/ceph/s3.env" for
-# DCOR_S3_ENDPOINT_URL, DCOR_S3_ACCESS_KEY_ID and DCOR_S3_SECRET_ACCESS_KEY.
+# DCOR_S3_ENDPOINT_URL (https), DCOR_S3_CA_BUNDLE (the private CA),
+# DCOR_S3_HTTP_ENDPOINT_URL (plain http), DCOR_S3_ACCESS_KEY_ID and
+# DCOR_S3_SECRET_ACCESS_KEY.
 set -euo pipefail
 
 BASE="${DCOR_DEV_STATE:-/var/lib/dcor-depot-dev}"
 STATE="$BASE/ceph"
 RGW_PORT="${DCOR_RGW_PORT:-7480}"
+RGW_TLS_PORT="${DCOR_RGW_TLS_PORT:-7443}"
 TIMEOUT="${DCOR_CEPH_TIMEOUT:-120}"
 CONF="$STATE/ceph.conf"
 ENV_FILE="$STATE/s3.env"
 CRED_FILE="$STATE/s3.credentials"   # "access secret", kept across conf rewrites
 RUN="$STATE/run"
+TLS="$STATE/tls"
+CA_CERT="$TLS/ca.pem"
+RGW_CERT="$TLS/rgw.pem"
+RGW_KEY="$TLS/rgw.key"
+# the names the gateway's certificate holds (tests reach it by both)
+RGW_SAN="DNS:localhost,IP:127.0.0.1"
 LOG="$STATE/log"
 MON_ID=a
 OSD_ID=0
@@ -58,7 +70,7 @@ ceph_cli() {
 # --------------------------------------------------------------- packages --
 have_packages() {
     local cmd
-    for cmd in ceph-mon ceph-osd radosgw radosgw-admin monmaptool ceph-authtool ceph curl; do
+    for cmd in ceph-mon ceph-osd radosgw radosgw-admin monmaptool ceph-authtool ceph curl openssl; do
         command -v "$cmd" >/dev/null 2>&1 || return 1
     done
 }
@@ -75,7 +87,7 @@ install_packages() {
     done
     have_packages && return 0
     say "installing radosgw ceph-mon ceph-osd (apt-get)"
-    local pkgs=(radosgw ceph-mon ceph-osd ceph-common curl)
+    local pkgs=(radosgw ceph-mon ceph-osd ceph-common curl openssl)
     export DEBIAN_FRONTEND=noninteractive
     if ! apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 \
             "${pkgs[@]}" >"$LOG/apt.log" 2>&1; then
@@ -193,7 +205,7 @@ pid_file = $RUN/\$name.pid
 admin_socket = $RUN/\$cluster-\$name.asok
 rgw_data = $STATE/rgw/\$cluster-\$id
 # tcp_nodelay: without it every response with a body waits ~40 ms for a delayed ACK
-rgw_frontends = beast endpoint=127.0.0.1:$RGW_PORT tcp_nodelay=1
+rgw_frontends = beast endpoint=127.0.0.1:$RGW_PORT ssl_endpoint=127.0.0.1:$RGW_TLS_PORT ssl_certificate=$RGW_CERT ssl_private_key=$RGW_KEY tcp_nodelay=1
 rgw_thread_pool_size = 256
 rgw_enable_usage_log = false
 rgw_enable_ops_log = false
@@ -212,11 +224,61 @@ write_env_file() {
     local tmp="$ENV_FILE.tmp"
     (
         umask 077
-        printf 'DCOR_S3_ENDPOINT_URL=http://127.0.0.1:%s\nDCOR_S3_ACCESS_KEY_ID=%s\nDCOR_S3_SECRET_ACCESS_KEY=%s\n' \
-            "$RGW_PORT" "$access" "$secret" >"$tmp"
+        printf 'DCOR_S3_ENDPOINT_URL=https://127.0.0.1:%s\nDCOR_S3_CA_BUNDLE=%s\n' \
+            "$RGW_TLS_PORT" "$CA_CERT" >"$tmp"
+        printf 'DCOR_S3_HTTP_ENDPOINT_URL=http://127.0.0.1:%s\n' "$RGW_PORT" >>"$tmp"
+        printf 'DCOR_S3_ACCESS_KEY_ID=%s\nDCOR_S3_SECRET_ACCESS_KEY=%s\n' \
+            "$access" "$secret" >>"$tmp"
     )
     chmod 600 "$tmp"
     mv -f "$tmp" "$ENV_FILE"
+}
+
+# -------------------------------------------------------------------- TLS --
+# valid for at least 30 more days
+fresh_cert() { openssl x509 -in "$1" -noout -checkend $((30 * 86400)) >/dev/null 2>&1; }
+
+# The private CA (10 years) and the gateway's certificate (397 days, renewed
+# when less than 30 days are left or its names changed). Keys never leave $TLS.
+# Sets TLS_RENEWED=1 when the gateway's certificate is new (radosgw must
+# restart to serve it).
+make_tls() {
+    TLS_RENEWED=""
+    mkdir -p "$TLS"
+    chmod 700 "$TLS"
+    if [[ ! -f "$TLS/ca.key" ]] || ! fresh_cert "$CA_CERT"; then
+        say "making a private CA for the gateway's certificate ($CA_CERT)"
+        (umask 077; openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+            -out "$TLS/ca.key.tmp") 2>>"$LOG/tls.log" || die "openssl genpkey failed (log: $LOG/tls.log)"
+        openssl req -x509 -new -key "$TLS/ca.key.tmp" -days 3650 -sha256 \
+            -subj "/O=DCOR depot development/CN=DCOR depot dev CA $(hostname)" \
+            -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -out "$CA_CERT.tmp" 2>>"$LOG/tls.log" || die "openssl req (CA) failed (log: $LOG/tls.log)"
+        mv -f "$TLS/ca.key.tmp" "$TLS/ca.key"
+        mv -f "$CA_CERT.tmp" "$CA_CERT"
+        rm -f "$RGW_CERT"
+    fi
+    if [[ -f "$RGW_CERT" && -f "$RGW_KEY" ]] && fresh_cert "$RGW_CERT" \
+        && openssl verify -CAfile "$CA_CERT" "$RGW_CERT" >/dev/null 2>&1 \
+        && [[ "$(openssl x509 -in "$RGW_CERT" -noout -ext subjectAltName 2>/dev/null \
+            | tail -n +2 | tr -d ' ')" == "$(sed 's/IP:/IPAddress:/' <<<"$RGW_SAN")" ]]; then
+        return 0
+    fi
+    say "making the gateway's certificate for $RGW_SAN"
+    (umask 077; openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+        -out "$RGW_KEY.tmp") 2>>"$LOG/tls.log" || die "openssl genpkey failed (log: $LOG/tls.log)"
+    openssl req -new -key "$RGW_KEY.tmp" -subj "/O=DCOR depot development/CN=localhost" \
+        -out "$TLS/rgw.csr" 2>>"$LOG/tls.log" || die "openssl req (gateway) failed (log: $LOG/tls.log)"
+    openssl x509 -req -in "$TLS/rgw.csr" -CA "$CA_CERT" -CAkey "$TLS/ca.key" \
+        -set_serial "0x$(openssl rand -hex 16)" -days 397 -sha256 -out "$RGW_CERT.tmp" \
+        -extfile <(printf '%s\n' "subjectAltName=$RGW_SAN" "basicConstraints=critical,CA:FALSE" \
+            "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth") \
+        2>>"$LOG/tls.log" || die "openssl x509 (gateway) failed (log: $LOG/tls.log)"
+    rm -f "$TLS/rgw.csr"
+    mv -f "$RGW_KEY.tmp" "$RGW_KEY"
+    mv -f "$RGW_CERT.tmp" "$RGW_CERT"
+    TLS_RENEWED=1
 }
 
 # -------------------------------------------------------------- processes --
@@ -269,7 +331,8 @@ osd_ok() {
     ceph_cli osd dump 2>/dev/null | grep -q "^osd\.$OSD_ID up"
 }
 
-rgw_ok() {
+# a SigV4-signed ListBuckets at URL answers 200 (curl options before the URL)
+list_buckets_ok() {
     local access secret code
     read -r access secret <"$CRED_FILE"
     # Credentials go through stdin (-K -) so they never show up in ps.
@@ -278,8 +341,14 @@ rgw_ok() {
     code="$(printf 'user = "%s:%s"\n' "$access" "$secret" \
         | curl -s -o /dev/null -w '%{http_code}' --max-time 10 -K - \
             -H "x-amz-content-sha256: $EMPTY_SHA256" \
-            --aws-sigv4 "aws:amz:us-east-1:s3" "http://127.0.0.1:$RGW_PORT/" 2>/dev/null || true)"
+            --aws-sigv4 "aws:amz:us-east-1:s3" "$@" 2>/dev/null || true)"
     [[ "$code" == 200 ]]
+}
+
+# both endpoints answer; https with the certificate verified against the CA
+rgw_ok() {
+    list_buckets_ok "http://127.0.0.1:$RGW_PORT/" \
+        && list_buckets_ok --cacert "$CA_CERT" "https://127.0.0.1:$RGW_TLS_PORT/"
 }
 
 # wait_for <label> <check-fn> <pid-name> <log>
@@ -332,6 +401,12 @@ start_osd() {
 }
 
 start_rgw() {
+    # a gateway started before its certificate (or before TLS) serves the old one
+    if [[ -n "$(daemon_pid "$RGW_NAME")" ]] && { [[ -n "$TLS_RENEWED" ]] \
+        || ! list_buckets_ok --cacert "$CA_CERT" "https://127.0.0.1:$RGW_TLS_PORT/"; }; then
+        say "restarting radosgw to serve https with the current certificate"
+        stop_daemon "$RGW_NAME" radosgw
+    fi
     start_daemon radosgw rgw_ok "$RGW_NAME" -n "$RGW_NAME"
 }
 
@@ -440,6 +515,7 @@ cmd_start() {
     mkdir -p "$STATE" "$LOG"
     chmod 700 "$STATE"
     install_packages
+    make_tls
     if [[ ! -f "$STATE/bootstrapped" ]]; then
         bootstrap
     else

@@ -19,7 +19,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -37,6 +41,32 @@ DEMO_CIRCLE = "demo-circle"
 
 class CheckFailed(Exception):
     """Something the walkthrough shows is not as it must be."""
+
+
+def store_ca_bundle() -> str | None:
+    """The CA bundle CKAN verifies the object store's certificate with, if one is configured.
+
+    The development stack's gateway has a certificate of a private CA
+    (``scripts/ceph-rgw.sh``): the walkthrough's HTTP client and browser trust
+    that CA as a user's would, and nothing else is switched off.
+    """
+    from ckanext.dcor_depot import config
+
+    settings = config.s3_settings()
+    verify = settings.ssl_verify if settings is not None else True
+    return verify if isinstance(verify, str) else None
+
+
+class TrustingStoreCA(requests.Session):
+    """HTTP as a user's client: certificates verified, the object store's CA trusted."""
+
+    def request(self, method, url, *args, **kwargs):
+        kwargs.setdefault("verify", store_ca_bundle() or True)
+        return super().request(method, url, *args, **kwargs)
+
+
+#: The walkthrough's and the tests' HTTP client (S3 URLs, CKAN's pages).
+http = TrustingStoreCA()
 
 
 def write_rtdc(path: Path, events: int = 200, images: bool = False, fluorescence=False) -> Path:
@@ -94,6 +124,24 @@ def wait_until(what: str, check: Callable[[], object], timeout: float = PAGE_TIM
         time.sleep(0.25)  # polling a condition of another process
 
 
+def trust_ca(home: Path, ca_bundle: Path) -> None:
+    """Chromium run with ``HOME=home`` trusts the CA(s) in ``ca_bundle`` (its NSS database)."""
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    certutil = ["certutil", "-d", f"sql:{nssdb}"]
+    subprocess.run([*certutil, "-N", "--empty-password"], check=True, capture_output=True)
+    pems = re.findall(
+        r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", ca_bundle.read_text(), re.S
+    )
+    for number, pem in enumerate(pems):
+        subprocess.run(
+            [*certutil, "-A", "-t", "C,,", "-n", f"object store CA {number}"],
+            input=pem.encode(),
+            check=True,
+            capture_output=True,
+        )
+
+
 class Browser:
     """Headless Debian Chromium on one CKAN site; a screenshot of every step in ``artifacts``."""
 
@@ -112,7 +160,12 @@ class Browser:
         for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
             options.add_argument(arg)
         options.add_argument("--window-size=1280,1100")
-        self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+        self._home = tempfile.TemporaryDirectory(prefix="dcor-depot-chromium-")
+        service = Service(CHROMEDRIVER, env={**os.environ, "HOME": self._home.name})
+        ca_bundle = store_ca_bundle()
+        if ca_bundle:
+            trust_ca(Path(self._home.name), Path(ca_bundle))
+        self.driver = webdriver.Chrome(options=options, service=service)
         self.driver.set_page_load_timeout(PAGE_TIMEOUT)
         self.driver.execute_cdp_cmd(
             "Browser.setDownloadBehavior",
@@ -120,7 +173,10 @@ class Browser:
         )
 
     def close(self) -> None:
-        self.driver.quit()
+        try:
+            self.driver.quit()
+        finally:
+            self._home.cleanup()
 
     def __enter__(self) -> Browser:
         return self
@@ -294,7 +350,7 @@ def wait_for_jobs(resource_id: str, kinds: Iterable[str], timeout: float = PAGE_
 
 def anonymous_status(url: str) -> int:
     """HTTP status of a GET without credentials (the body is not read)."""
-    with requests.get(url, stream=True, timeout=60) as answer:
+    with http.get(url, stream=True, timeout=60) as answer:
         return answer.status_code
 
 
@@ -421,7 +477,7 @@ def walkthrough(args: argparse.Namespace) -> None:
     show("S3 object", "tagged public=true (convergence job)")
 
     step("Anonymous GET now that the dataset is public")
-    with requests.get(url, stream=True, timeout=60) as answer:
+    with http.get(url, stream=True, timeout=60) as answer:
         check(
             answer.status_code == 200,
             "-> S3 answers",

@@ -16,7 +16,7 @@ venv=${2:-$default_dir}
 
 # psycopg2 builds from source; python-magic (CKAN) loads libmagic; the browser tests
 # and the demo drive Debian's Chromium
-apt_install python3-venv python3-dev gcc libpq-dev libmagic1 chromium chromium-driver
+apt_install python3-venv python3-dev gcc libpq-dev libmagic1 chromium chromium-driver libnss3-tools
 if [ ! -x "$venv/bin/python" ]; then
     say "Creating $venv"
     python3 -m venv "$venv"

@@ -168,6 +168,8 @@ def load_script(name: str):
 #: The demo's walkthrough: its browser driver, its .rtdc generator, its anonymous GET.
 demo = load_script("demo_walkthrough")
 anonymous_status = demo.anonymous_status
+#: HTTP as a user's client: the object store's (private) CA trusted, certificates verified.
+http = demo.http
 
 
 @pytest.fixture

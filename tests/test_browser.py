@@ -9,13 +9,12 @@ import shutil
 
 import ckan
 import pytest
-import requests
 from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import config, placement
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from .conftest import REPO_DIR, anonymous_status, demo, object_sha256, sha256_hex, sha256_path
+from .conftest import REPO_DIR, anonymous_status, demo, http, object_sha256, sha256_hex, sha256_path
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -87,7 +86,7 @@ def test_web_form_upload_reaches_depot_and_s3_and_downloads_the_same_bytes(
     web.set_public("hl60", True)
     assert helpers.call_action("package_show", id="hl60")["private"] is False
     run_worker(server.ini)
-    answer = requests.get(store.object_url(bucket, key), timeout=60)
+    answer = http.get(store.object_url(bucket, key), timeout=60)
     assert answer.status_code == 200
     assert sha256_hex(answer.content) == expected
     # and a visitor who is not logged in downloads it from the resource page

@@ -7,13 +7,13 @@ from __future__ import annotations
 import urllib.parse
 
 import pytest
-import requests
 from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import placement
 from ckanext.dcor_depot.cli import dcor_migrate_resources_to_object_store as migrate
 from ckanext.dcor_depot.storage.s3 import content_disposition
 
+from .conftest import http
 from .logic.test_upload_route import uploaded
 
 pytestmark = pytest.mark.usefixtures(
@@ -60,11 +60,11 @@ def test_local_file_is_served_by_ckan_then_from_s3_once_migrated_away(
     assert answer.status_code == 302
     location = answer.headers["Location"]
     assert "X-Amz-Expires=600&" in location
-    with requests.get(location, timeout=30) as s3:
+    with http.get(location, timeout=30) as s3:
         assert s3.status_code == 200 and s3.content == data
         assert s3.headers["Content-Disposition"] == 'attachment; filename="cells.bin"'
     # an S3 URL alone does not open a private file
-    assert requests.get(location.split("?")[0], timeout=30).status_code == 403
+    assert http.get(location.split("?")[0], timeout=30).status_code == 403
 
 
 def test_download_of_a_resource_under_another_dataset_is_not_found(
@@ -95,7 +95,7 @@ def test_file_uploaded_to_s3_downloads_under_its_non_ascii_name(
     run_worker()  # until its SHA-256 is recorded, the file is not handed out
 
     redirect = app.get(download_url(resource), headers=auth, follow_redirects=False)
-    with requests.get(redirect.headers["Location"], timeout=30) as s3:
+    with http.get(redirect.headers["Location"], timeout=30) as s3:
         assert s3.content == path.read_bytes()
         disposition = s3.headers["Content-Disposition"]
         assert s3.headers["Content-Type"] == "application/x-hdf5"

@@ -6,6 +6,7 @@ upload route; knows nothing of CKAN or S3 (a presigned URL is just a URL).
 
 from __future__ import annotations
 
+import functools
 import mimetypes
 import numbers
 from typing import Any
@@ -18,10 +19,14 @@ DC_ERROR_FIELD = "dc_error"
 DC_MIMETYPE = "application/x-hdf5"
 
 
-def read_dc_fields(path) -> tuple[dict[str, Any], str | None]:
-    """``(fields, None)`` for a file dclab reads, else ``({DC_ERROR_FIELD: problem}, problem)``."""
+def read_dc_fields(path, verify: bool | str = True) -> tuple[dict[str, Any], str | None]:
+    """``(fields, None)`` for a file dclab reads, else ``({DC_ERROR_FIELD: problem}, problem)``.
+
+    ``verify``: how the certificate of an https URL is checked (as in requests:
+    the system's CAs, the CA bundle at a path, or not at all).
+    """
     try:
-        return dc_fields(str(path)), None
+        return dc_fields(str(path), verify), None
     except BaseTimeoutException:
         raise  # RQ stops the job: no verdict on the file
     except Exception as exc:  # dclab raises many kinds (OSError, KeyError, ValueError...)
@@ -29,11 +34,18 @@ def read_dc_fields(path) -> tuple[dict[str, Any], str | None]:
         return {DC_ERROR_FIELD: problem}, problem
 
 
-def dc_fields(path: str) -> dict[str, Any]:
+def dc_fields(path: str, verify: bool | str = True) -> dict[str, Any]:
     """The metadata of a DC file at a local path or a (presigned) URL."""
     import dclab
+    from dclab.http_utils import session_cache
     from dclab.rtdc_dataset.fmt_http import RTDC_HTTP
 
+    if path.startswith("https://"):
+        # dclab reads a URL with GETs of its session for the URL's host. The
+        # argument, not the session's attribute: requests lets REQUESTS_CA_BUNDLE
+        # (set on many machines) override a session's ``verify``
+        session = session_cache.get_session(path)
+        session.get = functools.partial(type(session).get, session, verify=verify)
     with (
         RTDC_HTTP(path)
         if path.startswith(("http://", "https://"))

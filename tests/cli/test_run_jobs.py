@@ -10,7 +10,6 @@ import threading
 
 import ckan.lib.redis
 import pytest
-import requests
 from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import placement
@@ -18,7 +17,7 @@ from ckanext.dcor_depot.cli import run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs import queue
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from ..conftest import CKAN, TEST_INI, make_old
+from ..conftest import CKAN, TEST_INI, http, make_old
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -101,7 +100,7 @@ def test_upload_succeeds_while_redis_is_down_and_run_jobs_catches_up(
     assert ckan_path.is_symlink()
     assert shown["s3_available"] is True
     assert shown["format"] == "RT-DC"
-    assert requests.get(shown["s3_url"], timeout=30).status_code == 200
+    assert http.get(shown["s3_url"], timeout=30).status_code == 200
 
     again = cli.invoke(run_jobs_dcor_depot, [])
     assert again.exit_code == 0, again.output
@@ -130,11 +129,11 @@ def test_wrong_visibility_is_repaired(public_dataset, api_upload, random_file, c
     # someone removes the tag behind the extension's back
     bucket, key = shown["s3_url"].split("/", 3)[3].split("/", 1)
     store.set_public(bucket, key, False)
-    assert requests.get(shown["s3_url"], timeout=30).status_code == 403
+    assert http.get(shown["s3_url"], timeout=30).status_code == 403
     result = cli.invoke(run_jobs_dcor_depot, [])
     assert result.exit_code == 0, result.output
     assert "converged dataset" in result.output and "1 tags changed" in result.output
-    assert requests.get(shown["s3_url"], timeout=30).status_code == 200
+    assert http.get(shown["s3_url"], timeout=30).status_code == 200
 
 
 def test_lost_file_is_reported_and_exits_1(
@@ -194,14 +193,14 @@ def test_upload_straight_to_s3_registered_while_redis_is_down_is_caught_up(
     object_url = store.object_url(
         store.circle_bucket(dataset["owner_org"]), object_key("resource", rid)
     )
-    assert requests.get(object_url, timeout=30).status_code == 403  # private until hashed
+    assert http.get(object_url, timeout=30).status_code == 403  # private until hashed
 
     result = cli.invoke(run_jobs_dcor_depot, [])
     assert result.exit_code == 0, result.output
     assert f"resource {rid} (dataset {dataset['name']}): ran s3-sha256, backup" in result.output
     shown = helpers.call_action("resource_show", id=rid)
     assert shown["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert requests.get(object_url, timeout=30).status_code == 200
+    assert http.get(object_url, timeout=30).status_code == 200
     copy = backup_root / rid[:3] / rid[3:6] / rid[6:]
     assert copy.read_bytes() == path.read_bytes()
 

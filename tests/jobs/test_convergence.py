@@ -22,7 +22,6 @@ import os
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 import pytest
-import requests
 from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import config, placement
@@ -31,7 +30,7 @@ from ckanext.dcor_depot.cli import dcor_migrate_resources_to_object_store as mig
 from ckanext.dcor_depot.operations.figshare_import import ArticleImport, ensure_organization
 from ckanext.dcor_depot.storage.figshare_api import FigshareClient
 
-from ..conftest import anonymous_status
+from ..conftest import anonymous_status, http
 from ..logic.test_upload_route import uploaded
 
 pytestmark = pytest.mark.usefixtures(
@@ -310,7 +309,7 @@ def download(world: World, url: str, user: dict | None) -> tuple[int, str | None
     headers = {"Authorization": world.token(user)} if user else {}
     answer = world.app.get(url, headers=headers, follow_redirects=False)
     if answer.status_code == 302:
-        with requests.get(answer.headers["Location"], timeout=60) as s3:
+        with http.get(answer.headers["Location"], timeout=60) as s3:
             if s3.status_code != 200:
                 return s3.status_code, None
             return 200, hashlib.sha256(s3.content).hexdigest()
@@ -369,7 +368,7 @@ def test_a_public_download_stops_working_when_the_dataset_turns_private(
     assert sorted(links) == ["appended.bin", "direct.bin", "migrated.bin"]
     for name, link in links.items():
         assert "X-Amz-" not in link  # not a presigned URL that would outlive a switch
-        with requests.get(link, timeout=60) as s3:
+        with http.get(link, timeout=60) as s3:
             assert s3.status_code == 200
             assert s3.headers["Content-Disposition"] == f'attachment; filename="{name}"'
     make_private(world, [dataset])
@@ -383,5 +382,5 @@ def test_a_public_download_stops_working_when_the_dataset_turns_private(
         url % direct["id"], headers={"Authorization": token}, follow_redirects=False
     )
     assert answer.status_code == 302 and "X-Amz-Expires=600&" in answer.headers["Location"]
-    with requests.get(answer.headers["Location"], timeout=60) as s3:
+    with http.get(answer.headers["Location"], timeout=60) as s3:
         assert hashlib.sha256(s3.content).hexdigest() == direct["sha256"]

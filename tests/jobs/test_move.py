@@ -10,7 +10,6 @@ import subprocess
 import time
 
 import pytest
-import requests
 from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import config, placement, records
@@ -18,7 +17,7 @@ from ckanext.dcor_depot.cli import append_resource, dcor_move_dataset_to_circle,
 from ckanext.dcor_depot.jobs import move
 from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore
 
-from ..conftest import anonymous_status, derived_ini, kill_tree, sha256_path, worker_command
+from ..conftest import anonymous_status, derived_ini, http, kill_tree, sha256_path, worker_command
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -49,7 +48,7 @@ def member_download(app, member: dict, resource: dict) -> str:
     answer = app.get(url, headers={"Authorization": token}, follow_redirects=False)
     assert answer.status_code == 302, answer.status_code
     digest = hashlib.sha256()
-    with requests.get(answer.headers["Location"], stream=True, timeout=120) as s3:
+    with http.get(answer.headers["Location"], stream=True, timeout=120) as s3:
         assert s3.status_code == 200
         for chunk in s3.iter_content(4 * MiB):
             digest.update(chunk)

@@ -20,7 +20,6 @@ from pathlib import Path
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 import pytest
-import requests
 from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import grants
@@ -30,7 +29,7 @@ from ckanext.dcor_depot.jobs.checksum import record_object_sha256
 from ckanext.dcor_depot.storage.depot import DepotError
 from ckanext.dcor_depot.storage.s3 import MiB, object_key
 
-from ..conftest import anonymous_status, derived_ini, sha256_path
+from ..conftest import anonymous_status, demo, derived_ini, http, sha256_path
 
 GiB = 1024**3
 
@@ -46,6 +45,9 @@ def readme_client() -> dict:
     block = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
     namespace: dict = {}
     exec(compile(block, str(README), "exec"), namespace)
+    # requests as with REQUESTS_CA_BUNDLE set to the test store's CA (not in the
+    # environment: the workers started later must trust it on their own)
+    namespace["requests"] = http
     return namespace
 
 
@@ -143,13 +145,13 @@ def test_single_put_url_writes_only_its_key_only_once(circle, app, store, random
     assert store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     url, headers, data = upload["url"], upload["headers"], path.read_bytes()
     other_key = url.replace(key, object_key("resource", "0" * 36))
-    assert requests.put(other_key, data=data, headers=headers).status_code == 403
-    assert requests.put(url, data=data + b"x", headers=headers).status_code == 403
+    assert http.put(other_key, data=data, headers=headers).status_code == 403
+    assert http.put(url, data=data + b"x", headers=headers).status_code == 403
     other_bytes = bytes(255 - b for b in data)
-    assert requests.put(url, data=other_bytes, headers=headers).status_code == 400  # BadDigest
+    assert http.put(url, data=other_bytes, headers=headers).status_code == 400  # BadDigest
     assert not store.object_exists(bucket, key)
-    assert requests.put(url, data=data, headers=headers).status_code == 200
-    assert requests.put(url, data=data, headers=headers).status_code == 412  # written once
+    assert http.put(url, data=data, headers=headers).status_code == 200
+    assert http.put(url, data=data, headers=headers).status_code == 412  # written once
     assert store.client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
     assert anonymous_status(store.object_url(bucket, key)) == 403
 
@@ -162,9 +164,9 @@ def test_upload_urls_are_refused_after_expiry(circle, app, random_file, ckan_con
     big = grant(app, users["alice"], dataset, random_file(6 * MiB, "big.bin"))["upload"]
     assert "X-Amz-Expires=1&" in small["url"]
     time.sleep(2.5)  # past the 1 s expiry of the URLs
-    assert requests.put(small["url"], data=b"x" * 3000, headers=small["headers"]).status_code == 403
+    assert http.put(small["url"], data=b"x" * 3000, headers=small["headers"]).status_code == 403
     part = big["parts"][0]["url"]
-    assert requests.put(part, data=b"x" * big["part_size"]).status_code == 403
+    assert http.put(part, data=b"x" * big["part_size"]).status_code == 403
 
 
 def test_urls_expire_as_configured_by_default(circle, app, random_file):
@@ -254,15 +256,15 @@ def test_300_mib_multipart_upload_end_to_end(
 
     # private: anonymous users are refused by CKAN and by S3
     download = f"{site_url}/dataset/{dataset['id']}/resource/{rid}/download"
-    assert requests.get(download, allow_redirects=False).status_code == 403
+    assert http.get(download, allow_redirects=False).status_code == 403
     assert anonymous_status(store.object_url(bucket, key)) == 403
     # the owner is sent to a short-lived URL that names the file
-    answer = requests.get(download, headers={"Authorization": alice}, allow_redirects=False)
+    answer = http.get(download, headers={"Authorization": alice}, allow_redirects=False)
     assert answer.status_code == 302
     assert "X-Amz-Expires=600&" in answer.headers["Location"]
     assert downloaded_sha256(answer.headers["Location"], "cells-300MiB.bin") == expected
 
-    patched = requests.post(
+    patched = http.post(
         f"{site_url}/api/action/package_patch",
         json={"id": dataset["id"], "private": False},
         headers={"Authorization": alice},
@@ -272,7 +274,7 @@ def test_300_mib_multipart_upload_end_to_end(
 
     # public: the object's own URL (no presigned URL to outlive a switch to private),
     # which names the file too
-    answer = requests.get(download, allow_redirects=False)
+    answer = http.get(download, allow_redirects=False)
     assert answer.status_code == 302
     assert answer.headers["Location"] == store.object_url(bucket, key)
     assert downloaded_sha256(answer.headers["Location"], "cells-300MiB.bin") == expected
@@ -281,7 +283,7 @@ def test_300_mib_multipart_upload_end_to_end(
 def downloaded_sha256(url: str, filename: str) -> str:
     """GET a URL without credentials; check the file name it gives; SHA-256 of the bytes."""
     digest = hashlib.sha256()
-    with requests.get(url, stream=True, timeout=60) as answer:
+    with http.get(url, stream=True, timeout=60) as answer:
         assert answer.status_code == 200
         assert answer.headers["Content-Disposition"] == f'attachment; filename="{filename}"'
         for chunk in answer.iter_content(4 * MiB):
@@ -411,9 +413,7 @@ def test_what_a_put_may_add_unsigned_is_dropped_before_the_file_can_be_public(
     answer = grant(app, users["alice"], dataset, path)
     upload = answer["upload"]
     extra = {"x-amz-meta-evil": "1", "x-amz-website-redirect-location": "/evil"}
-    put = requests.put(
-        upload["url"], data=path.read_bytes(), headers={**upload["headers"], **extra}
-    )
+    put = http.put(upload["url"], data=path.read_bytes(), headers={**upload["headers"], **extra})
     assert put.status_code == 200
     bucket, key = f"test-circle-{org['id']}", object_key("resource", answer["resource_id"])
     head = store.client.head_object(Bucket=bucket, Key=key)
@@ -442,11 +442,11 @@ def test_expired_and_aborted_uploads_are_refused_and_pruned(circle, app, store, 
     big = random_file(6 * MiB, "big.bin")
     partial = grant(app, alice, dataset, big)
     first = partial["upload"]["parts"][0]
-    assert requests.put(first["url"], data=big.read_bytes()[: 5 * MiB]).status_code == 200
+    assert http.put(first["url"], data=big.read_bytes()[: 5 * MiB]).status_code == 200
     small = random_file(3000, "small.bin")
     whole = uploaded_only(app, alice, dataset, small)
     aborted = grant(app, alice, dataset, random_file(6 * MiB, "gone.bin"))
-    assert requests.delete(aborted["upload"]["abort"]["url"]).status_code == 204
+    assert http.delete(aborted["upload"]["abort"]["url"]).status_code == 204
     pending = grant(app, alice, dataset, random_file(6 * MiB, "pending.bin"))
 
     resume = {"package_id": dataset["id"], "resource_id": aborted["resource_id"]}
@@ -505,7 +505,9 @@ def test_the_readme_client_resumes_a_killed_upload_sending_only_missing_parts(
         f"upload_to_dcor({server.url!r}, {alice!r}, {dataset['id']!r}, {str(path)!r}, "
         "parallel=2)"
     )
-    client = subprocess.Popen([sys.executable, "-c", code])
+    # as the README says for a store whose certificate comes from a private CA
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": demo.store_ca_bundle() or ""}
+    client = subprocess.Popen([sys.executable, "-c", code], env=env)
     bucket = f"test-circle-{org['id']}"
     deadline = time.monotonic() + 120
     while not state.exists() and time.monotonic() < deadline and client.poll() is None:

@@ -46,7 +46,7 @@ def _read_from_s3(resource: dict[str, Any]) -> tuple[str, dict[str, Any], str | 
     url = store.presigned_get_url(*location, expires_in=3600)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dclab's HTTP warnings quote the URL, a credential
-        fields, problem = read_dc_fields(url)
+        fields, problem = read_dc_fields(url, store.settings.ssl_verify)
     where = str(location)
     if problem:  # the presigned URL is a credential: it never reaches a log or a field
         problem = without_credentials(problem, url, where)

@@ -6,11 +6,13 @@ import requests
 
 from ckanext.dcor_depot.storage.s3 import ObjectStore
 
+from ...conftest import http
+
 RID = "7f4c0a52-1b4e-4c8e-9d6e-0123456789ab"
 
 
 def anonymous_get(store: ObjectStore, bucket: str, key: str) -> requests.Response:
-    return requests.get(f"{store.settings.endpoint_url}/{bucket}/{key}", timeout=30)
+    return http.get(store.object_url(bucket, key), timeout=30)
 
 
 def stored_bytes(store: ObjectStore, bucket: str, key: str) -> bytes:

@@ -7,12 +7,11 @@ import hashlib
 
 import botocore.auth
 import pytest
-import requests
 
 from ckanext.dcor_depot.storage import s3
 from ckanext.dcor_depot.storage.s3 import MiB
 
-from ...conftest import anonymous_status, sha256_hex
+from ...conftest import anonymous_status, http, sha256_hex
 from .helpers import RID
 
 
@@ -22,7 +21,7 @@ def test_presigned_url_allows_get_until_it_expires(store, bucket, random_file, m
     store.upload_verified(path, bucket, key)
 
     url = store.presigned_get_url(bucket, key, expires_in=60, filename="cells.rtdc")
-    answer = requests.get(url, timeout=30)
+    answer = http.get(url, timeout=30)
     assert answer.status_code == 200
     assert answer.content == path.read_bytes()
     assert 'filename="cells.rtdc"' in answer.headers["Content-Disposition"]
@@ -31,7 +30,7 @@ def test_presigned_url_allows_get_until_it_expires(store, bucket, random_file, m
     signed_at = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=10)
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: signed_at)
     expired = store.presigned_get_url(bucket, key, expires_in=60)
-    answer = requests.get(expired, timeout=30)
+    answer = http.get(expired, timeout=30)
     assert answer.status_code == 403
     assert b"AccessDenied" in answer.content
 
@@ -43,7 +42,7 @@ def test_presigned_url_is_bound_to_its_key(store, bucket, random_file):
     store.upload_verified(random_file(MiB, "b"), bucket, other)
     url = store.presigned_get_url(bucket, key, expires_in=60)
     tampered = url.replace("/resource/", "/preview/")
-    assert requests.get(tampered, timeout=30).status_code == 403
+    assert http.get(tampered, timeout=30).status_code == 403
 
 
 def test_presigned_multipart_upload_writes_only_its_parts_and_keeps_its_metadata(store, bucket):
@@ -55,10 +54,10 @@ def test_presigned_multipart_upload_writes_only_its_parts_and_keeps_its_metadata
     assert [number for number, _ in upload.part_urls] == [1, 2, 3]
     part_urls = [url for _, url in upload.part_urls]
     first = part_urls[0]
-    assert requests.put(first, data=data[: 4 * MiB]).status_code == 403  # not the signed size
+    assert http.put(first, data=data[: 4 * MiB]).status_code == 403  # not the signed size
     etags = []
     for number, url in enumerate(part_urls):
-        answer = requests.put(url, data=data[number * 5 * MiB : (number + 1) * 5 * MiB])
+        answer = http.put(url, data=data[number * 5 * MiB : (number + 1) * 5 * MiB])
         assert answer.status_code == 200
         etags.append(answer.headers["ETag"])
     parts = "".join(
@@ -66,14 +65,14 @@ def test_presigned_multipart_upload_writes_only_its_parts_and_keeps_its_metadata
         for n, e in enumerate(etags, start=1)
     )
     body = f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>"
-    assert requests.post(upload.complete_url, data=body).status_code == 200
+    assert http.post(upload.complete_url, data=body).status_code == 200
     info = store.object_info(bucket, key)
     assert info.size == len(data)
     assert info.metadata == {"origin": "test", s3.MD5_METADATA_KEY: md5}
     hashes = store.hash_object(bucket, key, md5=True)
     assert (hashes.md5, hashes.sha256) == (md5, sha256_hex(data))
     # the upload is finished: its part URLs write nothing any more
-    assert requests.put(first, data=data[: 5 * MiB]).status_code == 404
+    assert http.put(first, data=data[: 5 * MiB]).status_code == 404
     with pytest.raises(s3.ObjectConflictError):
         store.presigned_upload(bucket, key, 10, 60)
 
@@ -82,7 +81,7 @@ def test_presigned_multipart_upload_can_be_aborted_by_its_url(store, bucket):
     key = s3.object_key("resource", "abcdefgh-5678")
     upload = store.presigned_upload(bucket, key, 6 * MiB, 60)
     assert store.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
-    assert requests.delete(upload.abort_url).status_code == 204
+    assert http.delete(upload.abort_url).status_code == 204
     assert store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
@@ -117,7 +116,7 @@ def test_a_single_put_grant_cannot_widen_access_or_change_how_it_is_served(
     upload = store.presigned_upload(bucket, key, len(data), 60, {"origin": "t"}, served=SERVED)
     assert upload.headers["x-amz-acl"] == "private" and upload.headers["x-amz-tagging"] == ""
     headers = {**upload.headers, header: value}
-    answer = requests.put(upload.url, data=data, headers=headers, timeout=30)
+    answer = http.put(upload.url, data=data, headers=headers, timeout=30)
     assert answer.status_code == status, answer.text
     assert anonymous_status(store.object_url(bucket, key)) == 403
     if status == 200:
@@ -127,7 +126,7 @@ def test_a_single_put_grant_cannot_widen_access_or_change_how_it_is_served(
     else:
         assert not store.object_exists(bucket, key)
         # the grant's own headers still work
-        assert requests.put(upload.url, data=data, headers=upload.headers).status_code == 200
+        assert http.put(upload.url, data=data, headers=upload.headers).status_code == 200
 
 
 EVIL = {
@@ -152,12 +151,12 @@ def test_headers_on_parts_and_completion_change_nothing(store, bucket, header):
     parts = []
     for number, url in upload.part_urls:
         chunk = data[(number - 1) * 5 * MiB : number * 5 * MiB]
-        answer = requests.put(url, data=chunk, headers=evil, timeout=30)
+        answer = http.put(url, data=chunk, headers=evil, timeout=30)
         assert answer.status_code == 200, answer.text
         etag = answer.headers["ETag"]
         parts.append(f"<Part><PartNumber>{number}</PartNumber><ETag>{etag}</ETag></Part>")
     body = f"<CompleteMultipartUpload>{''.join(parts)}</CompleteMultipartUpload>"
-    answer = requests.post(upload.complete_url, data=body, headers=evil, timeout=30)
+    answer = http.post(upload.complete_url, data=body, headers=evil, timeout=30)
     assert answer.status_code == 200 and "<Error>" not in answer.text, answer.text
     assert anonymous_status(store.object_url(bucket, key)) == 403
     head = store.client.head_object(Bucket=bucket, Key=key)
