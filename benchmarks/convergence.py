@@ -74,7 +74,8 @@ def child_switches(args) -> None:
         normal = get_queue("dcor-normal")
 
         def status() -> int:
-            with requests.get(url, stream=True, timeout=30) as answer:
+            verify = store.settings.ssl_verify  # an anonymous user's client trusts the store's CA
+            with requests.get(url, stream=True, timeout=30, verify=verify) as answer:
                 return answer.status_code
 
         def wait_for(code: int) -> float:

@@ -31,6 +31,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from ckanext.dcor_depot.logic.validators import dcor_depot_ssl_verify
 from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore, S3Settings, sha256_of_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def settings_from_ini(path: Path) -> S3Settings:
         endpoint_url=section["dcor_object_store.endpoint_url"],
         access_key_id=section["dcor_object_store.access_key_id"],
         secret_access_key=section["dcor_object_store.secret_access_key"],
-        ssl_verify=section.getboolean("dcor_object_store.ssl_verify", True),
+        ssl_verify=dcor_depot_ssl_verify(section.get("dcor_object_store.ssl_verify", "true")),
     )
 
 
@@ -58,6 +59,7 @@ def plain_client(settings: S3Settings):
     return boto3.client(
         "s3",
         endpoint_url=settings.endpoint_url,
+        verify=settings.ssl_verify,
         aws_access_key_id=settings.access_key_id,
         aws_secret_access_key=settings.secret_access_key,
         region_name="us-east-1",
@@ -176,7 +178,8 @@ def main() -> int:
     a, b, c, c2 = rows
     print(
         f"\nVerified upload benchmark ({args.repeat} runs each, median; "
-        f"S3: Ceph RGW on loopback; {os.cpu_count()} cores)\n"
+        f"S3: Ceph RGW on loopback, {store.settings.endpoint_url.split(':')[0]}; "
+        f"{os.cpu_count()} cores)\n"
     )
     print("| method | file | time (s) | MB/s | vs (a) | vs (b) | peak RSS (MiB) |")
     print("|---|---|---|---|---|---|---|")

@@ -238,15 +238,20 @@ write_env_file() {
 # valid for at least 30 more days
 fresh_cert() { openssl x509 -in "$1" -noout -checkend $((30 * 86400)) >/dev/null 2>&1; }
 
+# the certificate $1 is the one of the key $2 (a run interrupted between two renames)
+key_matches() {
+    local from_key
+    from_key="$(openssl pkey -in "$2" -pubout 2>/dev/null)" || return 1
+    [[ -n "$from_key" && "$(openssl x509 -in "$1" -noout -pubkey 2>/dev/null)" == "$from_key" ]]
+}
+
 # The private CA (10 years) and the gateway's certificate (397 days, renewed
 # when less than 30 days are left or its names changed). Keys never leave $TLS.
-# Sets TLS_RENEWED=1 when the gateway's certificate is new (radosgw must
-# restart to serve it).
+# start_rgw restarts a radosgw that serves an older certificate.
 make_tls() {
-    TLS_RENEWED=""
     mkdir -p "$TLS"
     chmod 700 "$TLS"
-    if [[ ! -f "$TLS/ca.key" ]] || ! fresh_cert "$CA_CERT"; then
+    if [[ ! -f "$TLS/ca.key" ]] || ! fresh_cert "$CA_CERT" || ! key_matches "$CA_CERT" "$TLS/ca.key"; then
         say "making a private CA for the gateway's certificate ($CA_CERT)"
         (umask 077; openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
             -out "$TLS/ca.key.tmp") 2>>"$LOG/tls.log" || die "openssl genpkey failed (log: $LOG/tls.log)"
@@ -260,6 +265,7 @@ make_tls() {
         rm -f "$RGW_CERT"
     fi
     if [[ -f "$RGW_CERT" && -f "$RGW_KEY" ]] && fresh_cert "$RGW_CERT" \
+        && key_matches "$RGW_CERT" "$RGW_KEY" \
         && openssl verify -CAfile "$CA_CERT" "$RGW_CERT" >/dev/null 2>&1 \
         && [[ "$(openssl x509 -in "$RGW_CERT" -noout -ext subjectAltName 2>/dev/null \
             | tail -n +2 | tr -d ' ')" == "$(sed 's/IP:/IPAddress:/' <<<"$RGW_SAN")" ]]; then
@@ -278,7 +284,6 @@ make_tls() {
     rm -f "$TLS/rgw.csr"
     mv -f "$RGW_KEY.tmp" "$RGW_KEY"
     mv -f "$RGW_CERT.tmp" "$RGW_CERT"
-    TLS_RENEWED=1
 }
 
 # -------------------------------------------------------------- processes --
@@ -400,14 +405,22 @@ start_osd() {
     STARTED_OSD=1
 }
 
+# what a radosgw started now serves: its frontends and its certificate
+rgw_serves() {
+    grep '^rgw_frontends' "$CONF"
+    openssl x509 -in "$RGW_CERT" -noout -fingerprint -sha256
+}
+
 start_rgw() {
-    # a gateway started before its certificate (or before TLS) serves the old one
-    if [[ -n "$(daemon_pid "$RGW_NAME")" ]] && { [[ -n "$TLS_RENEWED" ]] \
-        || ! list_buckets_ok --cacert "$CA_CERT" "https://127.0.0.1:$RGW_TLS_PORT/"; }; then
-        say "restarting radosgw to serve https with the current certificate"
+    # a radosgw started with other frontends (before https) or an older
+    # certificate keeps serving them: restart it (decided from what it was
+    # started with, recorded below, not from how fast it answers)
+    if [[ -n "$(daemon_pid "$RGW_NAME")" && "$(cat "$RUN/rgw.serves" 2>/dev/null)" != "$(rgw_serves)" ]]; then
+        say "restarting radosgw: it serves other frontends or an older certificate"
         stop_daemon "$RGW_NAME" radosgw
     fi
     start_daemon radosgw rgw_ok "$RGW_NAME" -n "$RGW_NAME"
+    rgw_serves >"$RUN/rgw.serves"
 }
 
 stop_daemon() {

@@ -42,6 +42,10 @@ if ! ip netns exec "$netns" ip link show tap0 >/dev/null 2>&1; then
     wait_for 10 "slirp4netns" ip netns exec "$netns" ip link show tap0
 fi
 echo "nameserver 10.0.2.3" >"$root/etc/resolv.conf"   # slirp4netns's DNS
+# what Debian's installer writes: debootstrap leaves no /etc/hosts, and without
+# it the name localhost (the development gateway's second name) does not resolve
+[ -e "$root/etc/hosts" ] || printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' \
+    >"$root/etc/hosts"
 
 # a PID namespace of its own: every service started inside ends with the run
 rc=0

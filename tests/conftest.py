@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -445,6 +446,61 @@ def figshare_server():
     server = FigshareServer().start()
     yield server
     server.stop()
+
+
+class Forwarder:
+    """Another port of localhost that leads to a port of 127.0.0.1: a second address of
+    one server, which can be closed (an address only the users' network reaches)."""
+
+    def __init__(self, target_port: int, port: int = 0):
+        self.target = ("127.0.0.1", target_port)
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.port = self.server.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return  # closed
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(1 << 16):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        """Nothing answers at the port any more, open connections included."""
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes the accept (Linux): the port is free
+        self.server.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+@pytest.fixture
+def forwarder():
+    """Factory: a :class:`Forwarder` to a port of 127.0.0.1, closed after the test."""
+    opened = []
+
+    def start(target_port: int, port: int = 0) -> Forwarder:
+        opened.append(Forwarder(target_port, port))
+        return opened[-1]
+
+    yield start
+    for each in opened:
+        each.close()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -55,6 +56,8 @@ def run_ckan(tmp_path, options: dict[str, str], *args: str) -> subprocess.Comple
         ("dcor_object_store.endpoint_url", "objectstore.example.org", "expected an http(s) URL"),
         ("dcor_object_store.endpoint_url", "https://h:99999", "expected an http(s) URL"),
         ("dcor_object_store.endpoint_url", "https://key:pw@h", "must not contain a user name"),
+        ("dcor_object_store.public_endpoint_url", "s3.example.org", "expected an http(s) URL"),
+        ("dcor_object_store.public_endpoint_url", "https://h/?x=1", "must not contain a query"),
         ("dcor_object_store.access_key_id", "", "required when dcor_object_store.endpoint_url"),
         ("dcor_object_store.secret_access_key", "", "required when"),
         ("dcor_object_store.bucket_name", "circle", "lacks the placeholder"),
@@ -96,10 +99,42 @@ def test_path_options_and_their_defaults():
     assert config.local_backup_location() is None
 
 
-def test_a_ca_bundle_is_accepted(tmp_path):
+@pytest.mark.usefixtures("with_plugins")
+def test_the_store_certificate_is_verified_against_the_configured_ca_bundle(tmp_path):
     import certifi
 
+    own_ca = config.s3_settings().ssl_verify  # the development gateway's private CA
+    assert isinstance(own_ca, str)
+    result = run_ckan(tmp_path, {"dcor_object_store.ssl_verify": own_ca}, "dcor-check-object-store")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reachable, credentials accepted" in result.stdout
+    # a bundle of other CAs (certifi's public ones) does not vouch for the gateway
     result = run_ckan(
         tmp_path, {"dcor_object_store.ssl_verify": certifi.where()}, "dcor-check-object-store"
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "TLS to https://" in output and "dcor_object_store.ssl_verify" in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("storage", ["resources", "default"])
+def test_ckan_file_storages_for_resources_stop_ckan_naming_the_options(tmp_path, storage):
+    """CKAN 2.12 hands resource files to a storage named by ckan.files.default_storages.resource,
+    or to one it derives from the default storage; the depot's jobs would never find them."""
+    options = {
+        f"ckan.files.storage.{storage}.type": "ckan:fs",
+        f"ckan.files.storage.{storage}.path": str(tmp_path / "files"),
+        f"ckan.files.storage.{storage}.initialize": "true",
+    }
+    result = run_ckan(tmp_path, options, "dcor-check-object-store")
+    output = result.stdout + result.stderr
+    if importlib.util.find_spec("ckan.lib.files") is None:
+        # CKAN 2.11 has no file storages: the options mean nothing there
+        assert result.returncode == 0, output
+        assert "reachable, credentials accepted" in output
+        return
+    assert result.returncode == 1, output
+    assert f"ckan.files.storage.{storage}.* gives resource files to CKAN's file storage" in output
+    assert "which dcor_depot does not support" in output
+    assert "Traceback" not in output

@@ -35,7 +35,7 @@ def test_truncated_file_raises(rtdc_file):
 def test_a_timeout_while_dclab_reads_is_not_recorded_as_a_broken_file(monkeypatch, tmp_path):
     """RQ stops a job that runs too long by raising in it: that is no verdict on the file."""
 
-    def too_long(path):
+    def too_long(*args):
         raise JobTimeoutException("Task exceeded maximum timeout value (10 seconds)")
 
     monkeypatch.setattr(dc_file, "dc_fields", too_long)

@@ -4,6 +4,7 @@ the file, after CKAN's own permission check."""
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 
 import pytest
@@ -13,7 +14,7 @@ from ckanext.dcor_depot import placement
 from ckanext.dcor_depot.cli import dcor_migrate_resources_to_object_store as migrate
 from ckanext.dcor_depot.storage.s3 import content_disposition
 
-from .conftest import http
+from .conftest import derived_ini, http, sha256_path
 from .logic.test_upload_route import uploaded
 
 pytestmark = pytest.mark.usefixtures(
@@ -132,3 +133,56 @@ def test_download_while_the_store_cannot_be_reached_answers_503(
     down = app.get(download_url(resource), headers=auth, follow_redirects=False)
     assert down.status_code == 503
     assert "The object store cannot be reached; try again later" in down.get_data(as_text=True)
+
+
+def test_users_get_urls_at_the_address_they_reach_the_store_at(
+    owner_and_dataset,
+    app,
+    rtdc_file,
+    run_worker,
+    store,
+    forwarder,
+    tmp_path,
+    ckan_config,
+    monkeypatch,
+):
+    user, dataset = owner_and_dataset
+    internal = store.settings.endpoint_url
+    gateway = urllib.parse.urlsplit(internal).port
+    # the users' address: another name and port of the one gateway, closed while the
+    # workers run (CKAN's processes need not reach it)
+    users = forwarder(gateway)
+    public = f"https://localhost:{users.port}"
+    monkeypatch.setitem(ckan_config, "dcor_object_store.public_endpoint_url", public)
+    ini = str(derived_ini(tmp_path, **{"dcor_object_store.public_endpoint_url": public}))
+    path = rtdc_file(300, "cells.rtdc")
+    answer = uploaded(app, user, dataset, path)  # the README's client, at the users' address
+    granted = json.dumps(answer["upload"])
+    assert f'"{public}/' in granted and internal not in granted
+    resource = {"id": answer["resource_id"], "package_id": dataset["id"]}
+    users.close()
+    run_worker(ini)
+    users = forwarder(gateway, users.port)
+
+    shown = helpers.call_action("resource_show", id=resource["id"])
+    assert shown["s3_url"].startswith(f"{public}/")
+    assert shown["sha256"] == sha256_path(path)
+    # the DC metadata job read the file at CKAN's address
+    assert shown["dc:experiment:sample"] == "test sample"
+    auth = {"Authorization": factories.APIToken(user="alice")["token"]}
+    private = app.get(download_url(resource), headers=auth, follow_redirects=False)
+    assert private.headers["Location"].startswith(f"{public}/")
+    with http.get(private.headers["Location"], timeout=30) as s3:
+        assert s3.status_code == 200 and s3.content == path.read_bytes()
+    # signed for the users' address: at CKAN's it is refused
+    elsewhere = private.headers["Location"].replace(public, internal)
+    assert http.get(elsewhere, timeout=30).status_code == 403
+
+    helpers.call_action("package_patch", id=dataset["id"], private=False)
+    users.close()
+    run_worker(ini)
+    users = forwarder(gateway, users.port)
+    public_file = app.get(download_url(resource), follow_redirects=False)
+    assert public_file.headers["Location"] == shown["s3_url"]
+    with http.get(shown["s3_url"], timeout=30) as s3:
+        assert s3.status_code == 200 and s3.content == path.read_bytes()

@@ -23,7 +23,7 @@ def read_dc_fields(path, verify: bool | str = True) -> tuple[dict[str, Any], str
     """``(fields, None)`` for a file dclab reads, else ``({DC_ERROR_FIELD: problem}, problem)``.
 
     ``verify``: how the certificate of an https URL is checked (as in requests:
-    the system's CAs, the CA bundle at a path, or not at all).
+    the default CAs, the CA bundle at a path, or not at all).
     """
     try:
         return dc_fields(str(path), verify), None
@@ -31,6 +31,8 @@ def read_dc_fields(path, verify: bool | str = True) -> tuple[dict[str, Any], str
         raise  # RQ stops the job: no verdict on the file
     except Exception as exc:  # dclab raises many kinds (OSError, KeyError, ValueError...)
         problem = f"dclab cannot read this file: {type(exc).__name__}: {exc}"
+        if isinstance(verify, str):  # dclab's message quotes its request's arguments
+            problem = problem.replace(verify, "<the store's CA bundle>")
         return {DC_ERROR_FIELD: problem}, problem
 
 

@@ -277,7 +277,8 @@ def _placed(
             moved_from = ObjectLocation(row.moved_from, row.key)
     elif legacy is not None:
         # recorded before the extension's table existed: in the resource's fields
-        bucket = _bucket_of_url(extras.get("s3_url"), store) if artifact == "resource" else None
+        url = extras.get("s3_url") if artifact == "resource" else None
+        bucket = store.bucket_of_url(url) if url and store is not None else None
         bucket = bucket or (wanted.bucket if wanted else None)
         if bucket:
             recorded = ObjectLocation(bucket, object_key(artifact, resource_id))
@@ -305,14 +306,3 @@ def _placed(
         purged=row.purged if row is not None else None,
         in_table=row is not None,
     )
-
-
-def _bucket_of_url(url: str | None, store: ObjectStore | None) -> str | None:
-    """The bucket in a recorded ``s3_url`` (``<endpoint>/<bucket>/<key>``)."""
-    if not url or store is None:
-        return None
-    endpoint = store.settings.endpoint_url.rstrip("/") + "/"
-    if not url.startswith(endpoint):
-        return None
-    bucket = url[len(endpoint) :].split("/", 1)[0]
-    return bucket or None

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from . import config, guard, records, subscriptions
 from .jobs import queue, resource_jobs
 from .logic.upload_route import check_registration
-from .uploader import DepotResourceUpload, legacy_storage_in_use
+from .uploader import DepotResourceUpload, refuse_file_storages
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class DCORDepotPlugin(p.SingletonPlugin):
 
     # IConfigurable
     def configure(self, config_):
+        refuse_file_storages()
         settings = config.s3_settings()
         if settings is None:
             log.warning(
@@ -91,7 +92,7 @@ class DCORDepotPlugin(p.SingletonPlugin):
 
     # IUploader
     def get_resource_uploader(self, data_dict: dict[str, Any]):
-        return DepotResourceUpload(data_dict) if legacy_storage_in_use() else None
+        return DepotResourceUpload(data_dict)
 
     def get_uploader(self, upload_to: str, old_filename: str | None = None):
         return None

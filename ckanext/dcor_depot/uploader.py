@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import ckan.plugins.toolkit as tk
+from ckan.exceptions import CkanConfigurationException
 from ckan.lib.uploader import ResourceUpload
 
 from . import config
@@ -43,14 +44,33 @@ class DepotResourceUpload(ResourceUpload):
         super().upload(id, max_size)
 
 
-def legacy_storage_in_use() -> bool:
-    """False when CKAN 2.12's file-keeper storage handles resource files instead."""
+def refuse_file_storages() -> None:
+    """Stop CKAN when CKAN 2.12's file storages would take the resource files.
+
+    The depot's jobs find, move and upload a resource's file at its legacy
+    path under ``ckan.storage_path``; a file handed to a storage would never
+    reach the depot or S3 (every job would fail with "does not exist").
+    """
     try:
         from ckan.lib import files
-    except ImportError:  # CKAN 2.11
-        return True
+    except ImportError:  # CKAN 2.11: no file storages
+        return
+    name = tk.config["ckan.files.default_storages.resource"]
     try:
-        files.get_storage(tk.config["ckan.files.default_storages.resource"])
+        files.get_storage(name)
     except files.exc.UnknownStorageError:
-        return True
-    return False
+        return
+    default = tk.config["ckan.files.default_storages.default"]
+    own = any(key.startswith(f"ckan.files.storage.{name}.") for key in tk.config)
+    # CKAN derives the resources' storage from the default storage when it has none
+    options = f"ckan.files.storage.{name if own else default}.*"
+    raise CkanConfigurationException(
+        f"dcor_depot: {options} gives resource files to CKAN's file storage '{name}' "
+        "(ckan.files.default_storages.resource), which dcor_depot does not support: its "
+        "jobs move resource files from ckan.storage_path into the depot and to S3. "
+        f"Remove the {options} options and set ckan.storage_path. To keep file storages "
+        "for user, group and admin images, configure each by its own name "
+        "(ckan.files.storage.<name>.*, the names in ckan.files.default_storages.user, "
+        ".group and .admin), not as the default storage, from which CKAN derives one for "
+        "resources. Large files go straight to S3 through the dcor_depot_upload_urls action."
+    )

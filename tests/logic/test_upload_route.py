@@ -605,3 +605,19 @@ def test_two_grants_at_once_cannot_overshoot_the_quota(circle, ckan_config, monk
         thread.join()
     assert sorted(results)[1] == "granted", results
     assert "of its limit of" in sorted(results)[0], results
+
+
+def test_a_store_that_cannot_be_used_is_not_described_to_users(
+    circle, app, random_file, ckan_config, monkeypatch, caplog
+):
+    users, org, dataset = circle
+    path = random_file(3000)
+    monkeypatch.setitem(ckan_config, "dcor_object_store.endpoint_url", "http://127.0.0.1:9")
+    data = {"package_id": dataset["id"], "name": path.name, "size": 3000}
+    answer = api(app, "dcor_depot_upload_urls", data, users["alice"])
+    assert answer.status_code == 409
+    body = answer.get_data(as_text=True)
+    assert "The object store cannot be used right now; try again later" in body
+    # its address and the options to check are for the operator: in the log
+    assert "127.0.0.1:9" not in body and "dcor_object_store" not in body
+    assert "127.0.0.1:9 is unreachable" in caplog.text

@@ -43,7 +43,7 @@ def _read_from_s3(resource: dict[str, Any]) -> tuple[str, dict[str, Any], str | 
     location = placement.file_of(store, package.id, resource["id"]).location
     if location is None:
         raise records.JobError(f"Dataset {package.name} has no circle (organization)")
-    url = store.presigned_get_url(*location, expires_in=3600)
+    url = store.presigned_get_url(*location, expires_in=3600, internal=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dclab's HTTP warnings quote the URL, a credential
         fields, problem = read_dc_fields(url, store.settings.ssl_verify)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import urllib.parse
 import uuid
 from typing import Any
@@ -25,10 +26,14 @@ from ..records import DATASET_METADATA, SIZE_METADATA
 from ..storage.s3 import (
     ObjectStore,
     PresignedUpload,
+    S3AuthError,
+    S3ConnectionError,
     S3Error,
     UploadGoneError,
     content_disposition,
 )
+
+log = logging.getLogger(__name__)
 
 GiB = 1024**3
 
@@ -64,7 +69,7 @@ def issue_upload_urls(
         )
     except S3Error as exc:
         model.Session.rollback()
-        raise tk.ValidationError({"upload": [str(exc)]}) from exc
+        raise _store_failed("upload", exc) from exc
     now = grants.utcnow()
     grants.add(
         grants.Grant(
@@ -140,10 +145,24 @@ def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
         raise  # not reached
     except S3Error as exc:
         model.Session.rollback()
-        raise tk.ValidationError({"upload": [str(exc)]}) from exc
+        raise _store_failed("upload", exc) from exc
     grants.update(resource_id, expires=upload.expires_at.replace(tzinfo=None))
     model.Session.commit()
     return _answer(resource_id, package, grant.name, upload)
+
+
+def _store_failed(field: str, exc: S3Error) -> tk.ValidationError:
+    """The answer to a user when the store failed: what the operator must fix goes to the log.
+
+    Messages of unreachable stores and refused credentials name the store's
+    (internal) address and the options to check: not for users.
+    """
+    if isinstance(exc, (S3ConnectionError, S3AuthError)):
+        log.error("dcor_depot upload route: %s", exc)
+        return tk.ValidationError(
+            {field: ["The object store cannot be used right now; try again later"]}
+        )
+    return tk.ValidationError({field: [str(exc)]})
 
 
 def served_headers(name: str) -> dict[str, str]:
@@ -324,7 +343,7 @@ def verified_size(
     try:
         info = store.object_info(*location)
     except S3Error as exc:
-        raise tk.ValidationError({"id": [str(exc)]}) from exc
+        raise _store_failed("id", exc) from exc
     if info is None:
         raise tk.ValidationError(
             {

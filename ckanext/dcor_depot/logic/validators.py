@@ -36,6 +36,8 @@ def dcor_depot_http_url(value: Any) -> str:
             "the URL must not contain a user name or password; "
             "set dcor_object_store.access_key_id and .secret_access_key instead"
         )
+    if url.query or url.fragment:
+        raise tk.Invalid(f"the URL must not contain a query (?) or fragment (#), got {value!r}")
     return str(value)
 
 
@@ -95,7 +97,7 @@ def dcor_depot_ssl_verify(value: Any) -> bool | str:
         raise tk.Invalid(
             f"the CA bundle {text} cannot be read ({exc.strerror}); give the path of a "
             "readable PEM file with the certificate(s) of the CA that signed the store's "
-            "certificate, or true to use the system's CAs"
+            "certificate, or true to use the public CAs of Python's certifi bundle"
         ) from None
     if b"-----BEGIN CERTIFICATE-----" not in head:
         raise tk.Invalid(

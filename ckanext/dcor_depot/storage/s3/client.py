@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import threading
 from collections.abc import Iterator
 
@@ -52,7 +53,7 @@ class S3Settings:
     access_key_id: str
     #: Secret of that user; excluded from ``repr`` so it never reaches a log.
     secret_access_key: str = dataclasses.field(repr=False)
-    #: Verify the endpoint's TLS certificate: against the system's CAs (True), the CA
+    #: Verify the endpoint's TLS certificate: against the public CAs of certifi (True), the CA
     #: bundle at this path, or not at all (False).
     ssl_verify: bool | str = True
     #: Bucket name template with the placeholder ``{organization_id}``.
@@ -65,6 +66,14 @@ class S3Settings:
     upload_concurrency: int = 4
     #: Objects up to this size are copied with one CopyObject (S3's limit: 5 GiB).
     copy_object_max: int = 5 * 1024**3
+    #: The address users reach the store at, when it is not ``endpoint_url``:
+    #: presigned URLs and object URLs carry it (None: ``endpoint_url``).
+    public_endpoint_url: str | None = None
+
+    @property
+    def users_endpoint_url(self) -> str:
+        """The address in the URLs users get (presigned ones, object URLs)."""
+        return self.public_endpoint_url or self.endpoint_url
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,13 +143,28 @@ class StoreClient:
         self.settings = settings
         self._ready_buckets: set[str] = set()
         self._lock = threading.Lock()
+        self.client = self._client(settings.endpoint_url, parallel_uploads)
+
+    @functools.cached_property
+    def signer(self):
+        """The client that signs URLs for users: for the address they reach the store at.
+
+        It only signs; SigV4 covers the host, so such a URL works at that
+        address only. With no other address configured it is ``client``.
+        """
+        if self.settings.users_endpoint_url == self.settings.endpoint_url:
+            return self.client
+        return self._client(self.settings.users_endpoint_url, 1)
+
+    def _client(self, endpoint_url: str, parallel_uploads: int):
+        settings = self.settings
         session = boto3.session.Session(
             aws_access_key_id=settings.access_key_id,
             aws_secret_access_key=settings.secret_access_key,
         )
-        self.client = session.client(
+        return session.client(
             "s3",
-            endpoint_url=settings.endpoint_url,
+            endpoint_url=endpoint_url,
             verify=settings.ssl_verify,
             region_name="us-east-1",
             config=Config(
@@ -190,5 +214,13 @@ class StoreClient:
             self.client.delete_object(Bucket=bucket, Key=key)
 
     def object_url(self, bucket: str, key: str) -> str:
-        """The object's URL (readable anonymously only while it is tagged public)."""
-        return f"{self.settings.endpoint_url.rstrip('/')}/{bucket}/{key}"
+        """The object's URL for users (readable anonymously only while it is tagged public)."""
+        return f"{self.settings.users_endpoint_url.rstrip('/')}/{bucket}/{key}"
+
+    def bucket_of_url(self, url: str) -> str | None:
+        """The bucket in an object URL made by ``object_url``, at either address of the store."""
+        for endpoint in (self.settings.users_endpoint_url, self.settings.endpoint_url):
+            prefix = endpoint.rstrip("/") + "/"
+            if url.startswith(prefix):
+                return url[len(prefix) :].split("/", 1)[0] or None
+        return None

@@ -62,11 +62,13 @@ class Presigning:
         expires_in: int,
         filename: str | None = None,
         content_type: str | None = None,
+        internal: bool = False,
     ) -> str:
         """A URL that allows GET of one object for ``expires_in`` seconds.
 
         With ``filename`` the answer says to save it under that name; with
-        ``content_type`` the answer has that Content-Type.
+        ``content_type`` the answer has that Content-Type. The URL is for users
+        (at ``public_endpoint_url``), ``internal`` ones for CKAN's own processes.
         """
         params = {"Bucket": bucket, "Key": key}
         if filename:
@@ -74,9 +76,8 @@ class Presigning:
         if content_type:
             params["ResponseContentType"] = content_type
         with self._errors(f"sign a download URL for s3://{bucket}/{key}"):
-            return self.client.generate_presigned_url(
-                "get_object", Params=params, ExpiresIn=expires_in
-            )
+            signer = self.client if internal else self.signer
+            return signer.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
 
     def presigned_upload(
         self,
@@ -253,7 +254,7 @@ class Presigning:
         http_method: str | None = None,
         **params,
     ) -> str:
-        return self.client.generate_presigned_url(
+        return self.signer.generate_presigned_url(
             operation,
             Params={"Bucket": bucket, "Key": key, **params},
             ExpiresIn=expires_in,
