@@ -12,6 +12,7 @@ import certifi
 import ckan.plugins.toolkit as tk
 import pytest
 import requests
+import urllib3
 
 from ckanext.dcor_depot.storage import s3
 from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore
@@ -46,7 +47,8 @@ def test_the_test_store_speaks_https_verified_against_its_private_ca(store, buck
         requests.get(store.object_url(bucket, "x"), timeout=30, verify=certifi.where())
     # without verification it connects (only for a test installation)
     unverified = ObjectStore(dataclasses.replace(store.settings, ssl_verify=False))
-    assert bucket in unverified.list_buckets()
+    with pytest.warns(urllib3.exceptions.InsecureRequestWarning):
+        assert bucket in unverified.list_buckets()
 
 
 def test_plain_http_keeps_working(store, bucket, random_file):
