@@ -26,7 +26,7 @@ def s3_settings() -> S3Settings | None:
         public_endpoint_url=tk.config.get("dcor_object_store.public_endpoint_url") or None,
         access_key_id=tk.config["dcor_object_store.access_key_id"],
         secret_access_key=tk.config["dcor_object_store.secret_access_key"],
-        ssl_verify=parse_ssl_verify(tk.config["dcor_object_store.ssl_verify"]),
+        ssl_verify=_ssl_verify(tk.config["dcor_object_store.ssl_verify"]),
         bucket_name_template=tk.config["dcor_object_store.bucket_name"],
         abort_incomplete_multipart_days=int(
             tk.config["dcor_object_store.abort_incomplete_multipart_days"]
@@ -37,7 +37,7 @@ def s3_settings() -> S3Settings | None:
     )
 
 
-def parse_ssl_verify(value: object) -> bool | str:
+def _ssl_verify(value: object) -> bool | str:
     """True, False, or the CA bundle's path (checked once, at start-up, by the validator)."""
     try:
         return validators.dcor_depot_bool(value)
