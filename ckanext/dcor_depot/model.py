@@ -1,6 +1,7 @@
 """The extension's own tables: every file it keeps and where the verified object of each
-is (``dcor_depot_file``), and the uploads it granted (``dcor_depot_upload``, see
-``grants.py``).
+is (``dcor_depot_file``), the uploads it granted (``dcor_depot_upload``, see
+``grants.py``), and the fixity audit's record of every copy (``dcor_depot_copy``,
+``dcor_depot_check``, ``dcor_depot_audit``, see ``checks.py``).
 
 CKAN's row of a resource can vanish (``dataset_purge``; CKAN also drops the
 rows of deleted resources when a dataset's resource list changes), and its
@@ -59,4 +60,68 @@ upload_table = sa.Table(
     sa.Column("expires", sa.DateTime, nullable=False, index=True),
     # "pending" or "aborted" (the store no longer knows the multipart upload)
     sa.Column("state", sa.UnicodeText, nullable=False),
+)
+
+#: The kinds of copy of a file the audit checks: the S3 object, the local backup copy of a
+#: file uploaded straight to S3, the depot file behind CKAN's path of an uploaded file.
+COPY_KINDS = ("object", "backup", "depot")
+
+#: One row per copy of a file the audit knows, with its last check (NULL: never checked).
+copy_table = sa.Table(
+    "dcor_depot_copy",
+    meta.metadata,
+    sa.Column("resource_id", sa.UnicodeText, primary_key=True),
+    sa.Column("artifact", sa.UnicodeText, primary_key=True),
+    sa.Column("copy", sa.UnicodeText, primary_key=True),
+    sa.Column("package_id", sa.UnicodeText, nullable=False, index=True),
+    # s3://bucket/key or the local path
+    sa.Column("location", sa.UnicodeText, nullable=False),
+    # what the copy must hold: the file's recorded size and SHA-256
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.UnicodeText, nullable=False),
+    sa.Column("first_seen", sa.DateTime, nullable=False),
+    sa.Column("checked", sa.DateTime, index=True),
+    # "ok", "missing", "mismatch", "disagrees" (another copy holds the recorded bytes), "error"
+    sa.Column("result", sa.UnicodeText, index=True),
+    sa.Column("detail", sa.UnicodeText),
+    # when the copy last held the recorded bytes
+    sa.Column("last_ok", sa.DateTime),
+)
+
+#: One row per audit run; ``finished`` is NULL while it runs (or when it was killed).
+audit_table = sa.Table(
+    "dcor_depot_audit",
+    meta.metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("started", sa.DateTime, nullable=False, index=True),
+    sa.Column("finished", sa.DateTime),
+    sa.Column("host", sa.UnicodeText, nullable=False),
+    # --dataset; NULL: the whole site
+    sa.Column("package_id", sa.UnicodeText),
+    sa.Column("budget_bytes", sa.BigInteger),
+    sa.Column("budget_seconds", sa.Integer),
+    sa.Column("copies", sa.Integer, nullable=False, default=0),
+    sa.Column("bytes_read", sa.BigInteger, nullable=False, default=0),
+    sa.Column("findings", sa.Integer, nullable=False, default=0),
+    # copies known but left for a later run (the budget ran out)
+    sa.Column("left", sa.Integer, nullable=False, default=0),
+    # the summary per circle, as --json prints it
+    sa.Column("summary", sa.UnicodeText),
+)
+
+#: The history: one row per check of a copy (and per orphan found).
+check_table = sa.Table(
+    "dcor_depot_check",
+    meta.metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("audit_id", sa.Integer, nullable=False, index=True),
+    sa.Column("resource_id", sa.UnicodeText, index=True),
+    sa.Column("artifact", sa.UnicodeText),
+    sa.Column("copy", sa.UnicodeText, nullable=False),
+    sa.Column("package_id", sa.UnicodeText),
+    sa.Column("location", sa.UnicodeText, nullable=False),
+    sa.Column("checked", sa.DateTime, nullable=False),
+    sa.Column("result", sa.UnicodeText, nullable=False),
+    sa.Column("detail", sa.UnicodeText),
+    sa.Column("bytes_read", sa.BigInteger, nullable=False),
 )

@@ -314,15 +314,15 @@ class FileRecord:
 
 
 @contextlib.contextmanager
-def _table() -> Iterator[None]:
-    """Say what to run when the plugin's table is missing, instead of a database traceback."""
+def plugin_tables() -> Iterator[None]:
+    """Say what to run when a table of the plugin is missing, instead of a database traceback."""
     try:
         yield
     except sa.exc.ProgrammingError as exc:
         model.Session.rollback()
-        if "dcor_depot_file" in str(exc):
+        if table := re.search(r"\b(dcor_depot_[a-z]+)\b", str(exc)):
             raise JobError(
-                "The table dcor_depot_file is missing: run `ckan -c CKAN_INI db upgrade -p "
+                f"The table {table.group(1)} is missing: run `ckan -c CKAN_INI db upgrade -p "
                 "dcor_depot` (the plugin's migrations)"
             ) from exc
         raise
@@ -341,7 +341,7 @@ def file_records(
         query = query.where(file_table.c.resource_id.in_(list(resource_ids)))
     if purged_before is not None:
         query = query.where(file_table.c.purged < purged_before)
-    with _table():
+    with plugin_tables():
         rows = model.Session.execute(query).all()
         model.Session.rollback()
     return [FileRecord(**row._mapping) for row in rows]
@@ -352,7 +352,7 @@ def _now() -> datetime.datetime:
 
 
 def _write(statement, commit: bool) -> None:
-    with _table():
+    with plugin_tables():
         model.Session.execute(statement)
         if commit:
             model.Session.commit()

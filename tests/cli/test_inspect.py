@@ -1,5 +1,5 @@
-"""The inspection commands: list-all-resources, dcor-list-s3-objects-for-dataset
-and the fixity audit dcor-verify-object-store, against the real services."""
+"""The inspection commands list-all-resources and dcor-list-s3-objects-for-dataset,
+against the real services (the fixity audit: ``test_audit.py``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from ckanext.dcor_depot import placement
 from ckanext.dcor_depot.cli import (
     dcor_list_s3_objects_for_dataset,
     dcor_migrate_resources_to_object_store,
-    dcor_verify_object_store,
     list_all_resources,
 )
 from ckanext.dcor_depot.jobs import converge, move
@@ -114,56 +113,3 @@ def test_list_all_resources_by_state(cli):
     assert listed("--state", "deleted") == {removed["id"], in_deleted["id"]}
     assert listed("--state", "all") == {active["id"], draft["id"], removed["id"], in_deleted["id"]}
     assert cli.invoke(list_all_resources, ["--state", "gone"]).exit_code == 2
-
-
-def test_fixity_audit_finds_missing_mismatched_and_orphaned_objects(migrated, store, cli):
-    org, public, private, first, second = migrated
-    bucket = store.circle_bucket(org["id"])
-    clean = cli.invoke(dcor_verify_object_store, ["--sample-percent", "100"])
-    assert clean.exit_code == 0, clean.output
-    checked = "3 recorded objects and 2 local files checked (5 read back and hashed): 5 ok"
-    assert checked in clean.output
-    assert "0 orphaned" in clean.output
-
-    # bytes changed behind the metadata's back: only reading them back finds it
-    first_key = object_key("resource", first["id"])
-    shown = helpers.call_action("resource_show", id=first["id"])
-    store.client.put_object(
-        Bucket=bucket, Key=first_key, Body=os.urandom(3000), Metadata={"sha256": shown["sha256"]}
-    )
-    metadata_only = cli.invoke(dcor_verify_object_store, [])
-    assert metadata_only.exit_code == 0, metadata_only.output
-    read_back = cli.invoke(dcor_verify_object_store, ["--sample-percent", "100"])
-    assert read_back.exit_code == 1
-    assert f"MISMATCH {bucket}:{first_key}: the object's bytes have SHA-256" in read_back.output
-
-    store.delete_object(bucket, object_key("condensed", first["id"]))
-    second_key = object_key("resource", second["id"])
-    store.client.put_object(Bucket=bucket, Key=second_key, Body=b"short")
-    orphan_key = object_key("resource", "0123456789abcdef")
-    store.client.put_object(Bucket=bucket, Key=orphan_key, Body=b"nobody's")
-    store.client.put_object(Bucket=bucket, Key="stray/file.txt", Body=b"?")
-
-    audit = cli.invoke(dcor_verify_object_store, [])
-    assert audit.exit_code == 1
-    output = audit.output
-    assert f"MISSING {bucket}:{object_key('condensed', first['id'])}" in output
-    assert f"MISMATCH {bucket}:{second_key}: the object has 5 bytes, expected 4000" in output
-    assert f"ORPHAN {bucket}:{orphan_key}: no resource 0123456789abcdef exists" in output
-    assert f"ORPHAN {bucket}:stray/file.txt" in output
-    assert "3 ok, 1 missing, 1 mismatched, 0 could not be checked; 2 orphaned" in output
-
-    one = cli.invoke(dcor_verify_object_store, ["--dataset", private["name"]])
-    assert one.exit_code == 1
-    assert "1 recorded objects and 1 local files checked" in one.output
-    assert "orphans: not checked" not in one.output
-    assert "not checked (--dataset)" in one.output
-    assert "ORPHAN" not in one.output
-
-
-def test_fixity_audit_samples_a_share_of_the_objects(migrated, cli):
-    result = cli.invoke(dcor_verify_object_store, ["--sample-percent", "30"])
-    assert result.exit_code == 0, result.output
-    assert "3 recorded objects and 2 local files checked (2 read back and hashed)" in result.output
-    refused = cli.invoke(dcor_verify_object_store, ["--sample-percent", "101"])
-    assert refused.exit_code == 2

@@ -222,16 +222,16 @@ def test_the_file_of_a_resource_is_never_replaced(
     assert resource["url_type"] == "upload" and resource["url"].endswith("/cells.bin")
 
     # bytes changed behind CKAN's back: the audit finds it, by size and by hash
-    clean = cli.invoke(dcor_verify_object_store, ["--sample-percent", "100"])
+    clean = cli.invoke(dcor_verify_object_store, [])
     assert clean.exit_code == 0, clean.output
-    assert "1 recorded objects and 1 local files checked" in clean.output
+    assert "2 of 2 copies checked" in clean.output  # the object and the depot file
     depot.write_bytes(other.read_bytes())
-    sampled = cli.invoke(dcor_verify_object_store, ["--sample-percent", "100"])
-    assert sampled.exit_code == 1
-    assert f"MISMATCH local:{ckan_path}: has SHA-256 {sha256_path(other)}" in sampled.output
-    depot.write_bytes(b"short")
-    unsampled = cli.invoke(dcor_verify_object_store, [])
-    assert unsampled.exit_code == 1
-    assert f"MISMATCH local:{ckan_path}: has 5 bytes, the resource records 3000" in (
-        unsampled.output
+    changed = cli.invoke(dcor_verify_object_store, [])
+    assert changed.exit_code == 1
+    assert f"DISAGREES depot {depot}: its bytes have SHA-256 {sha256_path(other)}" in (
+        changed.output
     )
+    depot.write_bytes(b"short")
+    cut = cli.invoke(dcor_verify_object_store, [])
+    assert cut.exit_code == 1
+    assert f"DISAGREES depot {depot}: has 5 bytes, the file has 3000" in cut.output

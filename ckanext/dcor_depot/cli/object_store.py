@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-import random
+import json
 import sys
 
 import ckan.model as model
@@ -11,8 +11,9 @@ import click
 
 from .. import config
 from ..operations import audit, prune
-from ..storage.s3 import S3Error, circle_bucket_prefix
-from .common import exit_on_failures, require_object_store
+from ..records import JobError
+from ..storage.s3 import MiB, S3Error, circle_bucket_prefix
+from .common import exit_on_failures, human_size, require_object_store
 
 
 @click.command("dcor-check-object-store")
@@ -88,27 +89,36 @@ def dcor_prune_stale_multipart_uploads(initiated_before_days: int, dry_run: bool
 
 
 @click.command("dcor-verify-object-store")
-@click.option("--dataset", help="Only the resources of this dataset (id or name); no orphans.")
+@click.option("--dataset", help="Only the copies of this dataset (id or name); no orphans.")
 @click.option(
-    "--sample-percent",
-    type=click.FloatRange(min=0, max=100),
-    default=0,
-    show_default=True,
-    help="Also read back this percentage of the objects, chosen at random, and hash their "
-    "bytes (100: all).",
+    "--budget-gib",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Read at most this many GiB; the copies checked least recently come first.",
 )
-def dcor_verify_object_store(dataset: str | None, sample_percent: float):
-    """Fixity audit: check every recorded copy against the resource's SHA-256 and size.
+@click.option(
+    "--budget-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Start no check after this many minutes (a check started is finished).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for monitoring).")
+def dcor_verify_object_store(
+    dataset: str | None, budget_gib: float | None, budget_minutes: float | None, as_json: bool
+):
+    """Fixity audit: re-hash every copy of every file, least recently checked first.
 
-    Each object a resource records (the resource's file and its condensed and
-    preview artifacts) must exist with the recorded size and the SHA-256 in
-    its metadata, and a local file CKAN serves must have the recorded size; a
-    sample (--sample-percent) is read back and hashed, which also finds bytes
-    changed behind the metadata's back. Without --dataset,
-    objects in the circle buckets that belong to no resource are reported as
-    orphans. Exits 1 when anything is missing, mismatched or orphaned.
+    The copies are the S3 objects (resource, condensed, preview), the local
+    backup copies and the depot files. Each copy checked is read in full and
+    must have the file's recorded size and SHA-256; every result is recorded
+    (the depot health page shows them), so that runs with a budget
+    (--budget-gib, --budget-minutes) cover everything in turn. Findings:
+    missing, mismatch, disagrees (another copy still holds the recorded
+    bytes: restore from it), error, over-budget (a copy larger than
+    --budget-gib) and, without --dataset, orphans (objects in the circle
+    buckets no file accounts for). Ends with a summary per circle; exits 1 on
+    any finding.
 
-    Example: ckan -c /etc/ckan/default/ckan.ini dcor-verify-object-store --sample-percent 5
+    Example: ckan -c /etc/ckan/default/ckan.ini dcor-verify-object-store --budget-gib 2000
+    --budget-minutes 300
     """
     store = require_object_store()
     package_id = None
@@ -118,40 +128,66 @@ def dcor_verify_object_store(dataset: str | None, sample_percent: float):
             raise click.ClickException(f"There is no dataset {dataset!r}: check its name or id")
         if package.state == "deleted":
             raise click.ClickException(
-                f"Dataset {package.name} is deleted: its objects are no longer audited"
+                f"Dataset {package.name} is deleted: its copies are no longer audited"
             )
         package_id = package.id
-    expected = audit.expected_objects(store, package_id)
-    rehash = audit.sample(expected, sample_percent, random.Random())
-    findings = []
-    with click.progressbar(expected, file=sys.stderr, label="objects") as bar:
-        for item in bar:
-            try:
-                finding = audit.check(store, item, item in rehash)
-            except S3Error as exc:  # counted; the audit goes on
-                finding = audit.Finding("error", item.bucket, item.key, str(exc))
-            if finding is not None:
-                findings.append(finding)
-    if package_id is None:
-        try:
-            findings.extend(audit.orphans(store))
-        except S3Error as exc:
-            findings.append(audit.Finding("error", "", "", f"listing the buckets failed: {exc}"))
-    counts = dict.fromkeys(("missing", "mismatch", "orphan", "error"), 0)
-    for finding in findings:
-        counts[finding.kind] += 1
-        click.echo(f"{finding.kind.upper()} {finding.bucket}:{finding.key}: {finding.detail}")
-    orphans = "not checked (--dataset)" if package_id else f"{counts['orphan']} orphaned"
-    local = sum(item.local is not None for item in expected)
-    click.echo(
-        f"{len(expected) - local} recorded objects and {local} local files checked "
-        f"({len(rehash)} read back and hashed): "
-        f"{len(expected) - counts['missing'] - counts['mismatch'] - counts['error']} ok, "
-        f"{counts['missing']} missing, {counts['mismatch']} mismatched, "
-        f"{counts['error']} could not be checked; {orphans}"
-    )
-    if findings:
+
+    def progress(copies):
+        with click.progressbar(copies, file=sys.stderr, label="copies") as bar:
+            yield from bar
+
+    try:
+        done = audit.run(
+            store,
+            package_id,
+            budget_bytes=round(budget_gib * 1024 * MiB) if budget_gib else None,
+            budget_seconds=budget_minutes * 60 if budget_minutes else None,
+            progress=progress,
+        )
+    except JobError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(done.as_dict(), indent=2))
+    else:
+        for finding in done.findings:
+            click.echo(finding.line())
+        _echo_circles(done)
+    if done.findings:
         sys.exit(1)
+
+
+def _echo_circles(done: audit.Audit) -> None:
+    header = ("circle", "checked", "read", "ok", "missing", "mismatch", "disagrees", "error")
+    rows = [(*header, "orphans", "left")]
+    for name, summary in sorted(done.circles.items()):
+        rows.append(
+            (
+                name or "(no circle)",
+                summary.checked,
+                human_size(summary.bytes_read),
+                summary.ok,
+                summary.missing,
+                summary.mismatch,
+                summary.disagrees,
+                summary.error,
+                summary.orphans if done.orphans_checked else "-",
+                summary.left,
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = zip(row, widths, strict=True)
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in cells).rstrip())
+    orphans = (
+        f"{sum(s.orphans for s in done.circles.values())} orphaned"
+        if done.orphans_checked
+        else "orphans not checked (--dataset)"
+    )
+    click.echo(
+        f"Audit {done.audit_id}: {done.checked} of {done.copies} copies checked "
+        f"({human_size(done.bytes_read)} read), {done.left} left for a later run, "
+        f"{len(done.findings)} findings; {orphans}"
+    )
 
 
 @click.command("dcor-prune-orphaned-objects")

@@ -1,0 +1,196 @@
+"""What the fixity audit records (``model.py``): every copy it knows with its last
+check (``dcor_depot_copy``), one row per check (``dcor_depot_check``, the history)
+and one per run (``dcor_depot_audit``). Written only by ``dcor-verify-object-store``;
+read by it (which copies are due) and by the depot health page."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import socket
+from collections.abc import Iterable
+
+import ckan.model as model
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+
+from .model import audit_table, check_table, copy_table
+from .records import plugin_tables
+
+#: The results of a check; every one but "ok" is a finding.
+RESULTS = ("ok", "missing", "mismatch", "disagrees", "error")
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyRecord:
+    """A row of ``dcor_depot_copy``."""
+
+    resource_id: str
+    artifact: str
+    copy: str
+    package_id: str
+    location: str
+    size: int
+    sha256: str
+    first_seen: datetime.datetime
+    checked: datetime.datetime | None
+    result: str | None
+    detail: str | None
+    last_ok: datetime.datetime | None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.resource_id, self.artifact, self.copy)
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def _run(statement, commit: bool = True):
+    with plugin_tables():
+        result = model.Session.execute(statement)
+        if commit:
+            model.Session.commit()
+        return result
+
+
+def copy_records(package_id: str | None = None) -> dict[tuple[str, str, str], CopyRecord]:
+    query = sa.select(copy_table)
+    if package_id is not None:
+        query = query.where(copy_table.c.package_id == package_id)
+    rows = _run(query, commit=False).all()
+    model.Session.rollback()
+    return {(r.resource_id, r.artifact, r.copy): CopyRecord(**r._mapping) for r in rows}
+
+
+def register(
+    copy: tuple[str, str, str], package_id: str, location: str, size: int, sha256: str
+) -> None:
+    """Know a copy; one that moved or must now hold other bytes is due again (never checked)."""
+    resource_id, artifact, kind = copy
+    values = {"package_id": package_id, "location": location, "size": size, "sha256": sha256}
+    changed = sa.or_(*(getattr(copy_table.c, name) != sa.literal(values[name]) for name in values))
+    statement = insert(copy_table).values(
+        resource_id=resource_id, artifact=artifact, copy=kind, first_seen=now(), **values
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=["resource_id", "artifact", "copy"],
+        set_={**values, "checked": None, "result": None, "detail": None, "last_ok": None},
+        where=changed,
+    )
+    _run(statement, commit=False)
+
+
+def forget_others(keep: Iterable[str], package_id: str | None = None) -> int:
+    """Drop the copies of resources not in ``keep`` (deleted, purged): no longer audited."""
+    ids = set(keep)
+    records = copy_records(package_id)
+    gone = {key[0] for key in records if key[0] not in ids}
+    for start in range(0, len(gone), 1000):
+        chunk = sorted(gone)[start : start + 1000]
+        _run(sa.delete(copy_table).where(copy_table.c.resource_id.in_(chunk)), commit=False)
+    model.Session.commit()
+    return len(gone)
+
+
+def start_audit(
+    package_id: str | None, budget_bytes: int | None, budget_seconds: int | None
+) -> int:
+    statement = (
+        sa.insert(audit_table)
+        .values(
+            started=now(),
+            host=socket.gethostname(),
+            package_id=package_id,
+            budget_bytes=budget_bytes,
+            budget_seconds=budget_seconds,
+            copies=0,
+            bytes_read=0,
+            findings=0,
+            left=0,
+        )
+        .returning(audit_table.c.id)
+    )
+    return _run(statement).scalar_one()
+
+
+def finish_audit(
+    audit_id: int, copies: int, bytes_read: int, findings: int, left: int, summary: str
+) -> None:
+    _run(
+        sa.update(audit_table)
+        .where(audit_table.c.id == audit_id)
+        .values(
+            finished=now(),
+            copies=copies,
+            bytes_read=bytes_read,
+            findings=findings,
+            left=left,
+            summary=summary,
+        )
+    )
+
+
+def record_check(
+    audit_id: int,
+    record: CopyRecord,
+    result: str,
+    detail: str | None,
+    bytes_read: int,
+) -> None:
+    """The result of one check: the copy's row and the history's."""
+    checked = now()
+    values = {"checked": checked, "result": result, "detail": detail}
+    if result == "ok":
+        values["last_ok"] = checked
+    _run(
+        sa.update(copy_table)
+        .where(
+            copy_table.c.resource_id == record.resource_id,
+            copy_table.c.artifact == record.artifact,
+            copy_table.c.copy == record.copy,
+        )
+        .values(**values),
+        commit=False,
+    )
+    _history(audit_id, record.copy, record.location, result, detail, bytes_read, record)
+
+
+def record_orphan(audit_id: int, location: str, detail: str) -> None:
+    _history(audit_id, "object", location, "orphan", detail, 0, None)
+
+
+def _history(
+    audit_id: int,
+    copy: str,
+    location: str,
+    result: str,
+    detail: str | None,
+    bytes_read: int,
+    record: CopyRecord | None,
+) -> None:
+    _run(
+        sa.insert(check_table).values(
+            audit_id=audit_id,
+            resource_id=record.resource_id if record else None,
+            artifact=record.artifact if record else None,
+            copy=copy,
+            package_id=record.package_id if record else None,
+            location=location,
+            checked=now(),
+            result=result,
+            detail=detail,
+            bytes_read=bytes_read,
+        )
+    )
+
+
+def last_audit(finished: bool = True) -> dict | None:
+    """The latest audit run (``finished``: the latest that ended) as a dict, or None."""
+    query = sa.select(audit_table).order_by(audit_table.c.started.desc()).limit(1)
+    if finished:
+        query = query.where(audit_table.c.finished.is_not(None))
+    row = _run(query, commit=False).first()
+    model.Session.rollback()
+    return dict(row._mapping) if row is not None else None

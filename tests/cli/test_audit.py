@@ -1,0 +1,219 @@
+"""The rolling fixity audit ``ckan dcor-verify-object-store``: every copy (S3 object,
+local backup copy, depot file) re-hashed, least recently checked first, within a
+budget; every result recorded in the extension's tables."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ckan.model as model
+import pytest
+import sqlalchemy as sa
+from ckan.tests import factories, helpers
+
+from ckanext.dcor_depot import placement
+from ckanext.dcor_depot.cli import append_resource, dcor_verify_object_store
+from ckanext.dcor_depot.jobs.resource_jobs import RESOURCE_JOBS
+from ckanext.dcor_depot.model import audit_table, check_table, copy_table
+from ckanext.dcor_depot.operations import audit
+from ckanext.dcor_depot.storage.depot import backup_path_for
+from ckanext.dcor_depot.storage.s3 import object_key
+
+from ..conftest import sha256_path
+
+pytestmark = pytest.mark.usefixtures(
+    "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
+)
+
+GiB = 1024**3
+
+
+@pytest.fixture
+def backups(tmp_path, ckan_config, monkeypatch):
+    folder = tmp_path / "backup"
+    monkeypatch.setitem(ckan_config, "dcor_object_store.local_backup_location", str(folder))
+    return folder
+
+
+def rows(table, **where):
+    query = sa.select(table)
+    for name, value in where.items():
+        query = query.where(getattr(table.c, name) == value)
+    found = [dict(row._mapping) for row in model.Session.execute(query)]
+    model.Session.rollback()
+    return found
+
+
+def copies() -> dict[tuple[str, str], dict]:
+    return {(row["resource_id"], row["copy"]): row for row in rows(copy_table)}
+
+
+def verify(cli, *args: str):
+    result = cli.invoke(dcor_verify_object_store, ["--json", *args])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def append(cli, path, dataset: str) -> dict:
+    result = cli.invoke(append_resource, [str(path), dataset])
+    assert result.exit_code == 0, result.output
+    return helpers.call_action("package_show", id=dataset)["resources"][-1]
+
+
+def test_corrupted_depot_file_object_and_backup_copy_are_found_and_recorded(
+    api_upload, random_file, cli, store, backups
+):
+    user = factories.User()
+    org = factories.Organization(name="lab", users=[{"name": user["name"], "capacity": "editor"}])
+    dataset = factories.Dataset(owner_org=org["id"], user=user)
+    uploaded = api_upload(user, dataset["id"], random_file(3000, name="local.bin"))
+    for kind in ("symlink", "s3-upload"):
+        RESOURCE_JOBS[kind](uploaded["id"])  # what the worker does
+    far = append(cli, random_file(4000, name="far.bin"), dataset["id"])
+    RESOURCE_JOBS["backup"](far["id"])
+    bucket = store.circle_bucket(org["id"])
+    depot_file = placement.ckan_path(uploaded["id"]).resolve()
+    backup = backup_path_for(backups, far["id"])
+    far_key = object_key("resource", far["id"])
+
+    # all four copies hold the recorded bytes
+    status, clean = verify(cli)
+    assert status == 0, clean
+    assert (clean["copies_checked"], clean["bytes_read"], clean["findings"]) == (4, 14000, [])
+    assert clean["circles"]["lab"]["ok"] == 4
+    assert set(copies()) == {
+        (uploaded["id"], "object"),
+        (uploaded["id"], "depot"),
+        (far["id"], "object"),
+        (far["id"], "backup"),
+    }
+    assert {row["result"] for row in copies().values()} == {"ok"}
+    first_ok = copies()[(far["id"], "object")]["last_ok"]
+
+    # the depot file and the object: other bytes of the same size (the object's metadata kept)
+    depot_file.write_bytes(os.urandom(3000))
+    store.client.put_object(
+        Bucket=bucket, Key=far_key, Body=os.urandom(4000), Metadata={"sha256": far["sha256"]}
+    )
+    status, found = verify(cli)
+    assert status == 1
+    by_copy = {(f["resource_id"], f["copy"]): f for f in found["findings"]}
+    depot = by_copy[(uploaded["id"], "depot")]
+    assert depot["kind"] == "disagrees" and depot["location"] == str(depot_file)
+    assert f"its bytes have SHA-256 {sha256_path(depot_file)}" in depot["detail"]
+    assert "the object copy at s3://" in depot["detail"] and "restore this copy" in depot["detail"]
+    far_object = by_copy[(far["id"], "object")]
+    assert far_object["kind"] == "disagrees"
+    assert far_object["location"] == f"s3://{bucket}/{far_key}"
+    assert f"the backup copy at {backup} held the recorded bytes" in far_object["detail"]
+    assert found["circles"]["lab"]["disagrees"] == 2 and found["circles"]["lab"]["ok"] == 2
+    recorded = copies()
+    assert recorded[(far["id"], "object")]["result"] == "disagrees"
+    assert recorded[(far["id"], "object")]["last_ok"] == first_ok
+    assert recorded[(uploaded["id"], "depot")]["result"] == "disagrees"
+
+    # the backup copy cut short, the uploaded file's object gone, an orphan: in text
+    backup.write_bytes(b"short")
+    store.delete_object(bucket, object_key("resource", uploaded["id"]))
+    orphan_key = object_key("resource", "0123456789abcdef")
+    store.client.put_object(Bucket=bucket, Key=orphan_key, Body=b"nobody's")
+    text = cli.invoke(dcor_verify_object_store, [])
+    assert text.exit_code == 1
+    lines = text.stdout.splitlines()
+    assert (
+        f"MISMATCH backup {backup}: has 5 bytes, the file has 4000; no other copy was found "
+        f"holding the recorded bytes (resource {far['id']} of dataset {dataset['name']})"
+    ) in lines
+    assert any(
+        line.startswith(f"MISSING object s3://{bucket}/{object_key('resource', uploaded['id'])}")
+        for line in lines
+    )
+    assert f"ORPHAN object s3://{bucket}/{orphan_key}: no resource 0123456789abcdef exists" in (
+        text.stdout
+    )
+    assert lines[-1].startswith("Audit ") and "4 of 4 copies checked" in lines[-1]
+    assert "5 findings; 1 orphaned" in lines[-1]
+    table = [line.split() for line in lines if line.startswith(("circle ", "lab "))]
+    assert table[0][:4] == ["circle", "checked", "read", "ok"]
+    assert table[1][0] == "lab" and table[1][1] == "4" and table[1][-2:] == ["1", "0"]
+
+    # the history: every check of every run, and each run
+    audits = rows(audit_table)
+    assert [a["findings"] for a in audits] == [0, 2, 5]
+    assert all(a["finished"] is not None for a in audits)
+    history = rows(check_table, audit_id=audits[-1]["id"])
+    assert sorted((h["resource_id"] or "", h["copy"]) for h in history) == sorted(
+        [*copies(), ("", "object")]
+    )
+    assert "ok" not in {h["result"] for h in history}
+    assert len(rows(check_table)) == 4 + 4 + 5
+
+    # one dataset: its copies, no orphans; refusals say what is wrong
+    one = cli.invoke(dcor_verify_object_store, ["--dataset", dataset["name"]])
+    assert one.exit_code == 1
+    assert "ORPHAN" not in one.stdout and "orphans not checked (--dataset)" in one.stdout
+    unknown = cli.invoke(dcor_verify_object_store, ["--dataset", "nope"])
+    assert unknown.exit_code == 1 and "There is no dataset 'nope'" in unknown.output
+
+
+def test_the_budget_holds_and_the_least_recently_checked_come_first(cli, random_file, monkeypatch):
+    org = factories.Organization(name="lab")
+    dataset = factories.Dataset(owner_org=org["id"])
+    sizes = {
+        append(cli, random_file(size, name=f"{size}.bin"), dataset["id"])["id"]: size
+        for size in (3000, 4000, 5000)
+    }
+    budget = str(8000 / GiB)  # exact: a power of two apart
+
+    def checked(run: dict) -> list[str]:
+        history = rows(check_table, audit_id=run["audit_id"])
+        return [h["resource_id"] for h in sorted(history, key=lambda h: h["id"])]
+
+    seen_before: dict[str, object] = {}
+    runs = []
+    for _ in range(4):
+        before = {rid: row["checked"] for (rid, _), row in copies().items()}
+        status, run = verify(cli, "--budget-gib", budget)
+        assert status == 0, run
+        assert run["bytes_read"] <= 8000
+        order = checked(run)
+        assert run["copies_checked"] == len(order) >= 1
+        assert run["copies_left"] == 3 - len(order)
+        assert run["bytes_read"] == sum(sizes[rid] for rid in order)
+        # never checked first, then by the moment of the last check
+        due = sorted(sizes, key=lambda rid: (before.get(rid) is not None, before.get(rid) or 0))
+        assert order[0] == due[0]
+        assert [before.get(rid) for rid in order] == sorted(
+            (before.get(rid) for rid in order), key=lambda t: (t is not None, t or 0)
+        )
+        seen_before.update(dict.fromkeys(order))
+        runs.append(order)
+    assert set(seen_before) == set(sizes)  # successive runs cover everything
+    assert runs[0] != runs[1]
+
+    # a budget smaller than a copy: said, and exit 1
+    status, tight = verify(cli, "--budget-gib", str(2000 / GiB))
+    assert status == 1 and tight["copies_checked"] == 0
+    assert {f["kind"] for f in tight["findings"]} == {"over-budget"}
+    assert "raise --budget-gib" in tight["findings"][0]["detail"]
+
+    # --budget-minutes: no check starts after the time is spent (a clock 50 s per step)
+    clock = iter(range(0, 10_000, 50))
+    monkeypatch.setattr(audit, "monotonic", lambda: next(clock))
+    status, timed = verify(cli, "--budget-minutes", "2")
+    assert status == 0 and timed["copies_checked"] == 2 and timed["copies_left"] == 1
+
+
+def test_without_the_plugins_migrations_it_says_what_to_run(cli, store):
+    model.Session.execute(sa.text("ALTER TABLE dcor_depot_copy RENAME TO dcor_depot_copy_away"))
+    model.Session.commit()
+    try:
+        result = cli.invoke(dcor_verify_object_store, [])
+    finally:
+        model.Session.rollback()
+        model.Session.execute(sa.text("ALTER TABLE dcor_depot_copy_away RENAME TO dcor_depot_copy"))
+        model.Session.commit()
+    assert result.exit_code == 1
+    assert "The table dcor_depot_copy is missing: run `ckan -c CKAN_INI db upgrade -p" in (
+        result.output
+    )
