@@ -33,12 +33,17 @@ log = logging.getLogger(__name__)
 @tk.blanket.validators
 @tk.blanket.cli
 class DCORDepotPlugin(p.SingletonPlugin):
+    p.implements(p.IConfigurer, inherit=True)
     p.implements(p.IConfigurable, inherit=True)
     p.implements(p.IResourceController, inherit=True)
     p.implements(p.IPackageController, inherit=True)
     p.implements(p.IUploader, inherit=True)
     p.implements(p.IForkObserver, inherit=True)
     p.implements(p.ISignal)
+
+    # IConfigurer: the depot health tab among CKAN's sysadmin pages
+    def update_config(self, config_):
+        tk.add_template_directory(config_, "templates")
 
     # IConfigurable
     def configure(self, config_):

@@ -22,6 +22,7 @@ from ckan.views.resource import download as ckan_download
 from flask import Blueprint
 
 from . import config, placement, records
+from .operations import health as depot_health
 from .storage.s3 import S3Error
 
 dcor_depot = Blueprint("dcor_depot", __name__)
@@ -81,6 +82,34 @@ def _local_file(placed: placement.PlacedFile) -> bool:
     return placed.local is not None and placed.local.is_file()
 
 
+def _sysadmins_only() -> None:
+    try:
+        tk.check_access("sysadmin", {"user": current_user.name, "auth_user_obj": current_user})
+    except tk.NotAuthorized:
+        tk.abort(403, tk._("Only sysadmins may see the depot's health"))
+
+
+def health():
+    """The depot health page, a tab of CKAN's sysadmin pages."""
+    _sysadmins_only()
+    return tk.render("dcor_depot/health.html", {"health": depot_health.health()})
+
+
+def health_list(name: str):
+    """The resources behind one number of the health page."""
+    _sysadmins_only()
+    if name not in depot_health.LISTS:
+        return tk.abort(404, tk._("There is no such list"))
+    circle = tk.request.args.get("circle") or None
+    entries = depot_health.listing(name, circle)
+    title = depot_health.LISTS[name]
+    return tk.render(
+        "dcor_depot/health_list.html", {"title": title, "circle": circle, "entries": entries}
+    )
+
+
+dcor_depot.add_url_rule("/ckan-admin/depot", view_func=health)
+dcor_depot.add_url_rule("/ckan-admin/depot/<name>", view_func=health_list)
 dcor_depot.add_url_rule("/dataset/<id>/resource/<resource_id>/download", view_func=download)
 dcor_depot.add_url_rule(
     "/dataset/<id>/resource/<resource_id>/download/<filename>", view_func=download

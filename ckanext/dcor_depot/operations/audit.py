@@ -116,9 +116,7 @@ def known_copies(store: ObjectStore, package_id: str | None = None) -> list[Copy
     """Register the copies of every file of the active resources (of one dataset); those
     due first: never checked, then least recently checked."""
     backup_root = config.local_backup_location()
-    circles = dict(
-        model.Session.execute(sa.select(model.Group.id, model.Group.name)).tuples().all()
-    )
+    circles = dict(model.Session.execute(sa.select(model.Group.id, model.Group.name)).all())
     found: dict[tuple[str, str, str], tuple] = {}
     seen = checks.copy_records(package_id)
     active = []

@@ -1,0 +1,205 @@
+"""What the depot health page (``/ckan-admin/depot``) shows, from the extension's tables
+and the job queues: bytes and files per circle, files waiting for or failed in the
+depot's jobs, copies the fixity audit has not checked yet or found wrong, and its
+last run. Every count comes with the resources behind it (:func:`listing`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Iterable
+
+import ckan.model as model
+import sqlalchemy as sa
+from ckan.lib.jobs import get_queue
+from rq.job import Job
+
+from .. import checks
+from ..jobs.queue import QUEUES
+from ..model import file_table
+
+#: The lists behind the page's numbers.
+LISTS = {
+    "files": "Files kept",
+    "waiting": "Waiting for a job",
+    "failed": "Failed in a job",
+    "unchecked": "Copies not checked yet",
+    "findings": "Copies found wrong",
+}
+#: The circle of datasets without an organization.
+NO_CIRCLE = "(no circle)"
+
+
+@dataclasses.dataclass
+class Circle:
+    name: str
+    title: str
+    files: int = 0
+    bytes: int = 0
+    waiting: int = 0
+    failed: int = 0
+    unchecked: int = 0
+    findings: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One row of a list: a resource (or dataset), where, and what about it."""
+
+    circle: str
+    package_name: str | None
+    resource_id: str | None
+    what: str
+    detail: str
+    when: datetime.datetime | None = None
+
+
+@dataclasses.dataclass
+class Health:
+    circles: list[Circle]
+    last_audit: dict | None
+    #: an audit that started after the last one that ended (running, or killed)
+    unfinished_audit: dict | None
+
+    def total(self, field: str) -> int:
+        return sum(getattr(circle, field) for circle in self.circles)
+
+
+def _datasets() -> dict[str, tuple[str, str, str]]:
+    """package id -> (name, circle name, circle title)."""
+    query = sa.select(model.Package.id, model.Package.name, model.Group.name, model.Group.title)
+    query = query.outerjoin(model.Group, model.Group.id == model.Package.owner_org)
+    found = {
+        pid: (name, circle or NO_CIRCLE, title or circle or NO_CIRCLE)
+        for pid, name, circle, title in model.Session.execute(query)
+    }
+    return found
+
+
+def _resource_packages(resource_ids: Iterable[str]) -> dict[str, str]:
+    ids = list(resource_ids)
+    if not ids:
+        return {}
+    query = sa.select(model.Resource.id, model.Resource.package_id)
+    return dict(model.Session.execute(query.where(model.Resource.id.in_(ids))).all())
+
+
+def entries() -> dict[str, list[Entry]]:
+    """Every list behind the page's numbers."""
+    datasets = _datasets()
+    lists: dict[str, list[Entry]] = {name: [] for name in LISTS}
+
+    def entry(package_id: str | None, resource_id: str | None, what: str, detail: str, when=None):
+        name, circle, _ = datasets.get(package_id or "", (None, NO_CIRCLE, NO_CIRCLE))
+        return Entry(circle, name, resource_id, what, detail, when)
+
+    rows = model.Session.execute(
+        sa.select(file_table).where(file_table.c.purged.is_(None), file_table.c.bucket.is_not(None))
+    ).all()
+    for row in rows:
+        lists["files"].append(
+            entry(row.package_id, row.resource_id, row.artifact, f"{row.size} bytes", row.recorded)
+        )
+    copies = checks.copy_records()
+    audited = {(rid, artifact) for rid, artifact, kind in copies if kind == "object"}
+    for row in rows:
+        if (row.resource_id, row.artifact) not in audited:
+            where = f"s3://{row.bucket}/{row.key}"
+            lists["unchecked"].append(
+                entry(row.package_id, row.resource_id, "object", f"{where}: never checked")
+            )
+    for record in copies.values():
+        if record.checked is None:
+            lists["unchecked"].append(
+                entry(record.package_id, record.resource_id, record.copy, record.location)
+            )
+        elif record.result != "ok":
+            lists["findings"].append(
+                entry(
+                    record.package_id,
+                    record.resource_id,
+                    f"{record.copy}: {record.result}",
+                    f"{record.location}: {record.detail}",
+                    record.checked,
+                )
+            )
+    jobs = _jobs()
+    packages = _resource_packages(object_id for _, _, object_id, _, _ in jobs)
+    for state, kind, object_id, detail, when in jobs:
+        if object_id in packages:
+            found = entry(packages[object_id], object_id, kind, detail, when)
+        else:  # a dataset's job (convergence, index)
+            found = entry(object_id, None, kind, detail, when)
+        lists[state].append(found)
+    model.Session.rollback()
+    return lists
+
+
+def _jobs() -> list[tuple[str, str, str, str, datetime.datetime | None]]:
+    """The depot's jobs waiting (queued, deferred, scheduled, running) or failed:
+    (state, kind, resource or dataset id, detail, when)."""
+    found = []
+    for name in QUEUES:
+        queue = get_queue(name)
+        waiting = {
+            "queued": queue.get_job_ids(),
+            "deferred": queue.deferred_job_registry.get_job_ids(),
+            "scheduled": queue.scheduled_job_registry.get_job_ids(),
+            "running": queue.started_job_registry.get_job_ids(),
+        }
+        for label, ids in waiting.items():
+            for job in Job.fetch_many(ids, connection=queue.connection):
+                if job is not None and job.args and isinstance(job.args[0], str):
+                    kind = _kind(job)
+                    found.append(("waiting", kind, job.args[0], label, job.enqueued_at))
+        failed = queue.failed_job_registry.get_job_ids()
+        for job in Job.fetch_many(failed, connection=queue.connection):
+            if job is not None and job.args and isinstance(job.args[0], str):
+                found.append(("failed", _kind(job), job.args[0], _reason(job), job.ended_at))
+    return found
+
+
+def _kind(job: Job) -> str:
+    title = job.meta.get("title") or job.func_name
+    return title.removeprefix("dcor_depot ")
+
+
+def _reason(job: Job) -> str:
+    """The last line of the job's traceback: the error's type and message."""
+    text = job.exc_info or ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "failed (no traceback kept)"
+
+
+def health() -> Health:
+    datasets = _datasets()
+    circles: dict[str, Circle] = {}
+    for _, circle, title in datasets.values():
+        circles.setdefault(circle, Circle(circle, title))
+    lists = entries()
+    for name, found in lists.items():
+        for item in found:
+            circle = circles.setdefault(item.circle, Circle(item.circle, item.circle))
+            setattr(circle, name, getattr(circle, name) + 1)
+    for row in model.Session.execute(
+        sa.select(file_table.c.package_id, sa.func.sum(file_table.c.size))
+        .where(file_table.c.purged.is_(None), file_table.c.bucket.is_not(None))
+        .group_by(file_table.c.package_id)
+    ):
+        _, circle, _ = datasets.get(row[0], (None, NO_CIRCLE, NO_CIRCLE))
+        circles.setdefault(circle, Circle(circle, circle)).bytes += row[1] or 0
+    last = checks.last_audit(finished=True)
+    latest = checks.last_audit(finished=False)
+    unfinished = latest if latest and (last is None or latest["id"] != last["id"]) else None
+    model.Session.rollback()
+    shown = sorted(
+        (c for c in circles.values() if any(getattr(c, f) for f in (*LISTS, "bytes"))),
+        key=lambda c: c.title.lower(),
+    )
+    return Health(shown, last, unfinished)
+
+
+def listing(name: str, circle: str | None = None) -> list[Entry]:
+    """The resources behind one number of the page (of one circle, or all)."""
+    found = entries()[name]
+    return [item for item in found if circle is None or item.circle == circle]

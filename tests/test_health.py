@@ -1,0 +1,116 @@
+"""The depot health page (/ckan-admin/depot): sysadmins see bytes and files per circle,
+a job that failed with its reason, a copy the audit found wrong; every number leads to
+the resources behind it; everybody else gets 403. Also in headless Chromium, with
+screenshots in test-artifacts/browser/ckan-VERSION/TEST/."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from ckan.tests import factories, helpers
+
+from ckanext.dcor_depot import placement
+from ckanext.dcor_depot.cli import append_resource, dcor_verify_object_store
+from ckanext.dcor_depot.storage.s3 import object_key
+
+from .test_browser import PASSWORD, browser  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures(
+    "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
+)
+
+
+def get(app, path: str, user: dict | None = None):
+    headers = {}
+    if user is not None:
+        headers["Authorization"] = factories.APIToken(user=user["name"])["token"]
+    return app.get(path, headers=headers, status=None)
+
+
+def href(cell: str) -> str:
+    return re.search(r'href="([^"]+)"', cell).group(1).replace("&amp;", "&")
+
+
+def test_sysadmins_see_a_failed_job_and_a_mismatch_others_get_403(
+    app,
+    api_upload,
+    random_file,
+    run_worker,
+    cli,
+    store,
+    ckan_server,
+    browser,  # noqa: F811
+):
+    admin = factories.Sysadmin(name="root", password=PASSWORD)
+    editor = factories.User()
+    org = factories.Organization(
+        name="lab", title="HL60 lab", users=[{"name": editor["name"], "capacity": "admin"}]
+    )
+    dataset = factories.Dataset(name="hl60", owner_org=org["id"], user=editor)
+    # a job that fails: the uploaded file is gone before the worker comes
+    lost = api_upload(editor, dataset["id"], random_file(3000, name="lost.bin"))
+    placement.ckan_path(lost["id"]).unlink()
+    run_worker()
+    # a copy the audit finds wrong: other bytes behind the object's metadata
+    kept = cli.invoke(append_resource, [str(random_file(4000, name="kept.bin")), "hl60"])
+    assert kept.exit_code == 0, kept.output
+    far = helpers.call_action("package_show", id="hl60")["resources"][-1]
+    bucket = store.circle_bucket(org["id"])
+    store.client.put_object(
+        Bucket=bucket,
+        Key=object_key("resource", far["id"]),
+        Body=os.urandom(4000),
+        Metadata={"sha256": far["sha256"]},
+    )
+    assert cli.invoke(dcor_verify_object_store, []).exit_code == 1
+
+    for who in (None, editor, factories.User()):
+        assert get(app, "/ckan-admin/depot", who).status_code == 403
+        assert get(app, "/ckan-admin/depot/failed", who).status_code == 403
+
+    page = get(app, "/ckan-admin/depot", admin)
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "Depot health" in text and "HL60 lab" in text
+    row = re.search(r'<tr data-circle="lab">(.*?)</tr>', text, re.S).group(1)
+    cells = dict(re.findall(r'<td class="(\w+)"[^>]*>(.*?)</td>', row, re.S))
+    assert re.search(r">1</a>", cells["files"])  # the appended file; the lost one is not in S3
+    assert "3.9 KiB" in cells["bytes"]
+    assert re.search(r">\d+</a>", cells["failed"]) and re.search(r">1</a>", cells["findings"])
+    audit = re.search(r'<p class="last-audit">(.*?)</p>', text, re.S).group(1)
+    assert re.search(r"1 copies checked \(3.9 KiB read\).*>1</a> findings", " ".join(audit.split()))
+
+    assert href(cells["failed"]) == "/ckan-admin/depot/failed?circle=lab"
+    failed = get(app, href(cells["failed"]), admin)
+    failed_text = failed.get_data(as_text=True)
+    assert failed.status_code == 200
+    assert lost["id"] in failed_text and "is missing at" in failed_text
+    assert f"/dataset/hl60/resource/{lost['id']}" in failed_text
+
+    found = get(app, href(cells["findings"]), admin).get_data(as_text=True)
+    assert far["id"] in found and "its bytes have SHA-256" in found
+    assert f"s3://{bucket}/{object_key('resource', far['id'])}" in found
+    assert (
+        get(app, "/ckan-admin/depot/findings?circle=other", admin)
+        .get_data(as_text=True)
+        .count(far["id"])
+        == 0
+    )
+    assert get(app, "/ckan-admin/depot/nothing", admin).status_code == 404
+
+    # in a browser: the tab beside CKAN's own, the numbers, the failed job's reason
+    web = browser(ckan_server().url)
+    web.log_in("root", PASSWORD)
+    web.open("/ckan-admin")
+    web.click("a[href='/ckan-admin/depot']")
+    web.shot("health")
+    assert "HL60 lab" in web.css("#depot-circles").text
+    web.click("tr[data-circle='lab'] td.failed a")
+    web.shot("failed-jobs")
+    assert "is missing at" in web.css("#depot-list").text
+    web.open("/ckan-admin/depot")
+    web.click("tr[data-circle='lab'] td.findings a")
+    web.shot("findings")
+    assert "its bytes have SHA-256" in web.css("#depot-list").text
