@@ -64,22 +64,32 @@ def copy_records(package_id: str | None = None) -> dict[tuple[str, str, str], Co
     return {(r.resource_id, r.artifact, r.copy): CopyRecord(**r._mapping) for r in rows}
 
 
-def register(
-    copy: tuple[str, str, str], package_id: str, location: str, size: int, sha256: str
-) -> None:
-    """Know a copy; one that moved or must now hold other bytes is due again (never checked)."""
-    resource_id, artifact, kind = copy
-    values = {"package_id": package_id, "location": location, "size": size, "sha256": sha256}
-    changed = sa.or_(*(getattr(copy_table.c, name) != sa.literal(values[name]) for name in values))
-    statement = insert(copy_table).values(
-        resource_id=resource_id, artifact=artifact, copy=kind, first_seen=now(), **values
-    )
+#: What a copy must hold and where it is; when one of them changes, the copy is due again.
+_WHAT = ("package_id", "location", "size", "sha256")
+
+
+def register(copies: list[dict]) -> None:
+    """Know these copies (dicts of the table's key and :data:`_WHAT`), in one statement per
+    1000; one that moved or must now hold other bytes is due again (never checked)."""
+    statement = insert(copy_table)
+    new = statement.excluded
     statement = statement.on_conflict_do_update(
         index_elements=["resource_id", "artifact", "copy"],
-        set_={**values, "checked": None, "result": None, "detail": None, "last_ok": None},
-        where=changed,
+        set_={
+            **{name: getattr(new, name) for name in _WHAT},
+            "checked": None,
+            "result": None,
+            "detail": None,
+            "last_ok": None,
+        },
+        where=sa.or_(*(getattr(copy_table.c, name) != getattr(new, name) for name in _WHAT)),
     )
-    _run(statement, commit=False)
+    seen = now()
+    for start in range(0, len(copies), 1000):
+        rows = [{**row, "first_seen": seen} for row in copies[start : start + 1000]]
+        with plugin_tables():
+            model.Session.execute(statement, rows)
+    model.Session.commit()
 
 
 def forget_others(keep: Iterable[str], package_id: str | None = None) -> int:

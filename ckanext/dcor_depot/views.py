@@ -98,11 +98,12 @@ def health():
 def health_list(name: str):
     """The resources behind one number of the health page."""
     _sysadmins_only()
-    if name not in depot_health.LISTS:
+    titles = {**depot_health.LISTS, **depot_health.AUDIT_LISTS}
+    if name not in titles:
         return tk.abort(404, tk._("There is no such list"))
     circle = tk.request.args.get("circle") or None
     entries = depot_health.listing(name, circle)
-    title = depot_health.LISTS[name]
+    title = titles[name]
     return tk.render(
         "dcor_depot/health_list.html", {"title": title, "circle": circle, "entries": entries}
     )

@@ -12,8 +12,12 @@ import pytest
 import sqlalchemy as sa
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import placement
-from ckanext.dcor_depot.cli import append_resource, dcor_verify_object_store
+from ckanext.dcor_depot import locks, placement
+from ckanext.dcor_depot.cli import (
+    append_resource,
+    dcor_move_dataset_to_circle,
+    dcor_verify_object_store,
+)
 from ckanext.dcor_depot.jobs.resource_jobs import RESOURCE_JOBS
 from ckanext.dcor_depot.model import audit_table, check_table, copy_table
 from ckanext.dcor_depot.operations import audit
@@ -197,6 +201,21 @@ def test_the_budget_holds_and_the_least_recently_checked_come_first(cli, random_
     assert {f["kind"] for f in tight["findings"]} == {"over-budget"}
     assert "raise --budget-gib" in tight["findings"][0]["detail"]
 
+    # the dataset moves to another circle: its objects are other copies, due at once
+    other = factories.Organization(name="other-lab")
+    moved = cli.invoke(dcor_move_dataset_to_circle, [dataset["name"], other["name"]])
+    assert moved.exit_code == 0, moved.output
+    status, after = verify(cli, "--budget-gib", budget)
+    assert status == 0 and after["circles"]["other-lab"]["checked"] == len(checked(after)) >= 1
+    relocated = copies()
+    assert {row["location"].split("/")[2] for row in relocated.values()} == {
+        f"test-circle-{other['id']}"
+    }
+    # checked before the move, but not in this run: never checked at the new place
+    assert {rid: row["checked"] is not None for (rid, _), row in relocated.items()} == {
+        rid: rid in checked(after) for rid in sizes
+    }
+
     # --budget-minutes: no check starts after the time is spent (a clock 50 s per step)
     clock = iter(range(0, 10_000, 50))
     monkeypatch.setattr(audit, "monotonic", lambda: next(clock))
@@ -217,3 +236,13 @@ def test_without_the_plugins_migrations_it_says_what_to_run(cli, store):
     assert "The table dcor_depot_copy is missing: run `ckan -c CKAN_INI db upgrade -p" in (
         result.output
     )
+
+
+def test_a_second_audit_is_refused_while_one_runs(cli, store, monkeypatch):
+    monkeypatch.setattr(locks, "COMMAND_LEASE_SECONDS", 0.5)  # a shorter wait for the refusal
+    with locks.command_lock("dcor-verify-object-store"):
+        refused = cli.invoke(dcor_verify_object_store, [])
+    assert refused.exit_code == 1
+    assert "Another dcor-verify-object-store is running" in refused.output
+    assert rows(audit_table) == []  # nothing recorded of the refused run
+    assert cli.invoke(dcor_verify_object_store, []).exit_code == 0

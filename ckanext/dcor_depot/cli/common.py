@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 import click
 
-from .. import config
+from .. import config, locks
 from ..storage.s3 import ObjectStore
 
 
@@ -21,6 +23,22 @@ def require_object_store(parallel_uploads: int = 1) -> ObjectStore:
     if parallel_uploads == 1:
         return config.object_store()
     return ObjectStore(settings, parallel_uploads=parallel_uploads)
+
+
+@contextlib.contextmanager
+def single_run(name: str) -> Iterator[None]:
+    """One run of the command ``name`` at a time, on any host sharing CKAN's Redis;
+    exits 1 when another one runs."""
+    lease = locks.command_lock(name)
+    if not lease.acquire():
+        raise click.ClickException(
+            f"Another {name} is running ({lease.key} is held by another process); "
+            "wait for it to end"
+        )
+    try:
+        yield
+    finally:
+        lease.release()
 
 
 def exit_on_failures(failures: list[str]) -> None:

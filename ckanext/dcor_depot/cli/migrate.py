@@ -11,22 +11,25 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import click
 
 from .. import config, locks, placement
-from ..leases import LeaseHeld
 from ..operations import migrate
 from ..operations.status import candidates
-from .common import exit_on_failures, modified_days_option, require_object_store
+from .common import exit_on_failures, modified_days_option, require_object_store, single_run
 
 #: Seconds after which the finished resources of a dataset are recorded even
 #: if others of it are still uploading (so an interrupted run loses little).
 RECORD_EVERY = 10.0
 
 
+#: The command's name, also of the lease that keeps a second run from starting (on any host).
+NAME = "dcor-migrate-resources-to-object-store"
+
+
 def run_lock():
-    """The lease that keeps a second run from starting (on any host)."""
-    return locks.command_lock("dcor-migrate-resources-to-object-store")
+    """The lease of a run (``single_run`` takes it)."""
+    return locks.command_lock(NAME)
 
 
-@click.command("dcor-migrate-resources-to-object-store")
+@click.command(NAME)
 @modified_days_option
 @click.option(
     "--verify-existence",
@@ -81,14 +84,8 @@ def dcor_migrate_resources_to_object_store(
     store = require_object_store(parallel_uploads=jobs)
     options = migrate.Options(verify_existence, verify_checksum, delete_after_migration, dry_run)
     # one run at a time (a dry run changes nothing and may run beside one)
-    lock = contextlib.nullcontext() if dry_run else run_lock()
-    try:
-        with lock:
-            _run(store, modified_days, options, jobs)
-    except LeaseHeld as exc:
-        raise click.ClickException(
-            f"Another dcor-migrate-resources-to-object-store is running ({exc}); wait for it to end"
-        ) from exc
+    with contextlib.nullcontext() if dry_run else single_run(NAME):
+        _run(store, modified_days, options, jobs)
 
 
 def _run(store, modified_days: int | None, options: migrate.Options, jobs: int) -> None:

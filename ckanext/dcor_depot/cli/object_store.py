@@ -13,7 +13,7 @@ from .. import config
 from ..operations import audit, prune
 from ..records import JobError
 from ..storage.s3 import MiB, S3Error, circle_bucket_prefix
-from .common import exit_on_failures, human_size, require_object_store
+from .common import exit_on_failures, human_size, require_object_store, single_run
 
 
 @click.command("dcor-check-object-store")
@@ -140,13 +140,15 @@ def dcor_verify_object_store(
             yield from bar
 
     try:
-        done = audit.run(
-            store,
-            package_id,
-            budget_bytes=round(budget_gib * 1024 * MiB) if budget_gib else None,
-            budget_seconds=budget_minutes * 60 if budget_minutes else None,
-            progress=progress,
-        )
+        # one audit at a time: two would check the same copies first
+        with single_run("dcor-verify-object-store"):
+            done = audit.run(
+                store,
+                package_id,
+                budget_bytes=round(budget_gib * 1024 * MiB) if budget_gib else None,
+                budget_seconds=budget_minutes * 60 if budget_minutes else None,
+                progress=progress,
+            )
     except JobError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:

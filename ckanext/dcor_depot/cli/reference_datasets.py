@@ -7,8 +7,7 @@ from pathlib import Path
 import ckan.plugins.toolkit as tk
 import click
 
-from .. import config, locks
-from ..leases import LeaseHeld
+from .. import config
 from ..operations.figshare_import import (
     BUNDLED_DOIS,
     ArticleImport,
@@ -19,7 +18,7 @@ from ..operations.figshare_import import (
 from ..storage.depot import DepotError
 from ..storage.figshare_api import FigshareClient, FigshareError, parse_doi
 from ..storage.s3 import S3Error
-from .common import exit_on_failures, human_size
+from .common import exit_on_failures, human_size, single_run
 
 
 @click.command("import-figshare")
@@ -62,13 +61,8 @@ def import_figshare(dois: tuple[str, ...], dois_file: Path | None, limit: int | 
     where = (
         "the circle's bucket" if store else f"{config.depots_path() / 'figshare'} (no object store)"
     )
-    try:
-        with locks.command_lock("import-figshare"):
-            failures = _run(wanted, store, where)
-    except LeaseHeld as exc:
-        raise click.ClickException(
-            f"Another import-figshare is running ({exc}); wait for it to end"
-        ) from exc
+    with single_run("import-figshare"):
+        failures = _run(wanted, store, where)
     exit_on_failures(failures)
 
 

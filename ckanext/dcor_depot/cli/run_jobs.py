@@ -7,6 +7,7 @@ import sys
 import click
 
 from .. import config
+from ..jobs.queue import forget_failures
 from ..jobs.resource_jobs import run_steps
 from ..operations import sweep
 from ..operations.status import candidates, missing_jobs
@@ -41,6 +42,8 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
     store = config.object_store()
     done = fine = 0
     failures: list[str] = []
+    # resources whose work is done: their failed jobs leave the failed list
+    settled: list[str] = []
     todo = list(candidates(store, modified_days, url_types=("upload", S3_URL_TYPE)))
     click.echo(f"Checking {len(todo)} uploaded resources")
     with click.progressbar(todo, file=sys.stderr, label="resources") as bar:
@@ -54,6 +57,7 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
                 continue
             if not missing:
                 fine += 1
+                settled.append(candidate.resource_id)
                 continue
             if dry_run:
                 done += 1
@@ -65,9 +69,12 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
                 failures.append(f"{where}: {exc}")
             else:
                 done += 1
+                settled.append(candidate.resource_id)
                 click.echo(f"\n{where}: ran {', '.join(missing)}")
     verb = "would need jobs" if dry_run else "done"
     click.echo(f"{len(todo)} resources: {done} {verb}, {fine} already fine, {len(failures)} failed")
+    if not dry_run and (cleared := forget_failures(settled)):
+        click.echo(f"{cleared} failed jobs of resources that are fine now: removed from RQ's list")
     if store is not None:
         click.echo("Sweeping the object store: every dataset's objects against CKAN")
         swept = sweep.sweep(store, dry_run=dry_run, echo=click.echo)

@@ -8,15 +8,18 @@ still waiting (:func:`enqueue_unless_waiting`).
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 import redis
 import sqlalchemy as sa
+from ckan.lib.jobs import get_queue
 from ckan.lib.redis import connect_to_redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Dependency, Job, JobStatus
@@ -162,3 +165,69 @@ if not sa.event.contains(model.Session, "after_commit", _run_pending):
     sa.event.listen(model.Session, "after_flush", _written)
     sa.event.listen(model.Session, "after_commit", _run_pending)
     sa.event.listen(model.Session, "after_rollback", _drop_pending)
+
+
+@dataclasses.dataclass(frozen=True)
+class QueuedJob:
+    """One of the depot's jobs that waits, runs or failed."""
+
+    job_id: str
+    #: "queued", "deferred", "scheduled", "running" or "failed"
+    state: str
+    kind: str
+    #: the resource's (or a dataset's) id the job is for
+    object_id: str
+    #: when it was queued, or when it failed
+    when: datetime.datetime | None
+    #: why it failed: the last line of its traceback
+    reason: str | None = None
+
+
+def depot_jobs() -> list[QueuedJob]:
+    """The depot's jobs waiting or running, and those that failed and did not run again."""
+    found = []
+    for name in QUEUES:
+        queue = get_queue(name)
+        registries = {
+            "queued": queue.get_job_ids(),
+            "deferred": queue.deferred_job_registry.get_job_ids(),
+            "scheduled": queue.scheduled_job_registry.get_job_ids(),
+            "running": queue.started_job_registry.get_job_ids(),
+            "failed": queue.failed_job_registry.get_job_ids(),
+        }
+        for state, ids in registries.items():
+            for job in Job.fetch_many(ids, connection=queue.connection):
+                if job is None or not job.args or not isinstance(job.args[0], str):
+                    continue
+                if state == "failed":
+                    # a job queued again under the same id is no longer a failure
+                    if job.get_status(refresh=False) != JobStatus.FAILED:
+                        continue
+                    found.append(_job(job, state, job.ended_at, _reason(job)))
+                else:
+                    found.append(_job(job, state, job.enqueued_at))
+    return found
+
+
+def _job(job: Job, state: str, when, reason: str | None = None) -> QueuedJob:
+    kind = (job.meta.get("title") or job.func_name).removeprefix("dcor_depot ")
+    return QueuedJob(job.id, state, kind, job.args[0], when, reason)
+
+
+def _reason(job: Job) -> str:
+    lines = [line for line in (job.exc_info or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "failed (no traceback kept)"
+
+
+def forget_failures(object_ids: Iterable[str]) -> int:
+    """Remove the failed jobs of these resources from the failed registries: their
+    work was done since (``run-jobs-dcor-depot`` ran it in its own process)."""
+    ids = set(object_ids)
+    removed = 0
+    for name in QUEUES:
+        registry = get_queue(name).failed_job_registry
+        for job in Job.fetch_many(registry.get_job_ids(), connection=registry.connection):
+            if job is not None and job.args and job.args[0] in ids:
+                registry.remove(job, delete_job=True)
+                removed += 1
+    return removed

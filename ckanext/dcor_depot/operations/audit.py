@@ -141,9 +141,20 @@ def known_copies(store: ObjectStore, package_id: str | None = None) -> list[Copy
                 if path.exists() or (*base, "backup") in seen:
                     found[(*base, "backup")] = (str(path), placed, path, dataset, circle)
     checks.forget_others(active, package_id)
-    for key, (location, placed, _, dataset, _) in found.items():
-        checks.register(key, dataset[0], location, placed.size, placed.sha256)
-    model.Session.commit()
+    checks.register(
+        [
+            {
+                "resource_id": key[0],
+                "artifact": key[1],
+                "copy": key[2],
+                "package_id": dataset[0],
+                "location": location,
+                "size": placed.size,
+                "sha256": placed.sha256,
+            }
+            for key, (location, placed, _, dataset, _) in found.items()
+        ]
+    )
     registered = checks.copy_records(package_id)
     copies = [
         Copy(

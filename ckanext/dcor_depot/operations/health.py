@@ -11,20 +11,24 @@ from collections.abc import Iterable
 
 import ckan.model as model
 import sqlalchemy as sa
-from ckan.lib.jobs import get_queue
-from rq.job import Job
 
 from .. import checks
-from ..jobs.queue import QUEUES
-from ..model import file_table
+from ..jobs.queue import depot_jobs
+from ..model import check_table, file_table
 
 #: The lists behind the page's numbers.
 LISTS = {
     "files": "Files kept",
+    "unverified": "Files without a verified object yet",
     "waiting": "Waiting for a job",
     "failed": "Failed in a job",
     "unchecked": "Copies not checked yet",
     "findings": "Copies found wrong",
+}
+#: The lists behind the numbers of the last audit.
+AUDIT_LISTS = {
+    "checked": "Copies the last audit checked",
+    "left": "Copies the last audit left for a later run",
 }
 #: The circle of datasets without an organization.
 NO_CIRCLE = "(no circle)"
@@ -36,6 +40,7 @@ class Circle:
     title: str
     files: int = 0
     bytes: int = 0
+    unverified: int = 0
     waiting: int = 0
     failed: int = 0
     unchecked: int = 0
@@ -93,9 +98,13 @@ def entries() -> dict[str, list[Entry]]:
         name, circle, _ = datasets.get(package_id or "", (None, NO_CIRCLE, NO_CIRCLE))
         return Entry(circle, name, resource_id, what, detail, when)
 
-    rows = model.Session.execute(
-        sa.select(file_table).where(file_table.c.purged.is_(None), file_table.c.bucket.is_not(None))
-    ).all()
+    kept = model.Session.execute(sa.select(file_table).where(file_table.c.purged.is_(None))).all()
+    rows = [row for row in kept if row.bucket is not None]
+    for row in kept:
+        if row.bucket is None:
+            lists["unverified"].append(
+                entry(row.package_id, row.resource_id, row.artifact, "not in S3 yet", row.recorded)
+            )
     for row in rows:
         lists["files"].append(
             entry(row.package_id, row.resource_id, row.artifact, f"{row.size} bytes", row.recorded)
@@ -123,52 +132,37 @@ def entries() -> dict[str, list[Entry]]:
                     record.checked,
                 )
             )
-    jobs = _jobs()
-    packages = _resource_packages(object_id for _, _, object_id, _, _ in jobs)
-    for state, kind, object_id, detail, when in jobs:
-        if object_id in packages:
-            found = entry(packages[object_id], object_id, kind, detail, when)
+    last = checks.last_audit(finished=True)
+    lists.update(checked=[], left=[])
+    if last is not None:
+        history = model.Session.execute(
+            sa.select(check_table).where(
+                check_table.c.audit_id == last["id"], check_table.c.resource_id.is_not(None)
+            )
+        )
+        for row in history:
+            what = f"{row.copy}: {row.result}"
+            detail = row.location + (f": {row.detail}" if row.detail else "")
+            lists["checked"].append(
+                entry(row.package_id, row.resource_id, what, detail, row.checked)
+            )
+        for record in copies.values():
+            if record.checked is None or record.checked < last["started"]:
+                when = record.checked
+                lists["left"].append(
+                    entry(record.package_id, record.resource_id, record.copy, record.location, when)
+                )
+    jobs = depot_jobs()
+    packages = _resource_packages(job.object_id for job in jobs)
+    for job in jobs:
+        detail = job.reason or job.state
+        if job.object_id in packages:
+            found = entry(packages[job.object_id], job.object_id, job.kind, detail, job.when)
         else:  # a dataset's job (convergence, index)
-            found = entry(object_id, None, kind, detail, when)
-        lists[state].append(found)
+            found = entry(job.object_id, None, job.kind, detail, job.when)
+        lists["failed" if job.state == "failed" else "waiting"].append(found)
     model.Session.rollback()
     return lists
-
-
-def _jobs() -> list[tuple[str, str, str, str, datetime.datetime | None]]:
-    """The depot's jobs waiting (queued, deferred, scheduled, running) or failed:
-    (state, kind, resource or dataset id, detail, when)."""
-    found = []
-    for name in QUEUES:
-        queue = get_queue(name)
-        waiting = {
-            "queued": queue.get_job_ids(),
-            "deferred": queue.deferred_job_registry.get_job_ids(),
-            "scheduled": queue.scheduled_job_registry.get_job_ids(),
-            "running": queue.started_job_registry.get_job_ids(),
-        }
-        for label, ids in waiting.items():
-            for job in Job.fetch_many(ids, connection=queue.connection):
-                if job is not None and job.args and isinstance(job.args[0], str):
-                    kind = _kind(job)
-                    found.append(("waiting", kind, job.args[0], label, job.enqueued_at))
-        failed = queue.failed_job_registry.get_job_ids()
-        for job in Job.fetch_many(failed, connection=queue.connection):
-            if job is not None and job.args and isinstance(job.args[0], str):
-                found.append(("failed", _kind(job), job.args[0], _reason(job), job.ended_at))
-    return found
-
-
-def _kind(job: Job) -> str:
-    title = job.meta.get("title") or job.func_name
-    return title.removeprefix("dcor_depot ")
-
-
-def _reason(job: Job) -> str:
-    """The last line of the job's traceback: the error's type and message."""
-    text = job.exc_info or ""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "failed (no traceback kept)"
 
 
 def health() -> Health:
@@ -177,7 +171,8 @@ def health() -> Health:
     for _, circle, title in datasets.values():
         circles.setdefault(circle, Circle(circle, title))
     lists = entries()
-    for name, found in lists.items():
+    for name in LISTS:
+        found = lists[name]
         for item in found:
             circle = circles.setdefault(item.circle, Circle(item.circle, item.circle))
             setattr(circle, name, getattr(circle, name) + 1)
