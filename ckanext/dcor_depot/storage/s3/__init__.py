@@ -39,6 +39,9 @@ from .client import (
     UploadVerificationError,
 )
 from .fixity import (
+    HASH_CONCURRENCY,
+    HASH_PART,
+    HASH_WINDOW,
     OBJECT_MISSING,
     STREAM_CHUNK,
     ObjectHashes,
@@ -61,6 +64,9 @@ from .visibility import PUBLIC_TAG
 
 __all__ = [
     "ARTIFACTS",
+    "HASH_CONCURRENCY",
+    "HASH_PART",
+    "HASH_WINDOW",
     "MAX_OBJECT_SIZE",
     "MAX_PARTS",
     "MD5_METADATA_KEY",

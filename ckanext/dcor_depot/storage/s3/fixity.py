@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from .client import SHA256_METADATA_KEY, MiB, S3Error, UploadVerificationError
+import botocore.exceptions
+
+from .client import SHA256_METADATA_KEY, MiB, S3Error, UploadVerificationError, _is_missing
 
 #: Chunk size for streaming reads (hashing a file or an object).
 STREAM_CHUNK = 4 * MiB
+#: Ranged GETs of hash_object: 4 MiB was slower, 16 MiB no faster with twice the memory.
+HASH_PART = 8 * MiB
+#: GETs in flight: 6 or 8 were no faster, 4 leave room in the pool (upload_concurrency + 4).
+HASH_CONCURRENCY = 4
+#: Parts fetched or waiting to be hashed (memory: this x HASH_PART), so hashing never stalls GETs.
+HASH_WINDOW = 2 * HASH_CONCURRENCY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,17 +78,89 @@ class Fixity:
             )
 
     def hash_object(self, bucket: str, key: str, md5: bool = False) -> ObjectHashes:
-        """Size and SHA-256 (with ``md5`` also the MD5) of an object's bytes, streamed once."""
+        """Size and SHA-256 (with ``md5`` also the MD5) of an object's bytes, read once.
+
+        The bytes come in ranged GETs of :data:`HASH_PART`, several at once,
+        each pinned to the ETag that HEAD gave: an object replaced while it is
+        read is an :class:`S3Error`, not the hash of a mix of two objects.
+        """
+        info = self.object_info(bucket, key)
+        if info is None:
+            raise S3Error(
+                f"Cannot hash s3://{bucket}/{key}: the object does not exist; "
+                "check the bucket and the key"
+            )
         sha256, size = hashlib.sha256(), 0
         md5_digest = hashlib.md5() if md5 else None
-        for chunk in self.read_object(bucket, key):
-            sha256.update(chunk)
+        for part in self._read_parts(bucket, key, info.etag, info.size):
+            sha256.update(part)
             if md5_digest is not None:
-                md5_digest.update(chunk)
-            size += len(chunk)
+                md5_digest.update(part)
+            size += len(part)
         return ObjectHashes(
             size, sha256.hexdigest(), md5_digest.hexdigest() if md5_digest else None
         )
+
+    def _read_parts(self, bucket: str, key: str, etag: str, size: int) -> Iterator[bytes]:
+        """The object's bytes in parts of :data:`HASH_PART`, in order, fetched in parallel.
+
+        At most :data:`HASH_WINDOW` parts are fetched or held at once, so
+        memory does not grow with the object. When a part fails, the parts
+        not yet started are cancelled and the error is raised once the
+        started ones (at most :data:`HASH_CONCURRENCY`) have ended.
+        """
+        starts = range(0, size, HASH_PART)
+        if len(starts) <= 1:
+            if size:
+                yield self._read_range(bucket, key, etag, 0, size)
+            return
+        pool = ThreadPoolExecutor(HASH_CONCURRENCY, thread_name_prefix="s3-hash")
+        window: collections.deque[Future] = collections.deque()
+        try:
+            for start in starts:
+                if len(window) >= HASH_WINDOW:
+                    yield window.popleft().result()
+                end = min(start + HASH_PART, size)
+                window.append(pool.submit(self._read_range, bucket, key, etag, start, end))
+            while window:
+                yield window.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _read_range(self, bucket: str, key: str, etag: str, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` (exclusive) of the object, if its ETag is still ``etag``."""
+        where = f"s3://{bucket}/{key}"
+        with self._errors(f"read bytes {start}-{end - 1} of {where}"):
+            try:
+                answer = self.client.get_object(
+                    Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", IfMatch=f'"{etag}"'
+                )
+                data = answer["Body"].read()
+            except botocore.exceptions.ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code in ("PreconditionFailed", "412"):
+                    raise S3Error(
+                        f"{where} changed while it was read (its ETag is no longer {etag}); "
+                        "hash it again"
+                    ) from exc
+                if _is_missing(exc):
+                    raise S3Error(
+                        f"{where} was deleted while it was read; check whether that was meant"
+                    ) from exc
+                raise
+            except (
+                botocore.exceptions.IncompleteReadError,
+                botocore.exceptions.ResponseStreamingError,
+            ) as exc:
+                raise S3Error(
+                    f"Reading bytes {start}-{end - 1} of {where} ended early ({exc}); try again"
+                ) from exc
+        if len(data) != end - start:
+            raise S3Error(
+                f"Reading bytes {start}-{end - 1} of {where} gave {len(data)} bytes, "
+                f"expected {end - start}; try again"
+            )
+        return data
 
     def record_sha256(
         self,
