@@ -92,11 +92,11 @@ def register(copies: list[dict]) -> None:
     model.Session.commit()
 
 
-def forget_others(keep: Iterable[str], package_id: str | None = None) -> int:
-    """Drop the copies of resources not in ``keep`` (deleted, purged): no longer audited."""
+def forget_others(known: Iterable[tuple[str, str, str]], keep: Iterable[str]) -> int:
+    """Of the ``known`` copies (keys of :func:`copy_records`), drop those of resources
+    not in ``keep`` (deleted, purged): they are no longer audited."""
     ids = set(keep)
-    records = copy_records(package_id)
-    gone = {key[0] for key in records if key[0] not in ids}
+    gone = {key[0] for key in known if key[0] not in ids}
     for start in range(0, len(gone), 1000):
         chunk = sorted(gone)[start : start + 1000]
         _run(sa.delete(copy_table).where(copy_table.c.resource_id.in_(chunk)), commit=False)

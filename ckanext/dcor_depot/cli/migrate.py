@@ -25,7 +25,7 @@ NAME = "dcor-migrate-resources-to-object-store"
 
 
 def run_lock():
-    """The lease of a run (``single_run`` takes it)."""
+    """The lease of a run: the one ``single_run(NAME)`` takes (tests hold it)."""
     return locks.command_lock(NAME)
 
 

@@ -134,13 +134,13 @@ def known_copies(store: ObjectStore, package_id: str | None = None) -> list[Copy
                 continue
             if placed.local is not None:
                 path = placed.local.resolve() if placed.local.is_symlink() else placed.local
-                if path.exists() or (*base, "depot") in seen or placed.local_expected:
+                if path.exists() or (*base, "depot") in seen:
                     found[(*base, "depot")] = (str(path), placed, path, dataset, circle)
             if backup_root is not None:
                 path = backup_path_for(backup_root, placed.resource_id)
                 if path.exists() or (*base, "backup") in seen:
                     found[(*base, "backup")] = (str(path), placed, path, dataset, circle)
-    checks.forget_others(active, package_id)
+    checks.forget_others(seen, active)
     checks.register(
         [
             {

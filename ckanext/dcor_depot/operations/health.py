@@ -89,9 +89,9 @@ def _resource_packages(resource_ids: Iterable[str]) -> dict[str, str]:
     return dict(model.Session.execute(query.where(model.Resource.id.in_(ids))).all())
 
 
-def entries() -> dict[str, list[Entry]]:
-    """Every list behind the page's numbers."""
-    datasets = _datasets()
+def entries(datasets: dict[str, tuple[str, str, str]], last: dict | None) -> dict[str, list[Entry]]:
+    """Every list behind the page's numbers (``datasets``: :func:`_datasets`; ``last``:
+    the last audit that ended)."""
     lists: dict[str, list[Entry]] = {name: [] for name in LISTS}
 
     def entry(package_id: str | None, resource_id: str | None, what: str, detail: str, when=None):
@@ -132,7 +132,6 @@ def entries() -> dict[str, list[Entry]]:
                     record.checked,
                 )
             )
-    last = checks.last_audit(finished=True)
     lists.update(checked=[], left=[])
     if last is not None:
         history = model.Session.execute(
@@ -170,7 +169,8 @@ def health() -> Health:
     circles: dict[str, Circle] = {}
     for _, circle, title in datasets.values():
         circles.setdefault(circle, Circle(circle, title))
-    lists = entries()
+    last = checks.last_audit(finished=True)
+    lists = entries(datasets, last)
     for name in LISTS:
         found = lists[name]
         for item in found:
@@ -183,7 +183,6 @@ def health() -> Health:
     ):
         _, circle, _ = datasets.get(row[0], (None, NO_CIRCLE, NO_CIRCLE))
         circles.setdefault(circle, Circle(circle, circle)).bytes += row[1] or 0
-    last = checks.last_audit(finished=True)
     latest = checks.last_audit(finished=False)
     unfinished = latest if latest and (last is None or latest["id"] != last["id"]) else None
     model.Session.rollback()
@@ -196,5 +195,5 @@ def health() -> Health:
 
 def listing(name: str, circle: str | None = None) -> list[Entry]:
     """The resources behind one number of the page (of one circle, or all)."""
-    found = entries()[name]
+    found = entries(_datasets(), checks.last_audit(finished=True))[name]
     return [item for item in found if circle is None or item.circle == circle]
