@@ -28,13 +28,24 @@ from rq.job import Job
 
 from ckanext.dcor_depot import config
 from ckanext.dcor_depot.jobs.queue import QUEUES
-from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore, circle_bucket_prefix
+from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore, circle_bucket_prefix, object_key
 
 REPO_DIR = Path(__file__).parent.parent
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def corrupt_object(store, bucket: str, resource: dict) -> None:
+    """Other bytes of the same size behind the resource's object, its metadata kept:
+    what bit rot looks like to everything but a full read."""
+    store.client.put_object(
+        Bucket=bucket,
+        Key=object_key("resource", resource["id"]),
+        Body=os.urandom(resource["size"]),
+        Metadata={"sha256": resource["sha256"]},
+    )
 
 
 def sha256_path(path: Path) -> str:

@@ -5,7 +5,6 @@ screenshots in test-artifacts/browser/ckan-VERSION/TEST/."""
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -13,8 +12,10 @@ from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import placement
 from ckanext.dcor_depot.cli import append_resource, dcor_verify_object_store, run_jobs_dcor_depot
+from ckanext.dcor_depot.operations import health
 from ckanext.dcor_depot.storage.s3 import object_key
 
+from .conftest import corrupt_object
 from .test_browser import PASSWORD, browser  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures(
@@ -41,6 +42,7 @@ def test_sysadmins_see_a_failed_job_and_a_mismatch_others_get_403(
     cli,
     store,
     ckan_server,
+    monkeypatch,
     browser,  # noqa: F811
 ):
     admin = factories.Sysadmin(name="root", password=PASSWORD)
@@ -59,12 +61,7 @@ def test_sysadmins_see_a_failed_job_and_a_mismatch_others_get_403(
     assert kept.exit_code == 0, kept.output
     far = helpers.call_action("package_show", id="hl60")["resources"][-1]
     bucket = store.circle_bucket(org["id"])
-    store.client.put_object(
-        Bucket=bucket,
-        Key=object_key("resource", far["id"]),
-        Body=os.urandom(4000),
-        Metadata={"sha256": far["sha256"]},
-    )
+    corrupt_object(store, bucket, far)
     assert cli.invoke(dcor_verify_object_store, []).exit_code == 1
 
     for who in (None, editor, factories.User()):
@@ -87,6 +84,11 @@ def test_sysadmins_see_a_failed_job_and_a_mismatch_others_get_403(
     )
     checked = get(app, href(audit), admin).get_data(as_text=True)  # the first link: checked
     assert "Copies the last audit checked" in checked and "object: mismatch" in checked
+    audit_links = re.findall(r'href="([^"]+)"', audit)
+    assert audit_links[-1] == "/ckan-admin/depot/audit-findings"
+    of_audit = get(app, audit_links[-1], admin).get_data(as_text=True)
+    assert "What the last audit found" in of_audit and "1&ndash;1 of 1" in of_audit
+    assert far["id"] in of_audit
 
     assert href(cells["failed"]) == "/ckan-admin/depot/failed?circle=lab"
     failed = get(app, href(cells["failed"]), admin)
@@ -135,3 +137,20 @@ def test_sysadmins_see_a_failed_job_and_a_mismatch_others_get_403(
     cells = dict(re.findall(r'<td class="(\w+)"[^>]*>(.*?)</td>', row, re.S))
     assert (cells["failed"], cells["unverified"]) == ("0", "0")
     assert re.search(r">2</a>", cells["files"])
+    assert re.search(r">1</a>", cells["unchecked"])  # the object made by run-jobs-dcor-depot
+
+    # a deleted resource's file is no longer audited: not listed as unchecked
+    helpers.call_action("resource_delete", {"user": editor["name"]}, id=lost["id"])
+    text = get(app, "/ckan-admin/depot", admin).get_data(as_text=True)
+    row = re.search(r'<tr data-circle="lab">(.*?)</tr>', text, re.S).group(1)
+    cells = dict(re.findall(r'<td class="(\w+)"[^>]*>(.*?)</td>', row, re.S))
+    assert cells["unchecked"] == "0"
+
+    # long lists come in pages
+    monkeypatch.setattr(health, "PAGE_SIZE", 1)
+    first = get(app, "/ckan-admin/depot/files", admin).get_data(as_text=True)
+    assert "1&ndash;1 of 2" in first and "page=2" in first
+    second = get(app, "/ckan-admin/depot/files?page=2", admin).get_data(as_text=True)
+    assert "2&ndash;2 of 2" in second and "page=1" in second and "page=3" not in second
+    for wrong in ("0", "two"):
+        assert get(app, f"/ckan-admin/depot/files?page={wrong}", admin).status_code == 400

@@ -19,6 +19,8 @@ from .records import plugin_tables
 
 #: The results of a check; every one but "ok" is a finding.
 RESULTS = ("ok", "missing", "mismatch", "disagrees", "error")
+#: The circle of datasets without an organization, as the audit and the page name it.
+NO_CIRCLE = "(no circle)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,16 +94,14 @@ def register(copies: list[dict]) -> None:
     model.Session.commit()
 
 
-def forget_others(known: Iterable[tuple[str, str, str]], keep: Iterable[str]) -> int:
-    """Of the ``known`` copies (keys of :func:`copy_records`), drop those of resources
-    not in ``keep`` (deleted, purged): they are no longer audited."""
-    ids = set(keep)
-    gone = {key[0] for key in known if key[0] not in ids}
+def forget(keys: Iterable[tuple[str, str, str]]) -> None:
+    """No longer audit these copies (keys of :func:`copy_records`): their resource was
+    deleted, the copy was deleted on purpose, or it changed (registered again)."""
+    gone = sorted(keys)
+    columns = sa.tuple_(copy_table.c.resource_id, copy_table.c.artifact, copy_table.c.copy)
     for start in range(0, len(gone), 1000):
-        chunk = sorted(gone)[start : start + 1000]
-        _run(sa.delete(copy_table).where(copy_table.c.resource_id.in_(chunk)), commit=False)
+        _run(sa.delete(copy_table).where(columns.in_(gone[start : start + 1000])), commit=False)
     model.Session.commit()
-    return len(gone)
 
 
 def start_audit(
@@ -149,9 +149,12 @@ def record_check(
     detail: str | None,
     bytes_read: int,
 ) -> None:
-    """The result of one check: the copy's row and the history's."""
+    """The result of one check: the copy's row and the history's. A check that failed
+    ("error") leaves the moment of the last check alone: the copy stays due."""
     checked = now()
-    values = {"checked": checked, "result": result, "detail": detail}
+    values = {"result": result, "detail": detail}
+    if result != "error":
+        values["checked"] = checked
     if result == "ok":
         values["last_ok"] = checked
     _run(
@@ -167,8 +170,17 @@ def record_check(
     _history(audit_id, record.copy, record.location, result, detail, bytes_read, record)
 
 
-def record_orphan(audit_id: int, location: str, detail: str) -> None:
-    _history(audit_id, "object", location, "orphan", detail, 0, None)
+def record_finding(
+    audit_id: int,
+    kind: str,
+    copy: str,
+    location: str,
+    detail: str,
+    record: CopyRecord | None = None,
+) -> None:
+    """A finding that is not the result of a check (an orphan, a copy over the budget, a
+    folder not mounted): in the history only."""
+    _history(audit_id, copy, location, kind, detail, 0, record)
 
 
 def _history(

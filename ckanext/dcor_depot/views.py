@@ -102,10 +102,27 @@ def health_list(name: str):
     if name not in titles:
         return tk.abort(404, tk._("There is no such list"))
     circle = tk.request.args.get("circle") or None
-    entries = depot_health.listing(name, circle)
-    title = titles[name]
+    try:
+        page = int(tk.request.args.get("page", 1))
+    except ValueError:
+        page = 0
+    if page < 1:
+        return tk.abort(400, tk._("page must be a whole number from 1 on"))
+    entries, total = depot_health.listing(name, circle, page)
+    first = (page - 1) * depot_health.PAGE_SIZE
     return tk.render(
-        "dcor_depot/health_list.html", {"title": title, "circle": circle, "entries": entries}
+        "dcor_depot/health_list.html",
+        {
+            "name": name,
+            "title": titles[name],
+            "circle": circle,
+            "entries": entries,
+            "total": total,
+            "page": page,
+            "first": first + 1,
+            "last": first + len(entries),
+            "more": first + len(entries) < total,
+        },
     )
 
 

@@ -15,16 +15,18 @@ from ckan.tests import factories, helpers
 from ckanext.dcor_depot import locks, placement
 from ckanext.dcor_depot.cli import (
     append_resource,
+    dcor_migrate_resources_to_object_store,
     dcor_move_dataset_to_circle,
     dcor_verify_object_store,
 )
 from ckanext.dcor_depot.jobs.resource_jobs import RESOURCE_JOBS
+from ckanext.dcor_depot.leases import connection
 from ckanext.dcor_depot.model import audit_table, check_table, copy_table
-from ckanext.dcor_depot.operations import audit
+from ckanext.dcor_depot.operations import audit, circle_move
 from ckanext.dcor_depot.storage.depot import backup_path_for
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from ..conftest import sha256_path
+from ..conftest import corrupt_object, sha256_path
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -96,9 +98,7 @@ def test_corrupted_depot_file_object_and_backup_copy_are_found_and_recorded(
 
     # the depot file and the object: other bytes of the same size (the object's metadata kept)
     depot_file.write_bytes(os.urandom(3000))
-    store.client.put_object(
-        Bucket=bucket, Key=far_key, Body=os.urandom(4000), Metadata={"sha256": far["sha256"]}
-    )
+    corrupt_object(store, bucket, far)
     status, found = verify(cli)
     assert status == 1
     by_copy = {(f["resource_id"], f["copy"]): f for f in found["findings"]}
@@ -109,7 +109,10 @@ def test_corrupted_depot_file_object_and_backup_copy_are_found_and_recorded(
     far_object = by_copy[(far["id"], "object")]
     assert far_object["kind"] == "disagrees"
     assert far_object["location"] == f"s3://{bucket}/{far_key}"
-    assert f"the backup copy at {backup} held the recorded bytes" in far_object["detail"]
+    assert (
+        f"the backup copy at {backup} holds the recorded bytes (read in this run)"
+        in (far_object["detail"])
+    )
     assert found["circles"]["lab"]["disagrees"] == 2 and found["circles"]["lab"]["ok"] == 2
     recorded = copies()
     assert recorded[(far["id"], "object")]["result"] == "disagrees"
@@ -125,8 +128,8 @@ def test_corrupted_depot_file_object_and_backup_copy_are_found_and_recorded(
     assert text.exit_code == 1
     lines = text.stdout.splitlines()
     assert (
-        f"MISMATCH backup {backup}: has 5 bytes, the file has 4000; no other copy was found "
-        f"holding the recorded bytes (resource {far['id']} of dataset {dataset['name']})"
+        f"MISMATCH backup {backup}: has 5 bytes, the file has 4000; no other copy read in this "
+        f"run holds the recorded bytes (resource {far['id']} of dataset {dataset['name']})"
     ) in lines
     assert any(
         line.startswith(f"MISSING object s3://{bucket}/{object_key('resource', uploaded['id'])}")
@@ -158,6 +161,124 @@ def test_corrupted_depot_file_object_and_backup_copy_are_found_and_recorded(
     assert "ORPHAN" not in one.stdout and "orphans not checked (--dataset)" in one.stdout
     unknown = cli.invoke(dcor_verify_object_store, ["--dataset", "nope"])
     assert unknown.exit_code == 1 and "There is no dataset 'nope'" in unknown.output
+
+
+def findings_of(run: dict) -> dict[tuple[str | None, str], dict]:
+    return {(f["resource_id"], f["copy"]): f for f in run["findings"]}
+
+
+def test_what_is_gone_on_purpose_is_forgotten_and_nothing_is_missed(
+    api_upload, random_file, cli, store, backups, tmp_path, monkeypatch, ckan_config
+):
+    user = factories.User()
+    org = factories.Organization(name="lab", users=[{"name": user["name"], "capacity": "editor"}])
+    other = factories.Organization(name="other-lab")
+    dataset = factories.Dataset(owner_org=org["id"], user=user)
+    moving = factories.Dataset(owner_org=org["id"], user=user)
+    kept, dangling = (
+        api_upload(user, dataset["id"], random_file(size, name=f"{size}.bin"))
+        for size in (3000, 3500)
+    )
+    for rid in (kept["id"], dangling["id"]):
+        for kind in ("symlink", "s3-upload"):
+            RESOURCE_JOBS[kind](rid)
+    far = append(cli, random_file(4000, name="far.bin"), dataset["id"])
+    RESOURCE_JOBS["backup"](far["id"])
+    moved = append(cli, random_file(2000, name="moved.bin"), moving["id"])
+    # a depot file lost before any audit: CKAN's path dangles
+    placement.ckan_path(dangling["id"]).resolve().unlink()
+
+    status, first = verify(cli)
+    assert status == 1
+    assert set(findings_of(first)) == {(dangling["id"], "depot")}
+    lost = findings_of(first)[(dangling["id"], "depot")]
+    assert lost["kind"] == "disagrees" and "the file is missing" in lost["detail"]
+    assert "holds the recorded bytes (read in this run)" in lost["detail"]
+    assert first["files_unverified"] == 0
+    before = copies()
+
+    # the migration deletes the depot file once its object is verified: not a loss
+    migrated = cli.invoke(dcor_migrate_resources_to_object_store, ["--delete-after-migration"])
+    assert "deleted" in migrated.output, migrated.output
+    assert not placement.ckan_path(kept["id"]).is_symlink()
+    waiting = api_upload(user, dataset["id"], random_file(2500, name="waiting.bin"))
+
+    # a local read that fails: an error, and the copy stays due (checked unchanged)
+    def unreadable(path):
+        raise OSError(f"Input/output error: {path}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(audit, "sha256_of_file", unreadable)
+        status, failing = verify(cli)
+    assert status == 1
+    assert (kept["id"], "depot") not in copies()  # forgotten
+    assert set(findings_of(failing)) == {(dangling["id"], "depot"), (far["id"], "backup")}
+    error = findings_of(failing)[(far["id"], "backup")]
+    assert error["kind"] == "error" and "Input/output error" in error["detail"]
+    assert copies()[(far["id"], "backup")]["checked"] == before[(far["id"], "backup")]["checked"]
+    assert copies()[(far["id"], "backup")]["result"] == "error"
+    assert failing["files_unverified"] == 1  # the file that waits for its jobs: counted
+    assert failing["circles"]["lab"]["unverified"] == 1
+
+    # the copy that erred comes first in the next run
+    status, again = verify(cli, "--budget-gib", str(4000 / GiB))
+    assert status == 0, again
+    assert [
+        (h["resource_id"], h["copy"]) for h in rows(check_table, audit_id=again["audit_id"])
+    ] == [(far["id"], "backup")]
+
+    text = cli.invoke(dcor_verify_object_store, ["--dataset", waiting["package_id"]])
+    assert "1 files not verified yet (run-jobs-dcor-depot)" in text.stdout.splitlines()[-1]
+
+    # an unmounted backup folder (empty): one error, not the loss of every copy in it
+    backups.rename(tmp_path / "backup-away")
+    backups.mkdir()
+    checked_before = copies()[(far["id"], "backup")]["checked"]
+    status, unmounted = verify(cli)
+    assert status == 1
+    assert (far["id"], "backup") not in findings_of(unmounted)
+    (folder,) = [f for f in unmounted["findings"] if f["copy"] == "local"]
+    assert folder["kind"] == "error" and folder["location"] == str(backups)
+    assert f"{backups} (dcor_object_store.local_backup_location) on host" in folder["detail"]
+    assert "is empty: is it mounted? 1 copies in it were not checked" in folder["detail"]
+    assert copies()[(far["id"], "backup")]["checked"] == checked_before
+    backups.rmdir()
+    (tmp_path / "backup-away").rename(backups)
+
+    # both copies of a file wrong: each read in the same run, neither trusts the other's past
+    bucket = store.circle_bucket(org["id"])
+    corrupt_object(store, bucket, far)
+    backup_path_for(backups, far["id"]).write_bytes(os.urandom(4000))
+    status, both = verify(cli, "--dataset", dataset["name"])
+    assert status == 1
+    for kind in ("object", "backup"):
+        found = findings_of(both)[(far["id"], kind)]
+        assert found["kind"] == "mismatch", found
+        assert "no other copy read in this run holds the recorded bytes" in found["detail"]
+
+    # backups no longer kept: their copies are forgotten, not missing
+    monkeypatch.delitem(ckan_config, "dcor_object_store.local_backup_location")
+    # a dataset that moves to another circle while the audit runs: not missing
+    real_check = audit.check
+    calls = []
+
+    def moving_check(store_, copy):
+        if copy.record.resource_id == moved["id"] and not calls:
+            calls.append(circle_move.move_to_circle(store_, moving["name"], other["name"]))
+            assert store_.object_info(*copy.object) is None  # the old object is gone
+        return real_check(store_, copy)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(audit, "check", moving_check)
+        status, during = verify(cli)
+    assert calls
+    assert (moved["id"], "object") not in findings_of(during)
+    assert not any(key[1] == "backup" for key in copies())
+    status, after = verify(cli)
+    assert (moved["id"], "object") not in findings_of(after)
+    relocated = copies()[(moved["id"], "object")]
+    assert relocated["result"] == "ok"
+    assert relocated["location"].startswith(f"s3://{store.circle_bucket(other['id'])}/")
 
 
 def test_the_budget_holds_and_the_least_recently_checked_come_first(cli, random_file, monkeypatch):
@@ -238,7 +359,7 @@ def test_without_the_plugins_migrations_it_says_what_to_run(cli, store):
     )
 
 
-def test_a_second_audit_is_refused_while_one_runs(cli, store, monkeypatch):
+def test_a_second_audit_is_refused_while_one_runs(cli, store, random_file, monkeypatch):
     monkeypatch.setattr(locks, "COMMAND_LEASE_SECONDS", 0.5)  # a shorter wait for the refusal
     with locks.command_lock("dcor-verify-object-store"):
         refused = cli.invoke(dcor_verify_object_store, [])
@@ -246,3 +367,21 @@ def test_a_second_audit_is_refused_while_one_runs(cli, store, monkeypatch):
     assert "Another dcor-verify-object-store is running" in refused.output
     assert rows(audit_table) == []  # nothing recorded of the refused run
     assert cli.invoke(dcor_verify_object_store, []).exit_code == 0
+
+    # the lock lost while it runs (it expired, or Redis was flushed): it stops and says so
+    dataset = factories.Dataset(owner_org=factories.Organization()["id"])
+    for size in (1000, 2000):
+        append(cli, random_file(size, name=f"{size}.bin"), dataset["id"])
+    real_check = audit.check
+
+    def check_and_lose(store_, copy):
+        connection().delete(locks.command_lock("dcor-verify-object-store").key)
+        return real_check(store_, copy)
+
+    monkeypatch.setattr(audit, "check", check_and_lose)
+    lost = cli.invoke(dcor_verify_object_store, [])
+    assert lost.exit_code == 1
+    assert "This dcor-verify-object-store lost its lock" in lost.output
+    (stopped,) = rows(audit_table)[-1:]
+    assert (stopped["copies"], stopped["left"], stopped["findings"]) == (1, 1, 1)
+    assert "this audit lost its lock" in rows(check_table, audit_id=stopped["id"])[-1]["detail"]

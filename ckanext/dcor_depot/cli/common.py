@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import click
+import redis
 
 from .. import config, locks
+from ..leases import LeaseLost
 from ..storage.s3 import ObjectStore
 
 
@@ -26,17 +28,34 @@ def require_object_store(parallel_uploads: int = 1) -> ObjectStore:
 
 
 @contextlib.contextmanager
-def single_run(name: str) -> Iterator[None]:
+def single_run(name: str) -> Iterator[Callable[[], bool]]:
     """One run of the command ``name`` at a time, on any host sharing CKAN's Redis;
-    exits 1 when another one runs."""
+    exits 1 when another one runs, and when the run lost its lock while it ran.
+
+    Yields a function that says whether the lock is lost (a long run stops then).
+    """
     lease = locks.command_lock(name)
     if not lease.acquire():
         raise click.ClickException(
             f"Another {name} is running ({lease.key} is held by another process); "
             "wait for it to end"
         )
+
+    def lost() -> bool:
+        try:
+            lease.ensure_held()
+        except (LeaseLost, redis.exceptions.RedisError):
+            return True
+        return False
+
     try:
-        yield
+        yield lost
+        if lost():
+            raise click.ClickException(
+                f"This {name} lost its lock {lease.key} while it ran (Redis unreachable, or "
+                "the process paused longer than a lease), so another run may have worked at "
+                "the same time: check the output and run it again"
+            )
     finally:
         lease.release()
 

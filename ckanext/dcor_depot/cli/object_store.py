@@ -141,13 +141,14 @@ def dcor_verify_object_store(
 
     try:
         # one audit at a time: two would check the same copies first
-        with single_run("dcor-verify-object-store"):
+        with single_run("dcor-verify-object-store") as lost:
             done = audit.run(
                 store,
                 package_id,
                 budget_bytes=round(budget_gib * 1024 * MiB) if budget_gib else None,
                 budget_seconds=budget_minutes * 60 if budget_minutes else None,
                 progress=progress,
+                lost=lost,
             )
     except JobError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -167,7 +168,7 @@ def _echo_circles(done: audit.Audit) -> None:
     for name, summary in sorted(done.circles.items()):
         rows.append(
             (
-                name or "(no circle)",
+                name,
                 summary.checked,
                 human_size(summary.bytes_read),
                 summary.ok,
@@ -190,8 +191,9 @@ def _echo_circles(done: audit.Audit) -> None:
     )
     click.echo(
         f"Audit {done.audit_id}: {done.checked} of {done.copies} copies checked "
-        f"({human_size(done.bytes_read)} read), {done.left} left for a later run, "
-        f"{len(done.findings)} findings; {orphans}"
+        f"({human_size(done.bytes_read)} read), {done.total('left')} left for a later run, "
+        f"{len(done.findings)} findings; {orphans}; "
+        f"{done.total('unverified')} files not verified yet (run-jobs-dcor-depot)"
     )
 
 

@@ -184,38 +184,66 @@ class QueuedJob:
 
 
 def depot_jobs() -> list[QueuedJob]:
-    """The depot's jobs waiting or running, and those that failed and did not run again."""
+    """The depot's jobs waiting or running, and those that failed and did not succeed
+    since. Only reads: RQ's clean-up of its registries is left to the workers."""
     found = []
     for name in QUEUES:
         queue = get_queue(name)
         registries = {
             "queued": queue.get_job_ids(),
-            "deferred": queue.deferred_job_registry.get_job_ids(),
-            "scheduled": queue.scheduled_job_registry.get_job_ids(),
-            "running": queue.started_job_registry.get_job_ids(),
-            "failed": queue.failed_job_registry.get_job_ids(),
+            "deferred": _ids(queue.deferred_job_registry),
+            "scheduled": _ids(queue.scheduled_job_registry),
+            "running": _ids(queue.started_job_registry),
+            "failed": _ids(queue.failed_job_registry),
         }
         for state, ids in registries.items():
             for job in Job.fetch_many(ids, connection=queue.connection):
                 if job is None or not job.args or not isinstance(job.args[0], str):
                     continue
+                kind = _kind(job)
                 if state == "failed":
-                    # a job queued again under the same id is no longer a failure
-                    if job.get_status(refresh=False) != JobStatus.FAILED:
+                    # a job queued again under the same id is no longer a failure, nor
+                    # is a dataset's job that ran again under a new id and succeeded
+                    if job.get_status(refresh=False) != JobStatus.FAILED or _succeeded_since(
+                        job, kind
+                    ):
                         continue
-                    found.append(_job(job, state, job.ended_at, _reason(job)))
+                    found.append(
+                        QueuedJob(job.id, state, kind, job.args[0], job.ended_at, _reason(job))
+                    )
                 else:
-                    found.append(_job(job, state, job.enqueued_at))
+                    found.append(QueuedJob(job.id, state, kind, job.args[0], job.enqueued_at))
     return found
 
 
-def _job(job: Job, state: str, when, reason: str | None = None) -> QueuedJob:
-    kind = (job.meta.get("title") or job.func_name).removeprefix("dcor_depot ")
-    return QueuedJob(job.id, state, kind, job.args[0], when, reason)
+def _ids(registry) -> list[str]:
+    """The job ids of an RQ registry, without the clean-up ``get_job_ids`` runs."""
+    raw = registry.connection.zrange(registry.key, 0, -1)
+    parse = getattr(registry, "parse_job_id", None)  # rq 2: "id:execution" entries
+    return [parse(entry) if parse else entry.decode() for entry in raw]
+
+
+def _kind(job: Job) -> str:
+    return (job.meta.get("title") or job.func_name).removeprefix("dcor_depot ")
+
+
+def _succeeded_since(job: Job, kind: str) -> bool:
+    """A job queued under a new id each time (:func:`enqueue_unless_waiting`): the
+    latest of its kind for the same dataset succeeded."""
+    latest = _redis_with_timeouts().get(f"dcor_depot:job:{kind}:{job.args[0]}")
+    if latest is None or latest.decode() == job.id:
+        return False
+    try:
+        status = Job.fetch(latest.decode(), connection=job.connection).get_status()
+    except NoSuchJobError:
+        return False
+    return status == JobStatus.FINISHED
 
 
 def _reason(job: Job) -> str:
-    lines = [line for line in (job.exc_info or "").splitlines() if line.strip()]
+    result = job.latest_result()
+    trace = result.exc_string if result is not None and result.exc_string else ""
+    lines = [line for line in trace.splitlines() if line.strip()]
     return lines[-1].strip() if lines else "failed (no traceback kept)"
 
 
@@ -226,7 +254,7 @@ def forget_failures(object_ids: Iterable[str]) -> int:
     removed = 0
     for name in QUEUES:
         registry = get_queue(name).failed_job_registry
-        for job in Job.fetch_many(registry.get_job_ids(), connection=registry.connection):
+        for job in Job.fetch_many(_ids(registry), connection=registry.connection):
             if job is not None and job.args and job.args[0] in ids:
                 registry.remove(job, delete_job=True)
                 removed += 1

@@ -1,31 +1,41 @@
 """The rolling fixity audit (``ckan dcor-verify-object-store``): do the copies hold what
 was recorded?
 
-Every copy of every file of an active resource is known to the audit
+Every copy of every verified file of an active resource is known to the audit
 (``checks.py``): the S3 object (each artifact: resource, condensed, preview),
 the local backup copy of a file uploaded straight to S3, and the depot file
 behind CKAN's path of an uploaded file. A run re-hashes the copies least
 recently checked first (never checked ones before all others) until its
 budget of bytes or minutes is spent, and records every result, so that
 successive runs cover everything. A copy that changed (another bucket after a
-move, other recorded bytes) is due again at once. A copy the audit saw once
-and that is gone is missing. Objects in the circle buckets that no file
-accounts for are orphans (:func:`sweep.orphans`).
+move, other recorded bytes) is due again at once. A copy found wrong is judged
+with the other copies of its file, read in the same run. A copy the audit saw
+once and that is gone is missing, except a depot file the migration deleted
+once its object was verified. A folder of local copies that is not there or
+empty (not mounted) is one error, not the loss of every copy in it. Objects
+in the circle buckets that no file accounts for are orphans
+(:func:`sweep.orphans`).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
+import os
+import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from time import monotonic
 
 import ckan.model as model
+import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
 
-from .. import checks, config, records
+from .. import checks, config, placement, records
+from ..checks import NO_CIRCLE
 from ..model import COPY_KINDS
+from ..records import JobError
 from ..storage.depot import backup_path_for
 from ..storage.s3 import ObjectStore, S3Error, parse_object_key, sha256_of_file
 from . import sweep
@@ -38,7 +48,7 @@ class Copy:
 
     record: checks.CopyRecord
     package_name: str
-    #: the circle (organization) name, "" without one
+    #: the circle (organization) name, :data:`NO_CIRCLE` without one
     circle: str
     #: the object (bucket, key), or None for a local copy
     object: tuple[str, str] | None = None
@@ -47,6 +57,10 @@ class Copy:
     @property
     def where(self) -> str:
         return f"resource {self.record.resource_id} of dataset {self.package_name}"
+
+    @property
+    def file(self) -> tuple[str, str]:
+        return (self.record.resource_id, self.record.artifact)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +71,7 @@ class Finding:
     copy: str
     location: str
     detail: str
-    circle: str = ""
+    circle: str = NO_CIRCLE
     resource_id: str | None = None
     package_name: str | None = None
 
@@ -77,6 +91,8 @@ class CircleSummary:
     orphans: int = 0
     #: known copies left for a later run
     left: int = 0
+    #: files without a recorded SHA-256 yet: nothing to check them against
+    unverified: int = 0
 
 
 @dataclasses.dataclass
@@ -93,9 +109,15 @@ class Audit:
     def circle(self, name: str) -> CircleSummary:
         return self.circles.setdefault(name, CircleSummary())
 
-    @property
-    def left(self) -> int:
-        return sum(summary.left for summary in self.circles.values())
+    def total(self, field: str) -> int:
+        return sum(getattr(summary, field) for summary in self.circles.values())
+
+    def add(self, finding: Finding, record: checks.CopyRecord | None = None) -> None:
+        """A finding that is not the result of a check: also in the history."""
+        self.findings.append(finding)
+        checks.record_finding(
+            self.audit_id, finding.kind, finding.copy, finding.location, finding.detail, record
+        )
 
     def as_dict(self) -> dict:
         return {
@@ -103,7 +125,8 @@ class Audit:
             "copies_known": self.copies,
             "copies_checked": self.checked,
             "bytes_read": self.bytes_read,
-            "copies_left": self.left,
+            "copies_left": self.total("left"),
+            "files_unverified": self.total("unverified"),
             "orphans_checked": self.orphans_checked,
             "findings": [dataclasses.asdict(finding) for finding in self.findings],
             "circles": {
@@ -112,59 +135,136 @@ class Audit:
         }
 
 
-def known_copies(store: ObjectStore, package_id: str | None = None) -> list[Copy]:
-    """Register the copies of every file of the active resources (of one dataset); those
-    due first: never checked, then least recently checked."""
+@dataclasses.dataclass(frozen=True)
+class _Found:
+    """A copy found in this run, before it is registered."""
+
+    location: str
+    placed: placement.PlacedFile
+    path: Path | None
+    package_id: str
+    package_name: str
+    circle: str
+
+
+class Roots:
+    """The folders the local copies are in. An unmounted one (not there, or empty while
+    copies should be in it) must not look like the loss of every copy in it: it is
+    checked once per run, before any copy in it."""
+
+    def __init__(self, backup_root: Path | None):
+        storage = tk.config.get("ckan.storage_path")
+        settings = (
+            (config.depots_path(), "ckanext.dcor_depot.depots_path"),
+            (Path(storage) if storage else None, "ckan.storage_path"),
+            (backup_root, "dcor_object_store.local_backup_location"),
+        )
+        self.settings = {Path(os.path.abspath(p)): name for p, name in settings if p is not None}
+        self._problems: dict[Path, str | None] = {}
+
+    def root_of(self, path: Path) -> Path | None:
+        path = Path(os.path.abspath(path))
+        inside = [root for root in self.settings if path.is_relative_to(root)]
+        return max(inside, key=lambda root: len(root.parts), default=None)
+
+    def problem(self, path: Path) -> str | None:
+        """Why the folder holding ``path`` cannot be audited now; None when it can."""
+        root = self.root_of(path)
+        if root is None:
+            return None
+        if root not in self._problems:
+            self._problems[root] = self._check(root)
+        return self._problems[root]
+
+    def _check(self, root: Path) -> str | None:
+        where = f"{root} ({self.settings[root]}) on host {socket.gethostname()}"
+        if not root.is_dir():
+            return f"{where} is not a folder"
+        with os.scandir(root) as entries:
+            if next(entries, None) is None:
+                return f"{where} is empty"
+        return None
+
+
+@dataclasses.dataclass
+class Known:
+    """The copies to audit, due first first, and what cannot be audited."""
+
+    copies: list[Copy]
+    #: per circle: files without a recorded SHA-256 yet (the jobs' matter)
+    unverified: dict[str, int]
+    roots: Roots
+
+
+def known_copies(store: ObjectStore, package_id: str | None = None) -> Known:
+    """Register the copies of every verified file of the active resources (of one
+    dataset) and forget those that are gone on purpose; those due first come first:
+    never checked, then least recently checked."""
     backup_root = config.local_backup_location()
+    roots = Roots(backup_root)
     circles = dict(model.Session.execute(sa.select(model.Group.id, model.Group.name)).all())
-    found: dict[tuple[str, str, str], tuple] = {}
+    found: dict[tuple[str, str, str], _Found] = {}
+    unverified: collections.Counter[str] = collections.Counter()
     seen = checks.copy_records(package_id)
-    active = []
     for candidate in candidates(store, package_id=package_id, url_types=None):
-        active.append(candidate.resource_id)
-        dataset = (candidate.package_id, candidate.package_name)
-        circle = circles.get(candidate.owner_org or "", "")
+        dataset = (
+            candidate.package_id,
+            candidate.package_name,
+            circles.get(candidate.owner_org or "", NO_CIRCLE),
+        )
+
+        def add(kind, placed, location: str, path: Path | None = None, dataset=dataset):
+            found[(placed.resource_id, placed.artifact, kind)] = _Found(
+                location, placed, path, *dataset
+            )
+
         for placed in candidate.files.values():
             if not placed.sha256 or placed.size is None:
-                continue  # not verified yet: the jobs' matter (run-jobs-dcor-depot)
-            base = (placed.resource_id, placed.artifact)
+                unverified[dataset[2]] += 1  # nothing to check it against yet: run-jobs-dcor-depot
+                continue
             if placed.recorded is not None:
-                found[(*base, "object")] = (str(placed.recorded), placed, None, dataset, circle)
+                add("object", placed, str(placed.recorded))
             if placed.artifact != "resource":
                 continue
-            if placed.local is not None:
-                path = placed.local.resolve() if placed.local.is_symlink() else placed.local
-                if path.exists() or (*base, "depot") in seen:
-                    found[(*base, "depot")] = (str(path), placed, path, dataset, circle)
+            depot = (placed.resource_id, placed.artifact, "depot")
+            local = placed.local
+            if local is not None and (local.is_symlink() or local.exists()):
+                path = local.resolve() if local.is_symlink() else local
+                add("depot", placed, str(path), path)
+            elif depot in seen and (placed.recorded is None or roots.problem(local)):
+                # CKAN's path is gone, and not on purpose: the migration deletes the
+                # symlink with the depot file, and only once the object is verified
+                add("depot", placed, seen[depot].location, Path(seen[depot].location))
             if backup_root is not None:
                 path = backup_path_for(backup_root, placed.resource_id)
-                if path.exists() or (*base, "backup") in seen:
-                    found[(*base, "backup")] = (str(path), placed, path, dataset, circle)
-    checks.forget_others(seen, active)
+                if path.exists() or (placed.resource_id, placed.artifact, "backup") in seen:
+                    add("backup", placed, str(path), path)
+    # deleted resources, depot files deleted after the migration, backups no longer kept
+    checks.forget(seen.keys() - found.keys())
     checks.register(
         [
             {
                 "resource_id": key[0],
                 "artifact": key[1],
                 "copy": key[2],
-                "package_id": dataset[0],
-                "location": location,
-                "size": placed.size,
-                "sha256": placed.sha256,
+                "package_id": copy.package_id,
+                "location": copy.location,
+                "size": copy.placed.size,
+                "sha256": copy.placed.sha256,
             }
-            for key, (location, placed, _, dataset, _) in found.items()
+            for key, copy in found.items()
         ]
     )
     registered = checks.copy_records(package_id)
     copies = [
         Copy(
             registered[key],
-            dataset[1],
-            circle,
-            object=tuple(placed.recorded) if key[2] == "object" else None,
-            path=path,
+            copy.package_name,
+            copy.circle,
+            object=tuple(copy.placed.recorded) if key[2] == "object" else None,
+            path=copy.path,
         )
-        for key, (_, placed, path, dataset, circle) in found.items()
+        for key, copy in found.items()
     ]
     order = {kind: index for index, kind in enumerate(COPY_KINDS)}
     copies.sort(
@@ -174,7 +274,7 @@ def known_copies(store: ObjectStore, package_id: str | None = None) -> list[Copy
             order[c.record.copy],
         )
     )
-    return copies
+    return Known(copies, dict(unverified), roots)
 
 
 def check(store: ObjectStore, copy: Copy) -> tuple[str, str | None, int]:
@@ -203,13 +303,38 @@ def check(store: ObjectStore, copy: Copy) -> tuple[str, str | None, int]:
     return "ok", None, read
 
 
-def _other_good(copy: Copy, known: dict) -> checks.CopyRecord | None:
-    """Another copy of the same file that held the recorded bytes when last checked."""
-    for kind in COPY_KINDS:
-        other = known.get((copy.record.resource_id, copy.record.artifact, kind))
-        if other is not None and kind != copy.record.copy and other.result == "ok":
-            return other
-    return None
+def changed_since(store: ObjectStore, copy: Copy) -> bool:
+    """Whether the copy's file changed after the run read it: deleted, other bytes
+    recorded, its object moved (another circle). A copy found wrong is reported only
+    when it did not."""
+    record = copy.record
+    try:
+        placed = placement.file_of(store, record.package_id, record.resource_id, record.artifact)
+    except JobError:
+        return True
+    if placed.resource_state != "active" or (placed.sha256, placed.size) != (
+        record.sha256,
+        record.size,
+    ):
+        return True
+    return copy.object is not None and tuple(placed.recorded or ()) != copy.object
+
+
+@dataclasses.dataclass
+class _Budget:
+    budget_bytes: int | None
+    budget_seconds: float | None
+    started: float = 0.0
+    #: bytes read, and the size of each copy whose check failed part way
+    spent: int = 0
+
+    def __post_init__(self) -> None:
+        self.started = monotonic()
+
+    def allows(self, size: int) -> bool:
+        if self.budget_seconds is not None and monotonic() - self.started >= self.budget_seconds:
+            return False
+        return self.budget_bytes is None or self.spent + size <= self.budget_bytes
 
 
 def run(
@@ -218,8 +343,13 @@ def run(
     budget_bytes: int | None = None,
     budget_seconds: float | None = None,
     progress: Callable[[list[Copy]], Iterable[Copy]] = iter,
+    lost: Callable[[], bool] = lambda: False,
 ) -> Audit:
-    """Check the copies due first within the budget, record every result; then orphans."""
+    """Check the copies due first within the budget, record every result; then orphans.
+
+    ``lost``: whether this run's lock was lost (another audit may run): the run
+    stops before the next copy.
+    """
     audit = Audit(
         checks.start_audit(
             package_id,
@@ -228,16 +358,31 @@ def run(
         ),
         orphans_checked=package_id is None,
     )
-    started = monotonic()
-    copies = known_copies(store, package_id)
-    audit.copies = len(copies)
-    known = {copy.record.key: copy.record for copy in copies}
-    for copy in progress(copies):
+    budget = _Budget(budget_bytes, budget_seconds)
+    known = known_copies(store, package_id)
+    audit.copies = len(known.copies)
+    for circle, count in known.unverified.items():
+        audit.circle(circle).unverified = count
+    by_file: dict[tuple[str, str], list[Copy]] = collections.defaultdict(list)
+    for copy in known.copies:
+        by_file[copy.file].append(copy)
+    done: set[tuple[str, str, str]] = set()
+    #: the result of each copy read in this run, before it was judged
+    outcomes: dict[tuple[str, str, str], str] = {}
+    unavailable: collections.Counter[str] = collections.Counter()
+    stopped = False
+    for copy in progress(known.copies):
+        if copy.record.key in done:
+            continue
         summary = audit.circle(copy.circle)
         record = copy.record
+        stopped = stopped or lost()
+        if stopped:
+            summary.left += 1
+            continue
         if budget_bytes is not None and record.size > budget_bytes:
             summary.left += 1
-            audit.findings.append(
+            audit.add(
                 Finding(
                     "over-budget",
                     record.copy,
@@ -248,58 +393,128 @@ def run(
                     copy.circle,
                     record.resource_id,
                     copy.package_name,
-                )
+                ),
+                record,
             )
             continue
-        spent_time = budget_seconds is not None and monotonic() - started >= budget_seconds
-        too_big = budget_bytes is not None and audit.bytes_read + record.size > budget_bytes
-        if spent_time or too_big:
+        if copy.path is not None and (problem := known.roots.problem(copy.path)):
+            summary.left += 1
+            unavailable[problem] += 1
+            continue
+        if not budget.allows(record.size):
             summary.left += 1  # a smaller copy further on may still fit
             continue
-        try:
-            result, detail, read = check(store, copy)
-        except (S3Error, OSError) as exc:
-            result, detail, read = "error", f"the check failed: {exc}", 0
-        if result in ("missing", "mismatch") and (other := _other_good(copy, known)):
-            result = "disagrees"
-            detail += (
-                f"; the {other.copy} copy at {other.location} held the recorded bytes when "
-                f"checked at {other.checked:%Y-%m-%d %H:%M} UTC: restore this copy from it"
+        results = {record.key: _check(store, copy, budget)}
+        if results[record.key][0] in ("missing", "mismatch"):
+            if changed_since(store, copy):
+                checks.forget([record.key])  # registered as it is now in the next run
+                summary.left += 1
+                continue
+            # judge it with the file's other copies as they are now
+            for other in by_file[copy.file]:
+                key = other.record.key
+                readable = other.path is None or not known.roots.problem(other.path)
+                if key in done or key in results or not readable:
+                    continue
+                if budget.allows(other.record.size):
+                    results[key] = _check(store, other, budget)
+        siblings = {c.record.key: c for c in by_file[copy.file]}
+        outcomes.update((key, found[0]) for key, found in results.items())
+        for key, (result, detail, read) in results.items():
+            _record(audit, siblings[key], result, detail, read, outcomes, siblings)
+            done.add(key)
+    for problem, count in unavailable.items():
+        audit.add(
+            Finding(
+                "error",
+                "local",
+                problem.split(" (", 1)[0],
+                f"{problem}: is it mounted? {count} copies in it were not checked; mount it "
+                "(or correct the setting) and run again",
             )
-        elif result in ("missing", "mismatch"):
-            detail += "; no other copy was found holding the recorded bytes"
-        if detail is not None:
-            detail += f" ({copy.where})"
-        checks.record_check(audit.audit_id, record, result, detail, read)
-        known[record.key] = dataclasses.replace(record, result=result)
-        audit.checked += 1
-        audit.bytes_read += read
-        summary.checked += 1
-        summary.bytes_read += read
-        setattr(summary, result, getattr(summary, result) + 1)
-        if result != "ok":
-            audit.findings.append(
-                Finding(
-                    result,
-                    record.copy,
-                    record.location,
-                    detail,
-                    copy.circle,
-                    record.resource_id,
-                    copy.package_name,
-                )
+        )
+    if stopped:
+        audit.add(
+            Finding(
+                "error",
+                "audit",
+                "",
+                f"this audit lost its lock (Redis unreachable, or the process paused longer than "
+                f"a lease) and stopped; {audit.total('left')} copies left: run it again",
             )
-    if package_id is None:
+        )
+    elif package_id is None:
         _orphans(store, audit)
     checks.finish_audit(
         audit.audit_id,
         audit.checked,
         audit.bytes_read,
         len(audit.findings),
-        audit.left,
+        audit.total("left"),
         json.dumps(audit.as_dict()["circles"]),
     )
     return audit
+
+
+def _check(store: ObjectStore, copy: Copy, budget: _Budget) -> tuple[str, str | None, int]:
+    try:
+        result, detail, read = check(store, copy)
+    except (S3Error, OSError) as exc:
+        budget.spent += copy.record.size  # it may have read most of it
+        return "error", f"the check failed: {exc}; it is checked again first", 0
+    budget.spent += read
+    return result, detail, read
+
+
+def _record(
+    audit: Audit,
+    copy: Copy,
+    result: str,
+    detail: str | None,
+    read: int,
+    outcomes: dict[tuple[str, str, str], str],
+    siblings: dict[tuple[str, str, str], Copy],
+) -> None:
+    """Record the result of one copy, judged with the other copies of its file
+    (``siblings``) as read in this run (``outcomes``)."""
+    record = copy.record
+    if result in ("missing", "mismatch"):
+        good = [c.record for key, c in siblings.items() if outcomes.get(key) == "ok"]
+        if good:
+            result = "disagrees"
+            detail += (
+                f"; the {good[0].copy} copy at {good[0].location} holds the recorded bytes "
+                "(read in this run): restore this copy from it"
+            )
+        else:
+            detail += "; no other copy read in this run holds the recorded bytes"
+            detail += "".join(
+                f"; the {other.copy} copy at {other.location} held them when checked at "
+                f"{other.last_ok:%Y-%m-%d %H:%M} UTC (not read again in this run)"
+                for key, other in ((k, c.record) for k, c in siblings.items())
+                if key not in outcomes and other.last_ok is not None
+            )
+    if detail is not None:
+        detail += f" ({copy.where})"
+    checks.record_check(audit.audit_id, record, result, detail, read)
+    summary = audit.circle(copy.circle)
+    audit.checked += 1
+    audit.bytes_read += read
+    summary.checked += 1
+    summary.bytes_read += read
+    setattr(summary, result, getattr(summary, result) + 1)
+    if result != "ok":
+        audit.findings.append(
+            Finding(
+                result,
+                record.copy,
+                record.location,
+                detail,
+                copy.circle,
+                record.resource_id,
+                copy.package_name,
+            )
+        )
 
 
 def _orphans(store: ObjectStore, audit: Audit) -> None:
@@ -321,12 +536,9 @@ def _orphans(store: ObjectStore, audit: Audit) -> None:
             else:
                 detail = f"resource {parsed[1]} records no object here (another circle's bucket?)"
             location = f"s3://{info.bucket}/{info.key}"
-            detail = f"{detail} ({info.size} bytes)"
-            circle = circles.get(info.bucket, "")
+            circle = circles.get(info.bucket, NO_CIRCLE)
             audit.circle(circle).orphans += 1
-            audit.findings.append(Finding("orphan", "object", location, detail, circle))
-            checks.record_orphan(audit.audit_id, location, detail)
+            detail = f"{detail} ({info.size} bytes)"
+            audit.add(Finding("orphan", "object", location, detail, circle))
     except S3Error as exc:
-        detail = f"listing the buckets failed: {exc}"
-        audit.findings.append(Finding("error", "object", "", detail))
-        checks.record_orphan(audit.audit_id, "", detail)
+        audit.add(Finding("error", "object", "", f"listing the buckets failed: {exc}"))

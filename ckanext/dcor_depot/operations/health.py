@@ -13,6 +13,7 @@ import ckan.model as model
 import sqlalchemy as sa
 
 from .. import checks
+from ..checks import NO_CIRCLE, RESULTS
 from ..jobs.queue import depot_jobs
 from ..model import check_table, file_table
 
@@ -29,9 +30,10 @@ LISTS = {
 AUDIT_LISTS = {
     "checked": "Copies the last audit checked",
     "left": "Copies the last audit left for a later run",
+    "audit-findings": "What the last audit found",
 }
-#: The circle of datasets without an organization.
-NO_CIRCLE = "(no circle)"
+#: Entries shown per page of a list.
+PAGE_SIZE = 500
 
 
 @dataclasses.dataclass
@@ -100,6 +102,14 @@ def entries(datasets: dict[str, tuple[str, str, str]], last: dict | None) -> dic
 
     kept = model.Session.execute(sa.select(file_table).where(file_table.c.purged.is_(None))).all()
     rows = [row for row in kept if row.bucket is not None]
+    # the files the audit checks: of active resources of datasets not deleted
+    audited_files = set(
+        model.Session.execute(
+            sa.select(model.Resource.id)
+            .join(model.Package, model.Package.id == model.Resource.package_id)
+            .where(model.Resource.state == "active", model.Package.state != "deleted")
+        ).scalars()
+    )
     for row in kept:
         if row.bucket is None:
             lists["unverified"].append(
@@ -112,17 +122,13 @@ def entries(datasets: dict[str, tuple[str, str, str]], last: dict | None) -> dic
     copies = checks.copy_records()
     audited = {(rid, artifact) for rid, artifact, kind in copies if kind == "object"}
     for row in rows:
-        if (row.resource_id, row.artifact) not in audited:
+        if row.resource_id in audited_files and (row.resource_id, row.artifact) not in audited:
             where = f"s3://{row.bucket}/{row.key}"
             lists["unchecked"].append(
                 entry(row.package_id, row.resource_id, "object", f"{where}: never checked")
             )
     for record in copies.values():
-        if record.checked is None:
-            lists["unchecked"].append(
-                entry(record.package_id, record.resource_id, record.copy, record.location)
-            )
-        elif record.result != "ok":
+        if record.result not in (None, "ok"):  # an error leaves the copy unchecked, and due
             lists["findings"].append(
                 entry(
                     record.package_id,
@@ -132,20 +138,28 @@ def entries(datasets: dict[str, tuple[str, str, str]], last: dict | None) -> dic
                     record.checked,
                 )
             )
-    lists.update(checked=[], left=[])
+        elif record.checked is None:
+            lists["unchecked"].append(
+                entry(record.package_id, record.resource_id, record.copy, record.location)
+            )
+    lists.update({name: [] for name in AUDIT_LISTS})
     if last is not None:
         history = model.Session.execute(
-            sa.select(check_table).where(
-                check_table.c.audit_id == last["id"], check_table.c.resource_id.is_not(None)
-            )
+            sa.select(check_table).where(check_table.c.audit_id == last["id"])
         )
         for row in history:
             what = f"{row.copy}: {row.result}"
             detail = row.location + (f": {row.detail}" if row.detail else "")
-            lists["checked"].append(
-                entry(row.package_id, row.resource_id, what, detail, row.checked)
-            )
+            found = entry(row.package_id, row.resource_id, what, detail, row.checked)
+            if row.resource_id is not None and row.result in RESULTS:
+                lists["checked"].append(found)
+            if row.result != "ok":
+                lists["audit-findings"].append(found)
         for record in copies.values():
+            if last["package_id"] not in (None, record.package_id):
+                continue  # the audit checked one dataset
+            if record.first_seen > last["finished"]:
+                continue  # known since
             if record.checked is None or record.checked < last["started"]:
                 when = record.checked
                 lists["left"].append(
@@ -193,7 +207,10 @@ def health() -> Health:
     return Health(shown, last, unfinished)
 
 
-def listing(name: str, circle: str | None = None) -> list[Entry]:
-    """The resources behind one number of the page (of one circle, or all)."""
+def listing(name: str, circle: str | None = None, page: int = 1) -> tuple[list[Entry], int]:
+    """The resources behind one number of the page (of one circle, or all): one page of
+    :data:`PAGE_SIZE` entries, and how many there are."""
     found = entries(_datasets(), checks.last_audit(finished=True))[name]
-    return [item for item in found if circle is None or item.circle == circle]
+    found = [item for item in found if circle is None or item.circle == circle]
+    start = (page - 1) * PAGE_SIZE
+    return found[start : start + PAGE_SIZE], len(found)
