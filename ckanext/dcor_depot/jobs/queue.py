@@ -82,6 +82,12 @@ def enqueue(
         _redis_with_timeouts().delete(guard)
 
 
+def _latest_key(kind: str, object_id: str) -> str:
+    """The Redis key holding the id of the latest job of this kind for this object
+    (:func:`enqueue_unless_waiting`)."""
+    return f"dcor_depot:job:{kind}:{object_id}"
+
+
 def enqueue_unless_waiting(
     fn: Callable[[str], str], kind: str, object_id: str, queue: str
 ) -> str | None:
@@ -90,7 +96,7 @@ def enqueue_unless_waiting(
     A job that has started may already have read the state, so it does not
     count: a change announced while it runs gets a job of its own.
     """
-    marker = f"dcor_depot:job:{kind}:{object_id}"
+    marker = _latest_key(kind, object_id)
     waiting = _redis_with_timeouts().get(marker)
     if waiting:
         try:
@@ -230,7 +236,7 @@ def _kind(job: Job) -> str:
 def _succeeded_since(job: Job, kind: str) -> bool:
     """A job queued under a new id each time (:func:`enqueue_unless_waiting`): the
     latest of its kind for the same dataset succeeded."""
-    latest = _redis_with_timeouts().get(f"dcor_depot:job:{kind}:{job.args[0]}")
+    latest = _redis_with_timeouts().get(_latest_key(kind, job.args[0]))
     if latest is None or latest.decode() == job.id:
         return False
     try:

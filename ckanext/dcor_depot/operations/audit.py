@@ -75,6 +75,20 @@ class Finding:
     resource_id: str | None = None
     package_name: str | None = None
 
+    @classmethod
+    def of(cls, copy: Copy, kind: str, detail: str) -> Finding:
+        """A finding about one known copy."""
+        record = copy.record
+        return cls(
+            kind,
+            record.copy,
+            record.location,
+            detail,
+            copy.circle,
+            record.resource_id,
+            copy.package_name,
+        )
+
     def line(self) -> str:
         return f"{self.kind.upper()} {self.copy} {self.location}: {self.detail}"
 
@@ -369,7 +383,7 @@ def run(
     done: set[tuple[str, str, str]] = set()
     #: the result of each copy read in this run, before it was judged
     outcomes: dict[tuple[str, str, str], str] = {}
-    unavailable: collections.Counter[str] = collections.Counter()
+    unavailable: collections.Counter[Path] = collections.Counter()
     stopped = False
     for copy in progress(known.copies):
         if copy.record.key in done:
@@ -382,24 +396,15 @@ def run(
             continue
         if budget_bytes is not None and record.size > budget_bytes:
             summary.left += 1
-            audit.add(
-                Finding(
-                    "over-budget",
-                    record.copy,
-                    record.location,
-                    f"{record.size} bytes, more than the budget of {budget_bytes} bytes: no "
-                    "run with this budget can check it; raise --budget-gib "
-                    f"({copy.where})",
-                    copy.circle,
-                    record.resource_id,
-                    copy.package_name,
-                ),
-                record,
+            detail = (
+                f"{record.size} bytes, more than the budget of {budget_bytes} bytes: no run "
+                f"with this budget can check it; raise --budget-gib ({copy.where})"
             )
+            audit.add(Finding.of(copy, "over-budget", detail), record)
             continue
-        if copy.path is not None and (problem := known.roots.problem(copy.path)):
+        if copy.path is not None and known.roots.problem(copy.path):
             summary.left += 1
-            unavailable[problem] += 1
+            unavailable[known.roots.root_of(copy.path)] += 1
             continue
         if not budget.allows(record.size):
             summary.left += 1  # a smaller copy further on may still fit
@@ -423,16 +428,12 @@ def run(
         for key, (result, detail, read) in results.items():
             _record(audit, siblings[key], result, detail, read, outcomes, siblings)
             done.add(key)
-    for problem, count in unavailable.items():
-        audit.add(
-            Finding(
-                "error",
-                "local",
-                problem.split(" (", 1)[0],
-                f"{problem}: is it mounted? {count} copies in it were not checked; mount it "
-                "(or correct the setting) and run again",
-            )
+    for root, count in unavailable.items():
+        detail = (
+            f"{known.roots.problem(root)}: is it mounted? {count} copies in it were not "
+            "checked; mount it (or correct the setting) and run again"
         )
+        audit.add(Finding("error", "local", str(root), detail))
     if stopped:
         audit.add(
             Finding(
@@ -504,17 +505,7 @@ def _record(
     summary.bytes_read += read
     setattr(summary, result, getattr(summary, result) + 1)
     if result != "ok":
-        audit.findings.append(
-            Finding(
-                result,
-                record.copy,
-                record.location,
-                detail,
-                copy.circle,
-                record.resource_id,
-                copy.package_name,
-            )
-        )
+        audit.findings.append(Finding.of(copy, result, detail))
 
 
 def _orphans(store: ObjectStore, audit: Audit) -> None:
