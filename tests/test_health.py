@@ -6,21 +6,29 @@ screenshots in test-artifacts/browser/ckan-VERSION/TEST/."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
+from ckan.lib.jobs import get_queue
+from ckan.lib.redis import connect_to_redis
 from ckan.tests import factories, helpers
+from rq.job import Job
 
 from ckanext.dcor_depot import placement
 from ckanext.dcor_depot.cli import append_resource, dcor_verify_object_store, run_jobs_dcor_depot
+from ckanext.dcor_depot.jobs.queue import NORMAL, _latest_key
 from ckanext.dcor_depot.operations import health
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from .conftest import corrupt_object
+from .conftest import corrupt_object, derived_ini
 from .test_browser import PASSWORD, browser  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
 )
+
+
+UNREACHABLE = "http://127.0.0.1:9"
 
 
 def get(app, path: str, user: dict | None = None):
@@ -154,3 +162,42 @@ def test_sysadmins_see_a_failed_job_and_a_mismatch_others_get_403(
     assert "2&ndash;2 of 2" in second and "page=1" in second and "page=3" not in second
     for wrong in ("0", "two"):
         assert get(app, f"/ckan-admin/depot/files?page={wrong}", admin).status_code == 400
+
+
+def test_a_dataset_job_queued_again_since_it_failed_is_no_failure_and_a_dead_job_is(
+    app, run_worker, tmp_path, cli, random_file
+):
+    admin = factories.Sysadmin()
+    dataset = factories.Dataset(owner_org=factories.Organization(name="lab")["id"])
+    appended = cli.invoke(append_resource, [str(random_file(1000)), dataset["id"]])
+    assert appended.exit_code == 0, appended.output
+    # the dataset turns private; its convergence fails: the object store is unreachable
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
+    run_worker(str(derived_ini(tmp_path, **{"dcor_object_store.endpoint_url": UNREACHABLE})))
+    (failed,) = [e for e in health.listing("failed")[0] if e.what == "converge"]
+    assert failed.package_name == dataset["name"] and "127.0.0.1:9" in failed.detail
+    page = get(app, "/ckan-admin/depot/failed", admin).get_data(as_text=True)
+    assert "converge" in page
+
+    # the dataset changes again and its convergence succeeds; RQ forgets the finished
+    # job after its result_ttl: the old failure is not listed (the latest did not fail)
+    helpers.call_action("package_patch", id=dataset["id"], private=False)
+    latest = connect_to_redis().get(_latest_key("converge", dataset["id"])).decode()
+    run_worker()
+    assert Job.fetch(latest, connection=connect_to_redis()).get_status() == "finished"
+    assert [e.what for e in health.listing("failed")[0]] == []
+    Job.fetch(latest, connection=connect_to_redis()).delete()
+    assert [e.what for e in health.listing("failed")[0]] == []
+
+    # a job whose worker died while it ran (its lease in the started registry expired)
+    queue = get_queue(NORMAL)
+    job = queue.enqueue("ckanext.dcor_depot.jobs.resource_jobs.never_run", "0123abcd")
+    queue.remove(job)
+    entry = f"{job.id}:dead" if hasattr(queue.started_job_registry, "parse_job_id") else job.id
+    queue.connection.zadd(queue.started_job_registry.key, {entry: time.time() - 60})
+    (dead,) = health.listing("failed")[0]
+    assert dead.detail.startswith("abandoned: its worker stopped without ending it")
+    queue.connection.zadd(queue.started_job_registry.key, {entry: time.time() + 600})
+    assert health.listing("failed")[0] == []
+    assert [e.detail for e in health.listing("waiting")[0]] == ["running"]
+    queue.connection.zrem(queue.started_job_registry.key, entry)

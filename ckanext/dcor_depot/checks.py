@@ -19,6 +19,9 @@ from .records import plugin_tables
 
 #: The results of a check; every one but "ok" is a finding.
 RESULTS = ("ok", "missing", "mismatch", "disagrees", "error")
+#: The result of a copy deleted on purpose (:func:`deleted`): not a finding; the next
+#: audit forgets it once it is gone.
+DELETED = "deleted"
 #: The circle of datasets without an organization, as the audit and the page name it.
 NO_CIRCLE = "(no circle)"
 
@@ -104,6 +107,32 @@ def forget(keys: Iterable[tuple[str, str, str]]) -> None:
     model.Session.commit()
 
 
+def current(key: tuple[str, str, str]) -> CopyRecord | None:
+    """The row of this copy (a key of :func:`copy_records`) as it is now, or None."""
+    resource_id, artifact, copy = key
+    query = sa.select(copy_table).where(
+        copy_table.c.resource_id == resource_id,
+        copy_table.c.artifact == artifact,
+        copy_table.c.copy == copy,
+    )
+    row = _run(query, commit=False).first()
+    model.Session.rollback()
+    return CopyRecord(**row._mapping) if row is not None else None
+
+
+def deleted(copy: dict, detail: str) -> None:
+    """Mark a copy (a dict as for :func:`register`) as deleted on purpose, before it is
+    deleted: an audit that read it before sees that it is gone on purpose, and
+    :func:`register` (the same location) leaves the mark."""
+    checked = now()
+    values = {**copy, "result": DELETED, "detail": detail, "checked": checked}
+    statement = insert(copy_table).values(first_seen=checked, **values)
+    statement = statement.on_conflict_do_update(
+        index_elements=["resource_id", "artifact", "copy"], set_=values
+    )
+    _run(statement)
+
+
 def start_audit(
     package_id: str | None, budget_bytes: int | None, budget_seconds: int | None
 ) -> int:
@@ -150,23 +179,23 @@ def record_check(
     bytes_read: int,
 ) -> None:
     """The result of one check: the copy's row and the history's. A check that failed
-    ("error") leaves the moment of the last check alone: the copy stays due."""
-    checked = now()
-    values = {"result": result, "detail": detail}
+    ("error") is in the history only: the copy keeps its last check and result (an
+    earlier finding stays), and stays due."""
     if result != "error":
-        values["checked"] = checked
-    if result == "ok":
-        values["last_ok"] = checked
-    _run(
-        sa.update(copy_table)
-        .where(
-            copy_table.c.resource_id == record.resource_id,
-            copy_table.c.artifact == record.artifact,
-            copy_table.c.copy == record.copy,
+        checked = now()
+        values = {"result": result, "detail": detail, "checked": checked}
+        if result == "ok":
+            values["last_ok"] = checked
+        _run(
+            sa.update(copy_table)
+            .where(
+                copy_table.c.resource_id == record.resource_id,
+                copy_table.c.artifact == record.artifact,
+                copy_table.c.copy == record.copy,
+            )
+            .values(**values),
+            commit=False,
         )
-        .values(**values),
-        commit=False,
-    )
     _history(audit_id, record.copy, record.location, result, detail, bytes_read, record)
 
 

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import locks, placement
+from ckanext.dcor_depot import checks, locks, placement
 from ckanext.dcor_depot.cli import (
     append_resource,
     dcor_migrate_resources_to_object_store,
@@ -24,7 +24,7 @@ from ckanext.dcor_depot.leases import connection
 from ckanext.dcor_depot.model import audit_table, check_table, copy_table
 from ckanext.dcor_depot.operations import audit, circle_move
 from ckanext.dcor_depot.storage.depot import backup_path_for
-from ckanext.dcor_depot.storage.s3 import object_key
+from ckanext.dcor_depot.storage.s3 import ObjectStore, S3Error, object_key
 
 from ..conftest import corrupt_object, sha256_path
 
@@ -175,11 +175,11 @@ def test_what_is_gone_on_purpose_is_forgotten_and_nothing_is_missed(
     other = factories.Organization(name="other-lab")
     dataset = factories.Dataset(owner_org=org["id"], user=user)
     moving = factories.Dataset(owner_org=org["id"], user=user)
-    kept, dangling = (
+    kept, dangling, unlinked = (
         api_upload(user, dataset["id"], random_file(size, name=f"{size}.bin"))
-        for size in (3000, 3500)
+        for size in (3000, 3500, 3700)
     )
-    for rid in (kept["id"], dangling["id"]):
+    for rid in (kept["id"], dangling["id"], unlinked["id"]):
         for kind in ("symlink", "s3-upload"):
             RESOURCE_JOBS[kind](rid)
     far = append(cli, random_file(4000, name="far.bin"), dataset["id"])
@@ -195,28 +195,56 @@ def test_what_is_gone_on_purpose_is_forgotten_and_nothing_is_missed(
     assert lost["kind"] == "disagrees" and "the file is missing" in lost["detail"]
     assert "holds the recorded bytes (read in this run)" in lost["detail"]
     assert first["files_unverified"] == 0
-    before = copies()
 
-    # the migration deletes the depot file once its object is verified: not a loss
-    migrated = cli.invoke(dcor_migrate_resources_to_object_store, ["--delete-after-migration"])
-    assert "deleted" in migrated.output, migrated.output
+    # a depot file and its symlink deleted, not by the migration: still audited, and lost
+    symlink = placement.ckan_path(unlinked["id"])
+    symlink.resolve().unlink()
+    symlink.unlink()
+
+    # the migration deletes the depot file once its object is verified, here while an
+    # audit runs, after the audit found the file: not a loss, in this run or later
+    real_check = audit.check
+    migrated = []
+
+    def migrating_check(store_, copy):
+        if copy.record.key == (kept["id"], "resource", "depot") and not migrated:
+            migrated.append(
+                cli.invoke(dcor_migrate_resources_to_object_store, ["--delete-after-migration"])
+            )
+            assert checks.current(copy.record.key).result == checks.DELETED
+        return real_check(store_, copy)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(audit, "check", migrating_check)
+        status, during = verify(cli)
+    assert "deleted" in migrated[0].output, migrated[0].output
     assert not placement.ckan_path(kept["id"]).is_symlink()
+    assert status == 1
+    assert set(findings_of(during)) == {(dangling["id"], "depot"), (unlinked["id"], "depot")}
+    assert (kept["id"], "depot") not in copies()
     waiting = api_upload(user, dataset["id"], random_file(2500, name="waiting.bin"))
 
     # a local read that fails: an error, and the copy stays due (checked unchanged)
     def unreadable(path):
         raise OSError(f"Input/output error: {path}")
 
+    before = copies()
     with monkeypatch.context() as patched:
         patched.setattr(audit, "sha256_of_file", unreadable)
         status, failing = verify(cli)
     assert status == 1
-    assert (kept["id"], "depot") not in copies()  # forgotten
-    assert set(findings_of(failing)) == {(dangling["id"], "depot"), (far["id"], "backup")}
+    assert set(findings_of(failing)) == {
+        (dangling["id"], "depot"),
+        (unlinked["id"], "depot"),
+        (far["id"], "backup"),
+    }
+    gone = findings_of(failing)[(unlinked["id"], "depot")]
+    assert gone["kind"] == "disagrees" and "the file is missing" in gone["detail"]
     error = findings_of(failing)[(far["id"], "backup")]
     assert error["kind"] == "error" and "Input/output error" in error["detail"]
-    assert copies()[(far["id"], "backup")]["checked"] == before[(far["id"], "backup")]["checked"]
-    assert copies()[(far["id"], "backup")]["result"] == "error"
+    # the check and result before it are kept: the copy stays due, an earlier finding stays
+    for field in ("checked", "result", "detail"):
+        assert copies()[(far["id"], "backup")][field] == before[(far["id"], "backup")][field]
     assert failing["files_unverified"] == 1  # the file that waits for its jobs: counted
     assert failing["circles"]["lab"]["unverified"] == 1
 
@@ -382,6 +410,48 @@ def test_a_second_audit_is_refused_while_one_runs(cli, store, random_file, monke
     lost = cli.invoke(dcor_verify_object_store, [])
     assert lost.exit_code == 1
     assert "This dcor-verify-object-store lost its lock" in lost.output
-    (stopped,) = rows(audit_table)[-1:]
+    # what it did is printed all the same
+    assert "ERROR audit: this audit lost its lock" in lost.output
+    assert "1 of 2 copies checked" in lost.output
+    stopped = max(rows(audit_table), key=lambda row: row["id"])
     assert (stopped["copies"], stopped["left"], stopped["findings"]) == (1, 1, 1)
     assert "this audit lost its lock" in rows(check_table, audit_id=stopped["id"])[-1]["detail"]
+
+    # failed checks in a row while the store answers: only these copies fail, the run
+    # goes on (they must not keep every later run from the others)
+    monkeypatch.setattr(audit, "check", real_check)
+    monkeypatch.setattr(audit, "MAX_ERRORS_IN_A_ROW", 1)
+    real_info = ObjectStore.object_info
+    failing_first = next(iter(copies().values()))
+
+    def refused(self, bucket, key):
+        if failing_first["location"].endswith(key):
+            raise S3Error("An error occurred (AccessDenied)")
+        return real_info(self, bucket, key)
+
+    monkeypatch.setattr(ObjectStore, "object_info", refused)
+    status, one_fails = verify(cli)
+    assert status == 1 and one_fails["copies_checked"] == 2 and one_fails["copies_left"] == 0
+    assert [f["kind"] for f in one_fails["findings"]] == ["error"]
+
+    # the store unreachable: the run stops, and the copies keep their last check (the
+    # next run starts with them); no orphans looked for
+    before = copies()
+
+    def unreachable(*args):
+        raise S3Error("Could not connect to the endpoint URL")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ObjectStore, "object_info", unreachable)
+        patched.setattr(ObjectStore, "list_buckets", unreachable)
+        status, outage = verify(cli)
+    assert status == 1
+    assert (outage["copies_checked"], outage["copies_left"], outage["bytes_read"]) == (1, 1, 0)
+    assert [f["kind"] for f in outage["findings"]] == ["error", "error"]
+    assert (
+        "1 checks in a row failed (the last: the check failed: Could not connect"
+        in (outage["findings"][-1]["detail"])
+    )
+    assert "the object store does not answer" in outage["findings"][-1]["detail"]
+    assert outage["orphans_checked"] is False
+    assert copies() == before

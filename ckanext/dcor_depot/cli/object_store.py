@@ -150,14 +150,15 @@ def dcor_verify_object_store(
                 progress=progress,
                 lost=lost,
             )
+            # before single_run's exit, which fails when the lock was lost
+            if as_json:
+                click.echo(json.dumps(done.as_dict(), indent=2))
+            else:
+                for finding in done.findings:
+                    click.echo(finding.line())
+                _echo_circles(done)
     except JobError as exc:
         raise click.ClickException(str(exc)) from exc
-    if as_json:
-        click.echo(json.dumps(done.as_dict(), indent=2))
-    else:
-        for finding in done.findings:
-            click.echo(finding.line())
-        _echo_circles(done)
     if done.findings:
         sys.exit(1)
 

@@ -100,6 +100,12 @@ def converge_dataset(package_id: str) -> str:
         try:
             while (token := connection().get(key)) is not None:
                 done.append(converge_files(store, placement.dataset_files(store, package_id)))
+                if done[-1].problems:
+                    # the job fails (listed on the health page); the change stays announced
+                    raise records.JobError(
+                        f"dataset {package_id}: " + "; ".join(done[-1].problems) + "; the "
+                        "next change or run-jobs-dcor-depot (its sweep) converges it again"
+                    )
                 connection().eval(_CONSUME, 1, key, token)
         finally:
             lease.release()
@@ -128,7 +134,10 @@ def dataset_lease(package_id: str, wait: float = LEASE_WAIT) -> Iterator[None]:
     finally:
         lease.release()
         if pending(package_id):
-            converge_dataset(package_id)
+            try:
+                converge_dataset(package_id)
+            except records.JobError as exc:
+                log.warning("%s", exc)
 
 
 def align_resource(store: ObjectStore, package_id: str, *resource_ids: str) -> Converged:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -106,7 +107,6 @@ def enqueue_unless_waiting(
         if status in _WAITING:
             return None
     jid = f"{job_id(kind, object_id)}-{uuid.uuid4().hex[:8]}"
-    _redis_with_timeouts().set(marker, jid, ex=7 * 86400)
     tk.enqueue_job(
         fn,
         [object_id],
@@ -114,6 +114,8 @@ def enqueue_unless_waiting(
         queue=queue,
         rq_kwargs={"job_id": jid, "timeout": config.job_timeout(queue)},
     )
+    # kept as long as RQ keeps a failed job (a year), which this one supersedes
+    _redis_with_timeouts().set(marker, jid, ex=400 * 86400)
     return jid
 
 
@@ -190,65 +192,84 @@ class QueuedJob:
 
 
 def depot_jobs() -> list[QueuedJob]:
-    """The depot's jobs waiting or running, and those that failed and did not succeed
-    since. Only reads: RQ's clean-up of its registries is left to the workers."""
+    """The depot's jobs waiting or running, and those that failed and were not queued
+    again since. A running job whose worker is gone (its lease in the registry
+    expired) failed too. Only reads: RQ's clean-up of its registries is left to the
+    workers."""
     found = []
+    now = time.time()
     for name in QUEUES:
         queue = get_queue(name)
+        started = _ids(queue.started_job_registry)
         registries = {
-            "queued": queue.get_job_ids(),
+            "queued": [(jid, None) for jid in queue.get_job_ids()],
             "deferred": _ids(queue.deferred_job_registry),
             "scheduled": _ids(queue.scheduled_job_registry),
-            "running": _ids(queue.started_job_registry),
+            "running": [(jid, score) for jid, score in started if score >= now],
+            "abandoned": [(jid, score) for jid, score in started if score < now],
             "failed": _ids(queue.failed_job_registry),
         }
-        for state, ids in registries.items():
+        for state, entries in registries.items():
+            ids = [jid for jid, _ in entries]
             for job in Job.fetch_many(ids, connection=queue.connection):
                 if job is None or not job.args or not isinstance(job.args[0], str):
                     continue
                 kind = _kind(job)
                 if state == "failed":
                     # a job queued again under the same id is no longer a failure, nor
-                    # is a dataset's job that ran again under a new id and succeeded
-                    if job.get_status(refresh=False) != JobStatus.FAILED or _succeeded_since(
-                        job, kind
-                    ):
+                    # is a dataset's job queued again under a new id
+                    if job.get_status(refresh=False) != JobStatus.FAILED or _superseded(job, kind):
                         continue
-                    found.append(
-                        QueuedJob(job.id, state, kind, job.args[0], job.ended_at, _reason(job))
+                    reason = _reason(job)
+                    found.append(QueuedJob(job.id, state, kind, job.args[0], job.ended_at, reason))
+                elif state == "abandoned":
+                    if _superseded(job, kind):
+                        continue
+                    reason = (
+                        "abandoned: its worker stopped without ending it (killed, or its host "
+                        "went down); run-jobs-dcor-depot runs it again"
                     )
+                    when = job.started_at
+                    found.append(QueuedJob(job.id, "failed", kind, job.args[0], when, reason))
                 else:
                     found.append(QueuedJob(job.id, state, kind, job.args[0], job.enqueued_at))
     return found
 
 
-def _ids(registry) -> list[str]:
-    """The job ids of an RQ registry, without the clean-up ``get_job_ids`` runs."""
-    raw = registry.connection.zrange(registry.key, 0, -1)
+def _ids(registry) -> list[tuple[str, float]]:
+    """The job ids of an RQ registry with their scores (for the started registry: when
+    a job's lease expires), without the clean-up ``get_job_ids`` runs."""
+    raw = registry.connection.zrange(registry.key, 0, -1, withscores=True)
     parse = getattr(registry, "parse_job_id", None)  # rq 2: "id:execution" entries
-    return [parse(entry) if parse else entry.decode() for entry in raw]
+    return [(parse(entry) if parse else entry.decode(), score) for entry, score in raw]
 
 
 def _kind(job: Job) -> str:
     return (job.meta.get("title") or job.func_name).removeprefix("dcor_depot ")
 
 
-def _succeeded_since(job: Job, kind: str) -> bool:
-    """A job queued under a new id each time (:func:`enqueue_unless_waiting`): the
-    latest of its kind for the same dataset succeeded."""
+def _superseded(job: Job, kind: str) -> bool:
+    """A job queued under a new id each time (:func:`enqueue_unless_waiting`): a later
+    one of its kind for the same dataset was queued and waits, runs or succeeded; or
+    RQ forgot it, as it forgets a job that succeeded after its ``result_ttl`` (a failed
+    one it keeps for a year)."""
     latest = _redis_with_timeouts().get(_latest_key(kind, job.args[0]))
     if latest is None or latest.decode() == job.id:
         return False
     try:
         status = Job.fetch(latest.decode(), connection=job.connection).get_status()
     except NoSuchJobError:
-        return False
-    return status == JobStatus.FINISHED
+        return True
+    return status in _WAITING | {JobStatus.STARTED, JobStatus.FINISHED}
 
 
 def _reason(job: Job) -> str:
+    """The last line of the traceback of the job's latest run."""
     result = job.latest_result()
-    trace = result.exc_string if result is not None and result.exc_string else ""
+    if result is not None and result.type != result.Type.SUCCESSFUL and result.exc_string:
+        trace = result.exc_string
+    else:
+        trace = job._exc_info or ""  # no result kept (results off, or an old RQ)
     lines = [line for line in trace.splitlines() if line.strip()]
     return lines[-1].strip() if lines else "failed (no traceback kept)"
 
@@ -260,7 +281,8 @@ def forget_failures(object_ids: Iterable[str]) -> int:
     removed = 0
     for name in QUEUES:
         registry = get_queue(name).failed_job_registry
-        for job in Job.fetch_many(_ids(registry), connection=registry.connection):
+        job_ids = [jid for jid, _ in _ids(registry)]
+        for job in Job.fetch_many(job_ids, connection=registry.connection):
             if job is not None and job.args and job.args[0] in ids:
                 registry.remove(job, delete_job=True)
                 removed += 1

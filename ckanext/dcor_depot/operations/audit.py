@@ -36,7 +36,7 @@ from .. import checks, config, placement, records
 from ..checks import NO_CIRCLE
 from ..model import COPY_KINDS
 from ..records import JobError
-from ..storage.depot import backup_path_for
+from ..storage.depot import backup_path_for, behind
 from ..storage.s3 import ObjectStore, S3Error, parse_object_key, sha256_of_file
 from . import sweep
 from .status import candidates
@@ -90,7 +90,8 @@ class Finding:
         )
 
     def line(self) -> str:
-        return f"{self.kind.upper()} {self.copy} {self.location}: {self.detail}"
+        where = f" {self.location}" if self.location else ""
+        return f"{self.kind.upper()} {self.copy}{where}: {self.detail}"
 
 
 @dataclasses.dataclass
@@ -192,11 +193,14 @@ class Roots:
 
     def _check(self, root: Path) -> str | None:
         where = f"{root} ({self.settings[root]}) on host {socket.gethostname()}"
-        if not root.is_dir():
-            return f"{where} is not a folder"
-        with os.scandir(root) as entries:
-            if next(entries, None) is None:
-                return f"{where} is empty"
+        try:
+            if not root.is_dir():
+                return f"{where} is not a folder"
+            with os.scandir(root) as entries:
+                if next(entries, None) is None:
+                    return f"{where} is empty"
+        except OSError as exc:
+            return f"{where} cannot be read ({exc.strerror or exc})"
         return None
 
 
@@ -207,7 +211,6 @@ class Known:
     copies: list[Copy]
     #: per circle: files without a recorded SHA-256 yet (the jobs' matter)
     unverified: dict[str, int]
-    roots: Roots
 
 
 def known_copies(store: ObjectStore, package_id: str | None = None) -> Known:
@@ -215,7 +218,6 @@ def known_copies(store: ObjectStore, package_id: str | None = None) -> Known:
     dataset) and forget those that are gone on purpose; those due first come first:
     never checked, then least recently checked."""
     backup_root = config.local_backup_location()
-    roots = Roots(backup_root)
     circles = dict(model.Session.execute(sa.select(model.Group.id, model.Group.name)).all())
     found: dict[tuple[str, str, str], _Found] = {}
     unverified: collections.Counter[str] = collections.Counter()
@@ -243,17 +245,17 @@ def known_copies(store: ObjectStore, package_id: str | None = None) -> Known:
             depot = (placed.resource_id, placed.artifact, "depot")
             local = placed.local
             if local is not None and (local.is_symlink() or local.exists()):
-                path = local.resolve() if local.is_symlink() else local
+                path = behind(local)
                 add("depot", placed, str(path), path)
-            elif depot in seen and (placed.recorded is None or roots.problem(local)):
-                # CKAN's path is gone, and not on purpose: the migration deletes the
-                # symlink with the depot file, and only once the object is verified
+            elif depot in seen and seen[depot].result != checks.DELETED:
+                # CKAN's path is gone, and not by the migration, which marks the depot
+                # files it deletes (operations/migrate.py): this one is still audited
                 add("depot", placed, seen[depot].location, Path(seen[depot].location))
             if backup_root is not None:
                 path = backup_path_for(backup_root, placed.resource_id)
                 if path.exists() or (placed.resource_id, placed.artifact, "backup") in seen:
                     add("backup", placed, str(path), path)
-    # deleted resources, depot files deleted after the migration, backups no longer kept
+    # deleted resources, backups no longer kept, depot files the migration deleted
     checks.forget(seen.keys() - found.keys())
     checks.register(
         [
@@ -279,6 +281,7 @@ def known_copies(store: ObjectStore, package_id: str | None = None) -> Known:
             path=copy.path,
         )
         for key, copy in found.items()
+        if key in registered
     ]
     order = {kind: index for index, kind in enumerate(COPY_KINDS)}
     copies.sort(
@@ -288,11 +291,19 @@ def known_copies(store: ObjectStore, package_id: str | None = None) -> Known:
             order[c.record.copy],
         )
     )
-    return Known(copies, dict(unverified), roots)
+    return Known(copies, dict(unverified))
+
+
+class ReadFailed(Exception):
+    """Reading a copy's bytes failed part way: it may have read most of them."""
 
 
 def check(store: ObjectStore, copy: Copy) -> tuple[str, str | None, int]:
-    """Check one copy by reading all its bytes: (result, detail, bytes read)."""
+    """Check one copy by reading all its bytes: (result, detail, bytes read).
+
+    Raises :class:`S3Error` or :class:`OSError` when it failed before reading
+    the bytes, :class:`ReadFailed` when it failed while reading them.
+    """
     record = copy.record
     if copy.object is not None:
         info = store.object_info(*copy.object)
@@ -302,7 +313,10 @@ def check(store: ObjectStore, copy: Copy) -> tuple[str, str | None, int]:
             return "mismatch", f"has {info.size} bytes, the file has {record.size}", 0
         if info.sha256 is not None and info.sha256 != record.sha256:
             return "mismatch", f"its metadata says SHA-256 {info.sha256}, not {record.sha256}", 0
-        hashes = store.hash_object(*copy.object)
+        try:
+            hashes = store.hash_object(*copy.object)
+        except S3Error as exc:
+            raise ReadFailed(str(exc)) from exc
         actual, read = hashes.sha256, hashes.size
     else:
         path = copy.path
@@ -311,7 +325,10 @@ def check(store: ObjectStore, copy: Copy) -> tuple[str, str | None, int]:
         size = path.stat().st_size
         if size != record.size:
             return "mismatch", f"has {size} bytes, the file has {record.size}", 0
-        actual, read = sha256_of_file(path), size
+        try:
+            actual, read = sha256_of_file(path), size
+        except OSError as exc:
+            raise ReadFailed(str(exc)) from exc
     if actual != record.sha256:
         return "mismatch", f"its bytes have SHA-256 {actual}, not {record.sha256}", read
     return "ok", None, read
@@ -322,6 +339,9 @@ def changed_since(store: ObjectStore, copy: Copy) -> bool:
     recorded, its object moved (another circle). A copy found wrong is reported only
     when it did not."""
     record = copy.record
+    now = checks.current(record.key)
+    if now is None or now.result == checks.DELETED:
+        return True  # the migration deleted this depot file on purpose
     try:
         placed = placement.file_of(store, record.package_id, record.resource_id, record.artifact)
     except JobError:
@@ -332,6 +352,11 @@ def changed_since(store: ObjectStore, copy: Copy) -> bool:
     ):
         return True
     return copy.object is not None and tuple(placed.recorded or ()) != copy.object
+
+
+#: After this many failed checks in a row an audit asks the object store whether it
+#: answers, and stops when it does not: the copies stay due, the next run starts with them.
+MAX_ERRORS_IN_A_ROW = 10
 
 
 @dataclasses.dataclass
@@ -361,8 +386,10 @@ def run(
 ) -> Audit:
     """Check the copies due first within the budget, record every result; then orphans.
 
-    ``lost``: whether this run's lock was lost (another audit may run): the run
-    stops before the next copy.
+    ``lost``: whether this run's lock was lost (another audit may run): asked
+    before each read; the run stops then, and after :data:`MAX_ERRORS_IN_A_ROW`
+    failed checks in a row when the object store does not answer. The copies not checked
+    are left for the next run.
     """
     audit = Audit(
         checks.start_audit(
@@ -374,6 +401,7 @@ def run(
     )
     budget = _Budget(budget_bytes, budget_seconds)
     known = known_copies(store, package_id)
+    roots = Roots(config.local_backup_location())
     audit.copies = len(known.copies)
     for circle, count in known.unverified.items():
         audit.circle(circle).unverified = count
@@ -384,14 +412,15 @@ def run(
     #: the result of each copy read in this run, before it was judged
     outcomes: dict[tuple[str, str, str], str] = {}
     unavailable: collections.Counter[Path] = collections.Counter()
-    stopped = False
+    #: why the run stopped early, and how many checks in a row failed
+    stopped: str | None = None
+    errors: list[str] = []
     for copy in progress(known.copies):
         if copy.record.key in done:
             continue
         summary = audit.circle(copy.circle)
         record = copy.record
-        stopped = stopped or lost()
-        if stopped:
+        if stopped is not None:
             summary.left += 1
             continue
         if budget_bytes is not None and record.size > budget_bytes:
@@ -402,48 +431,63 @@ def run(
             )
             audit.add(Finding.of(copy, "over-budget", detail), record)
             continue
-        if copy.path is not None and known.roots.problem(copy.path):
+        if copy.path is not None and roots.problem(copy.path):
             summary.left += 1
-            unavailable[known.roots.root_of(copy.path)] += 1
+            unavailable[roots.root_of(copy.path)] += 1
             continue
         if not budget.allows(record.size):
             summary.left += 1  # a smaller copy further on may still fit
             continue
+        if lost():
+            stopped = (
+                "this audit lost its lock (Redis unreachable, or the process paused longer "
+                "than a lease)"
+            )
+            summary.left += 1
+            continue
         results = {record.key: _check(store, copy, budget)}
+        siblings = {c.record.key: c for c in by_file[copy.file]}
         if results[record.key][0] in ("missing", "mismatch"):
-            if changed_since(store, copy):
-                checks.forget([record.key])  # registered as it is now in the next run
-                summary.left += 1
-                continue
             # judge it with the file's other copies as they are now
-            for other in by_file[copy.file]:
-                key = other.record.key
-                readable = other.path is None or not known.roots.problem(other.path)
+            for key, other in siblings.items():
+                readable = other.path is None or not roots.problem(other.path)
                 if key in done or key in results or not readable:
                     continue
                 if budget.allows(other.record.size):
                     results[key] = _check(store, other, budget)
-        siblings = {c.record.key: c for c in by_file[copy.file]}
+        for key, (result, _, _) in list(results.items()):
+            if result in ("missing", "mismatch") and changed_since(store, siblings[key]):
+                # moved, changed or deleted during the run: registered anew next run
+                checks.forget([key])
+                del results[key]
+                done.add(key)
+                audit.circle(siblings[key].circle).left += 1
         outcomes.update((key, found[0]) for key, found in results.items())
         for key, (result, detail, read) in results.items():
             _record(audit, siblings[key], result, detail, read, outcomes, siblings)
             done.add(key)
+            errors = errors + [detail] if result == "error" else []
+        if len(errors) >= MAX_ERRORS_IN_A_ROW:
+            # the store does not answer, or only these copies fail (they stay due and
+            # must not keep every later run from the copies behind them)
+            try:
+                store.list_buckets()
+            except S3Error as exc:
+                stopped = (
+                    f"{len(errors)} checks in a row failed (the last: {errors[-1]}) and the "
+                    f"object store does not answer ({exc})"
+                )
+            errors = []
     for root, count in unavailable.items():
         detail = (
-            f"{known.roots.problem(root)}: is it mounted? {count} copies in it were not "
+            f"{roots.problem(root)}: is it mounted? {count} copies in it were not "
             "checked; mount it (or correct the setting) and run again"
         )
         audit.add(Finding("error", "local", str(root), detail))
-    if stopped:
-        audit.add(
-            Finding(
-                "error",
-                "audit",
-                "",
-                f"this audit lost its lock (Redis unreachable, or the process paused longer than "
-                f"a lease) and stopped; {audit.total('left')} copies left: run it again",
-            )
-        )
+    if stopped is not None:
+        detail = f"{stopped}; the audit stopped, {audit.total('left')} copies left: run it again"
+        audit.add(Finding("error", "audit", "", detail))
+        audit.orphans_checked = False
     elif package_id is None:
         _orphans(store, audit)
     checks.finish_audit(
@@ -460,9 +504,11 @@ def run(
 def _check(store: ObjectStore, copy: Copy, budget: _Budget) -> tuple[str, str | None, int]:
     try:
         result, detail, read = check(store, copy)
-    except (S3Error, OSError) as exc:
+    except ReadFailed as exc:
         budget.spent += copy.record.size  # it may have read most of it
-        return "error", f"the check failed: {exc}; it is checked again first", 0
+        return "error", f"reading it failed: {exc}; it stays due", 0
+    except (S3Error, OSError) as exc:
+        return "error", f"the check failed: {exc}; it stays due", 0
     budget.spent += read
     return result, detail, read
 

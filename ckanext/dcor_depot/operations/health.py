@@ -119,7 +119,12 @@ def entries(datasets: dict[str, tuple[str, str, str]], last: dict | None) -> dic
         lists["files"].append(
             entry(row.package_id, row.resource_id, row.artifact, f"{row.size} bytes", row.recorded)
         )
-    copies = checks.copy_records()
+    # copies of files deleted since the last audit are forgotten by the next one
+    copies = {
+        key: record
+        for key, record in checks.copy_records().items()
+        if record.resource_id in audited_files and record.result != checks.DELETED
+    }
     audited = {(rid, artifact) for rid, artifact, kind in copies if kind == "object"}
     for row in rows:
         if row.resource_id in audited_files and (row.resource_id, row.artifact) not in audited:
@@ -128,7 +133,7 @@ def entries(datasets: dict[str, tuple[str, str, str]], last: dict | None) -> dic
                 entry(row.package_id, row.resource_id, "object", f"{where}: never checked")
             )
     for record in copies.values():
-        if record.result not in (None, "ok"):  # an error leaves the copy unchecked, and due
+        if record.result not in (None, "ok"):  # an error is in the history only
             lists["findings"].append(
                 entry(
                     record.package_id,
@@ -147,7 +152,10 @@ def entries(datasets: dict[str, tuple[str, str, str]], last: dict | None) -> dic
         history = model.Session.execute(
             sa.select(check_table).where(check_table.c.audit_id == last["id"])
         )
+        erred = set()
         for row in history:
+            if row.result == "error":
+                erred.add((row.resource_id, row.artifact, row.copy))
             what = f"{row.copy}: {row.result}"
             detail = row.location + (f": {row.detail}" if row.detail else "")
             found = entry(row.package_id, row.resource_id, what, detail, row.checked)
@@ -158,8 +166,8 @@ def entries(datasets: dict[str, tuple[str, str, str]], last: dict | None) -> dic
         for record in copies.values():
             if last["package_id"] not in (None, record.package_id):
                 continue  # the audit checked one dataset
-            if record.first_seen > last["finished"]:
-                continue  # known since
+            if record.first_seen > last["finished"] or record.key in erred:
+                continue  # known since, or its check failed (in the findings)
             if record.checked is None or record.checked < last["started"]:
                 when = record.checked
                 lists["left"].append(

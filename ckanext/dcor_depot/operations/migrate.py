@@ -18,9 +18,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from .. import locks, placement, records
+import ckan.model as model
+import sqlalchemy as sa
+
+from .. import checks, locks, placement, records
 from ..jobs import converge
-from ..storage.depot import DepotError, artifact_path, file_state, remove_local
+from ..storage.depot import DepotError, artifact_path, behind, file_state, remove_local
 from ..storage.s3 import (
     ARTIFACTS,
     ObjectConflictError,
@@ -280,9 +283,18 @@ def record(
                 )
                 continue
             try:
+                if deletion.artifact == "resource":
+                    # deleted on purpose: the audit does not look for the depot file
+                    depot = {"resource_id": rid, "artifact": deletion.artifact, "copy": "depot"}
+                    depot |= {"package_id": package_id, "location": str(behind(deletion.path))}
+                    depot |= {"size": placed.size, "sha256": placed.sha256}
+                    checks.deleted(depot, "deleted by the migration: the object is verified")
                 removed = remove_local(deletion.path, depots_path, deletion.state)
             except (DepotError, OSError) as exc:
                 outcome.errors.append(f"delete: {exc}")
+            except sa.exc.SQLAlchemyError as exc:
+                model.Session.rollback()
+                outcome.errors.append(f"kept {deletion.path}: recording its deletion failed: {exc}")
             else:
                 outcome.deleted += 1
                 outcome.actions.append("deleted " + ", ".join(map(str, removed)))

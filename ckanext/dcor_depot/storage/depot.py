@@ -114,6 +114,12 @@ def artifact_path(ckan_path: Path, artifact: str) -> Path:
     return Path(f"{ckan_path}{ARTIFACT_SUFFIXES[artifact]}")
 
 
+def behind(ckan_path: Path) -> Path:
+    """The file behind CKAN's path: the target of the symlink into the depot, or the
+    path itself (a file not moved into the depot yet)."""
+    return ckan_path.resolve() if ckan_path.is_symlink() else ckan_path
+
+
 def file_state(path: Path) -> tuple[int, int, int, int]:
     """Inode, size, modification and change time of the file a path leads to (symlinks followed).
 
