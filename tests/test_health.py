@@ -178,10 +178,23 @@ def test_a_dataset_job_queued_again_since_it_failed_is_no_failure_and_a_dead_job
     assert failed.package_name == dataset["name"] and "127.0.0.1:9" in failed.detail
     page = get(app, "/ckan-admin/depot/failed", admin).get_data(as_text=True)
     assert "converge" in page
+    # the store is back: the sweep of run-jobs-dcor-depot converges the dataset, and the
+    # failure is no longer listed
+    caught_up = cli.invoke(run_jobs_dcor_depot, [])
+    assert caught_up.exit_code == 0, caught_up.output
+    assert "1 failed jobs of datasets that are fine now: removed from RQ's list" in (
+        caught_up.output
+    )
+    assert health.listing("failed")[0] == []
+
+    # it fails again
+    helpers.call_action("package_patch", id=dataset["id"], private=False)
+    run_worker(str(derived_ini(tmp_path, **{"dcor_object_store.endpoint_url": UNREACHABLE})))
+    assert [e.what for e in health.listing("failed")[0]] == ["converge"]
 
     # the dataset changes again and its convergence succeeds; RQ forgets the finished
     # job after its result_ttl: the old failure is not listed (the latest did not fail)
-    helpers.call_action("package_patch", id=dataset["id"], private=False)
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
     latest = connect_to_redis().get(_latest_key("converge", dataset["id"])).decode()
     run_worker()
     assert Job.fetch(latest, connection=connect_to_redis()).get_status() == "finished"

@@ -192,6 +192,8 @@ def record_check(
                 copy_table.c.resource_id == record.resource_id,
                 copy_table.c.artifact == record.artifact,
                 copy_table.c.copy == record.copy,
+                # deleted on purpose while it was read: the mark stays
+                copy_table.c.result.is_distinct_from(DELETED),
             )
             .values(**values),
             commit=False,

@@ -222,6 +222,28 @@ def test_what_is_gone_on_purpose_is_forgotten_and_nothing_is_missed(
     assert status == 1
     assert set(findings_of(during)) == {(dangling["id"], "depot"), (unlinked["id"], "depot")}
     assert (kept["id"], "depot") not in copies()
+
+    # and deleted by the migration while the audit reads it (the read ends well): the
+    # mark stays, and the next run forgets the copy instead of reporting it
+    later = api_upload(user, dataset["id"], random_file(2600, name="later.bin"))
+    for kind in ("symlink", "s3-upload"):
+        RESOURCE_JOBS[kind](later["id"])
+    migrated.clear()
+
+    def migrating_after_read(store_, copy):
+        result = real_check(store_, copy)
+        if copy.record.key == (later["id"], "resource", "depot") and not migrated:
+            migrated.append(
+                cli.invoke(dcor_migrate_resources_to_object_store, ["--delete-after-migration"])
+            )
+        return result
+
+    with monkeypatch.context() as patched:
+        patched.setattr(audit, "check", migrating_after_read)
+        status, read_then_deleted = verify(cli, "--dataset", dataset["name"])
+    assert "deleted" in migrated[0].output, migrated[0].output
+    assert (later["id"], "depot") not in findings_of(read_then_deleted)
+    assert copies()[(later["id"], "depot")]["result"] == checks.DELETED
     waiting = api_upload(user, dataset["id"], random_file(2500, name="waiting.bin"))
 
     # a local read that fails: an error, and the copy stays due (checked unchanged)
@@ -233,6 +255,7 @@ def test_what_is_gone_on_purpose_is_forgotten_and_nothing_is_missed(
         patched.setattr(audit, "sha256_of_file", unreadable)
         status, failing = verify(cli)
     assert status == 1
+    assert (later["id"], "depot") not in copies()  # forgotten, not reported
     assert set(findings_of(failing)) == {
         (dangling["id"], "depot"),
         (unlinked["id"], "depot"),

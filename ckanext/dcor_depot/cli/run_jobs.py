@@ -87,4 +87,8 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
             f"{'would be made' if dry_run else 'made'} private; "
             f"{len(swept.failures)} failed"
         )
+        if not dry_run and (cleared := forget_failures(swept.settled)):
+            click.echo(
+                f"{cleared} failed jobs of datasets that are fine now: removed from RQ's list"
+            )
     exit_on_failures(failures)

@@ -121,7 +121,9 @@ def dataset_lease(package_id: str, wait: float = LEASE_WAIT) -> Iterator[None]:
     """Hold the dataset's lease for a short piece of work that changes its objects.
 
     A convergence announced meanwhile may have found the lease taken: it is
-    run here once the lease is released.
+    run here once the lease is released, unless the work failed (its job or the
+    sweep of run-jobs-dcor-depot converges it then). When that convergence fails, a
+    job is queued for it, which fails in turn and is listed on the health page.
     """
     lease = Lease(f"dataset:{package_id}", wait=wait)
     if not lease.acquire():
@@ -131,13 +133,16 @@ def dataset_lease(package_id: str, wait: float = LEASE_WAIT) -> Iterator[None]:
         )
     try:
         yield
-    finally:
+    except BaseException:
         lease.release()
-        if pending(package_id):
-            try:
-                converge_dataset(package_id)
-            except records.JobError as exc:
-                log.warning("%s", exc)
+        raise
+    lease.release()
+    if pending(package_id):
+        try:
+            converge_dataset(package_id)
+        except records.JobError as exc:
+            log.warning("%s", exc)
+            queue.queue_or_log(request_convergence, package_id)
 
 
 def align_resource(store: ObjectStore, package_id: str, *resource_ids: str) -> Converged:

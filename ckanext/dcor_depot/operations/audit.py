@@ -456,7 +456,8 @@ def run(
                 if budget.allows(other.record.size):
                     results[key] = _check(store, other, budget)
         for key, (result, _, _) in list(results.items()):
-            if result in ("missing", "mismatch") and changed_since(store, siblings[key]):
+            # ("error": an object replaced, a file deleted while it was read)
+            if result != "ok" and changed_since(store, siblings[key]):
                 # moved, changed or deleted during the run: registered anew next run
                 checks.forget([key])
                 del results[key]
@@ -466,7 +467,8 @@ def run(
         for key, (result, detail, read) in results.items():
             _record(audit, siblings[key], result, detail, read, outcomes, siblings)
             done.add(key)
-            errors = errors + [detail] if result == "error" else []
+            if siblings[key].object is not None:  # the store's errors in a row
+                errors = errors + [detail] if result == "error" else []
         if len(errors) >= MAX_ERRORS_IN_A_ROW:
             # the store does not answer, or only these copies fail (they stay due and
             # must not keep every later run from the copies behind them)

@@ -291,8 +291,9 @@ def record(
                     checks.deleted(depot, "deleted by the migration: the object is verified")
                 removed = remove_local(deletion.path, depots_path, deletion.state)
             except (DepotError, OSError) as exc:
+                checks.forget([(rid, deletion.artifact, "depot")])  # kept: audited as found
                 outcome.errors.append(f"delete: {exc}")
-            except sa.exc.SQLAlchemyError as exc:
+            except (sa.exc.SQLAlchemyError, records.JobError) as exc:
                 model.Session.rollback()
                 outcome.errors.append(f"kept {deletion.path}: recording its deletion failed: {exc}")
             else:

@@ -32,6 +32,8 @@ class Swept:
     orphans: int = 0
     orphans_made_private: int = 0
     failures: list[str] = dataclasses.field(default_factory=list)
+    #: ids of the datasets whose objects follow CKAN now (their failed jobs are stale)
+    settled: list[str] = dataclasses.field(default_factory=list)
 
 
 def datasets_with_files() -> list[str]:
@@ -53,6 +55,7 @@ def sweep(store: ObjectStore, dry_run: bool = False, echo: Callable[[str], None]
             files = placement.dataset_files(store, package_id)
             plan = converge.converge_files(store, files, dry_run=True)
             if not (plan.changed or plan.moves or plan.problems):
+                swept.settled.append(package_id)
                 continue
             if dry_run:
                 swept.converged.append(plan)
@@ -67,6 +70,8 @@ def sweep(store: ObjectStore, dry_run: bool = False, echo: Callable[[str], None]
                 echo(f"  moved {moved} objects ({size} bytes) to the circle's bucket")
             for problem in done.problems:
                 swept.failures.append(f"dataset {done.name}: {problem}")
+            if not done.problems:
+                swept.settled.append(package_id)
         except (S3Error, records.JobError) as exc:
             swept.failures.append(f"dataset {package_id}: {exc}")
     try:
