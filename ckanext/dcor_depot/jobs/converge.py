@@ -121,9 +121,9 @@ def dataset_lease(package_id: str, wait: float = LEASE_WAIT) -> Iterator[None]:
     """Hold the dataset's lease for a short piece of work that changes its objects.
 
     A convergence announced meanwhile may have found the lease taken: it is
-    run here once the lease is released, unless the work failed (its job or the
-    sweep of run-jobs-dcor-depot converges it then). When that convergence fails, a
-    job is queued for it, which fails in turn and is listed on the health page.
+    run here once the lease is released. When the work failed, or that convergence
+    failed, a convergence job is queued instead (a job that fails is listed on the
+    health page): a change announced meanwhile is never left to nobody.
     """
     lease = Lease(f"dataset:{package_id}", wait=wait)
     if not lease.acquire():
@@ -135,12 +135,14 @@ def dataset_lease(package_id: str, wait: float = LEASE_WAIT) -> Iterator[None]:
         yield
     except BaseException:
         lease.release()
+        if pending(package_id):
+            queue.queue_or_log(request_convergence, package_id)
         raise
     lease.release()
     if pending(package_id):
         try:
             converge_dataset(package_id)
-        except records.JobError as exc:
+        except (records.JobError, S3Error) as exc:
             log.warning("%s", exc)
             queue.queue_or_log(request_convergence, package_id)
 
@@ -177,7 +179,7 @@ def converge_files(
             _converge_file(store, files.package_id, placed, done, dry_run)
         except (S3Error, records.JobError, OSError) as exc:
             done.problems.append(f"{placed.artifact} of resource {placed.resource_id}: {exc}")
-    if done.moves and not dry_run:
+    if done.moves and not done.problems and not dry_run:
         from .move import move_dataset  # the move job converges through this module
 
         queue.enqueue_unless_waiting(move_dataset, "move", files.package_id, queue.NORMAL)
