@@ -151,7 +151,9 @@ def start_audit(
         )
         .returning(audit_table.c.id)
     )
-    return _run(statement).scalar_one()
+    audit_id = _run(statement, commit=False).scalar_one()  # read before the commit
+    model.Session.commit()
+    return audit_id
 
 
 def finish_audit(

@@ -388,6 +388,26 @@ def test_the_budget_holds_and_the_least_recently_checked_come_first(cli, random_
         rid: rid in checked(after) for rid in sizes
     }
 
+    # a read that fails part way counts the copy's full size against the budget; a check
+    # that fails before reading (the object's metadata) counts nothing
+    def broken_off(self, bucket, key):
+        raise S3Error("the connection broke off after most of the bytes")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ObjectStore, "hash_object", broken_off)
+        status, reads_fail = verify(cli, "--budget-gib", budget)
+    assert status == 1 and reads_fail["bytes_read"] == 0
+    failed_sizes = [sizes[rid] for rid in checked(reads_fail)]
+    assert reads_fail["copies_left"] >= 1 and sum(failed_sizes) <= 8000
+
+    def no_metadata(self, bucket, key):
+        raise S3Error("HEAD failed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ObjectStore, "object_info", no_metadata)
+        status, heads_fail = verify(cli, "--budget-gib", budget)
+    assert status == 1 and (heads_fail["copies_checked"], heads_fail["copies_left"]) == (3, 0)
+
     # --budget-minutes: no check starts after the time is spent (a clock 50 s per step)
     clock = iter(range(0, 10_000, 50))
     monkeypatch.setattr(audit, "monotonic", lambda: next(clock))
