@@ -107,15 +107,19 @@ def forget(keys: Iterable[tuple[str, str, str]]) -> None:
     model.Session.commit()
 
 
-def current(key: tuple[str, str, str]) -> CopyRecord | None:
-    """The row of this copy (a key of :func:`copy_records`) as it is now, or None."""
+def _is(key: tuple[str, str, str]):
+    """The condition on ``dcor_depot_copy`` that selects the row of one copy."""
     resource_id, artifact, copy = key
-    query = sa.select(copy_table).where(
+    return sa.and_(
         copy_table.c.resource_id == resource_id,
         copy_table.c.artifact == artifact,
         copy_table.c.copy == copy,
     )
-    row = _run(query, commit=False).first()
+
+
+def current(key: tuple[str, str, str]) -> CopyRecord | None:
+    """The row of this copy (a key of :func:`copy_records`) as it is now, or None."""
+    row = _run(sa.select(copy_table).where(_is(key)), commit=False).first()
     model.Session.rollback()
     return CopyRecord(**row._mapping) if row is not None else None
 
@@ -191,9 +195,7 @@ def record_check(
         _run(
             sa.update(copy_table)
             .where(
-                copy_table.c.resource_id == record.resource_id,
-                copy_table.c.artifact == record.artifact,
-                copy_table.c.copy == record.copy,
+                _is(record.key),
                 # deleted on purpose while it was read: the mark stays
                 copy_table.c.result.is_distinct_from(DELETED),
             )

@@ -339,8 +339,8 @@ def changed_since(store: ObjectStore, copy: Copy) -> bool:
     recorded, its object moved (another circle). A copy found wrong is reported only
     when it did not."""
     record = copy.record
-    now = checks.current(record.key)
-    if now is None or now.result == checks.DELETED:
+    row = checks.current(record.key)
+    if row is None or row.result == checks.DELETED:
         return True  # the migration deleted this depot file on purpose
     try:
         placed = placement.file_of(store, record.package_id, record.resource_id, record.artifact)

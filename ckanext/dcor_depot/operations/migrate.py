@@ -285,9 +285,15 @@ def record(
             try:
                 if deletion.artifact == "resource":
                     # deleted on purpose: the audit does not look for the depot file
-                    depot = {"resource_id": rid, "artifact": deletion.artifact, "copy": "depot"}
-                    depot |= {"package_id": package_id, "location": str(behind(deletion.path))}
-                    depot |= {"size": placed.size, "sha256": placed.sha256}
+                    depot = {
+                        "resource_id": rid,
+                        "artifact": deletion.artifact,
+                        "copy": "depot",
+                        "package_id": package_id,
+                        "location": str(behind(deletion.path)),
+                        "size": placed.size,
+                        "sha256": placed.sha256,
+                    }
                     checks.deleted(depot, "deleted by the migration: the object is verified")
                 removed = remove_local(deletion.path, depots_path, deletion.state)
             except (DepotError, OSError) as exc:
