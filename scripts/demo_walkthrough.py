@@ -17,6 +17,7 @@ The end-to-end test (tests/test_browser.py) drives the browser with the same
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import os
@@ -34,8 +35,10 @@ import requests
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-#: Seconds a page (or an upload through the web form) may take.
-PAGE_TIMEOUT = 600
+#: Seconds a browser step (a page, a form, a download) may wait before it fails.
+BROWSER_TIMEOUT = 60
+#: Seconds the depot's jobs may take.
+JOB_TIMEOUT = 600
 DEMO_CIRCLE = "demo-circle"
 
 
@@ -112,7 +115,7 @@ def sha256_of(chunks: Iterable[bytes]) -> str:
     return digest.hexdigest()
 
 
-def wait_until(what: str, check: Callable[[], object], timeout: float = PAGE_TIMEOUT):
+def wait_until(what: str, check: Callable[[], object], timeout: float = BROWSER_TIMEOUT):
     """``check()``'s first true answer; CheckFailed when there is none within ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -143,7 +146,14 @@ def trust_ca(home: Path, ca_bundle: Path) -> None:
 
 
 class Browser:
-    """Headless Debian Chromium on one CKAN site; a screenshot of every step in ``artifacts``."""
+    """Headless Debian Chromium on one CKAN site; a screenshot of every step in ``artifacts``.
+
+    No step depends on when the page's own scripts run (on a cold site CKAN's
+    modules start only after a request for the locale's texts): each does what a
+    person would do, and waits only for what it needs. A step that cannot go on
+    fails within :data:`BROWSER_TIMEOUT` with :class:`CheckFailed` naming its
+    screenshot and the browser console's messages.
+    """
 
     def __init__(self, site_url: str, artifacts: Path):
         from selenium import webdriver
@@ -154,19 +164,21 @@ class Browser:
         self.downloads = artifacts / "downloads"
         self.downloads.mkdir(parents=True, exist_ok=True)
         self._shots = 0
+        self._console: list[str] = []
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
         # --no-sandbox: Chromium's sandbox refuses to run as root
         for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
             options.add_argument(arg)
         options.add_argument("--window-size=1280,1100")
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self._home = tempfile.TemporaryDirectory(prefix="dcor-depot-chromium-")
         service = Service(CHROMEDRIVER, env={**os.environ, "HOME": self._home.name})
         ca_bundle = store_ca_bundle()
         if ca_bundle:
             trust_ca(Path(self._home.name), Path(ca_bundle))
         self.driver = webdriver.Chrome(options=options, service=service)
-        self.driver.set_page_load_timeout(PAGE_TIMEOUT)
+        self.driver.set_page_load_timeout(BROWSER_TIMEOUT)
         self.driver.execute_cdp_cmd(
             "Browser.setDownloadBehavior",
             {"behavior": "allow", "downloadPath": str(self.downloads)},
@@ -182,7 +194,7 @@ class Browser:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close_with_shot("failed" if exc[0] is not None else None)
+        self.close_with_shot(None)
 
     def close_with_shot(self, name: str | None) -> None:
         """Close the browser, after a last screenshot when ``name`` (a dead browser gives none)."""
@@ -202,6 +214,45 @@ class Browser:
         self.driver.save_screenshot(str(path))
         return path
 
+    def console(self) -> list[str]:
+        """The browser console's messages so far (errors, warnings, logs), oldest first."""
+        from selenium.common.exceptions import WebDriverException
+
+        try:
+            entries = self.driver.get_log("browser")
+        except WebDriverException:
+            entries = []
+        self._console += [f"{entry['level']} {entry['message']}" for entry in entries]
+        return list(self._console)
+
+    def without_page_scripts(self) -> None:
+        """From now on the page's scripts never start: the request for the locale's texts,
+        which CKAN's modules wait for, is refused (a site colder than any)."""
+        self.driver.execute_cdp_cmd("Network.enable", {})
+        self.driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/api/i18n/*"]})
+
+    @contextlib.contextmanager
+    def step(self, what: str):
+        """A browser step: when it cannot go on, CheckFailed saying what, why, where its
+        screenshot is and what the browser console said."""
+        from selenium.common.exceptions import WebDriverException
+
+        try:
+            yield
+        except (CheckFailed, WebDriverException) as exc:
+            problem = exc.msg if isinstance(exc, WebDriverException) else str(exc)
+            try:
+                shot = str(self.shot("failed"))
+            except WebDriverException as dead:
+                shot = f"none ({dead.msg})"
+            console = self.console()
+            raise CheckFailed(
+                f"{what}: {(problem or type(exc).__name__).strip()}\n"
+                f"    screenshot: {shot}\n"
+                f"    browser console: {len(console)} messages"
+                + "".join(f"\n      {line}" for line in console[-20:])
+            ) from exc
+
     def open(self, path: str) -> None:
         self.driver.get(self.site_url + path)
 
@@ -216,7 +267,15 @@ class Browser:
         )
         element.click()
 
-    def submit(self, button: str, what: str, form_path: str) -> None:
+    def type_into(self, selector: str, text: str) -> None:
+        """Type ``text`` into a form field in place of what it holds, as a person would."""
+        field = self.css(selector)
+        field.clear()
+        field.send_keys(text)
+        if field.get_attribute("value") != text:
+            raise CheckFailed(f"{selector} holds {field.get_attribute('value')!r}, not {text!r}")
+
+    def submit(self, button: str, form_path: str) -> None:
         """Click a form's ``button`` and wait for the next page; CheckFailed with the
         form's errors when the browser is still on a page under ``form_path``."""
         from selenium.common.exceptions import WebDriverException
@@ -231,10 +290,9 @@ class Browser:
 
         self.driver.execute_script("window.dcorFormPage = true")
         self.click(button)
-        wait_until(what, next_page_loaded)
+        wait_until("the next page", next_page_loaded)
         if form_path in self.driver.current_url:
-            self.shot("refused")
-            raise CheckFailed(f"{what}: refused: {self.flash_errors() or 'the form came back'}")
+            raise CheckFailed(f"refused: {self.flash_errors() or 'the form came back'}")
 
     def flash_errors(self) -> str:
         found = self.driver.find_elements(
@@ -243,65 +301,68 @@ class Browser:
         return " ".join(element.text for element in found)
 
     def log_in(self, user: str, password: str) -> None:
-        self.open("/user/login")
-        self.css("#field-login").send_keys(user)
-        self.css("#field-password").send_keys(password)
-        self.shot("login")
-        self.submit("form button[type=submit].btn-primary", f"logging in as {user}", "/user/login")
+        with self.step(f"logging in as {user}"):
+            self.open("/user/login")
+            self.type_into("#field-login", user)
+            self.type_into("#field-password", password)
+            self.shot("login")
+            self.submit("form button[type=submit].btn-primary", "/user/login")
 
     def upload(self, dataset: str, path: Path) -> str:
         """Upload ``path`` through the dataset's "Add data" form; the new resource's id."""
-        self.open(f"/dataset/{dataset}/resource/new")
-        # what the form's "Upload" button does before it opens the file dialog
-        self.driver.execute_script("document.getElementById('resource-url-upload').checked = true")
-        self.css("#field-resource-upload").send_keys(str(path))
-        wait_until(
-            "the file name in the form", lambda: self.css("#field-name").get_attribute("value")
-        )
-        self.shot("upload-form")
-        self.submit(
-            "button[name=save][value=go-dataset-complete]", "the upload form", "/resource/new"
-        )
-        self.shot("dataset-page")
-        items = self.driver.find_elements("css selector", "li.resource-item")
-        names = {item.get_attribute("data-id"): item.text for item in items}
-        ids = [rid for rid, text in names.items() if path.name in text]
-        if len(ids) != 1:
-            raise CheckFailed(f"the dataset page lists {names}, not one {path.name}")
-        return ids[0]
+        with self.step(f"uploading {path.name} in the 'Add data' form"):
+            self.open(f"/dataset/{dataset}/resource/new")
+            # what the form's "Upload" button does before it opens the file dialog
+            upload = self.css("#resource-url-upload")
+            self.driver.execute_script("arguments[0].checked = true", upload)
+            self.css("#field-resource-upload").send_keys(str(path))
+            # the page's script fills in the name once it runs; a person types it
+            self.type_into("#field-name", path.name)
+            self.shot("upload-form")
+            self.submit("button[name=save][value=go-dataset-complete]", "/resource/new")
+            self.shot("dataset-page")
+            items = self.driver.find_elements("css selector", "li.resource-item")
+            names = {item.get_attribute("data-id"): item.text for item in items}
+            ids = [rid for rid, text in names.items() if path.name in text]
+            if len(ids) != 1:
+                raise CheckFailed(f"the dataset page lists {names}, not one {path.name}")
+            return ids[0]
 
     def download(self, dataset: str, resource_id: str) -> Path:
         """Open the resource page, click its Download button; the downloaded file."""
-        self.open(f"/dataset/{dataset}/resource/{resource_id}")
-        self.shot("resource-page")
-        before = set(self.downloads.iterdir())
-        href = self.css("a.btn.resource-url-analytics").get_attribute("href")
-        self.click("a.btn.resource-url-analytics")
+        with self.step(f"downloading resource {resource_id} from its page"):
+            self.open(f"/dataset/{dataset}/resource/{resource_id}")
+            self.shot("resource-page")
+            before = set(self.downloads.iterdir())
+            href = self.css("a.btn.resource-url-analytics").get_attribute("href")
+            self.click("a.btn.resource-url-analytics")
 
-        page = self.driver.current_url
+            page = self.driver.current_url
 
-        def finished() -> Path | None:
-            new = [p for p in set(self.downloads.iterdir()) - before]
-            done = [p for p in new if not p.name.endswith(".crdownload")]
-            if not new and self.driver.current_url != page:
-                # the browser shows a page (an error) instead of downloading a file
-                text = self.css("body").text[:300]
-                raise CheckFailed(f"the Download button led to {self.driver.current_url}: {text}")
-            return done[0] if len(new) == 1 and done else None
+            def finished() -> Path | None:
+                new = [p for p in set(self.downloads.iterdir()) - before]
+                done = [p for p in new if not p.name.endswith(".crdownload")]
+                if not new and self.driver.current_url != page:
+                    # the browser shows a page (an error) instead of downloading a file
+                    text = self.css("body").text[:300]
+                    raise CheckFailed(
+                        f"the Download button led to {self.driver.current_url}: {text}"
+                    )
+                return done[0] if len(new) == 1 and done else None
 
-        return wait_until(f"the download of {href}", finished)
+            return wait_until(f"the download of {href}", finished)
 
     def set_public(self, dataset: str, public: bool) -> None:
         """Set the dataset's visibility in its edit form."""
         from selenium.webdriver.support.select import Select
 
-        self.open(f"/dataset/edit/{dataset}")
-        Select(self.css("#field-private")).select_by_value("False" if public else "True")
-        self.shot("edit-visibility")
-        self.submit(
-            "form#dataset-edit button.btn-primary[name=save]", "the dataset form", "/dataset/edit/"
-        )
-        self.shot("dataset-public" if public else "dataset-private")
+        visibility = "public" if public else "private"
+        with self.step(f"making the dataset {visibility} in its edit form"):
+            self.open(f"/dataset/edit/{dataset}")
+            Select(self.css("#field-private")).select_by_value("False" if public else "True")
+            self.shot("edit-visibility")
+            self.submit("form#dataset-edit button.btn-primary[name=save]", "/dataset/edit/")
+            self.shot(f"dataset-{visibility}")
 
 
 # --- the walkthrough ----------------------------------------------------------------------
@@ -321,7 +382,7 @@ def check(ok: bool, label: str, value: object, problem: str) -> None:
         raise CheckFailed(problem)
 
 
-def wait_for_jobs(resource_id: str, kinds: Iterable[str], timeout: float = PAGE_TIMEOUT) -> None:
+def wait_for_jobs(resource_id: str, kinds: Iterable[str], timeout: float = JOB_TIMEOUT) -> None:
     """Wait until the resource's depot jobs finished; CheckFailed with the error of a failed one."""
     from ckan.lib.redis import connect_to_redis
     from rq.exceptions import NoSuchJobError
@@ -473,7 +534,7 @@ def walkthrough(args: argparse.Namespace) -> None:
         browser.set_public(dataset["name"], True)
     shown = tk.get_action("package_show")(dict(admin), {"id": dataset["id"]})
     check(shown["private"] is False, "dataset", "public", "the dataset is still private")
-    wait_until("the object tagged public", lambda: store.visibility(bucket, key))
+    wait_until("the object tagged public", lambda: store.visibility(bucket, key), JOB_TIMEOUT)
     show("S3 object", "tagged public=true (convergence job)")
 
     step("Anonymous GET now that the dataset is public")

@@ -5,7 +5,10 @@ test-artifacts/browser/ckan-VERSION/TEST/."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import time
+from pathlib import Path
 
 import ckan
 import pytest
@@ -52,6 +55,9 @@ def test_web_form_upload_reaches_depot_and_s3_and_downloads_the_same_bytes(
     site_url = server.url
 
     web = browser(site_url, "alice")
+    # a site colder than any: the page's own scripts never start (the form does not
+    # fill in the file's name by itself)
+    web.without_page_scripts()
     web.log_in("alice", PASSWORD)
     rid = web.upload("hl60", path)
     resource = helpers.call_action("resource_show", id=rid)
@@ -67,7 +73,7 @@ def test_web_form_upload_reaches_depot_and_s3_and_downloads_the_same_bytes(
     assert link.is_symlink()
     assert link.resolve().is_relative_to(config.depots_path().resolve())
     assert sha256_path(link.resolve()) == expected
-    bucket, key = f"test-circle-{org['id']}", object_key("resource", rid)
+    bucket, key = store.circle_bucket(org["id"]), object_key("resource", rid)
     assert object_sha256(store, bucket, key) == expected
     resource = helpers.call_action("resource_show", id=rid)
     assert resource["sha256"] == expected and resource["s3_available"]
@@ -91,12 +97,30 @@ def test_web_form_upload_reaches_depot_and_s3_and_downloads_the_same_bytes(
     assert sha256_hex(answer.content) == expected
     # and a visitor who is not logged in downloads it from the resource page
     visitor = browser(site_url, "visitor")
+    visitor.without_page_scripts()
     assert sha256_path(visitor.download("hl60", rid)) == expected
 
 
-def test_a_refused_login_stops_the_walkthrough_with_the_sites_message(ckan_server, browser):
+def test_a_browser_step_that_cannot_go_on_fails_with_its_screenshot_and_console(
+    ckan_server, browser, rtdc_file
+):
     factories.User(name="alice", password=PASSWORD)
     web = browser(ckan_server().url)
-    with pytest.raises(demo.CheckFailed, match="logging in as alice: refused: .*[Ll]ogin failed"):
+    with pytest.raises(demo.CheckFailed) as refused:
         web.log_in("alice", "not-the-password")
-    assert (web.artifacts / "02-refused.png").is_file()
+    assert re.match(r"logging in as alice: refused: .*[Ll]ogin failed", str(refused.value))
+    shot = re.search(r"screenshot: (\S+\.png)", str(refused.value))
+    assert shot and Path(shot[1]).is_file(), str(refused.value)
+
+    # a form that is not there: the step fails at once, with what the browser said
+    started = time.monotonic()
+    with pytest.raises(demo.CheckFailed) as missing:
+        web.upload("no-such-dataset", rtdc_file())
+    assert time.monotonic() - started < demo.BROWSER_TIMEOUT
+    message = str(missing.value)
+    assert message.startswith("uploading measurement.rtdc in the 'Add data' form: ")
+    assert "#resource-url-upload" in message  # the element it could not find
+    shot = re.search(r"screenshot: (\S+\.png)", message)
+    assert shot and Path(shot[1]).is_file(), message
+    assert re.search(r"browser console: [1-9]\d* messages", message), message
+    assert re.search(r"/dataset/no-such-dataset/resource/new - Failed to load resource", message)
