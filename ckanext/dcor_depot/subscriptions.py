@@ -18,18 +18,14 @@ jobs apply the visibility.
 from __future__ import annotations
 
 import hashlib
-import logging
 from typing import Any
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
-import redis
 import sqlalchemy as sa
 
 from .jobs import converge, queue
 from .leases import connection as connection_to_redis
-
-log = logging.getLogger(__name__)
 
 _FINGERPRINT = "dcor_depot:fingerprint:{}"
 
@@ -86,10 +82,7 @@ def _announce(name_or_id: str) -> None:
     )
     fingerprint = hashlib.sha256(text.encode()).hexdigest()
     key = _FINGERPRINT.format(found.id)
-    try:
-        if connection_to_redis().get(key) == fingerprint.encode():
-            return
-    except redis.RedisError as exc:
-        log.warning("dcor_depot: Redis unreachable (%s) for dataset %s", exc, found.id)
+    if connection_to_redis().get(key) == fingerprint.encode():
+        return
     converge.request_convergence(found.id)
     connection_to_redis().set(key, fingerprint, ex=30 * 86400)

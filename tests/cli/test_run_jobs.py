@@ -7,17 +7,18 @@ import hashlib
 import socket
 import subprocess
 import threading
+import time
 
 import ckan.lib.redis
 import pytest
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import placement
+from ckanext.dcor_depot import leases, placement
 from ckanext.dcor_depot.cli import run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs import queue
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from ..conftest import CKAN, TEST_INI, http, make_old
+from ..conftest import CKAN, TEST_INI, http, make_old, sha256_hex
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -55,14 +56,36 @@ def redis_down(redis_switch):
     return redis_switch
 
 
+class SilentRedis:
+    """Accepts connections and never answers: an unresponsive Redis. Counts the connections
+    (a client opens a new one for each command after a timeout)."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.server.getsockname()[1]}/1"
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.server.accept()[0])
+            except OSError:
+                return  # closed
+
+    def close(self) -> None:
+        self.server.close()
+        for each in self.accepted:
+            each.close()
+
+
 @pytest.fixture
 def redis_hanging(redis_switch):
     """A Redis that accepts connections and never answers."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(16)
-        redis_switch.point_to(f"redis://127.0.0.1:{server.getsockname()[1]}/1")
-        yield redis_switch
+    silent = SilentRedis()
+    redis_switch.point_to(silent.url)
+    yield silent
+    silent.close()
 
 
 @pytest.fixture
@@ -107,23 +130,34 @@ def test_upload_succeeds_while_redis_is_down_and_run_jobs_catches_up(
     assert "1 resources: 0 done, 1 already fine, 0 failed" in again.output
 
 
-def test_upload_does_not_hang_on_a_redis_that_never_answers(
+def test_a_request_waits_on_a_redis_that_never_answers_once(
     public_dataset, api_upload, random_file, redis_hanging, caplog
 ):
+    # an upload queues its file's job and announces its dataset's change: two things
+    # that ask Redis; after the first timeout the request asks no more
     user, dataset = public_dataset
     done = []
+    started = time.monotonic()
     upload = threading.Thread(
         target=lambda: done.append(api_upload(user, dataset["id"], random_file(100)))
     )
     upload.start()
-    upload.join(timeout=60)  # the guard's socket timeout is 5 s; CKAN's own has none
+    upload.join(timeout=60)  # CKAN's own Redis client has no timeout
+    took = time.monotonic() - started
     assert done, "resource_create hung on an unresponsive Redis"
-    assert "could not queue enqueue_resource_jobs" in caplog.text
+    assert len(redis_hanging.accepted) == 1, "the request asked the silent Redis again"
+    assert took < 2 * leases.connection().connection_pool.connection_kwargs["socket_timeout"]
+    assert "could not queue" in caplog.text and "Timeout" in caplog.text
+    assert "did not queue" in caplog.text  # the second thing to queue: not asked
+    assert done[0]["url_type"] == "upload"  # the upload itself stands
 
 
-def test_wrong_visibility_is_repaired(public_dataset, api_upload, random_file, cli, store):
+def test_wrong_visibility_and_a_missing_object_are_repaired(
+    public_dataset, api_upload, random_file, cli, store
+):
     user, dataset = public_dataset
-    resource = api_upload(user, dataset["id"], random_file(2000))
+    path = random_file(2000)
+    resource = api_upload(user, dataset["id"], path)
     assert cli.invoke(run_jobs_dcor_depot, []).exit_code == 0
     shown = helpers.call_action("resource_show", id=resource["id"])
     # someone removes the tag behind the extension's back
@@ -134,6 +168,17 @@ def test_wrong_visibility_is_repaired(public_dataset, api_upload, random_file, c
     assert result.exit_code == 0, result.output
     assert "converged dataset" in result.output and "1 tags changed" in result.output
     assert http.get(shown["s3_url"], timeout=30).status_code == 200
+
+    # the object is lost (what the audit reports MISSING): uploaded again from the depot file
+    store.client.delete_object(Bucket=bucket, Key=key)
+    assert store.object_info(bucket, key) is None
+    result = cli.invoke(run_jobs_dcor_depot, [])
+    assert result.exit_code == 0, result.output
+    assert f"resource {resource['id']}" in result.output and "ran s3-upload" in result.output
+    again = http.get(shown["s3_url"], timeout=30)
+    assert again.status_code == 200
+    assert sha256_hex(again.content) == sha256_hex(path.read_bytes())
+    assert helpers.call_action("resource_show", id=resource["id"])["sha256"] == shown["sha256"]
 
 
 def test_lost_file_is_reported_and_exits_1(

@@ -141,17 +141,40 @@ _WRITTEN = "dcor_depot_written"
 
 
 def queue_or_log(fn: Callable[..., Any], *args: Any) -> None:
-    """Call ``fn(*args)``; log a Redis error instead of raising it."""
+    """Call ``fn(*args)``; log a Redis error instead of raising it.
+
+    After a Redis error the rest of the request (CKAN's database session, which
+    ends with each request) does not ask Redis again for
+    :data:`REDIS_RETRY_SECONDS`: a request waits on an unresponsive Redis at most
+    once, however many datasets and files it changed.
+    """
+    what = args[0]["id"] if isinstance(args[0], Mapping) else args[0]
+    info = model.Session().info
+    failed = info.get(_REDIS_FAILED)
+    if failed is not None and time.monotonic() - failed < REDIS_RETRY_SECONDS:
+        log.warning(
+            "dcor_depot: did not queue %s for %s: Redis failed moments ago; the change "
+            "itself is saved. `ckan run-jobs-dcor-depot` will catch up",
+            fn.__name__,
+            what,
+        )
+        return
     try:
         fn(*args)
     except redis.exceptions.RedisError as exc:
+        info[_REDIS_FAILED] = time.monotonic()
         log.warning(
             "dcor_depot: could not queue %s for %s (%s); the change itself is saved. "
             "`ckan run-jobs-dcor-depot` will catch up",
             fn.__name__,
-            args[0]["id"] if isinstance(args[0], Mapping) else args[0],
+            what,
             exc,
         )
+
+
+#: Seconds for which a session (a request) does not ask Redis again after it failed.
+REDIS_RETRY_SECONDS = 30
+_REDIS_FAILED = "dcor_depot_redis_failed"
 
 
 def _written(session, flush_context) -> None:
