@@ -196,8 +196,9 @@ def rtdc_file(tmp_path):
 
 #: The ckan command of the virtualenv running the tests.
 CKAN = str(Path(sys.executable).parent / "ckan")
-#: The ini file of the test run (pytest's --ckan-ini).
-TEST_INI = str(REPO_DIR / "test.ini")
+#: The ini file of the test run (pytest's --ckan-ini): scripts/test.sh writes one per CKAN
+#: version (its own database, Redis database, search core, folders and bucket prefix).
+TEST_INI = os.environ.get("DCOR_TEST_INI") or str(REPO_DIR / "test.ini")
 
 
 @pytest.fixture
@@ -273,6 +274,31 @@ def kill_tree(pid: int) -> None:
             os.kill(victim, signal.SIGKILL)
 
 
+def stop_at(point: str, marker: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process that stops itself at ``point`` (``part-file``,
+    ``s3-part``: see tests/stop_hook/sitecustomize.py) and then writes its pid to
+    ``marker``; :func:`wait_until_stopped` waits for that."""
+    env = dict(os.environ if env is None else env)
+    hook = str(REPO_DIR / "tests" / "stop_hook")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [hook, env.get("PYTHONPATH")]))
+    return {**env, "DCOR_TEST_STOP_AT": point, "DCOR_TEST_STOPPED": str(marker)}
+
+
+def wait_until_stopped(marker: Path, proc: subprocess.Popen, what: str, timeout=120) -> int:
+    """The pid of the process (``proc`` or one of its children) that stopped itself as
+    :func:`stop_at` said, once it is stopped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if marker.exists() and marker.read_text():
+            pid = int(marker.read_text())
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "T":
+                return pid
+        assert proc.poll() is None, f"{what}: the process ended (exit {proc.returncode})"
+        assert time.monotonic() < deadline, f"{what}: never reached within {timeout} s"
+        time.sleep(0.02)  # polling for another process to stop
+
+
 class Workers:
     """Long-running RQ workers (real processes) and a way to wait until their work is done."""
 
@@ -283,7 +309,7 @@ class Workers:
         self.procs = [
             subprocess.Popen(command, stdout=log, stderr=log, text=True) for log in self.logs
         ]
-        self.failed_before = self._failed()
+        self.failed_before = failed_jobs()
         #: jobs queued before (by earlier runs) are not this pool's
         self.started = datetime.datetime.now(datetime.timezone.utc)
         deadline = time.monotonic() + 120
@@ -315,24 +341,11 @@ class Workers:
             )
             quiet = 0 if busy else quiet + 1
             time.sleep(0.05)  # polling for the queues to empty
-        failed = self._failed()
-        new = sorted(failed - self.failed_before)
+        failed = failed_jobs()
+        problems = job_failures(failed - self.failed_before, since=self.started)
         self.failed_before = failed
-        problems = []
-        for job in Job.fetch_many(new, connection=connect_to_redis()):
-            if job is None or not job.enqueued_at:
-                continue
-            if job.enqueued_at.replace(tzinfo=datetime.timezone.utc) < self.started:
-                continue
-            problems.append(f"{job.id}: {(job.exc_info or '').strip().splitlines()[-1:]}")
         assert failures_allowed or not problems, problems
         return problems
-
-    @staticmethod
-    def _failed() -> set[str]:
-        from ckan.lib.jobs import get_queue
-
-        return {j for name in QUEUES for j in get_queue(name).failed_job_registry.get_job_ids()}
 
     @contextlib.contextmanager
     def paused(self):
@@ -357,6 +370,26 @@ class Workers:
             proc.terminate()
         for proc in self.procs:
             proc.wait(timeout=60)
+
+
+def failed_jobs() -> set[str]:
+    """The ids of the jobs in the failed registries of the depot's queues."""
+    from ckan.lib.jobs import get_queue
+
+    return {j for name in QUEUES for j in get_queue(name).failed_job_registry.get_job_ids()}
+
+
+def job_failures(job_ids, since: datetime.datetime | None = None) -> list[str]:
+    """For each of these failed jobs (queued ``since``): its id and the last line of its
+    traceback."""
+    problems = []
+    for job in Job.fetch_many(sorted(job_ids), connection=connect_to_redis()):
+        if job is None or not job.enqueued_at:
+            continue
+        if since and job.enqueued_at.replace(tzinfo=datetime.timezone.utc) < since:
+            continue
+        problems.append(f"{job.id}: {(job.exc_info or '').strip().splitlines()[-1:]}")
+    return problems
 
 
 def _unfinished(queues) -> bool:
@@ -414,16 +447,68 @@ def workers():
     pool.stop()
 
 
-@pytest.fixture
-def run_worker():
-    """Factory: run a burst worker in its own process; assert it ends well."""
+class WorkerForker:
+    """Burst workers of the run's ini forked from one process that loaded CKAN once
+    (tests/worker_forker.py): a worker starts in milliseconds instead of seconds."""
 
-    def run(ini: str = TEST_INI) -> str:
-        proc = subprocess.run(
-            worker_command(ini), capture_output=True, text=True, timeout=600, check=False
+    def __init__(self, ini: str):
+        script = str(REPO_DIR / "tests" / "worker_forker.py")
+        self.proc = subprocess.Popen(
+            [sys.executable, script, ini], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc.stderr
+        ready = self.proc.stdout.readline()
+        assert ready == "ready\n", f"the worker forker did not start: {ready!r}"
+
+    def run(self, log: Path) -> int:
+        """Run a burst worker until the depot's queues are empty; its exit status."""
+        self.proc.stdin.write(f"{log}\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def worker_forker():
+    """Started on first use, for the whole run."""
+    started: list[WorkerForker] = []
+
+    def get() -> WorkerForker:
+        if not started:
+            started.append(WorkerForker(TEST_INI))
+        return started[0]
+
+    yield get
+    for forker in started:
+        forker.stop()
+
+
+@pytest.fixture
+def run_worker(worker_forker, tmp_path):
+    """Factory: run a burst worker in its own process until the depot's queues are empty;
+    assert that it and every job it ran ended well (a burst worker exits 0 when a job
+    fails). With ``failures_allowed`` the jobs that failed are returned instead.
+
+    With the run's ini it is forked from :class:`WorkerForker`; with another ini it is
+    ``ckan dcor-depot-worker --burst`` started anew."""
+
+    def run(ini: str = TEST_INI, failures_allowed: bool = False) -> list[str]:
+        before = failed_jobs()
+        if ini == TEST_INI:
+            log = tmp_path / "worker.log"
+            status = worker_forker().run(log)
+            output = log.read_text()
+        else:
+            proc = subprocess.run(
+                worker_command(ini), capture_output=True, text=True, timeout=600, check=False
+            )
+            status, output = proc.returncode, proc.stderr
+        assert status == 0, output[-3000:]
+        problems = job_failures(failed_jobs() - before)
+        assert failures_allowed or not problems, (problems, output[-3000:])
+        return problems
 
     return run
 

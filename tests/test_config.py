@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import importlib.util
 import os
 import socket
@@ -13,7 +14,8 @@ import pytest
 
 from ckanext.dcor_depot import config
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import TEST_INI
+
 CKAN = str(Path(sys.executable).with_name("ckan"))
 # CKAN 2.11 reads the logging set-up from the top ini file only
 LOGGING = """
@@ -35,10 +37,22 @@ format = %(levelname)s [%(name)s] %(message)s
 """
 
 
+def ini_option(name: str) -> str:
+    """An option as the run's ini file writes it (following ``use = config:``)."""
+    path = Path(TEST_INI)
+    while True:
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read(path)
+        section = parser["app:main"]
+        if name in section:
+            return section[name]
+        path = Path(section["use"].removeprefix("config:"))
+
+
 def run_ckan(tmp_path, options: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """Run ``ckan`` with test.ini plus ``options`` in a separate process."""
+    """Run ``ckan`` with the run's test ini plus ``options`` in a separate process."""
     ini = tmp_path / "site.ini"
-    lines = ["[app:main]", f"use = config:{REPO / 'test.ini'}"]
+    lines = ["[app:main]", f"use = config:{TEST_INI}"]
     lines += [f"{key} = {value}" for key, value in options.items()]
     ini.write_text("\n".join(lines) + LOGGING)
     return subprocess.run(
@@ -94,8 +108,8 @@ def test_without_endpoint_s3_is_off_and_the_log_says_so_once(tmp_path):
 @pytest.mark.usefixtures("with_plugins")
 def test_path_options_and_their_defaults():
     assert config.users_depot_name() == f"users-{socket.gethostname()}"
-    assert config.depots_path() == Path("/tmp/dcor-depot-test/depots")
-    assert config.tmp_dir() == Path("/tmp/dcor-depot-test/tmp")
+    assert config.depots_path() == Path(ini_option("ckanext.dcor_depot.depots_path"))
+    assert config.tmp_dir() == Path(ini_option("ckanext.dcor_depot.tmp_dir"))
     assert config.local_backup_location() is None
 
 

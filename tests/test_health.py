@@ -6,6 +6,7 @@ screenshots in test-artifacts/browser/ckan-VERSION/TEST/."""
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 import pytest
@@ -14,7 +15,7 @@ from ckan.lib.redis import connect_to_redis
 from ckan.tests import factories, helpers
 from rq.job import Job
 
-from ckanext.dcor_depot import placement
+from ckanext.dcor_depot import checks, placement
 from ckanext.dcor_depot.cli import append_resource, dcor_verify_object_store, run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs.queue import NORMAL, _latest_key
 from ckanext.dcor_depot.operations import health
@@ -63,7 +64,8 @@ def test_sysadmins_see_a_failed_job_and_a_mismatch_others_get_403(
     lost = api_upload(editor, dataset["id"], random_file(3000, name="lost.bin"))
     away = random_file(1, name="away.bin")
     placement.ckan_path(lost["id"]).rename(away)
-    run_worker()
+    (failure,) = run_worker(failures_allowed=True)
+    assert failure.startswith(f"dcor-depot-file-{lost['id']}:") and "is missing at" in failure
     # a copy the audit finds wrong: other bytes behind the object's metadata
     kept = cli.invoke(append_resource, [str(random_file(4000, name="kept.bin")), "hl60"])
     assert kept.exit_code == 0, kept.output
@@ -97,6 +99,18 @@ def test_sysadmins_see_a_failed_job_and_a_mismatch_others_get_403(
     of_audit = get(app, audit_links[-1], admin).get_data(as_text=True)
     assert "What the last audit found" in of_audit and "1&ndash;1 of 1" in of_audit
     assert far["id"] in of_audit
+    assert 'class="unfinished-audit"' not in text
+    # an audit that started later and has not ended (it runs, or it was killed): said too,
+    # and the last audit that ended is still the one shown
+    started = checks.start_audit(None, None, None)
+    text = get(app, "/ckan-admin/depot", admin).get_data(as_text=True)
+    unfinished = re.search(r'<p class="unfinished-audit">(.*?)</p>', text, re.S).group(1)
+    assert re.fullmatch(
+        rf"Audit {started} started \d{{4}}-\d\d-\d\d \d\d:\d\d UTC on {socket.gethostname()} "
+        r"has not ended: it runs, or it was stopped\.",
+        " ".join(unfinished.split()),
+    ), unfinished
+    assert re.search(r'<p class="last-audit">(.*?)</p>', text, re.S).group(1) == audit
 
     assert href(cells["failed"]) == "/ckan-admin/depot/failed?circle=lab"
     failed = get(app, href(cells["failed"]), admin)
@@ -173,7 +187,9 @@ def test_a_dataset_job_queued_again_since_it_failed_is_no_failure_and_a_dead_job
     assert appended.exit_code == 0, appended.output
     # the dataset turns private; its convergence fails: the object store is unreachable
     helpers.call_action("package_patch", id=dataset["id"], private=True)
-    run_worker(str(derived_ini(tmp_path, **{"dcor_object_store.endpoint_url": UNREACHABLE})))
+    unreachable = str(derived_ini(tmp_path, **{"dcor_object_store.endpoint_url": UNREACHABLE}))
+    (failure,) = run_worker(unreachable, failures_allowed=True)
+    assert failure.startswith(f"dcor-depot-converge-{dataset['id']}-")
     (failed,) = [e for e in health.listing("failed")[0] if e.what == "converge"]
     assert failed.package_name == dataset["name"] and "127.0.0.1:9" in failed.detail
     page = get(app, "/ckan-admin/depot/failed", admin).get_data(as_text=True)
@@ -189,7 +205,7 @@ def test_a_dataset_job_queued_again_since_it_failed_is_no_failure_and_a_dead_job
 
     # it fails again
     helpers.call_action("package_patch", id=dataset["id"], private=False)
-    run_worker(str(derived_ini(tmp_path, **{"dcor_object_store.endpoint_url": UNREACHABLE})))
+    assert len(run_worker(unreachable, failures_allowed=True)) == 1
     assert [e.what for e in health.listing("failed")[0]] == ["converge"]
 
     # the dataset changes again and its convergence succeeds; RQ forgets the finished

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import ckan.model as model
 import pytest
@@ -281,19 +282,38 @@ def test_what_is_gone_on_purpose_is_forgotten_and_nothing_is_missed(
     text = cli.invoke(dcor_verify_object_store, ["--dataset", waiting["package_id"]])
     assert "1 files not verified yet (run-jobs-dcor-depot)" in text.stdout.splitlines()[-1]
 
-    # an unmounted backup folder (empty): one error, not the loss of every copy in it
+    # a backup folder that is unmounted (empty), missing or unreadable: one error, not the
+    # loss of every copy in it
     backups.rename(tmp_path / "backup-away")
-    backups.mkdir()
     checked_before = copies()[(far["id"], "backup")]["checked"]
-    status, unmounted = verify(cli)
-    assert status == 1
-    assert (far["id"], "backup") not in findings_of(unmounted)
-    (folder,) = [f for f in unmounted["findings"] if f["copy"] == "local"]
-    assert folder["kind"] == "error" and folder["location"] == str(backups)
-    assert f"{backups} (dcor_object_store.local_backup_location) on host" in folder["detail"]
-    assert "is empty: is it mounted? 1 copies in it were not checked" in folder["detail"]
-    assert copies()[(far["id"], "backup")]["checked"] == checked_before
-    backups.rmdir()
+    real_scandir = os.scandir
+
+    def unreadable(path):  # root reads any folder: what a refusal looks like to the audit
+        if os.fspath(path) == str(backups):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    for state, says in (
+        ("empty", "is empty"),
+        ("missing", "is not a folder"),
+        ("unreadable", "cannot be read (Permission denied)"),
+    ):
+        with monkeypatch.context() as patched:
+            if state != "missing":
+                backups.mkdir()
+            if state == "unreadable":
+                (backups / "something").touch()
+                patched.setattr(os, "scandir", unreadable)
+            status, unmounted = verify(cli)
+        assert status == 1
+        assert (far["id"], "backup") not in findings_of(unmounted), state
+        (folder,) = [f for f in unmounted["findings"] if f["copy"] == "local"]
+        assert folder["kind"] == "error" and folder["location"] == str(backups)
+        assert f"{backups} (dcor_object_store.local_backup_location) on host" in folder["detail"]
+        assert f"{says}: is it mounted? 1 copies in it were not" in folder["detail"], state
+        assert copies()[(far["id"], "backup")]["checked"] == checked_before
+        if state != "missing":
+            shutil.rmtree(backups)
     (tmp_path / "backup-away").rename(backups)
 
     # both copies of a file wrong: each read in the same run, neither trusts the other's past
@@ -332,7 +352,9 @@ def test_what_is_gone_on_purpose_is_forgotten_and_nothing_is_missed(
     assert relocated["location"].startswith(f"s3://{store.circle_bucket(other['id'])}/")
 
 
-def test_the_budget_holds_and_the_least_recently_checked_come_first(cli, random_file, monkeypatch):
+def test_the_budget_holds_and_the_least_recently_checked_come_first(
+    cli, random_file, monkeypatch, store
+):
     org = factories.Organization(name="lab")
     dataset = factories.Dataset(owner_org=org["id"])
     sizes = {
@@ -381,7 +403,7 @@ def test_the_budget_holds_and_the_least_recently_checked_come_first(cli, random_
     assert status == 0 and after["circles"]["other-lab"]["checked"] == len(checked(after)) >= 1
     relocated = copies()
     assert {row["location"].split("/")[2] for row in relocated.values()} == {
-        f"test-circle-{other['id']}"
+        store.circle_bucket(other["id"])
     }
     # checked before the move, but not in this run: never checked at the new place
     assert {rid: row["checked"] is not None for (rid, _), row in relocated.items()} == {
@@ -460,25 +482,32 @@ def test_a_second_audit_is_refused_while_one_runs(cli, store, random_file, monke
     assert (stopped["copies"], stopped["left"], stopped["findings"]) == (1, 1, 1)
     assert "this audit lost its lock" in rows(check_table, audit_id=stopped["id"])[-1]["detail"]
 
-    # failed checks in a row while the store answers: only these copies fail, the run
-    # goes on (they must not keep every later run from the others)
+    # 12 copies in all, for the 10 failed checks in a row after which the run asks the store
     monkeypatch.setattr(audit, "check", real_check)
-    monkeypatch.setattr(audit, "MAX_ERRORS_IN_A_ROW", 1)
+    assert audit.MAX_ERRORS_IN_A_ROW == 10
+    for number in range(10):
+        append(cli, random_file(10 + number, name=f"tiny-{number}.bin"), dataset["id"])
+    assert verify(cli)[0] == 0
+
+    # 10 failed checks in a row while the store answers: only these copies fail, the run
+    # goes on (they must not keep every later run from the others)
     real_info = ObjectStore.object_info
-    failing_first = next(iter(copies().values()))
+    due_first = sorted(copies().values(), key=lambda row: row["checked"])
+    failing = {row["location"] for row in due_first[:10]}  # checked one after the other
 
     def refused(self, bucket, key):
-        if failing_first["location"].endswith(key):
+        if f"s3://{bucket}/{key}" in failing:
             raise S3Error("An error occurred (AccessDenied)")
         return real_info(self, bucket, key)
 
-    monkeypatch.setattr(ObjectStore, "object_info", refused)
-    status, one_fails = verify(cli)
-    assert status == 1 and one_fails["copies_checked"] == 2 and one_fails["copies_left"] == 0
-    assert [f["kind"] for f in one_fails["findings"]] == ["error"]
+    with monkeypatch.context() as patched:
+        patched.setattr(ObjectStore, "object_info", refused)
+        status, ten_fail = verify(cli)
+    assert status == 1 and ten_fail["copies_checked"] == 12 and ten_fail["copies_left"] == 0
+    assert [f["kind"] for f in ten_fail["findings"]] == ["error"] * 10
 
-    # the store unreachable: the run stops, and the copies keep their last check (the
-    # next run starts with them); no orphans looked for
+    # the store unreachable: the run stops after 10 failed checks, and the copies keep their
+    # last check (the next run starts with them); no orphans looked for
     before = copies()
 
     def unreachable(*args):
@@ -489,10 +518,10 @@ def test_a_second_audit_is_refused_while_one_runs(cli, store, random_file, monke
         patched.setattr(ObjectStore, "list_buckets", unreachable)
         status, outage = verify(cli)
     assert status == 1
-    assert (outage["copies_checked"], outage["copies_left"], outage["bytes_read"]) == (1, 1, 0)
-    assert [f["kind"] for f in outage["findings"]] == ["error", "error"]
+    assert (outage["copies_checked"], outage["copies_left"], outage["bytes_read"]) == (10, 2, 0)
+    assert [f["kind"] for f in outage["findings"]] == ["error"] * 11
     assert (
-        "1 checks in a row failed (the last: the check failed: Could not connect"
+        "10 checks in a row failed (the last: the check failed: Could not connect"
         in (outage["findings"][-1]["detail"])
     )
     assert "the object store does not answer" in outage["findings"][-1]["detail"]

@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import config, placement
+from ckanext.dcor_depot import config, locks, placement
 from ckanext.dcor_depot.cli import dcor_migrate_resources_to_object_store as migrate
 from ckanext.dcor_depot.cli import dcor_prune_stale_multipart_uploads as prune
 from ckanext.dcor_depot.cli.migrate import run_lock
@@ -24,7 +23,16 @@ from ckanext.dcor_depot.operations.status import candidates
 from ckanext.dcor_depot.storage.depot import artifact_path
 from ckanext.dcor_depot.storage.s3 import MiB, object_key
 
-from ..conftest import CKAN, TEST_INI, anonymous_status, make_old, object_sha256, sha256_path
+from ..conftest import (
+    CKAN,
+    TEST_INI,
+    anonymous_status,
+    make_old,
+    object_sha256,
+    sha256_path,
+    stop_at,
+    wait_until_stopped,
+)
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -234,33 +242,33 @@ def test_verify_existence_uploads_a_lost_object_again_or_says_it_cannot(
     assert "the object is missing, and there is no local file to upload" in lost.output
 
 
-def test_killed_migration_resumes_without_uploading_again(circle, on_block_storage, store, cli):
+def test_killed_migration_resumes_without_uploading_again(
+    circle, on_block_storage, store, cli, tmp_path
+):
     user, org = circle
     dataset = factories.Dataset(owner_org=org["id"], user=user, private=True)
     first = on_block_storage(name="first.bin", dataset=dataset)
     big = on_block_storage(name="big.bin", dataset=dataset)
     last = on_block_storage(name="last.bin", dataset=dataset)
-    with open(placement.ckan_path(big["id"]), "wb") as fd:  # 400 MiB: long enough to be caught
-        for _ in range(25):
-            fd.write(os.urandom(16 * MiB))
+    with open(placement.ckan_path(big["id"]), "wb") as fd:  # several parts
+        fd.write(os.urandom(24 * MiB))
     bucket = store.circle_bucket(org["id"])
     big_key = object_key("resource", big["id"])
 
+    # the command stops itself once the store holds a part of big.bin, and is killed there
+    marker = tmp_path / "stopped"
     proc = subprocess.Popen(
         [CKAN, "-c", TEST_INI, "dcor-migrate-resources-to-object-store", "--jobs", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=stop_at("s3-part", marker),
     )
     try:
-        deadline = time.monotonic() + 300
-        while not _uploads_in_progress(store, bucket, big_key):
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the upload of big.bin never started"
-            time.sleep(0.05)
+        wait_until_stopped(marker, proc, "the first part of big.bin")
+        assert _uploads_in_progress(store, bucket, big_key)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
-        proc.stdout.close()
 
     first_key = object_key("resource", first["id"])
     uploaded_before = last_modified(store, bucket, first_key)  # uploaded, not yet recorded
@@ -323,7 +331,8 @@ def test_symlinked_file_outside_the_depots_is_kept(on_block_storage, store, cli,
     assert elsewhere.is_file() and path.is_symlink()
 
 
-def test_a_second_run_is_refused_while_one_runs(on_block_storage, cli):
+def test_a_second_run_is_refused_while_one_runs(on_block_storage, cli, monkeypatch):
+    monkeypatch.setattr(locks, "COMMAND_LEASE_SECONDS", 0.5)  # a shorter wait for the refusal
     on_block_storage()
     with run_lock():
         refused = cli.invoke(migrate, [])

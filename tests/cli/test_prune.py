@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import ckan.model as model
 import pytest
 from ckan.tests import factories, helpers
 
@@ -45,6 +46,25 @@ def test_purged_files_are_kept_unreadable_then_removed(
     RESOURCE_JOBS["backup"](far["id"])
     kept = cli.invoke(append_resource, [str(random_file(5000, name="kept.bin")), living["id"]])
     assert kept.exit_code == 0, kept.output
+    # a resource of the living dataset deleted, then its row removed by CKAN (a later change
+    # of the dataset's resources does that): purged too, without dataset_purge
+    result = cli.invoke(append_resource, [str(random_file(6000, name="lost.bin")), living["id"]])
+    assert result.exit_code == 0, result.output
+    lost = helpers.call_action("package_show", id=living["id"])["resources"][-1]
+    lost_object = placement.file_of(store, living["id"], lost["id"]).recorded
+    assert anonymous_status(store.object_url(*lost_object)) == 200
+    helpers.call_action("resource_delete", context={"user": user["name"]}, id=lost["id"])
+    helpers.call_action(
+        "resource_create", context={"user": user["name"]}, package_id=living["id"], url="x:"
+    )
+    assert lost["id"] not in {
+        r.id for r in model.Session.query(model.Resource).filter_by(package_id=living["id"])
+    }
+    model.Session.rollback()
+    converge.converge_dataset(living["id"])  # the job the change queued
+    assert anonymous_status(store.object_url(*lost_object)) == 403
+    (lost_record,) = records.file_records(resource_ids=[lost["id"]])
+    assert lost_record.purged is not None
 
     objects = {
         r["id"]: placement.file_of(store, doomed["id"], r["id"]).recorded for r in (local, far)
@@ -60,10 +80,14 @@ def test_purged_files_are_kept_unreadable_then_removed(
     converge.converge_dataset(doomed["id"])  # the job the purge queued
     # unreadable at once: private objects, local copies without permissions
     assert {anonymous_status(store.object_url(*o)) for o in objects.values()} == {403}
+    objects[lost["id"]] = lost_object
     assert os.stat(depot_file).st_mode & 0o777 == 0
     assert os.stat(backup).st_mode & 0o777 == 0
     assert ckan_path.is_symlink()
-    assert {r.resource_id for r in records.file_records(package_ids=[doomed["id"]])} == set(objects)
+    assert {r.resource_id for r in records.file_records(package_ids=[doomed["id"]])} == {
+        local["id"],
+        far["id"],
+    }
 
     # kept for the retention period (30 days by default)
     early = cli.invoke(dcor_prune_orphaned_objects, [])
@@ -82,19 +106,21 @@ def test_purged_files_are_kept_unreadable_then_removed(
     assert f"would remove orphan s3://{bucket}/{orphan}" in dry.output
     assert f"would remove {ckan_path}" in dry.output and f"would remove {depot_file}" in dry.output
     assert f"would remove {backup}" in dry.output
-    assert "2 purged files past 0 days: 2 objects and 3 local copies would be removed" in (
+    assert "3 purged files past 0 days: 3 objects and 3 local copies would be removed" in (
         dry.output
     )
     assert depot_file.exists() and store.object_info(bucket, orphan)
 
     result = cli.invoke(dcor_prune_orphaned_objects, [])
     assert result.exit_code == 0, result.output
-    assert "2 objects and 3 local copies removed; 1 orphaned objects removed" in result.output
+    assert "3 objects and 3 local copies removed; 1 orphaned objects removed" in result.output
     assert not any(store.object_info(*o) for o in objects.values())
     assert store.object_info(bucket, orphan) is None
     assert not ckan_path.is_symlink() and not depot_file.exists() and not backup.exists()
     assert records.file_records(package_ids=[doomed["id"]]) == []
+    assert records.file_records(resource_ids=[lost["id"]]) == []
     # what a resource still records stays
-    (living_resource,) = helpers.call_action("package_show", id=living["id"])["resources"]
+    living_resources = helpers.call_action("package_show", id=living["id"])["resources"]
+    (living_resource,) = [r for r in living_resources if r["name"] == "kept.bin"]
     still = placement.file_of(store, living["id"], living_resource["id"]).recorded
     assert anonymous_status(store.object_url(*still)) == 200

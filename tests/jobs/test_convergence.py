@@ -260,23 +260,37 @@ def test_access_to_every_file_follows_ckan(
 
 
 def assert_access_follows_ckan(world, datasets, recorded: dict[str, str]) -> None:
+    """Where every file's object must be and who may read it, from CKAN's state alone (not
+    from the placement code under test): in the bucket of its dataset's circle now, under
+    ``resource/RES/OUR/CEID``, readable anonymously exactly when CKAN lets anybody read it.
+    Every other object, in every circle bucket, refuses anonymous users."""
     store = world.store
-    readable = {}  # object location -> whether anonymous reading is allowed
-    for dataset in datasets:
-        files = placement.dataset_files(store, dataset["id"])
-        for placed in files.files:
-            if placed.recorded is not None:
-                readable[tuple(placed.recorded)] = allowed(dataset["id"], placed.resource_id)
+    template = tk.config["dcor_object_store.bucket_name"]
+    expected = {}  # object location -> whether anonymous reading is allowed
+    for resource_id in recorded:
+        resource = model.Resource.get(resource_id)
+        if resource is None or resource.state != "active":
+            continue  # its files are kept, private
+        package = model.Package.get(resource.package_id)
+        if package.state == "deleted":
+            continue
+        bucket = template.format(organization_id=package.owner_org)
+        key = f"resource/{resource_id[:3]}/{resource_id[3:6]}/{resource_id[6:]}"
+        expected[(bucket, key)] = allowed(package.id, resource_id)
     everything = [
         (bucket, info.key)
-        for bucket in store.list_buckets(prefix="test-circle-")
+        for bucket in store.list_buckets(prefix=template.split("{")[0])
         for info in store.iter_objects(bucket)
     ]
     assert len(everything) >= len(recorded)
+    missing = set(expected) - set(everything)
+    assert not missing, f"objects not where their dataset's circle is: {missing}"
     for bucket, key in everything:
         status = anonymous_status(store.object_url(bucket, key))
-        expected = 200 if readable.get((bucket, key)) else 403
-        assert status == expected, (bucket, key, status)
+        assert status == (200 if expected.get((bucket, key)) else 403), (bucket, key, status)
+        if (bucket, key) not in expected:
+            # no old copy of a file that moved is left behind its new place
+            assert not any(k == key for (_, k) in expected), (bucket, key, "a copy left")
 
     for resource_id, sha256 in recorded.items():
         resource = model.Resource.get(resource_id)

@@ -11,7 +11,6 @@ import concurrent.futures
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,8 @@ from ..conftest import (
     kill_tree,
     object_sha256,
     sha256_path,
+    stop_at,
+    wait_until_stopped,
     worker_command,
 )
 
@@ -121,7 +122,7 @@ def test_two_hosts_with_two_workers_each(
     buckets = versioned_circles(*orgs)
     token = factories.APIToken(user=user["name"])["token"]
     files = [random_file(MiB, name=f"small-{i:03d}.bin") for i in range(100)]
-    files += [random_file(200 * MiB, name=f"big-{i}.bin") for i in range(4)]
+    files += [random_file(32 * MiB, name=f"big-{i}.bin") for i in range(4)]  # multipart
     expected = {path.name: (sha256_path(path), path.stat().st_size) for path in files}
 
     server = ckan_server()
@@ -202,7 +203,7 @@ def test_a_lease_holder_killed_mid_upload_and_another_host_completes(
     org = factories.Organization(users=[{"name": user["name"], "capacity": "editor"}])
     dataset = factories.Dataset(owner_org=org["id"], user=user)
     bucket = versioned_circles(org)[org["id"]]
-    path = random_file(512 * MiB, name="large.bin")
+    path = random_file(24 * MiB, name="large.bin")
     sha256 = sha256_path(path)
     resource = api_upload(user, dataset["id"], path)
     key = object_key("resource", resource["id"])
@@ -210,27 +211,21 @@ def test_a_lease_holder_killed_mid_upload_and_another_host_completes(
     short = {"ckanext.dcor_depot.lease_seconds": 3}
     inis = {host: host_ini(tmp_path, TEST_INI, host, **short) for host in HOSTS}
 
-    # host a's worker takes the file job; it is killed once the store holds parts
-    with (tmp_path / "host-a.log").open("w") as log:
-        worker = subprocess.Popen(
-            on_host(HOSTS[0], worker_command(str(inis[HOSTS[0]]))),
-            stderr=log,
-            start_new_session=True,
-        )
+    # host a's worker takes the file job; it stops itself once the store holds a part of
+    # the upload, and is killed there
+    marker = tmp_path / "stopped"
+    worker = subprocess.Popen(
+        on_host(HOSTS[0], worker_command(str(inis[HOSTS[0]]))),
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=stop_at("s3-part", marker),
+    )
     lease = f"dcor_depot:lease:upload:{resource['id']}"
     client = redis.Redis.from_url(ckan_config["ckan.redis.url"])
-    deadline = time.monotonic() + 300
-    while worker.poll() is None and time.monotonic() < deadline:
-        uploads = store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-        if uploads and client.exists(lease):
-            parts = store.client.list_parts(
-                Bucket=bucket, Key=key, UploadId=uploads[0]["UploadId"]
-            ).get("Parts", [])
-            if parts:
-                break
-        time.sleep(0.05)  # polling for the first part to arrive
-    else:
-        raise AssertionError(f"no part was uploaded: {(tmp_path / 'host-a.log').read_text()}")
+    wait_until_stopped(marker, worker, "the first part of host a's upload")
+    (upload,) = store.client.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    parts = store.client.list_parts(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+    assert 1 <= len(parts["Parts"]) < 5  # 24 MiB in parts of 5 MiB: killed in the middle
     kill_tree(worker.pid)
     worker.wait()
     assert client.exists(lease)  # the dead holder's lease is still there

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from rq.timeouts import JobTimeoutException
 
 from ckanext.dcor_depot import config, placement, records
 from ckanext.dcor_depot.jobs import converge, queue, resource_jobs
-from ckanext.dcor_depot.storage.s3 import object_key
+from ckanext.dcor_depot.storage.s3 import MiB, object_key
 
 from ..conftest import (
     CKAN,
@@ -30,6 +29,8 @@ from ..conftest import (
     kill_tree,
     sha256_hex,
     sha256_path,
+    stop_at,
+    wait_until_stopped,
     worker_command,
 )
 
@@ -77,7 +78,7 @@ def test_upload_reaches_depot_and_s3_and_follows_visibility(
     assert Path(os.readlink(ckan_path)) == depot_file
     assert sha256_path(depot_file) == expected
     # the object in the circle bucket holds the same bytes
-    bucket = f"test-circle-{org['id']}"
+    bucket = store.circle_bucket(org["id"])
     body = store.client.get_object(Bucket=bucket, Key=object_key("resource", rid))["Body"].read()
     assert sha256_hex(body) == expected
     # the resource says so, and carries the DC metadata
@@ -177,7 +178,8 @@ def test_a_failed_step_does_not_stop_the_next_ones_and_the_job_names_it(
     taken = user_folder / dataset["id"][:2] / dataset["id"][2:4] / name
     taken.parent.mkdir(parents=True, exist_ok=True)
     taken.write_bytes(b"the bytes first published")
-    run_worker()
+    (failure,) = run_worker(failures_allowed=True)
+    assert failure.startswith(f"{queue.job_id('file', rid)}:")
     job = Job.fetch(queue.job_id("file", rid), connection=connect_to_redis())
     assert job.get_status() == JobStatus.FAILED
     error = job.latest_result().exc_string
@@ -281,21 +283,23 @@ def test_worker_killed_during_a_copy_to_another_filesystem(
     monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.depots_path", str(depots))
     user, org, dataset = circle
     resource = api_upload(user, dataset["id"], random_file(1000, name="small.bin"))
-    # the upload route is not what is tested here: put a large file at CKAN's path
-    big = random_file(1024**3, name="big.bin")
+    # the upload route is not what is tested here: put a file of several chunks at CKAN's path
+    big = random_file(24 * MiB, name="big.bin")
     expected = sha256_path(big)
     ckan_path = placement.ckan_path(resource["id"])
     os.replace(big, ckan_path)
 
-    log = tmp_path / "worker.log"
+    # the worker stops itself after its first write into the depot's part file: killed there
+    marker = tmp_path / "stopped"
     worker = subprocess.Popen(
-        worker_command(str(ini)), stderr=log.open("w"), start_new_session=True
+        worker_command(str(ini)),
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=stop_at("part-file", marker),
     )
-    part = None
-    deadline = time.monotonic() + 120
-    while part is None and time.monotonic() < deadline and worker.poll() is None:
-        part = next((p for p in depots.rglob(".*.part") if p.stat().st_size > 0), None)
-    assert part is not None, f"the symlink job never started copying: {log.read_text()[-3000:]}"
+    wait_until_stopped(marker, worker, "the symlink job's copy")
+    (part,) = depots.rglob(".*.part")
+    assert 0 < part.stat().st_size < 24 * MiB  # killed in the middle of the copy
     kill_tree(worker.pid)
     worker.wait()
 

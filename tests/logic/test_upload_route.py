@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import botocore.auth
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 import pytest
@@ -26,6 +27,7 @@ from ckanext.dcor_depot import grants
 from ckanext.dcor_depot.cli import dcor_prune_orphaned_objects, run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs.backup import backup_resource
 from ckanext.dcor_depot.jobs.checksum import record_object_sha256
+from ckanext.dcor_depot.jobs.queue import job_id
 from ckanext.dcor_depot.storage.depot import DepotError
 from ckanext.dcor_depot.storage.s3 import MiB, object_key
 
@@ -138,7 +140,7 @@ def test_single_put_url_writes_only_its_key_only_once(circle, app, store, random
     path = random_file(3000, "small.bin")
     answer = grant(app, users["alice"], dataset, path, md5=md5_of(path))
     upload = answer["upload"]
-    bucket = f"test-circle-{org['id']}"
+    bucket = store.circle_bucket(org["id"])
     key = object_key("resource", answer["resource_id"])
     assert upload["method"] == "PUT"
     # no multipart upload was created for it
@@ -158,15 +160,27 @@ def test_single_put_url_writes_only_its_key_only_once(circle, app, store, random
 
 def test_upload_urls_are_refused_after_expiry(circle, app, random_file, ckan_config, monkeypatch):
     users, org, dataset = circle
-    # below the configurable minimum (60 s), to keep the test short
-    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.upload_url_expiry", "1")
-    small = grant(app, users["alice"], dataset, random_file(3000, "small.bin"))["upload"]
-    big = grant(app, users["alice"], dataset, random_file(6 * MiB, "big.bin"))["upload"]
-    assert "X-Amz-Expires=1&" in small["url"]
-    time.sleep(2.5)  # past the 1 s expiry of the URLs
-    assert http.put(small["url"], data=b"x" * 3000, headers=small["headers"]).status_code == 403
-    part = big["parts"][0]["url"]
-    assert http.put(part, data=b"x" * big["part_size"]).status_code == 403
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.upload_url_expiry", "60")
+    small, big = random_file(3000, "small.bin"), random_file(6 * MiB, "big.bin")
+    # URLs signed ten minutes ago with a one-minute expiry (a clock set back, not a wait)
+    signed_at = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=10)
+    with monkeypatch.context() as patched:
+        patched.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: signed_at)
+        expired = [grant(app, users["alice"], dataset, path)["upload"] for path in (small, big)]
+    fresh = [grant(app, users["alice"], dataset, path)["upload"] for path in (small, big)]
+    assert "X-Amz-Expires=60&" in expired[0]["url"]
+
+    def put(upload, path):
+        if upload["method"] == "PUT":
+            return http.put(upload["url"], data=path.read_bytes(), headers=upload["headers"])
+        first = upload["parts"][0]["url"]
+        return http.put(first, data=path.read_bytes()[: upload["part_size"]])
+
+    for old, new, path in zip(expired, fresh, (small, big), strict=True):
+        refused = put(old, path)
+        assert refused.status_code == 403 and b"AccessDenied" in refused.content
+        # the very same request with a URL signed now: only the time refused the other
+        assert put(new, path).status_code == 200
 
 
 def test_urls_expire_as_configured_by_default(circle, app, random_file):
@@ -224,26 +238,24 @@ def test_registration_is_refused_when_the_object_is_missing_or_not_the_one_issue
     assert created.json["result"]["size"] == 3000
 
 
-def test_300_mib_multipart_upload_end_to_end(
-    circle, ckan_server, run_worker, random_file, store, tmp_path
-):
+def test_multipart_upload_end_to_end(circle, ckan_server, run_worker, random_file, store, tmp_path):
     users, org, dataset = circle
     backup_root = tmp_path / "backup"
     ini = str(derived_ini(tmp_path, **{"dcor_object_store.local_backup_location": backup_root}))
     server = ckan_server(ini)
     site_url, ini = server.url, server.ini
     alice = token(users["alice"])
-    path = random_file(300 * MiB, "cells-300MiB.bin")
+    path = random_file(48 * MiB, "cells-48MiB.bin")  # 10 parts of 5 MiB
     expected = sha256_path(path)
 
     resource = readme_client()["upload_to_dcor"](site_url, alice, dataset["id"], str(path))
     rid = resource["id"]
-    assert resource["url_type"] == "s3_upload" and resource["size"] == 300 * MiB
+    assert resource["url_type"] == "s3_upload" and resource["size"] == 48 * MiB
     # the resource's URL is CKAN's download URL (permission check, then S3)
     assert resource["url"] == (
-        f"{site_url}/dataset/{dataset['id']}/resource/{rid}/download/cells-300MiB.bin"
+        f"{site_url}/dataset/{dataset['id']}/resource/{rid}/download/cells-48MiB.bin"
     )
-    bucket, key = f"test-circle-{org['id']}", object_key("resource", rid)
+    bucket, key = store.circle_bucket(org["id"]), object_key("resource", rid)
     assert anonymous_status(store.object_url(bucket, key)) == 403
 
     run_worker(ini)
@@ -262,7 +274,7 @@ def test_300_mib_multipart_upload_end_to_end(
     answer = http.get(download, headers={"Authorization": alice}, allow_redirects=False)
     assert answer.status_code == 302
     assert "X-Amz-Expires=600&" in answer.headers["Location"]
-    assert downloaded_sha256(answer.headers["Location"], "cells-300MiB.bin") == expected
+    assert downloaded_sha256(answer.headers["Location"], "cells-48MiB.bin") == expected
 
     patched = http.post(
         f"{site_url}/api/action/package_patch",
@@ -277,7 +289,7 @@ def test_300_mib_multipart_upload_end_to_end(
     answer = http.get(download, allow_redirects=False)
     assert answer.status_code == 302
     assert answer.headers["Location"] == store.object_url(bucket, key)
-    assert downloaded_sha256(answer.headers["Location"], "cells-300MiB.bin") == expected
+    assert downloaded_sha256(answer.headers["Location"], "cells-48MiB.bin") == expected
 
 
 def downloaded_sha256(url: str, filename: str) -> str:
@@ -291,34 +303,54 @@ def downloaded_sha256(url: str, filename: str) -> str:
     return digest.hexdigest()
 
 
-def test_multipart_upload_whose_bytes_contradict_the_declared_md5_is_refused_for_good(
+def test_uploads_whose_bytes_contradict_the_declared_md5_or_sha256_are_refused_for_good(
     circle, app, store, random_file, run_worker, cli
 ):
     users, org, dataset = circle
     alice = users["alice"]
+    # a multipart upload declaring another MD5; a single PUT registered with another SHA-256
     path = random_file(12 * MiB, "big.bin")
-    answer = uploaded(app, alice, dataset, path, md5=hashlib.md5(b"other").hexdigest())
-    rid = answer["resource_id"]
-    object_url = store.object_url(f"test-circle-{org['id']}", object_key("resource", rid))
-    download = f"/dataset/{dataset['id']}/resource/{rid}/download"
+    by_md5 = uploaded(app, alice, dataset, path, md5=hashlib.md5(b"other").hexdigest())
+    small = random_file(3000, "small.bin")
+    by_sha256 = grant(app, alice, dataset, small)
+    readme_client()["send_to_s3"](by_sha256["upload"], small)
+    claim = hashlib.sha256(b"other").hexdigest()
+    registered = register(app, alice, {**by_sha256["register"]["data"], "sha256": claim})
+    assert registered.status_code == 200, registered.body
+    refused_files = {
+        by_md5["resource_id"]: ("MD5", hashlib.md5(path.read_bytes()).hexdigest()),
+        by_sha256["resource_id"]: ("SHA-256", sha256_path(small)),
+    }
     owner = {"Authorization": token(alice)}
-    # not yet verified: nobody gets it
-    assert app.get(download, headers=owner, follow_redirects=False).status_code == 409
+    download = f"/dataset/{dataset['id']}/resource/%s/download"
+    for rid in refused_files:
+        # not yet verified: nobody gets it
+        assert app.get(download % rid, headers=owner, follow_redirects=False).status_code == 409
 
-    run_worker()
-    # made public afterwards: the refused file stays private, its download refused with the reason
+    failed = run_worker(failures_allowed=True)  # the s3-sha256 job of each fails
+    assert sorted(line.split(":")[0] for line in failed) == sorted(
+        job_id("s3-sha256", rid) for rid in refused_files
+    )
+    # made public afterwards: the refused files stay private, their downloads refused with the
+    # reason
     helpers.call_action("package_patch", id=dataset["id"], private=False)
     run_worker()
 
-    shown = helpers.call_action("resource_show", id=rid)
-    assert not shown.get("sha256") and not shown.get("s3_available")
-    assert "the upload is corrupt" in shown["s3_upload_error"]
-    assert anonymous_status(object_url) == 403
-    refused = app.get(download, follow_redirects=False)
-    assert refused.status_code == 409 and "the upload is corrupt" in refused.get_data(as_text=True)
+    bucket = store.circle_bucket(org["id"])
+    for rid, (name, actual) in refused_files.items():
+        shown = helpers.call_action("resource_show", id=rid)
+        assert not shown.get("sha256") and not shown.get("s3_available")
+        assert f"has {name} {actual}, but the client declared" in shown["s3_upload_error"]
+        assert "the upload is corrupt" in shown["s3_upload_error"]
+        assert anonymous_status(store.object_url(bucket, object_key("resource", rid))) == 403
+        refused = app.get(download % rid, follow_redirects=False)
+        assert refused.status_code == 409
+        assert "the upload is corrupt" in refused.get_data(as_text=True)
     caught_up = cli.invoke(run_jobs_dcor_depot, [])
-    assert caught_up.exit_code == 1 and "the upload is corrupt" in caught_up.output
-    assert anonymous_status(object_url) == 403
+    assert caught_up.exit_code == 1 and "2 failed" in caught_up.output
+    assert caught_up.output.count("the upload is corrupt") >= 2
+    for rid in refused_files:
+        assert anonymous_status(store.object_url(bucket, object_key("resource", rid))) == 403
 
 
 def test_a_registered_file_is_not_replaced_nor_its_record_changed_by_users(
@@ -349,7 +381,7 @@ def test_a_registered_file_is_not_replaced_nor_its_record_changed_by_users(
     assert replaced.status_code == 409 and "add a new resource" in replaced.body
 
 
-def test_the_id_of_a_deleted_resource_cannot_be_moved_to_another_dataset(
+def test_the_id_of_a_deleted_or_purged_resource_cannot_be_taken_by_another_dataset(
     circle, app, random_file, run_worker
 ):
     users, org, dataset = circle
@@ -369,6 +401,21 @@ def test_the_id_of_a_deleted_resource_cannot_be_moved_to_another_dataset(
     )
     assert moved.status_code == 409, moved.body
     assert "belongs to another dataset" in moved.body
+    assert helpers.call_action("package_show", id=other["id"])["resources"] == []
+
+    # nor the id of a purged dataset's file, on either path that takes a chosen id
+    doomed = factories.Dataset(owner_org=org["id"], private=True, user=alice)
+    purged = uploaded(app, alice, doomed, random_file(2000, "purged.bin"))["resource_id"]
+    run_worker()
+    sysadmin = factories.Sysadmin()
+    helpers.call_action("dataset_purge", context={"user": sysadmin["name"]}, id=doomed["id"])
+    for action, data in (
+        ("resource_create", {"package_id": other["id"], "id": purged, "url": "x"}),
+        ("package_patch", {"id": other["id"], "resources": [{"id": purged, "url": "x"}]}),
+    ):
+        taken = api(app, action, data, alice)
+        assert taken.status_code == 409, (action, taken.body)
+        assert "belongs to another dataset" in taken.body
     assert helpers.call_action("package_show", id=other["id"])["resources"] == []
 
 
@@ -398,7 +445,7 @@ def test_dc_file_gets_metadata_from_s3_and_a_verified_backup(
     assert sha256_path(copy) == expected
     # an object whose bytes are not the recorded ones is never copied
     copy.unlink()
-    bucket, key = f"test-circle-{org['id']}", object_key("resource", rid)
+    bucket, key = store.circle_bucket(org["id"]), object_key("resource", rid)
     store.client.put_object(Bucket=bucket, Key=key, Body=b"not the measurement")
     with pytest.raises(DepotError, match="it was not kept"):
         backup_resource(rid)
@@ -415,7 +462,7 @@ def test_what_a_put_may_add_unsigned_is_dropped_before_the_file_can_be_public(
     extra = {"x-amz-meta-evil": "1", "x-amz-website-redirect-location": "/evil"}
     put = http.put(upload["url"], data=path.read_bytes(), headers={**upload["headers"], **extra})
     assert put.status_code == 200
-    bucket, key = f"test-circle-{org['id']}", object_key("resource", answer["resource_id"])
+    bucket, key = store.circle_bucket(org["id"]), object_key("resource", answer["resource_id"])
     head = store.client.head_object(Bucket=bucket, Key=key)
     assert head["Metadata"]["evil"] == "1" and head["WebsiteRedirectLocation"] == "/evil"
     assert head["ContentType"] == "text/html"  # the type of its name, signed: not chosen
@@ -438,7 +485,7 @@ def expire(resource_id: str) -> None:
 def test_expired_and_aborted_uploads_are_refused_and_pruned(circle, app, store, random_file, cli):
     users, org, dataset = circle
     alice = users["alice"]
-    bucket = f"test-circle-{org['id']}"
+    bucket = store.circle_bucket(org["id"])
     big = random_file(6 * MiB, "big.bin")
     partial = grant(app, alice, dataset, big)
     first = partial["upload"]["parts"][0]
@@ -448,6 +495,13 @@ def test_expired_and_aborted_uploads_are_refused_and_pruned(circle, app, store, 
     aborted = grant(app, alice, dataset, random_file(6 * MiB, "gone.bin"))
     assert http.delete(aborted["upload"]["abort"]["url"]).status_code == 204
     pending = grant(app, alice, dataset, random_file(6 * MiB, "pending.bin"))
+
+    # resumed while the store holds the whole file: nothing to send, register it
+    resume = {"package_id": dataset["id"], "resource_id": whole["resource_id"]}
+    done = api(app, "dcor_depot_upload_urls", resume, alice)
+    assert done.status_code == 200, done.body
+    assert done.json["result"]["upload"]["method"] == "done"
+    assert done.json["result"]["register"]["data"] == whole["register"]["data"]
 
     resume = {"package_id": dataset["id"], "resource_id": aborted["resource_id"]}
     refused = api(app, "dcor_depot_upload_urls", resume, alice)
@@ -508,7 +562,7 @@ def test_the_readme_client_resumes_a_killed_upload_sending_only_missing_parts(
     # as the README says for a store whose certificate comes from a private CA
     env = {**os.environ, "REQUESTS_CA_BUNDLE": demo.store_ca_bundle() or ""}
     client = subprocess.Popen([sys.executable, "-c", code], env=env)
-    bucket = f"test-circle-{org['id']}"
+    bucket = store.circle_bucket(org["id"])
     deadline = time.monotonic() + 120
     while not state.exists() and time.monotonic() < deadline and client.poll() is None:
         time.sleep(0.05)  # polling for the grant
