@@ -279,8 +279,14 @@ def test_worker_killed_during_a_copy_to_another_filesystem(
     request.addfinalizer(lambda: shutil.rmtree(depots.parent, ignore_errors=True))
     storage = placement.ckan_path("0" * 36).parents[3]
     assert os.stat("/dev/shm").st_dev != os.stat(storage).st_dev
-    ini = derived_ini(tmp_path, **{"ckanext.dcor_depot.depots_path": str(depots)})
-    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.depots_path", str(depots))
+    # short leases: the catch-up waits for the killed holder's lease to expire
+    options = {
+        "ckanext.dcor_depot.depots_path": str(depots),
+        "ckanext.dcor_depot.lease_seconds": "2",
+    }
+    ini = derived_ini(tmp_path, **options)
+    for key, value in options.items():
+        monkeypatch.setitem(ckan_config, key, value)
     user, org, dataset = circle
     resource = api_upload(user, dataset["id"], random_file(1000, name="small.bin"))
     # the upload route is not what is tested here: put a file of several chunks at CKAN's path
