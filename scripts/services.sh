@@ -34,6 +34,10 @@ for db in "${PG_DATABASES[@]}"; do
         sql "CREATE DATABASE $db OWNER $PG_USER ENCODING 'UTF8' TEMPLATE template0"
     fi
 done
+# the tests' databases are thrown away: a commit need not wait for the disk
+for db in dcor_depot_test_2_12 dcor_depot_test_2_11; do
+    sql "ALTER DATABASE $db SET synchronous_commit TO off"
+done
 
 # Redis
 apt_install redis-server

@@ -18,6 +18,7 @@ from ckanext.dcor_depot.cli import dcor_migrate_resources_to_object_store as mig
 from ckanext.dcor_depot.cli import dcor_prune_stale_multipart_uploads as prune
 from ckanext.dcor_depot.cli.migrate import run_lock
 from ckanext.dcor_depot.jobs.resource_jobs import RESOURCE_JOBS
+from ckanext.dcor_depot.leases import connection
 from ckanext.dcor_depot.operations.migrate import Options, migrate_resource, record
 from ckanext.dcor_depot.operations.status import candidates
 from ckanext.dcor_depot.storage.depot import artifact_path
@@ -25,8 +26,8 @@ from ckanext.dcor_depot.storage.s3 import MiB, object_key
 
 from ..conftest import (
     CKAN,
-    TEST_INI,
     anonymous_status,
+    derived_ini,
     make_old,
     object_sha256,
     sha256_path,
@@ -243,7 +244,7 @@ def test_verify_existence_uploads_a_lost_object_again_or_says_it_cannot(
 
 
 def test_killed_migration_resumes_without_uploading_again(
-    circle, on_block_storage, store, cli, tmp_path
+    circle, on_block_storage, store, cli, tmp_path, ckan_config, monkeypatch
 ):
     user, org = circle
     dataset = factories.Dataset(owner_org=org["id"], user=user, private=True)
@@ -255,10 +256,13 @@ def test_killed_migration_resumes_without_uploading_again(
     bucket = store.circle_bucket(org["id"])
     big_key = object_key("resource", big["id"])
 
-    # the command stops itself once the store holds a part of big.bin, and is killed there
+    # the command stops itself once the store holds a part of big.bin, and is killed there;
+    # short leases: the next run waits for the killed run's lease of big.bin to expire
     marker = tmp_path / "stopped"
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.lease_seconds", "2")
+    ini = str(derived_ini(tmp_path, **{"ckanext.dcor_depot.lease_seconds": "2"}))
     proc = subprocess.Popen(
-        [CKAN, "-c", TEST_INI, "dcor-migrate-resources-to-object-store", "--jobs", "1"],
+        [CKAN, "-c", ini, "dcor-migrate-resources-to-object-store", "--jobs", "1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=stop_at("s3-part", marker),
@@ -270,6 +274,9 @@ def test_killed_migration_resumes_without_uploading_again(
     finally:
         proc.wait(timeout=60)
 
+    # the killed run's lease of the command would expire within its period of 10 s
+    # (tests/test_locks.py): as if it had
+    assert connection().delete(run_lock().key) == 1
     first_key = object_key("resource", first["id"])
     uploaded_before = last_modified(store, bucket, first_key)  # uploaded, not yet recorded
     assert "s3_available" not in helpers.call_action("resource_show", id=first["id"])

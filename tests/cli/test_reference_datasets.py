@@ -4,6 +4,7 @@ finish what was left and change nothing when all is there."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import uuid
@@ -13,9 +14,10 @@ import pytest
 from ckan.tests import helpers
 
 from ckanext.dcor_depot import config
-from ckanext.dcor_depot.cli import dcor_import_figshare, import_figshare
+from ckanext.dcor_depot.cli import dcor_import_figshare, import_figshare, reference_datasets
 from ckanext.dcor_depot.operations.figshare_import import BUNDLED_DOIS, read_dois
 from ckanext.dcor_depot.placement import ckan_path
+from ckanext.dcor_depot.storage.figshare_api import FigshareClient
 from ckanext.dcor_depot.storage.s3 import object_key
 
 from ..conftest import anonymous_status, object_sha256, sha256_path
@@ -29,6 +31,11 @@ NAMESPACE = uuid.UUID("41656e0b-719c-48e8-9212-6ae70980bbcb")
 @pytest.fixture
 def figshare(figshare_server, ckan_config, monkeypatch):
     monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.figshare_api_url", figshare_server.api_url)
+    # the local server asks for no pause between API requests (figshare's second between
+    # two of them: tests/storage/test_figshare_api.py)
+    monkeypatch.setattr(
+        reference_datasets, "FigshareClient", functools.partial(FigshareClient, interval=0)
+    )
     return figshare_server
 
 
@@ -73,8 +80,10 @@ def test_bundled_dois_are_dcors_reference_datasets():
 
 
 def test_import_maps_the_article_and_verifies_every_file(
-    figshare, rtdc_file, tmp_path, store, clean_circles, cli
+    figshare, rtdc_file, tmp_path, store, clean_circles, cli, monkeypatch
 ):
+    # the command's own client, with figshare's pause between two API requests
+    monkeypatch.setattr(reference_datasets, "FigshareClient", FigshareClient)
     rtdc = [rtdc_file(name=f"M{i}_data.rtdc", fluorescence=i == 0) for i in range(3)]
     texts = []
     for i in range(9):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import time
 
 import pytest
 from ckan.tests import factories, helpers
@@ -17,7 +16,16 @@ from ckanext.dcor_depot.cli import append_resource, dcor_move_dataset_to_circle,
 from ckanext.dcor_depot.jobs import move
 from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore
 
-from ..conftest import anonymous_status, derived_ini, http, kill_tree, sha256_path, worker_command
+from ..conftest import (
+    anonymous_status,
+    derived_ini,
+    http,
+    kill_tree,
+    sha256_path,
+    stop_at,
+    wait_until_stopped,
+    worker_command,
+)
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -63,10 +71,10 @@ def objects_of(store: ObjectStore, org_id: str) -> list[str]:
 
 
 def test_worker_killed_in_the_middle_of_a_move_then_a_rerun(
-    circles, cli, random_file, store, app, tmp_path
+    circles, cli, random_file, store, app, tmp_path, ckan_config, monkeypatch
 ):
     member, circle_a, circle_b, dataset = circles
-    big = random_file(400 * MiB, name="big.bin")
+    big = random_file(24 * MiB, name="big.bin")
     resource = appended(cli, dataset, big)
     expected = sha256_path(big)
     placed = placement.file_of(store, dataset["id"], resource["id"])
@@ -75,16 +83,23 @@ def test_worker_killed_in_the_middle_of_a_move_then_a_rerun(
 
     helpers.call_action("package_patch", id=dataset["id"], owner_org=circle_b["id"])
     target = store.circle_bucket(circle_b["id"])
-    # copied part by part (a long copy), not with one shallow CopyObject
-    ini = derived_ini(tmp_path, **{"dcor_object_store.copy_object_max_mib": "0"})
-    worker = subprocess.Popen(worker_command(str(ini)), stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    copying = False
-    while not copying and worker.poll() is None:
-        assert time.monotonic() < deadline, "the move never started copying"
-        if target in store.list_buckets():
-            copying = bool(store.client.list_multipart_uploads(Bucket=target).get("Uploads"))
-    assert copying, "the worker ended before it was killed"
+    # copied part by part (a long copy), not with one shallow CopyObject; short leases:
+    # the rerun waits for the killed holder's lease to expire
+    options = {
+        "dcor_object_store.copy_object_max_mib": "0",
+        "ckanext.dcor_depot.lease_seconds": "2",
+    }
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.lease_seconds", "2")
+    # the worker stops itself once the first part is copied, and is killed there
+    marker = tmp_path / "stopped"
+    worker = subprocess.Popen(
+        worker_command(str(derived_ini(tmp_path, **options))),
+        stderr=subprocess.DEVNULL,
+        env=stop_at("s3-part", marker),
+    )
+    wait_until_stopped(marker, worker, "the first part of the move's copy")
+    (upload,) = store.client.list_multipart_uploads(Bucket=target)["Uploads"]
+    assert upload["Key"] == old.key
     kill_tree(worker.pid)
     worker.wait()
 

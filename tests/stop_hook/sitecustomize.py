@@ -7,7 +7,8 @@ file ``DCOR_TEST_STOPPED`` and stops itself (SIGSTOP) the first time it reaches:
 
 - ``part-file``: a write into a ``.part`` file it created (a file being copied
   into the depot, a local backup copy being written);
-- ``s3-part``: the object store's answer to the first part of a multipart upload.
+- ``s3-part``: the object store's answer to the first part of a multipart upload
+  (a part sent, or a part copied from another object).
 
 A test then kills it at exactly that point, whatever the size of the file and
 however fast the machine: no file large enough to be caught in time.
@@ -72,7 +73,7 @@ elif _POINT == "s3-part":
 
     def _call_stopping(self, operation_name, api_params):
         answer = _call(self, operation_name, api_params)
-        if operation_name == "UploadPart":
+        if operation_name in ("UploadPart", "UploadPartCopy"):
             _stop()
         return answer
 
