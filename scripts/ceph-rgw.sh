@@ -33,6 +33,11 @@ TIMEOUT="${DCOR_CEPH_TIMEOUT:-120}"
 CONF="$STATE/ceph.conf"
 ENV_FILE="$STATE/s3.env"
 CRED_FILE="$STATE/s3.credentials"   # "access secret", kept across conf rewrites
+# the upload identity: signs the upload URLs users get, may only write into the staging
+# bucket (the extension sets the bucket up with it on first use: README, "Uploading large
+# files straight to S3")
+UPLOAD_CRED_FILE="$STATE/s3-upload.credentials"
+UPLOAD_UID=dcor-uploader
 RUN="$STATE/run"
 TLS="$STATE/tls"
 CA_CERT="$TLS/ca.pem"
@@ -229,6 +234,11 @@ write_env_file() {
         printf 'DCOR_S3_HTTP_ENDPOINT_URL=http://127.0.0.1:%s\n' "$RGW_PORT" >>"$tmp"
         printf 'DCOR_S3_ACCESS_KEY_ID=%s\nDCOR_S3_SECRET_ACCESS_KEY=%s\n' \
             "$access" "$secret" >>"$tmp"
+        if [[ -f "$UPLOAD_CRED_FILE" ]]; then
+            read -r access secret <"$UPLOAD_CRED_FILE"
+            printf 'DCOR_S3_UPLOAD_ACCESS_KEY_ID=%s\nDCOR_S3_UPLOAD_SECRET_ACCESS_KEY=%s\n' \
+                "$access" "$secret" >>"$tmp"
+        fi
     )
     chmod 600 "$tmp"
     mv -f "$tmp" "$ENV_FILE"
@@ -484,9 +494,7 @@ bootstrap() {
 
     # S3 user with random credentials (never printed)
     local access secret
-    access="$(head -c 25 /dev/urandom | base32 | tr -dc 'A-Z0-9' | cut -c1-20)"
-    secret="$(head -c 60 /dev/urandom | base64 -w0 | tr -dc 'A-Za-z0-9' | cut -c1-40)"
-    [[ ${#access} == 20 && ${#secret} == 40 ]] || die "could not generate S3 credentials"
+    read -r access secret <<<"$(new_credentials)"
     (umask 077; echo "$access $secret" >"$CRED_FILE")
     timeout 180 radosgw-admin -c "$CONF" -n "$RGW_NAME" user create --uid=dcor \
         --display-name="DCOR depot dev" --access-key="$access" --secret-key="$secret" \
@@ -494,6 +502,31 @@ bootstrap() {
         || { show_log "$LOG/bootstrap.log"; die "radosgw-admin user create failed"; }
     write_env_file
     date -u +%FT%TZ >"$STATE/bootstrapped"
+}
+
+# random S3 credentials "access secret" (never printed)
+new_credentials() {
+    local access secret
+    access="$(head -c 25 /dev/urandom | base32 | tr -dc 'A-Z0-9' | cut -c1-20)"
+    secret="$(head -c 60 /dev/urandom | base64 -w0 | tr -dc 'A-Za-z0-9' | cut -c1-40)"
+    [[ ${#access} == 20 && ${#secret} == 40 ]] || die "could not generate S3 credentials"
+    echo "$access $secret"
+}
+
+# The upload identity, once: a second RGW user that may own a few buckets (the staging
+# buckets of the demo, the tests of each CKAN version and the benchmarks; one in production)
+ensure_upload_user() {
+    [[ -f "$UPLOAD_CRED_FILE" ]] && return 0
+    local access secret
+    read -r access secret <<<"$(new_credentials)"
+    timeout 180 radosgw-admin -c "$CONF" -n "$RGW_NAME" \
+        --admin-socket="$RUN/radosgw-admin.$$.asok" user create --uid="$UPLOAD_UID" \
+        --display-name="DCOR depot dev: upload URLs" --max-buckets=8 \
+        --access-key="$access" --secret-key="$secret" >/dev/null 2>>"$LOG/bootstrap.log" \
+        || { show_log "$LOG/bootstrap.log"; die "radosgw-admin user create $UPLOAD_UID failed"; }
+    (umask 077; echo "$access $secret" >"$UPLOAD_CRED_FILE")
+    write_env_file
+    say "created the upload identity $UPLOAD_UID"
 }
 
 # Ceph RGW 16 leaves the data of a bucket's objects in the pool when the bucket
@@ -539,6 +572,7 @@ cmd_start() {
     start_mon
     start_osd
     start_rgw
+    ensure_upload_user
     drop_data_of_deleted_buckets
     say "ready in $((SECONDS - t0))s; S3 credentials: $ENV_FILE"
 }

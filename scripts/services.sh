@@ -81,6 +81,9 @@ dcor_object_store.endpoint_url = $DCOR_S3_ENDPOINT_URL
 dcor_object_store.access_key_id = $DCOR_S3_ACCESS_KEY_ID
 dcor_object_store.secret_access_key = $DCOR_S3_SECRET_ACCESS_KEY
 dcor_object_store.ssl_verify = $DCOR_S3_CA_BUNDLE
+# the upload identity, which signs the upload URLs users get (scripts/ceph-rgw.sh)
+dcor_object_store.upload_access_key_id = $DCOR_S3_UPLOAD_ACCESS_KEY_ID
+dcor_object_store.upload_secret_access_key = $DCOR_S3_UPLOAD_SECRET_ACCESS_KEY
 # the same gateway over plain http (a test keeps it working)
 dcor_depot_dev.s3_http_endpoint_url = $DCOR_S3_HTTP_ENDPOINT_URL
 INI

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, then pytest against the real services on
 # CKAN 2.12 and CKAN 2.11 (one virtualenv each), both at once: each version
-# has a database, a Redis database, a search core, folders and a bucket prefix
-# of its own (an ini written to test-artifacts/ckan-VERSION/test.ini), so
-# neither sees the other's data. Exits non-zero on any failure.
+# has a database, a Redis database, a search core, folders, a bucket prefix and
+# a staging bucket of its own (an ini written to
+# test-artifacts/ckan-VERSION/test.ini), so neither sees the other's data. Exits non-zero on any failure.
 # Extra arguments go to pytest, e.g. scripts/test.sh -k anonymous
 # DCOR_CKAN_SERIES=2.12 runs one version only (its output as it comes).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -33,6 +33,7 @@ series_ini() {
         echo "ckanext.dcor_depot.depots_path = /tmp/dcor-depot-test-$series/depots"
         echo "ckanext.dcor_depot.tmp_dir = /tmp/dcor-depot-test-$series/tmp"
         echo "dcor_object_store.bucket_name = test-${series/./-}-circle-{organization_id}"
+        echo "dcor_object_store.staging_bucket = test-${series/./-}-staging"
         echo
         # CKAN 2.11 reads the logging sections from the top file only
         sed -n '/^\[loggers\]/,$p' "$REPO_DIR/test.ini"

@@ -34,6 +34,10 @@ def s3_settings() -> S3Settings | None:
         part_size=int(tk.config["dcor_object_store.part_size_mib"]) * MiB,
         upload_concurrency=int(tk.config["dcor_object_store.upload_concurrency"]),
         copy_object_max=int(tk.config["dcor_object_store.copy_object_max_mib"]) * MiB,
+        upload_access_key_id=tk.config.get("dcor_object_store.upload_access_key_id") or None,
+        upload_secret_access_key=tk.config.get("dcor_object_store.upload_secret_access_key")
+        or None,
+        staging_bucket=tk.config["dcor_object_store.staging_bucket"],
     )
 
 

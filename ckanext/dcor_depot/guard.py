@@ -9,8 +9,9 @@ with its committed row:
 
 - the fields the jobs record (:func:`records.is_recorded_field`, plus
   ``sha256`` and ``size`` of a resource with a file) keep their committed
-  values; a new resource gets none of them (a ``sha256`` given at creation
-  stays, as a claim the jobs check);
+  values; a new resource gets none of them (a ``sha256`` given when an upload
+  is registered is kept with its object, as a declaration the s3-sha256 job
+  checks, never on the resource);
 - a resource that holds a file keeps its ``url`` and ``url_type``: a change
   is refused with a message that says to add a new resource;
 - ``url_type`` ``s3_upload`` is set only on a new resource whose id has a
@@ -36,6 +37,7 @@ import sqlalchemy as sa
 from ckan.lib.munge import munge_filename
 
 from . import grants, placement, records
+from .dc_file import mimetype_for
 from .logic import upload_route
 from .model import file_table
 
@@ -126,17 +128,27 @@ def committed_resources(resource_ids: Iterable[str]) -> dict[str, dict[str, Any]
 
 def _new_resource(package: model.Package, resource: model.Resource) -> None:
     extras = dict(resource.extras or {})
-    kept = {k: v for k, v in extras.items() if not records.is_recorded_field(k)}
+    # a sha256 given here is no record: the registration of an upload takes it as a
+    # declaration that the s3-sha256 job checks against the bytes
+    declared = extras.get("sha256")
+    kept = {k: v for k, v in extras.items() if not records.is_recorded_field(k) and k != "sha256"}
     if kept != extras:
         resource.extras = kept
     if resource.size is not None and resource.size < 0:
         resource.size = None
     grant = grants.get(resource.id, lock=True)
     if resource.url_type == records.S3_URL_TYPE:
+        sha256 = records.well_formed_sha256(declared)
+        if declared not in (None, "") and sha256 is None:
+            raise tk.ValidationError(
+                {"sha256": [f"sha256 is {declared!r}: give the file's SHA-256 as 64 hex digits"]}
+            )
         # raises when the grant or its object is not right; uses the grant up
         resource.size, resource.url = upload_route.register(
-            resource.id, package, resource.size, resource.name
+            resource.id, package, resource.size, resource.name, sha256
         )
+        if not resource.mimetype:
+            resource.mimetype = mimetype_for(resource.name or "")
     elif grant is not None:
         raise tk.ValidationError(
             {

@@ -3,8 +3,9 @@
 Data flow: a CKAN event reaches a hook here, the hook queues jobs
 (``jobs/queue.py``) once CKAN has committed, the jobs move files with the
 storage layer (``storage/depot.py``, ``storage/s3/``). The hooks only
-queue: no hashing in the request, and one S3 call only, a HEAD when a
-direct-to-S3 upload is registered (``logic/upload_route.py``). Actions and
+queue: no hashing in the request; when a direct-to-S3 upload is registered,
+a HEAD of the staged object and its copy into the circle bucket
+(``logic/upload_route.py``). Actions and
 auth functions live in ``logic/``, the download view in ``views.py``.
 """
 
@@ -20,7 +21,6 @@ import sqlalchemy as sa
 
 from . import config, guard, records, subscriptions
 from .jobs import queue, resource_jobs
-from .logic.upload_route import check_registration
 from .uploader import DepotResourceUpload, refuse_file_storages
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,6 @@ class DCORDepotPlugin(p.SingletonPlugin):
         return subscriptions.get_subscriptions()
 
     # IResourceController
-    def before_resource_create(self, context, resource: dict[str, Any]) -> None:
-        if context.get(records.JOB_CONTEXT_KEY):
-            return
-        if resource.get("url_type") == records.S3_URL_TYPE:
-            check_registration(resource)
-
     def after_resource_create(self, context, resource: dict[str, Any]) -> None:
         # CKAN (2.11, 2.12) has committed the new resource when this runs
         if context.get(records.JOB_CONTEXT_KEY):

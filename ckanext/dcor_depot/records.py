@@ -35,9 +35,12 @@ S3_URL_TYPE = "s3_upload"
 S3_UPLOAD_ERROR_FIELD = "s3_upload_error"
 #: Resource fields only the depot's jobs write; a user's create or update cannot set them.
 JOB_FIELDS = ("s3_available", "s3_url", "etag", S3_UPLOAD_ERROR_FIELD)
-#: Object metadata given when an upload is granted: the dataset it is for, and its size.
+#: Object metadata of an upload's object: the dataset it is for, and its size.
 DATASET_METADATA = "dcor-dataset-id"
 SIZE_METADATA = "dcor-size"
+#: Object metadata: the SHA-256 the client declared when it registered the upload,
+#: until the s3-sha256 job has compared it with the bytes.
+DECLARED_SHA256_METADATA = "dcor-declared-sha256"
 #: The metadata an object uploaded with a grant keeps (the checksum job drops any other).
 ISSUED_METADATA = (DATASET_METADATA, SIZE_METADATA, MD5_METADATA_KEY)
 _ARTIFACT_FIELD_RE = re.compile(r"^s3_[a-z]+_(sha256|size)$")
@@ -253,9 +256,14 @@ def patch_dataset(package_id: str, **fields: Any) -> dict[str, Any]:
 
 
 def claimed_sha256(resource: Mapping[str, Any]) -> str | None:
-    """The SHA-256 a resource states for its file (given by the client, or recorded before),
-    when it is a well-formed one: an upload of the file must match it."""
-    claimed = str(resource.get("sha256") or "").lower()
+    """The SHA-256 a resource states for its file (recorded before: users cannot set it,
+    ``guard.py``), when it is a well-formed one: an upload of the file must match it."""
+    return well_formed_sha256(resource.get("sha256"))
+
+
+def well_formed_sha256(value: Any) -> str | None:
+    """``value`` as a SHA-256 in lower-case hex, or None when it is not one."""
+    claimed = str(value or "").lower()
     return claimed if _SHA256_RE.match(claimed) else None
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import botocore.auth
@@ -28,6 +29,7 @@ from ckanext.dcor_depot.cli import dcor_prune_orphaned_objects, run_jobs_dcor_de
 from ckanext.dcor_depot.jobs.backup import backup_resource
 from ckanext.dcor_depot.jobs.checksum import record_object_sha256
 from ckanext.dcor_depot.jobs.queue import job_id
+from ckanext.dcor_depot.operations import prune as prune_operations
 from ckanext.dcor_depot.storage.depot import DepotError
 from ckanext.dcor_depot.storage.s3 import MiB, object_key
 
@@ -135,27 +137,38 @@ def test_bad_input_is_refused_saying_what_is_wrong(circle, app, change, field, s
     assert says.lower() in " ".join(answer.json["error"][field]).lower()
 
 
-def test_single_put_url_writes_only_its_key_only_once(circle, app, store, random_file):
+def test_single_put_url_writes_only_its_staged_key_only_once(circle, app, store, random_file):
     users, org, dataset = circle
     path = random_file(3000, "small.bin")
     answer = grant(app, users["alice"], dataset, path, md5=md5_of(path))
     upload = answer["upload"]
-    bucket = store.circle_bucket(org["id"])
+    staging = store.settings.staging_bucket
     key = object_key("resource", answer["resource_id"])
+    bucket = store.circle_bucket(org["id"])
     assert upload["method"] == "PUT"
+    assert f"/{staging}/{key}?" in upload["url"]  # the staging area, not the circle's bucket
     # no multipart upload was created for it
-    assert store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert store.client.list_multipart_uploads(Bucket=staging).get("Uploads", []) == [] or all(
+        u["Key"] != key for u in store.client.list_multipart_uploads(Bucket=staging)["Uploads"]
+    )
     url, headers, data = upload["url"], upload["headers"], path.read_bytes()
     other_key = url.replace(key, object_key("resource", "0" * 36))
     assert http.put(other_key, data=data, headers=headers).status_code == 403
     assert http.put(url, data=data + b"x", headers=headers).status_code == 403
     other_bytes = bytes(255 - b for b in data)
     assert http.put(url, data=other_bytes, headers=headers).status_code == 400  # BadDigest
-    assert not store.object_exists(bucket, key)
+    assert not store.object_exists(staging, key)
     assert http.put(url, data=data, headers=headers).status_code == 200
     assert http.put(url, data=data, headers=headers).status_code == 412  # written once
+    assert store.client.get_object(Bucket=staging, Key=key)["Body"].read() == data
+    assert anonymous_status(store.object_url(staging, key)) == 403
+    assert not store.object_exists(bucket, key)  # nothing in the circle's bucket yet
+
+    # registered: copied into the circle's bucket, private until verified, gone from staging
+    assert register(app, users["alice"], answer["register"]["data"]).status_code == 200
     assert store.client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
     assert anonymous_status(store.object_url(bucket, key)) == 403
+    assert not store.object_exists(staging, key)
 
 
 def test_upload_urls_are_refused_after_expiry(circle, app, random_file, ckan_config, monkeypatch):
@@ -452,27 +465,37 @@ def test_dc_file_gets_metadata_from_s3_and_a_verified_backup(
     assert list(copy.parent.iterdir()) == []
 
 
-def test_what_a_put_may_add_unsigned_is_dropped_before_the_file_can_be_public(
+def test_what_a_put_may_add_unsigned_never_reaches_the_registered_object(
     circle, app, store, random_file
 ):
     users, org, dataset = circle
     path = random_file(3000, "page.html")
     answer = grant(app, users["alice"], dataset, path)
     upload = answer["upload"]
-    extra = {"x-amz-meta-evil": "1", "x-amz-website-redirect-location": "/evil"}
+    extra = {
+        "x-amz-meta-evil": "1",
+        "x-amz-website-redirect-location": "/evil",
+        "x-amz-tagging": "public=true",
+        "x-amz-acl": "public-read",
+        "Content-Disposition": "inline",
+    }
     put = http.put(upload["url"], data=path.read_bytes(), headers={**upload["headers"], **extra})
     assert put.status_code == 200
-    bucket, key = store.circle_bucket(org["id"]), object_key("resource", answer["resource_id"])
-    head = store.client.head_object(Bucket=bucket, Key=key)
+    staging, key = store.settings.staging_bucket, object_key("resource", answer["resource_id"])
+    head = store.client.head_object(Bucket=staging, Key=key)
     assert head["Metadata"]["evil"] == "1" and head["WebsiteRedirectLocation"] == "/evil"
-    assert head["ContentType"] == "text/html"  # the type of its name, signed: not chosen
+    assert anonymous_status(store.object_url(staging, key)) == 403  # the ACL is ignored
     assert register(app, users["alice"], answer["register"]["data"]).status_code == 200
-    record_object_sha256(answer["resource_id"])  # the s3-sha256 job
+    bucket = store.circle_bucket(org["id"])
     head = store.client.head_object(Bucket=bucket, Key=key)
     assert "evil" not in head["Metadata"] and "WebsiteRedirectLocation" not in head
     assert head["ContentDisposition"] == 'attachment; filename="page.html"'
-    assert head["Metadata"]["sha256"] == sha256_path(path)
+    assert store.client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", []) == []
     assert anonymous_status(store.object_url(bucket, key)) == 403
+    record_object_sha256(answer["resource_id"])  # the s3-sha256 job
+    head = store.client.head_object(Bucket=bucket, Key=key)
+    assert head["Metadata"]["sha256"] == sha256_path(path)
+    assert anonymous_status(store.object_url(bucket, key)) == 403  # a private dataset
 
 
 def expire(resource_id: str) -> None:
@@ -485,7 +508,7 @@ def expire(resource_id: str) -> None:
 def test_expired_and_aborted_uploads_are_refused_and_pruned(circle, app, store, random_file, cli):
     users, org, dataset = circle
     alice = users["alice"]
-    bucket = store.circle_bucket(org["id"])
+    bucket = store.settings.staging_bucket
     big = random_file(6 * MiB, "big.bin")
     partial = grant(app, alice, dataset, big)
     first = partial["upload"]["parts"][0]
@@ -532,8 +555,9 @@ def test_expired_and_aborted_uploads_are_refused_and_pruned(circle, app, store, 
         )
         assert not store.object_exists(bucket, key)
         assert grants.get(answer["resource_id"]) is None
+    ours = {object_key("resource", a["resource_id"]) for a in (partial, aborted, pending)}
     uploads = store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-    assert [u["UploadId"] for u in uploads] == [pending["upload"]["upload_id"]]
+    assert [u["UploadId"] for u in uploads if u["Key"] in ours] == [pending["upload"]["upload_id"]]
     assert grants.get(pending["resource_id"]) is not None
     model.Session.rollback()
 
@@ -562,7 +586,7 @@ def test_the_readme_client_resumes_a_killed_upload_sending_only_missing_parts(
     # as the README says for a store whose certificate comes from a private CA
     env = {**os.environ, "REQUESTS_CA_BUNDLE": demo.store_ca_bundle() or ""}
     client = subprocess.Popen([sys.executable, "-c", code], env=env)
-    bucket = store.circle_bucket(org["id"])
+    bucket = store.settings.staging_bucket  # where the upload goes until it is registered
     deadline = time.monotonic() + 120
     while not state.exists() and time.monotonic() < deadline and client.poll() is None:
         time.sleep(0.05)  # polling for the grant
@@ -603,7 +627,125 @@ def test_the_readme_client_resumes_a_killed_upload_sending_only_missing_parts(
     }
     assert count == 60 - len(held) == len(upload["parts"])
     assert not state.exists()
+    bucket = store.circle_bucket(org["id"])  # registered: copied into place
     assert store.hash_object(bucket, key).sha256 == sha256_path(path)
+
+
+def test_no_url_of_a_grant_changes_a_registered_file(
+    circle, app, store, random_file, run_worker, tmp_path, ckan_config, monkeypatch, cli
+):
+    """Every URL the grants handed out, sent again after the files were registered,
+    verified and backed up: what CKAN serves, the recorded SHA-256 and the backup stay."""
+    users, org, dataset = circle
+    alice = users["alice"]
+    backups = tmp_path / "backup"
+    monkeypatch.setitem(ckan_config, "dcor_object_store.local_backup_location", str(backups))
+    ini = str(derived_ini(tmp_path, **{"dcor_object_store.local_backup_location": backups}))
+    small, big = random_file(3000, "small.bin"), random_file(6 * MiB, "big.bin")
+    answers = [uploaded(app, alice, dataset, path) for path in (small, big)]
+    run_worker(ini)
+    recorded = {
+        a["resource_id"]: helpers.call_action("resource_show", id=a["resource_id"]) for a in answers
+    }
+    assert {r["sha256"] for r in recorded.values()} == {sha256_path(small), sha256_path(big)}
+    owner = {"Authorization": token(alice)}
+
+    # every URL again, with other bytes of the same size
+    single, multipart = (a["upload"] for a in answers)
+    replayed = [http.put(single["url"], data=os.urandom(3000), headers=single["headers"])]
+    for part in multipart["parts"]:
+        size = multipart["part_size"] if part["part_number"] == 1 else 1 * MiB
+        replayed.append(http.put(part["url"], data=os.urandom(size)))
+    replayed.append(http.post(multipart["complete"]["url"], data="<CompleteMultipartUpload/>"))
+    replayed.append(http.delete(multipart["abort"]["url"]))
+    # the single PUT writes a new staged object (nothing registers it); the multipart
+    # upload is gone (completed): its URLs are refused
+    assert replayed[0].status_code == 200
+    assert all(r.status_code in (400, 404) for r in replayed[1:]), replayed
+    run_worker(ini)
+    for answer, path in zip(answers, (small, big), strict=True):
+        rid = answer["resource_id"]
+        shown = helpers.call_action("resource_show", id=rid)
+        assert shown["sha256"] == recorded[rid]["sha256"] == sha256_path(path)
+        url = f"/dataset/{dataset['id']}/resource/{rid}/download"
+        location = app.get(url, headers=owner, follow_redirects=False).headers["Location"]
+        assert downloaded_sha256(location, path.name) == sha256_path(path)
+        assert sha256_path(backups / rid[:3] / rid[3:6] / rid[6:]) == sha256_path(path)
+        # the upload cannot be registered again
+        again = register(app, alice, answer["register"]["data"])
+        assert again.status_code == 409
+    # what the replay staged goes with the next prune (after an hour)
+    monkeypatch.setattr(prune_operations, "STAGED_GRACE", datetime.timedelta(0))
+    key = object_key("resource", answers[0]["resource_id"])
+    pruned = cli.invoke(dcor_prune_orphaned_objects, [])
+    assert pruned.exit_code == 0, pruned.output
+    assert f"removed staged s3://{store.settings.staging_bucket}/{key}" in pruned.output
+    assert not store.object_exists(store.settings.staging_bucket, key)
+
+
+def test_an_upload_granted_before_the_staging_area_is_finished_the_old_way(
+    circle, app, store, random_file, run_worker, cli
+):
+    """A site that upgrades keeps its pending grants: their objects are at the final key
+    (the old URLs wrote the circle's bucket). They are registered as they were; they
+    cannot be resumed (no new URLs of the extension's own identity); expired, pruned."""
+    users, org, dataset = circle
+    alice = users["alice"]
+    bucket = store.circle_bucket(org["id"])
+    store.ensure_bucket(bucket)
+
+    def old_grant(path: Path, complete: bool) -> str:
+        rid = str(uuid.uuid4())
+        key = object_key("resource", rid)
+        now = grants.utcnow()
+        upload_id = None
+        metadata = {"dcor-dataset-id": dataset["id"], "dcor-size": str(path.stat().st_size)}
+        if complete:
+            store.client.put_object(
+                Bucket=bucket, Key=key, Body=path.read_bytes(), Metadata=metadata
+            )
+        else:
+            upload_id = store.client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        grants.add(
+            grants.Grant(
+                rid,
+                dataset["id"],
+                org["id"],
+                None,
+                bucket,
+                key,
+                path.name,
+                path.stat().st_size,
+                5 * MiB,
+                None,
+                upload_id,
+                now,
+                now + datetime.timedelta(days=1),
+                grants.PENDING,
+            )
+        )
+        model.Session.commit()
+        return rid
+
+    done_path, open_path = random_file(3000, "done.bin"), random_file(6 * MiB, "open.bin")
+    done, unfinished = old_grant(done_path, True), old_grant(open_path, False)
+    resume = {"package_id": dataset["id"], "resource_id": unfinished}
+    refused = api(app, "dcor_depot_upload_urls", resume, alice)
+    assert refused.status_code == 409 and "cannot be resumed" in refused.body
+    answer = api(app, "dcor_depot_upload_urls", {**resume, "resource_id": done}, alice)
+    assert answer.json["result"]["upload"]["method"] == "done"
+    created = register(app, alice, answer.json["result"]["register"]["data"])
+    assert created.status_code == 200, created.body
+    run_worker()
+    assert helpers.call_action("resource_show", id=done)["sha256"] == sha256_path(done_path)
+
+    expire(unfinished)
+    pruned = cli.invoke(dcor_prune_orphaned_objects, [])
+    assert pruned.exit_code == 0, pruned.output
+    assert "1 expired uploads removed" in pruned.output
+    key = object_key("resource", unfinished)
+    assert f"removed upload s3://{bucket}/{key} of resource {unfinished}" in pruned.output
+    assert store.stale_multipart_uploads(bucket, datetime.datetime.now(datetime.UTC), key) == []
 
 
 def test_circle_quota_and_largest_upload(circle, app, random_file, ckan_config, monkeypatch):

@@ -208,7 +208,8 @@ def dcor_prune_orphaned_objects(dry_run: bool):
     ckanext.dcor_depot.purge_retention_days they are removed here, as are
     objects in the circle buckets that nothing accounts for and that are
     older than that. Uploads granted by dcor_depot_upload_urls and never
-    registered are removed once their URLs expired. Never removes anything
+    registered are removed once their URLs expired, and what is staged
+    without a pending grant once it is an hour old. Never removes anything
     a resource still records. Ends with counts; exits 1 when something could not be removed.
 
     Example: ckan -c /etc/ckan/default/ckan.ini dcor-prune-orphaned-objects --dry-run
@@ -220,6 +221,7 @@ def dcor_prune_orphaned_objects(dry_run: bool):
         f"{pruned.files} purged files past {config.purge_retention_days()} days: "
         f"{pruned.objects} objects and {pruned.local} local copies {verb}; "
         f"{pruned.orphans} orphaned objects {verb}; {pruned.uploads} expired uploads {verb}; "
+        f"{pruned.staged} staged uploads without a grant {verb}; "
         f"{pruned.kept} kept (CKAN has them again); "
         f"{len(pruned.failures)} failed"
     )

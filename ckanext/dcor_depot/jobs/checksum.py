@@ -34,7 +34,8 @@ def record_object_sha256(resource_id: str) -> str:
         claimed_md5 = info.metadata.get(MD5_METADATA_KEY)
         hashes = store.hash_object(*location, md5=claimed_md5 is not None)
         declared = {"MD5": (claimed_md5, hashes.md5)}
-        declared["SHA-256"] = (records.claimed_sha256(resource), hashes.sha256)
+        claimed_sha256 = info.metadata.get(records.DECLARED_SHA256_METADATA)
+        declared["SHA-256"] = (claimed_sha256, hashes.sha256)
         for name, (claimed, actual) in declared.items():
             if claimed and claimed != actual:
                 problem = (

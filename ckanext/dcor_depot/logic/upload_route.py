@@ -1,11 +1,15 @@
 """The direct-to-S3 upload route: URLs for one new object, then its registration.
 
 A client asks ``dcor_depot_upload_urls`` for a new resource id and URLs that
-write exactly that resource's object in the circle bucket, uploads the file
-straight to S3, and registers it with ``resource_create`` (``url_type``
-``s3_upload``, ``id`` the issued one). The plugin checks the object before
-CKAN creates the resource (:func:`check_registration`); then jobs hash the
-object, record its DC metadata, apply its visibility and back it up.
+write exactly one new object in the upload staging area (signed by the upload
+identity, which can do nothing else: ``storage/s3/staging.py``), uploads the
+file straight to S3, and registers it with ``resource_create`` (``url_type``
+``s3_upload``, ``id`` the issued one). The registration, on every path that
+writes resources (``guard.py``), checks the staged object against its grant and
+copies it into the circle bucket (:func:`register`); then jobs hash the object,
+record its DC metadata, apply its visibility and back it up. Grants issued
+before the staging area (their URLs write the circle bucket itself) are
+registered as they were; they cannot be resumed.
 """
 
 from __future__ import annotations
@@ -22,15 +26,20 @@ import ckan.plugins.toolkit as tk
 
 from .. import config, grants, placement, records
 from ..dc_file import mimetype_for
-from ..records import DATASET_METADATA, SIZE_METADATA
+from ..records import DATASET_METADATA, DECLARED_SHA256_METADATA, SIZE_METADATA
 from ..storage.s3 import (
+    MD5_METADATA_KEY,
+    NoUploadIdentity,
+    ObjectInfo,
     ObjectStore,
     PresignedUpload,
     S3AuthError,
     S3ConnectionError,
     S3Error,
+    StagedObjectChanged,
     UploadGoneError,
     content_disposition,
+    object_key,
 )
 
 log = logging.getLogger(__name__)
@@ -56,17 +65,10 @@ def issue_upload_urls(
     grants.lock_circle(package.owner_org)  # until the grant is committed: quota
     _check_quota(package, size)
     resource_id = str(uuid.uuid4())
-    location = placement.object_location(store, package.owner_org, resource_id)
+    key = object_key("resource", resource_id)
     expiry = config.upload_url_expiry()
     try:
-        upload = store.presigned_upload(
-            *location,
-            size,
-            expiry,
-            metadata={DATASET_METADATA: package.id, SIZE_METADATA: str(size)},
-            md5=md5,
-            served=served_headers(name),
-        )
+        upload = store.presigned_upload(key, size, expiry, md5=md5)
     except S3Error as exc:
         model.Session.rollback()
         raise _store_failed("upload", exc) from exc
@@ -77,8 +79,8 @@ def issue_upload_urls(
             package_id=package.id,
             owner_org=package.owner_org,
             user_id=user_id,
-            bucket=location.bucket,
-            key=location.key,
+            bucket=upload.bucket,
+            key=key,
             name=name,
             size=size,
             part_size=upload.part_size,
@@ -94,7 +96,8 @@ def issue_upload_urls(
 
 
 def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
-    """Which parts of a pending upload the store holds, and fresh URLs for the others."""
+    """Which parts of a pending upload the store holds, and fresh URLs for the others;
+    they expire with the grant (resuming never extends it)."""
     store, package = _store_and_dataset(package_id)
     grant = grants.get(resource_id, lock=True)
     if grant is None or grant.package_id != package.id:
@@ -109,31 +112,28 @@ def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
             }
         )
     _refuse_ended(grant)
-    expiry = config.upload_url_expiry()
+    left = int((grant.expires - grants.utcnow()).total_seconds())
     try:
+        if not _staged(store, grant):
+            if store.object_exists(grant.bucket, grant.key):  # written before staging
+                return _answer(resource_id, package, grant.name, _done(grant))
+            model.Session.rollback()
+            raise tk.ValidationError(
+                {
+                    "resource_id": [
+                        f"The upload of resource {resource_id} was granted before this site "
+                        "checked uploads in a staging area and cannot be resumed: ask "
+                        "dcor_depot_upload_urls for a new upload and send the file again"
+                    ]
+                }
+            )
         if store.object_exists(grant.bucket, grant.key):
-            upload = PresignedUpload(
-                grant.bucket,
-                grant.key,
-                grant.size,
-                grant.expires,
-                grant.part_size,
-                complete=True,
-            )
+            upload = _done(grant)
         elif grant.upload_id is None:
-            metadata = {DATASET_METADATA: package.id, SIZE_METADATA: str(grant.size)}
-            upload = store.presigned_put(
-                grant.bucket,
-                grant.key,
-                grant.size,
-                expiry,
-                metadata,
-                grant.md5,
-                served_headers(grant.name),
-            )
+            upload = store.presigned_put(grant.key, grant.size, left, grant.md5)
         else:
             upload = store.presigned_parts(
-                grant.bucket, grant.key, grant.size, grant.part_size, grant.upload_id, expiry
+                grant.key, grant.size, grant.part_size, grant.upload_id, left
             )
     except UploadGoneError:
         if store.object_exists(grant.bucket, grant.key):  # completed meanwhile
@@ -146,9 +146,20 @@ def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
     except S3Error as exc:
         model.Session.rollback()
         raise _store_failed("upload", exc) from exc
-    grants.update(resource_id, expires=upload.expires_at.replace(tzinfo=None))
-    model.Session.commit()
+    model.Session.rollback()
     return _answer(resource_id, package, grant.name, upload)
+
+
+def _staged(store: ObjectStore, grant: grants.Grant) -> bool:
+    """The grant's URLs write the staging area (not, as before it, the circle bucket)."""
+    return grant.bucket == store.settings.staging_bucket
+
+
+def _done(grant: grants.Grant) -> PresignedUpload:
+    """What a resumed upload answers when the store holds the whole file."""
+    return PresignedUpload(
+        grant.bucket, grant.key, grant.size, grant.expires, grant.part_size, complete=True
+    )
 
 
 def _store_failed(field: str, exc: S3Error) -> tk.ValidationError:
@@ -157,6 +168,17 @@ def _store_failed(field: str, exc: S3Error) -> tk.ValidationError:
     Messages of unreachable stores and refused credentials name the store's
     (internal) address and the options to check: not for users.
     """
+    if isinstance(exc, NoUploadIdentity):
+        log.error("dcor_depot upload route: %s", exc)
+        return tk.ValidationError(
+            {
+                field: [
+                    "This site does not take uploads straight to its object store yet: its "
+                    "operator has to configure an upload identity (README, 'Uploading large "
+                    "files straight to S3'). Upload the file with resource_create instead"
+                ]
+            }
+        )
     if isinstance(exc, (S3ConnectionError, S3AuthError)):
         log.error("dcor_depot upload route: %s", exc)
         return tk.ValidationError(
@@ -166,7 +188,7 @@ def _store_failed(field: str, exc: S3Error) -> tk.ValidationError:
 
 
 def served_headers(name: str) -> dict[str, str]:
-    """How the object of a file is served: under its name, with its type (signed at issue)."""
+    """How the object of a file is served: under its name, with its type."""
     return {"ContentType": mimetype_for(name), "ContentDisposition": content_disposition(name)}
 
 
@@ -288,37 +310,27 @@ def _answer(
     return answer
 
 
-def check_registration(resource: dict[str, Any]) -> None:
-    """Refuse to register an upload whose object is missing or not the file issued.
+def register(
+    resource_id: str,
+    package: model.Package,
+    given_size: Any,
+    name: str | None,
+    declared_sha256: str | None = None,
+) -> tuple[int, str]:
+    """Check a new ``s3_upload`` resource as it is written (``guard.py``) against its
+    grant, put its file in place and use the grant up: ``(size, url)`` of the object.
 
-    Called before CKAN creates a resource with ``url_type`` ``s3_upload``;
-    sets the resource's ``size``, ``mimetype`` and ``url`` (CKAN's download
-    URL) when it passes.
+    A staged upload must be there with the granted size; it is copied into the
+    circle bucket with the extension's metadata (the dataset, the size, the
+    MD5 declared at the grant and ``declared_sha256``, which the s3-sha256 job
+    checks) and deleted from the staging area. An upload granted before the
+    staging area must be at its final key, issued for this dataset.
     """
     store = config.object_store()
     if store is None:
         raise tk.ValidationError(
             {"url_type": ["This site has no object store: s3_upload resources are off"]}
         )
-    resource_id = resource.get("id") or ""
-    package = model.Package.get(resource.get("package_id"))
-    if not resource_id:
-        raise tk.ValidationError(
-            {"id": ["Give the resource id that dcor_depot_upload_urls returned for the file"]}
-        )
-    if model.Resource.get(resource_id) is not None:
-        raise tk.ValidationError({"id": [f"Resource {resource_id} is already registered"]})
-    resource["size"] = verified_size(store, package, resource_id, resource.get("size"))
-    resource["url"] = download_url(package.id, resource_id, resource.get("name"))
-    if not resource.get("mimetype"):
-        resource["mimetype"] = mimetype_for(resource.get("name") or "")
-
-
-def verified_size(
-    store: ObjectStore, package: model.Package | None, resource_id: str, given: Any = None
-) -> int:
-    """The size of the uploaded object of a pending grant, after checking that the grant
-    is this dataset's and still valid, and that the object is the one it issued."""
     if package is None or not package.owner_org:
         raise tk.ValidationError({"package_id": ["The dataset has no circle (organization)"]})
     grant = grants.get(resource_id, lock=True)
@@ -327,7 +339,8 @@ def verified_size(
             {
                 "id": [
                     f"No upload of resource {resource_id} is pending (never granted, or "
-                    "pruned after it expired): ask dcor_depot_upload_urls for an upload"
+                    "pruned after it expired): register with the resource id that "
+                    "dcor_depot_upload_urls returned, or ask it for an upload"
                 ]
             }
         )
@@ -336,61 +349,106 @@ def verified_size(
             {"id": [f"The upload of resource {resource_id} was issued for another dataset"]}
         )
     _refuse_ended(grant, field="id", rollback=False)
+    location = placement.object_location(store, package.owner_org, resource_id)
     try:
-        location = placement.object_location(store, package.owner_org, resource_id)
-    except ValueError as exc:
-        raise tk.ValidationError({"id": [str(exc)]}) from exc
-    try:
-        info = store.object_info(*location)
+        if _staged(store, grant):
+            size = _put_in_place(store, grant, location, given_size, name, declared_sha256)
+        else:
+            size = _check_in_place(store, grant, location, given_size)
     except S3Error as exc:
         raise _store_failed("id", exc) from exc
+    grants.remove(resource_id)  # committed with the new resource
+    return size, download_url(package.id, resource_id, name)
+
+
+def _put_in_place(
+    store: ObjectStore,
+    grant: grants.Grant,
+    location: placement.ObjectLocation,
+    given_size: Any,
+    name: str | None,
+    declared_sha256: str | None,
+) -> int:
+    """Check the staged object and copy it to ``location`` (``storage/s3/staging.py``)."""
+    info = store.object_info(grant.bucket, grant.key)
+    if info is None:
+        placed = store.object_info(*location)
+        if placed is not None and _issued(placed, grant):
+            return placed.size  # copied by a registration whose transaction rolled back
+        raise tk.ValidationError(
+            {
+                "id": [
+                    f"No file was uploaded for resource {grant.resource_id}: send it with the "
+                    "URLs of dcor_depot_upload_urls (a multipart upload must also be "
+                    "completed), then register it"
+                ]
+            }
+        )
+    _refuse_other_size(grant, info.size, given_size)
+    metadata = {DATASET_METADATA: grant.package_id, SIZE_METADATA: str(info.size)}
+    if grant.md5:
+        metadata[MD5_METADATA_KEY] = grant.md5
+    if declared_sha256:
+        metadata[DECLARED_SHA256_METADATA] = declared_sha256
+    try:
+        store.copy_staged(grant.key, info, *location, metadata, served_headers(name or grant.name))
+    except StagedObjectChanged as exc:
+        raise tk.ValidationError({"id": [str(exc)]}) from exc
+    return info.size
+
+
+def _check_in_place(
+    store: ObjectStore, grant: grants.Grant, location: placement.ObjectLocation, given_size: Any
+) -> int:
+    """An upload granted before the staging area: its object at its final key."""
+    info = store.object_info(*location)
     if info is None:
         raise tk.ValidationError(
             {
                 "id": [
-                    f"No file was uploaded for resource {resource_id} ({location} "
-                    "does not exist): send it with the URLs of dcor_depot_upload_urls (a "
-                    "multipart upload must also be completed), then register it"
+                    f"No file was uploaded for resource {grant.resource_id}: send it with the "
+                    "URLs of dcor_depot_upload_urls (a multipart upload must also be "
+                    "completed), then register it"
                 ]
             }
         )
-    if info.metadata.get(DATASET_METADATA) != package.id:
+    if info.metadata.get(DATASET_METADATA) != grant.package_id:
         raise tk.ValidationError(
-            {"id": [f"The upload of resource {resource_id} was issued for another dataset"]}
+            {"id": [f"The upload of resource {grant.resource_id} was issued for another dataset"]}
         )
-    issued = int(info.metadata.get(SIZE_METADATA, -1))
-    if info.size != issued:
-        raise tk.ValidationError(
-            {
-                "size": [
-                    f"The uploaded object has {info.size} bytes, the upload was issued for "
-                    f"{issued}: parts are missing; upload the file again with new URLs"
-                ]
-            }
-        )
-    if given not in (None, "") and str(given) != str(info.size):
-        raise tk.ValidationError(
-            {
-                "size": [
-                    f"size is {given}, but the uploaded file of resource {resource_id} has "
-                    f"{info.size} bytes"
-                ]
-            }
-        )
+    _refuse_other_size(grant, info.size, given_size)
     return info.size
 
 
-def register(resource_id: str, package: model.Package, given_size: Any, name: str | None):
-    """Check a new ``s3_upload`` resource as it is written (``guard.py``) and use up its
-    grant: ``(size, url)`` of the verified object."""
-    store = config.object_store()
-    if store is None:
+def _issued(info: ObjectInfo, grant: grants.Grant) -> bool:
+    """An object at a final key is the copy of this grant's upload (only the extension
+    writes final keys)."""
+    return (
+        info.metadata.get(DATASET_METADATA) == grant.package_id
+        and info.metadata.get(SIZE_METADATA) == str(grant.size)
+        and info.size == grant.size
+    )
+
+
+def _refuse_other_size(grant: grants.Grant, size: int, given: Any) -> None:
+    if size != grant.size:
         raise tk.ValidationError(
-            {"url_type": ["This site has no object store: s3_upload resources are off"]}
+            {
+                "size": [
+                    f"The uploaded object has {size} bytes, the upload was issued for "
+                    f"{grant.size}: parts are missing; upload the file again with new URLs"
+                ]
+            }
         )
-    size = verified_size(store, package, resource_id, given_size)
-    grants.remove(resource_id)  # committed with the new resource
-    return size, download_url(package.id, resource_id, name)
+    if given not in (None, "") and str(given) != str(size):
+        raise tk.ValidationError(
+            {
+                "size": [
+                    f"size is {given}, but the uploaded file of resource {grant.resource_id} "
+                    f"has {size} bytes"
+                ]
+            }
+        )
 
 
 def download_url(package_id: str, resource_id: str, name: str | None) -> str:

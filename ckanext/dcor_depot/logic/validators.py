@@ -16,9 +16,15 @@ from urllib.parse import urlparse
 
 import ckan.plugins.toolkit as tk
 
-from ..storage.s3 import MAX_OBJECT_SIZE, circle_bucket_name
+from ..storage.s3 import (
+    MAX_OBJECT_SIZE,
+    check_bucket_name,
+    circle_bucket_name,
+    circle_bucket_prefix,
+)
 
 ENDPOINT_KEY = "dcor_object_store.endpoint_url"
+UPLOAD_KEY = "dcor_object_store.upload_access_key_id"
 
 
 def dcor_depot_http_url(value: Any) -> str:
@@ -45,6 +51,25 @@ def dcor_depot_required_with_endpoint(key, data, errors, context) -> None:
     value = data.get(key)
     if data.get((ENDPOINT_KEY,)) and not value:
         errors[key].append(f"required when {ENDPOINT_KEY} is set; set it in the ini file")
+
+
+def dcor_depot_required_with_upload_key(key, data, errors, context) -> None:
+    if data.get((UPLOAD_KEY,)) and not data.get(key):
+        errors[key].append(f"required when {UPLOAD_KEY} is set; set it in the ini file")
+
+
+def dcor_depot_staging_bucket(key, data, errors, context) -> None:
+    name = str(data.get(key) or "")
+    template = str(data.get(("dcor_object_store.bucket_name",)) or "circle-{organization_id}")
+    try:
+        check_bucket_name(name)
+    except ValueError as exc:
+        errors[key].append(f"{exc}; e.g. dcor-upload-staging")
+        return
+    if name.startswith(circle_bucket_prefix(template)):
+        errors[key].append(
+            f"{name!r} begins like a circle's bucket ({template}): choose a name that does not"
+        )
 
 
 def dcor_depot_bucket_template(value: Any) -> str:

@@ -9,8 +9,9 @@ depot file behind it and the local backup copy. Objects in the circle buckets
 that nothing accounts for are removed when they are older than that too.
 Uploads granted by ``dcor_depot_upload_urls`` and never registered are
 removed as soon as their URLs expired: the multipart upload aborted, the
-object deleted, the grant forgotten. Nothing that a resource still records
-is removed.
+object deleted, the grant forgotten; so is what is staged without a pending
+grant (written again after its registration, say). Nothing that a resource
+still records is removed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Pruned:
     local: int = 0
     orphans: int = 0
     uploads: int = 0
+    #: staged objects and multipart uploads without a pending grant
+    staged: int = 0
     kept: int = 0
     failures: list[str] = dataclasses.field(default_factory=list)
 
@@ -71,6 +74,8 @@ def prune(
             records.forget_file(resource_id)
     if store is not None:
         _prune_expired_uploads(store, pruned, dry_run, echo)
+        if store.uploader is not None:
+            _prune_staging(store, pruned, dry_run, echo)
         try:
             for info in sweep.orphans(store):
                 modified = info.last_modified.replace(tzinfo=None) if info.last_modified else None
@@ -120,6 +125,39 @@ def _prune_expired_uploads(
         )
         kept = "the object a resource records is kept" if keeps else "never registered"
         echo(f"{verb} upload {where} of resource {grant.resource_id} ({state}, {kept})")
+
+
+#: What is staged without a pending grant is removed once it is this old: a grant's
+#: multipart upload is created a moment before the grant is committed.
+STAGED_GRACE = datetime.timedelta(hours=1)
+
+
+def _prune_staging(
+    store: ObjectStore, pruned: Pruned, dry_run: bool, echo: Callable[[str], None]
+) -> None:
+    """Remove what is in the staging area without a pending grant: objects written again
+    with a URL whose upload was registered or pruned, multipart uploads nobody completes."""
+    verb = "would remove" if dry_run else "removed"
+    staging = store.settings.staging_bucket
+    before = datetime.datetime.now(datetime.timezone.utc) - STAGED_GRACE
+    pending = {key for bucket, key in grants.pending_locations() if bucket == staging}
+    try:
+        for info in store.iter_objects(staging):
+            if info.key in pending or (info.last_modified and info.last_modified >= before):
+                continue
+            pruned.staged += 1
+            echo(f"{verb} staged s3://{staging}/{info.key} ({info.size} bytes, no pending grant)")
+            if not dry_run:
+                store.delete_object(staging, info.key)
+        for upload in store.stale_multipart_uploads(staging, before):
+            if upload.key in pending:
+                continue
+            pruned.staged += 1
+            echo(f"{verb} staged multipart upload s3://{staging}/{upload.key} (no pending grant)")
+            if not dry_run:
+                store.abort_upload(staging, upload.key, upload.upload_id)
+    except S3Error as exc:
+        pruned.failures.append(f"the staging area s3://{staging}: {exc}")
 
 
 def _remove_copies(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import urllib.parse
+import uuid
 
 import certifi
 import ckan.plugins.toolkit as tk
@@ -96,9 +97,9 @@ def test_urls_for_users_carry_their_address_and_work_only_there(two_addresses, b
 @pytest.mark.parametrize("size", [3000, 12 * MiB], ids=["single-put", "multipart"])
 def test_upload_urls_for_users_carry_their_address_and_work_only_there(two_addresses, bucket, size):
     store = two_addresses
-    key = s3.object_key("resource", RID)
+    key = s3.object_key("resource", str(uuid.uuid4()))  # staging is shared by the tests
     data = bytes(range(256)) * (size // 256)
-    upload = store.presigned_upload(bucket, key, len(data), 60, {"origin": "test"})
+    upload = store.presigned_upload(key, len(data), 60)
     urls = [upload.url] if upload.url else [url for _, url in upload.part_urls]
     urls += [upload.complete_url] if upload.complete_url else []
     assert all(url.startswith(store.settings.public_endpoint_url + "/") for url in urls)
@@ -123,5 +124,6 @@ def test_upload_urls_for_users_carry_their_address_and_work_only_there(two_addre
         )
         body = f"<CompleteMultipartUpload>{body}</CompleteMultipartUpload>"
         assert http.post(upload.complete_url, data=body).status_code == 200
-    stored = store.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    staging = store.settings.staging_bucket
+    stored = store.client.get_object(Bucket=staging, Key=key)["Body"].read()
     assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(data).hexdigest()

@@ -51,6 +51,7 @@ from .fixity import (
 from .listing import StaleUpload
 from .names import (
     ARTIFACTS,
+    check_bucket_name,
     circle_bucket_name,
     circle_bucket_prefix,
     object_key,
@@ -59,6 +60,7 @@ from .names import (
 )
 from .parts import MAX_OBJECT_SIZE, MAX_PARTS, UploadResult, part_size_for
 from .presign import PresignedUpload, UploadGoneError, content_disposition
+from .staging import NoUploadIdentity, StagedObjectChanged
 from .store import ObjectStore
 from .visibility import PUBLIC_TAG
 
@@ -71,6 +73,7 @@ __all__ = [
     "MAX_PARTS",
     "MD5_METADATA_KEY",
     "MiB",
+    "NoUploadIdentity",
     "OBJECT_MISSING",
     "ObjectConflictError",
     "ObjectHashes",
@@ -85,9 +88,11 @@ __all__ = [
     "S3Settings",
     "SHA256_METADATA_KEY",
     "STREAM_CHUNK",
+    "StagedObjectChanged",
     "StaleUpload",
     "UploadResult",
     "UploadVerificationError",
+    "check_bucket_name",
     "circle_bucket_name",
     "circle_bucket_prefix",
     "content_disposition",

@@ -69,6 +69,13 @@ class S3Settings:
     #: The address users reach the store at, when it is not ``endpoint_url``:
     #: presigned URLs and object URLs carry it (None: ``endpoint_url``).
     public_endpoint_url: str | None = None
+    #: Access key of the upload identity, which signs the upload URLs users get and may
+    #: only write into ``staging_bucket`` (``staging.py``); None: no uploads by users.
+    upload_access_key_id: str | None = None
+    #: Secret of the upload identity; excluded from ``repr``.
+    upload_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+    #: The upload identity's bucket, where uploads wait for their registration.
+    staging_bucket: str = "dcor-upload-staging"
 
     @property
     def users_endpoint_url(self) -> str:
@@ -156,11 +163,16 @@ class StoreClient:
             return self.client
         return self._client(self.settings.users_endpoint_url, 1)
 
-    def _client(self, endpoint_url: str, parallel_uploads: int):
+    def _client(self, endpoint_url: str, parallel_uploads: int, upload_identity: bool = False):
+        """A boto3 client; with ``upload_identity`` one of the upload identity (``staging.py``)."""
         settings = self.settings
         session = boto3.session.Session(
-            aws_access_key_id=settings.access_key_id,
-            aws_secret_access_key=settings.secret_access_key,
+            aws_access_key_id=settings.upload_access_key_id
+            if upload_identity
+            else settings.access_key_id,
+            aws_secret_access_key=settings.upload_secret_access_key
+            if upload_identity
+            else settings.secret_access_key,
         )
         return session.client(
             "s3",

@@ -60,6 +60,12 @@ class Listing:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
                 Bucket=bucket, Prefix=key or ""
             )
+            try:
+                pages = list(pages)
+            except botocore.exceptions.ClientError as exc:
+                if _is_missing(exc):
+                    return []  # no bucket, no uploads
+                raise
             for page in pages:
                 for upload in page.get("Uploads", []):
                     if key is not None and upload["Key"] != key:

@@ -52,12 +52,17 @@ def circle_bucket_name(template: str, organization_id: str) -> str:
             f"Bucket name template {template!r} may only contain the placeholder "
             "{organization_id}"
         ) from exc
+    check_bucket_name(name, f" (from template {template!r})")
+    return name
+
+
+def check_bucket_name(name: str, origin: str = "") -> None:
+    """Raise ValueError unless ``name`` is a valid S3 bucket name."""
     if not _BUCKET_NAME_RE.match(name) or ".." in name:
         raise ValueError(
-            f"Bucket name {name!r} (from template {template!r}) is not a valid S3 bucket "
-            "name: use 3-63 lower-case letters, digits, dots and hyphens"
+            f"Bucket name {name!r}{origin} is not a valid S3 bucket name: use 3-63 lower-case "
+            "letters, digits, dots and hyphens"
         )
-    return name
 
 
 def circle_bucket_prefix(template: str) -> str:

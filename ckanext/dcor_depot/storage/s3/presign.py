@@ -1,4 +1,4 @@
-"""Presigned URLs: downloads that name the file, uploads of one new object."""
+"""Presigned URLs: downloads that name the file, uploads of one new object into staging."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import datetime
 import re
 import urllib.parse
 
-from .client import MD5_METADATA_KEY, ObjectConflictError, S3Error
+from .client import S3Error
 from .parts import part_size_for
 
 
@@ -80,70 +80,45 @@ class Presigning:
             return signer.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
 
     def presigned_upload(
-        self,
-        bucket: str,
-        key: str,
-        size: int,
-        expires_in: int,
-        metadata: dict[str, str] | None = None,
-        md5: str | None = None,
-        served: dict[str, str] | None = None,
+        self, key: str, size: int, expires_in: int, md5: str | None = None, write_once: bool = True
     ) -> PresignedUpload:
-        """URLs with which a client writes ``size`` bytes to one new object, and nothing else.
+        """URLs with which a client writes ``size`` bytes to one new object in the staging
+        bucket, and nothing else (``staging.py``): signed by the upload identity.
 
         Each URL is signed for its method, key, upload id, part number and
         Content-Length, so it cannot write another key or more bytes. Up to
-        the part size the file goes in one PUT, signed with ``If-None-Match:
-        *`` (the object is written once: a second PUT is refused), with the
-        headers that decide who may read the object and how it is served
-        (``x-amz-acl: private``, an empty ``x-amz-tagging``, ``Content-Type``
-        and ``Content-Disposition`` from ``served``: any other value is
-        refused by the store) and, given the file's hex ``md5``, with
-        ``Content-MD5`` (the store refuses other bytes). Larger files get a
-        multipart upload created here with those headers (part and
-        completion requests cannot change them); ``md5`` is then kept in the
-        object's metadata (:data:`MD5_METADATA_KEY`), for a check after the
-        upload. ``metadata`` is stored with the object.
+        the part size the file goes in one PUT; with ``write_once`` it is
+        signed with ``If-None-Match: *`` (a second PUT is refused) and, given
+        the file's hex ``md5``, with ``Content-MD5`` (the store refuses other
+        bytes); without, the PUT carries nothing but Content-Length (as
+        DCOR-Aid sends it). Larger files get a multipart upload, created here
+        by the upload identity. What a client adds unsigned has no effect that
+        outlives the staging bucket: the registration copies the object with
+        the extension's own metadata, ACL and tags (:meth:`copy_staged`).
         """
-        self.ensure_bucket(bucket)
-        if self.object_exists(bucket, key):
-            raise ObjectConflictError(f"s3://{bucket}/{key} already exists")
-        metadata = dict(metadata or {})
+        bucket = self.ensure_staging()
         part_size = part_size_for(size, self.settings.part_size)
+        if size <= part_size:
+            return self.presigned_put(key, size, expires_in, md5, write_once)
         with self._errors(f"prepare the upload of s3://{bucket}/{key}"):
-            if size <= part_size:
-                return self.presigned_put(bucket, key, size, expires_in, metadata, md5, served)
-            if md5:
-                metadata[MD5_METADATA_KEY] = md5
-            upload_id = self.client.create_multipart_upload(
-                Bucket=bucket, Key=key, Metadata=metadata, ACL="private", **(served or {})
-            )["UploadId"]
-        return self.presigned_parts(bucket, key, size, part_size, upload_id, expires_in)
+            upload_id = self.uploader.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        return self.presigned_parts(key, size, part_size, upload_id, expires_in)
 
     def presigned_put(
         self,
-        bucket: str,
         key: str,
         size: int,
         expires_in: int,
-        metadata: dict[str, str],
         md5: str | None = None,
-        served: dict[str, str] | None = None,
+        write_once: bool = True,
     ) -> PresignedUpload:
         """The single PUT of :meth:`presigned_upload` (also again, for a resumed upload)."""
-        headers = {f"x-amz-meta-{name}": value for name, value in metadata.items()}
-        headers.update({"If-None-Match": "*", "x-amz-acl": "private", "x-amz-tagging": ""})
-        params = {
-            "ContentLength": size,
-            "Metadata": metadata,
-            "IfNoneMatch": "*",
-            "ACL": "private",
-            "Tagging": "",
-        }
-        for name, header in SERVED_HEADERS.items():
-            if (served or {}).get(name):
-                params[name] = headers[header] = served[name]
-        if md5:
+        bucket = self.ensure_staging()
+        headers: dict[str, str] = {}
+        params: dict[str, object] = {"ContentLength": size}
+        if write_once:
+            params["IfNoneMatch"] = headers["If-None-Match"] = "*"
+        if md5 and write_once:
             params["ContentMD5"] = headers["Content-MD5"] = base64.b64encode(
                 bytes.fromhex(md5)
             ).decode()
@@ -154,19 +129,14 @@ class Presigning:
         )
 
     def presigned_parts(
-        self,
-        bucket: str,
-        key: str,
-        size: int,
-        part_size: int,
-        upload_id: str,
-        expires_in: int,
+        self, key: str, size: int, part_size: int, upload_id: str, expires_in: int
     ) -> PresignedUpload:
-        """URLs for the parts of a multipart upload that the store does not hold yet
-        (all of them for a new one), and to complete or abort it.
+        """URLs for the parts of a multipart upload in the staging bucket that the store
+        does not hold yet (all of them for a new one), and to complete or abort it.
 
         Raises :class:`UploadGoneError` when the store no longer knows the upload.
         """
+        bucket = self.ensure_staging()
         done = self.uploaded_parts(bucket, key, upload_id)
         count = -(-size // part_size)
 
@@ -254,16 +224,14 @@ class Presigning:
         http_method: str | None = None,
         **params,
     ) -> str:
-        return self.signer.generate_presigned_url(
+        """An upload URL for users, signed by the upload identity (``staging.py``)."""
+        self.require_uploader()
+        return self.upload_signer.generate_presigned_url(
             operation,
             Params={"Bucket": bucket, "Key": key, **params},
             ExpiresIn=expires_in,
             HttpMethod=http_method,
         )
-
-
-#: How an object is served: the boto3 parameter and the header of a PUT.
-SERVED_HEADERS = {"ContentType": "Content-Type", "ContentDisposition": "Content-Disposition"}
 
 
 def _expiry(expires_in: int) -> datetime.datetime:

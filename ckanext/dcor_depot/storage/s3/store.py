@@ -9,12 +9,13 @@ from .fixity import Fixity
 from .listing import Listing
 from .parts import Parts
 from .presign import Presigning
+from .staging import Staging
 from .uploads import Uploads
 from .visibility import Visibility
 
 
 class ObjectStore(
-    Uploads, Parts, Copies, Presigning, Visibility, Fixity, Listing, Buckets, StoreClient
+    Uploads, Parts, Copies, Presigning, Staging, Visibility, Fixity, Listing, Buckets, StoreClient
 ):
     """Access to the circle buckets of one S3 endpoint.
 
