@@ -86,9 +86,18 @@ def run_ckan(tmp_path, options: dict[str, str], *args: str) -> subprocess.Comple
         ("ckanext.dcor_depot.depots_path", "data/depots", "expected an absolute path"),
         ("ckanext.dcor_depot.users_depot_name", "../elsewhere", "single folder name"),
         ("ckanext.dcor_depot.figshare_api_url", "api.figshare.com/v2", "expected an http(s) URL"),
+        (
+            "dcor_object_store.upload_secret_access_key",
+            "",
+            "required when dcor_object_store.upload_access_key_id is set",
+        ),
+        ("dcor_object_store.staging_bucket", "Staging_Bucket", "not a valid S3 bucket name"),
+        ("dcor_object_store.staging_bucket", "{circle-prefix}staging", "begins like a circle's"),
     ],
 )
 def test_bad_value_stops_ckan_with_a_clear_message(tmp_path, key, value, expected):
+    prefix = ini_option("dcor_object_store.bucket_name").split("{")[0]
+    value = value.replace("{circle-prefix}", prefix)
     result = run_ckan(tmp_path, {key: value}, "dcor-check-object-store")
     assert result.returncode != 0
     output = result.stdout + result.stderr

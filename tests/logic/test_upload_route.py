@@ -803,6 +803,24 @@ def test_two_grants_at_once_cannot_overshoot_the_quota(circle, ckan_config, monk
     assert "of its limit of" in sorted(results)[0], results
 
 
+def test_without_an_upload_identity_nothing_is_signed_and_the_answer_says_why(
+    circle, app, ckan_config, monkeypatch, caplog
+):
+    users, org, dataset = circle
+    monkeypatch.setitem(ckan_config, "dcor_object_store.upload_access_key_id", "")
+    monkeypatch.setitem(ckan_config, "dcor_object_store.upload_secret_access_key", "")
+    data = {"package_id": dataset["id"], "name": "cells.rtdc", "size": 3000}
+    answer = api(app, "dcor_depot_upload_urls", data, users["alice"])
+    assert answer.status_code == 409
+    body = answer.get_data(as_text=True)
+    assert "its operator has to configure an upload identity" in body
+    assert "Upload the file with resource_create instead" in body
+    assert "X-Amz-" not in body and grants.expired() == []
+    assert "No upload identity is configured" in caplog.text
+    # everything else works: a file uploaded through CKAN
+    assert api(app, "package_show", {"id": dataset["id"]}, users["alice"]).status_code == 200
+
+
 def test_a_store_that_cannot_be_used_is_not_described_to_users(
     circle, app, random_file, ckan_config, monkeypatch, caplog
 ):

@@ -1,7 +1,7 @@
 """The upload staging area, against the real Ceph RADOS Gateway: what the upload identity
 may do, what every kind of URL it signs makes the store do whatever a client adds to
-the request, and what a registration's copy keeps of it (README, "What an upload URL
-can do")."""
+the request, and what a registration's copy keeps of it (the README's table in
+"Uploading large files straight to S3")."""
 
 from __future__ import annotations
 
