@@ -14,6 +14,7 @@ with its committed row:
   checks, never on the resource);
 - a resource that holds a file keeps its ``url`` and ``url_type``: a change
   is refused with a message that says to add a new resource;
+- a new resource's id (and a new dataset's) is the canonical form of a UUID;
 - ``url_type`` ``s3_upload`` is set only on a new resource whose id has a
   pending upload grant of this dataset, with the object it issued
   (:func:`logic.upload_route.register`, which uses the grant up); the id of
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,10 +50,13 @@ REPLACE_REFUSED = (
 )
 
 
-def keep_records(package: model.Package) -> None:
-    """Bring the resources of ``package`` (not yet committed) in line with the rules above."""
+def keep_records(package: model.Package, created: bool = False) -> None:
+    """Bring the resources of ``package`` (not yet committed; ``created``: a new dataset) in
+    line with the rules above."""
     if records.WRITING.get():
         return
+    if created:
+        refuse_other_id_forms("Dataset", package.id, "id")
     resources = [resource for resource in package.resources_all if resource.id]
     if not resources:
         return
@@ -126,7 +131,27 @@ def committed_resources(resource_ids: Iterable[str]) -> dict[str, dict[str, Any]
     return committed
 
 
+def refuse_other_id_forms(what: str, given: str, field: str) -> None:
+    """Refuse an id in another form than the canonical one of a UUID (CKAN keeps any form
+    ``uuid.UUID`` parses as given; the depot names files by the canonical form only, and
+    two forms of one UUID would be two resources with one file)."""
+    try:
+        canonical = str(uuid.UUID(given))
+    except (TypeError, ValueError):
+        return  # not a UUID at all: CKAN's own validation says so
+    if canonical != given:
+        raise tk.ValidationError(
+            {
+                field: [
+                    f"{what} id {given!r} is not in the canonical form of a UUID: use "
+                    f"{canonical} (lower-case, with hyphens), or leave the id out"
+                ]
+            }
+        )
+
+
 def _new_resource(package: model.Package, resource: model.Resource) -> None:
+    refuse_other_id_forms("Resource", resource.id, "resources")
     extras = dict(resource.extras or {})
     # a sha256 given here is no record: the registration of an upload takes it as a
     # declaration that the s3-sha256 job checks against the bytes

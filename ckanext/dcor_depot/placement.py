@@ -16,6 +16,7 @@ import dataclasses
 import datetime
 import os
 import socket
+import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,7 +25,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 
 from . import records
-from .records import S3_UPLOAD_ERROR_FIELD, S3_URL_TYPE, JobError
+from .records import S3_UPLOAD_ERROR_FIELD, S3_URL_TYPE, JobError, failure_text
 from .storage.s3 import ARTIFACTS, ObjectStore, object_key
 from .uploader import DepotResourceUpload
 
@@ -136,6 +137,9 @@ class PlacedFile:
     purged: datetime.datetime | None
     #: recorded in the extension's table (False: only in the resource's fields)
     in_table: bool
+    #: why the depot cannot place this file (an id an older version let in); it is never
+    #: public and every command names it as a failed item
+    problem: str | None = None
 
     @property
     def location(self) -> ObjectLocation | None:
@@ -225,8 +229,28 @@ def resource_files(
     table: Mapping[str, records.FileRecord],
     resource_id: str | None = None,
 ) -> dict[str, PlacedFile]:
-    """The files of one resource by artifact, from its CKAN rows (None: lost) and the table's."""
+    """The files of one resource by artifact, from its CKAN rows (None: lost) and the table's.
+
+    A resource whose files cannot be derived (an id in another form, a field that does
+    not parse) gets them with a ``problem``, private: one row never stops a command or a
+    convergence of the others."""
     rid = resource.id if resource is not None else resource_id
+    problem = id_problem(rid)
+    if problem is None:
+        try:
+            return _resource_files(store, package, resource, table, rid)
+        except Exception as exc:  # noqa: BLE001 - named by every command, the others go on
+            problem = failure_text(exc)
+    return unplaceable(rid, resource, table, problem)
+
+
+def _resource_files(
+    store: ObjectStore | None,
+    package: model.Package | None,
+    resource: model.Resource | None,
+    table: Mapping[str, records.FileRecord],
+    rid: str,
+) -> dict[str, PlacedFile]:
     if resource is None or package is None:
         state, url_type, extras, readable = "gone", None, {}, False
     else:
@@ -252,6 +276,58 @@ def resource_files(
             wanted = object_location(store, owner_org, rid, artifact)
         files[artifact] = _placed(
             store, rid, artifact, state, url_type, wanted, row, extras, legacy, readable
+        )
+    return files
+
+
+def id_problem(resource_id: str) -> str | None:
+    """Why a resource id cannot name the depot's files, or None: only the canonical form of
+    a UUID does (CKAN stored any form ``uuid.UUID`` parses, as given; ``guard.py`` now
+    refuses the others when a resource is created)."""
+    try:
+        canonical = str(uuid.UUID(resource_id))
+    except (TypeError, ValueError):
+        canonical = None
+    if canonical == resource_id:
+        return None
+    return (
+        f"Resource id {resource_id!r} is not in the canonical form of a UUID (lower-case, "
+        f"with hyphens{f': {canonical}' if canonical else ''}) by which the depot names its "
+        "files; an older version let it in. Give the resource a new id, or remove it"
+    )
+
+
+def unplaceable(
+    resource_id: str,
+    resource: model.Resource | None,
+    table: Mapping[str, records.FileRecord],
+    problem: str,
+) -> dict[str, PlacedFile]:
+    """The files of a resource the depot cannot place (its id, a row it cannot read): what
+    the table recorded, private, with the ``problem``."""
+    state = "gone" if resource is None else resource.state
+    url_type = None if resource is None else resource.url_type
+    files = {}
+    artifacts = set(table) | ({"resource"} if url_type in FILE_URL_TYPES else set())
+    for artifact in sorted(artifacts):
+        row = table.get(artifact)
+        recorded = ObjectLocation(row.bucket, row.key) if row and row.bucket else None
+        files[artifact] = PlacedFile(
+            resource_id=resource_id,
+            artifact=artifact,
+            resource_state=state,
+            url_type=url_type,
+            wanted=None,
+            recorded=recorded,
+            sha256=row.sha256 if row else None,
+            size=row.size if row else None,
+            etag=row.etag if row else None,
+            moved_from=None,
+            public=False,
+            local=None,
+            purged=row.purged if row else None,
+            in_table=row is not None,
+            problem=problem,
         )
     return files
 

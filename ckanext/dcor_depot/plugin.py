@@ -83,7 +83,7 @@ class DCORDepotPlugin(p.SingletonPlugin):
     # IPackageController
     def create(self, entity: model.Package) -> None:
         _refuse_resources_of_other_datasets(entity)
-        guard.keep_records(entity)
+        guard.keep_records(entity, created=True)
 
     def edit(self, entity: model.Package) -> None:
         _refuse_resources_of_other_datasets(entity)

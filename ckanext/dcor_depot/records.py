@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import dataclasses
 import datetime
+import logging
 import posixpath
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,7 +24,15 @@ from sqlalchemy.dialects.postgresql import insert
 
 from .dc_file import DC_ERROR_FIELD
 from .model import file_table
-from .storage.s3 import MD5_METADATA_KEY, ObjectStore, UploadResult, content_disposition
+from .storage.s3 import (
+    MD5_METADATA_KEY,
+    ObjectStore,
+    S3Error,
+    UploadResult,
+    content_disposition,
+)
+
+log = logging.getLogger(__name__)
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -72,6 +81,23 @@ def write_action(action: str, data: dict[str, Any]) -> dict[str, Any]:
 
 class JobError(Exception):
     """A job cannot do its work; the message says why and what to do."""
+
+
+def failure_text(exc: Exception) -> str:
+    """What to say of one item that failed: the message of a JobError or S3Error (they
+    say what to do), or the type and message of anything else, whose traceback goes to
+    the log."""
+    if isinstance(exc, (JobError, S3Error)):
+        return str(exc)
+    log.exception("dcor_depot: one item failed, the others go on")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def one_item_failed(exc: Exception) -> str:
+    """:func:`failure_text`, for a site-wide command that goes on with the next item: the
+    session is rolled back, so that the next item starts clean."""
+    model.Session.rollback()
+    return failure_text(exc)
 
 
 def job_context() -> dict[str, Any]:

@@ -12,7 +12,7 @@ from .. import placement
 from ..operations.append import AppendError
 from ..operations.append import append_resource as append
 from ..storage.s3 import ARTIFACTS, S3Error
-from .common import human_size, require_object_store
+from .common import exit_on_failures, human_size, require_object_store
 
 _VISIBILITY_COLOURS = {"public": "green", "private": "yellow", "missing": "red"}
 
@@ -111,8 +111,15 @@ def dcor_list_s3_objects_for_dataset(dataset: str):
         raise click.ClickException(f"Dataset {package.name} has no circle, so no objects")
     files = placement.dataset_files(store, package.id)
     counts = dict.fromkeys(_VISIBILITY_COLOURS, 0)
+    failures = []
     try:
         for placed in _every_artifact(store, files):
+            if placed.problem:
+                failures.append(
+                    f"resource {placed.resource_id} ({placed.artifact}): {placed.problem}"
+                )
+            if placed.location is None:
+                continue
             bucket, key = placed.location
             info = store.object_info(bucket, key)
             visible = store.visibility(bucket, key) if info else None
@@ -134,6 +141,7 @@ def dcor_list_s3_objects_for_dataset(dataset: str):
     click.echo(
         f"Dataset {package.name}: " + ", ".join(f"{n} {state}" for state, n in counts.items())
     )
+    exit_on_failures(failures)
 
 
 def _every_artifact(store, files: placement.DatasetFiles) -> list[placement.PlacedFile]:

@@ -11,8 +11,7 @@ from ..jobs.queue import forget_failures
 from ..jobs.resource_jobs import run_steps
 from ..operations import sweep
 from ..operations.status import candidates, missing_jobs
-from ..records import S3_URL_TYPE, JobError
-from ..storage.s3 import S3Error
+from ..records import S3_URL_TYPE, one_item_failed
 from .common import exit_on_failures, modified_days_option
 
 
@@ -52,8 +51,8 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
             try:
                 # the sweep below converges every dataset
                 missing = [kind for kind in missing_jobs(candidate, store) if kind != "converge"]
-            except (JobError, S3Error) as exc:
-                failures.append(f"{where}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one failed item, named; the rest goes on
+                failures.append(f"{where}: {one_item_failed(exc)}")
                 continue
             if not missing:
                 fine += 1
@@ -65,8 +64,8 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
                 continue
             try:
                 run_steps(candidate.resource_id, missing)
-            except JobError as exc:
-                failures.append(f"{where}: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one failed item, named; the rest goes on
+                failures.append(f"{where}: {one_item_failed(exc)}")
             else:
                 done += 1
                 settled.append(candidate.resource_id)

@@ -175,10 +175,13 @@ def converge_files(
     if lost and not dry_run:
         records.mark_purged(lost)
     for placed in files.files:
+        what = f"resource {placed.resource_id} ({placed.artifact})"
         try:
             _converge_file(store, files.package_id, placed, done, dry_run)
         except (S3Error, records.JobError, OSError) as exc:
-            done.problems.append(f"{placed.artifact} of resource {placed.resource_id}: {exc}")
+            done.problems.append(f"{what}: {exc}")
+        if placed.problem:  # made private above, if it has an object
+            done.problems.append(f"{what}: {placed.problem}")
     if done.moves and not done.problems and not dry_run:
         from .move import move_dataset  # the move job converges through this module
 

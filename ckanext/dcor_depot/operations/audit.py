@@ -211,6 +211,8 @@ class Known:
     copies: list[Copy]
     #: per circle: files without a recorded SHA-256 yet (the jobs' matter)
     unverified: dict[str, int]
+    #: files the depot cannot place (``PlacedFile.problem``): one error each
+    problems: list[Finding] = dataclasses.field(default_factory=list)
 
 
 def known_copies(store: ObjectStore, package_id: str | None = None) -> Known:
@@ -221,6 +223,7 @@ def known_copies(store: ObjectStore, package_id: str | None = None) -> Known:
     circles = dict(model.Session.execute(sa.select(model.Group.id, model.Group.name)).all())
     found: dict[tuple[str, str, str], _Found] = {}
     unverified: collections.Counter[str] = collections.Counter()
+    problems: list[Finding] = []
     seen = checks.copy_records(package_id)
     for candidate in candidates(store, package_id=package_id, url_types=None):
         dataset = (
@@ -235,6 +238,20 @@ def known_copies(store: ObjectStore, package_id: str | None = None) -> Known:
             )
 
         for placed in candidate.files.values():
+            if placed.problem:
+                location = str(placed.recorded) if placed.recorded else ""
+                problems.append(
+                    Finding(
+                        "error",
+                        "object",
+                        location,
+                        f"not checked: {placed.problem}",
+                        dataset[2],
+                        placed.resource_id,
+                        dataset[1],
+                    )
+                )
+                continue
             if not placed.sha256 or placed.size is None:
                 unverified[dataset[2]] += 1  # nothing to check it against yet: run-jobs-dcor-depot
                 continue
@@ -291,7 +308,7 @@ def known_copies(store: ObjectStore, package_id: str | None = None) -> Known:
             order[c.record.copy],
         )
     )
-    return Known(copies, dict(unverified))
+    return Known(copies, dict(unverified), problems)
 
 
 class ReadFailed(Exception):
@@ -405,6 +422,8 @@ def run(
     audit.copies = len(known.copies)
     for circle, count in known.unverified.items():
         audit.circle(circle).unverified = count
+    for finding in known.problems:
+        audit.add(finding)
     by_file: dict[tuple[str, str], list[Copy]] = collections.defaultdict(list)
     for copy in known.copies:
         by_file[copy.file].append(copy)
@@ -511,6 +530,8 @@ def _check(store: ObjectStore, copy: Copy, budget: _Budget) -> tuple[str, str | 
         return "error", f"reading it failed: {exc}; it stays due", 0
     except (S3Error, OSError) as exc:
         return "error", f"the check failed: {exc}; it stays due", 0
+    except Exception as exc:  # noqa: BLE001 - one failed copy; the audit goes on
+        return "error", f"the check failed: {records.one_item_failed(exc)}; it stays due", 0
     budget.spent += read
     return result, detail, read
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import ckan.model as model
 
 from .. import config, grants, placement, records
-from ..storage.depot import DepotError, backup_path_for, remove_purged
+from ..storage.depot import backup_path_for, remove_purged
 from ..storage.s3 import ObjectStore, S3Error
 from . import sweep
 
@@ -60,8 +60,8 @@ def prune(
             continue
         try:
             removed = _remove_copies(store, resource_id, rows, dry_run)
-        except (S3Error, DepotError, OSError, records.JobError) as exc:
-            pruned.failures.append(f"resource {resource_id}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one failed item, named; the rest goes on
+            pruned.failures.append(f"resource {resource_id}: {records.one_item_failed(exc)}")
             continue
         pruned.files += 1
         for what in removed:

@@ -35,6 +35,11 @@ class Candidate:
     files: dict[str, placement.PlacedFile] = dataclasses.field(default_factory=dict)
 
     @property
+    def problem(self) -> str | None:
+        """Why the depot cannot handle this resource's files (``PlacedFile.problem``)."""
+        return next((f.problem for f in self.files.values() if f.problem), None)
+
+    @property
     def fields(self) -> dict[str, Any]:
         """The resource's fields as ``resource_show`` has them (those the depot reads)."""
         return {
@@ -111,6 +116,8 @@ def missing_jobs(candidate: Candidate, store: ObjectStore | None) -> list[str]:
     Raises :class:`records.JobError` when no job can help: the file is gone
     from CKAN's path and from S3.
     """
+    if candidate.problem:
+        raise records.JobError(candidate.problem)
     if candidate.url_type == records.S3_URL_TYPE:
         return _missing_for_file_in_s3(candidate, store) + _missing_dc_metadata(candidate)
     placed = candidate.files["resource"]

@@ -72,8 +72,8 @@ def sweep(store: ObjectStore, dry_run: bool = False, echo: Callable[[str], None]
                 swept.failures.append(f"dataset {done.name}: {problem}")
             if not done.problems:
                 swept.settled.append(package_id)
-        except (S3Error, records.JobError) as exc:
-            swept.failures.append(f"dataset {package_id}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - one failed item, named; the rest goes on
+            swept.failures.append(f"dataset {package_id}: {records.one_item_failed(exc)}")
     try:
         for info in orphans(store):
             swept.orphans += 1
