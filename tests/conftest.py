@@ -65,6 +65,18 @@ def object_sha256(store: ObjectStore, bucket: str, key: str) -> str:
     return digest.hexdigest()
 
 
+def appended(cli, dataset: dict | str, path) -> dict:
+    """The resource ``ckan append-resource PATH DATASET`` adds (a dataset or its id)."""
+    from ckan.tests import helpers
+
+    from ckanext.dcor_depot.cli import append_resource
+
+    dataset_id = dataset["id"] if isinstance(dataset, dict) else dataset
+    result = cli.invoke(append_resource, [str(path), dataset_id])
+    assert result.exit_code == 0, result.output
+    return helpers.call_action("package_show", id=dataset_id)["resources"][-1]
+
+
 def make_old(resource: dict) -> None:
     """Date a resource and its dataset back to 2020 (for ``--modified-days``)."""
     long_ago = datetime.datetime(2020, 1, 1)

@@ -11,11 +11,10 @@ import shutil
 import ckan.model as model
 import pytest
 import sqlalchemy as sa
-from ckan.tests import factories, helpers
+from ckan.tests import factories
 
 from ckanext.dcor_depot import checks, locks, placement
 from ckanext.dcor_depot.cli import (
-    append_resource,
     dcor_migrate_resources_to_object_store,
     dcor_move_dataset_to_circle,
     dcor_verify_object_store,
@@ -27,7 +26,7 @@ from ckanext.dcor_depot.operations import audit, circle_move
 from ckanext.dcor_depot.storage.depot import backup_path_for
 from ckanext.dcor_depot.storage.s3 import ObjectStore, S3Error, object_key
 
-from ..conftest import corrupt_object, sha256_path
+from ..conftest import appended, corrupt_object, sha256_path
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -62,9 +61,7 @@ def verify(cli, *args: str):
 
 
 def append(cli, path, dataset: str) -> dict:
-    result = cli.invoke(append_resource, [str(path), dataset])
-    assert result.exit_code == 0, result.output
-    return helpers.call_action("package_show", id=dataset)["resources"][-1]
+    return appended(cli, dataset, path)
 
 
 def test_corrupted_depot_file_object_and_backup_copy_are_found_and_recorded(

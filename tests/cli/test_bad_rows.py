@@ -17,7 +17,6 @@ from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import placement, records
 from ckanext.dcor_depot.cli import (
-    append_resource,
     dcor_list_s3_objects_for_dataset,
     dcor_migrate_resources_to_object_store,
     dcor_prune_orphaned_objects,
@@ -27,17 +26,11 @@ from ckanext.dcor_depot.cli import (
 )
 from ckanext.dcor_depot.model import file_table
 
-from ..conftest import anonymous_status
+from ..conftest import anonymous_status, appended
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
 )
-
-
-def appended(cli, dataset: dict, path) -> dict:
-    result = cli.invoke(append_resource, [str(path), dataset["id"]])
-    assert result.exit_code == 0, result.output
-    return helpers.call_action("package_show", id=dataset["id"])["resources"][-1]
 
 
 def resource_row(package_id: str, resource_id: str, **fields) -> None:

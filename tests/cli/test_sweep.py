@@ -8,21 +8,15 @@ from ckan.lib.jobs import get_queue
 from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import placement
-from ckanext.dcor_depot.cli import append_resource, run_jobs_dcor_depot
+from ckanext.dcor_depot.cli import run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs import queue
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from ..conftest import anonymous_status
+from ..conftest import anonymous_status, appended
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
 )
-
-
-def appended(cli, dataset: dict, path) -> dict:
-    result = cli.invoke(append_resource, [str(path), dataset["id"]])
-    assert result.exit_code == 0, result.output
-    return helpers.call_action("package_show", id=dataset["id"])["resources"][-1]
 
 
 def public_url(store, dataset: dict, resource: dict) -> str:

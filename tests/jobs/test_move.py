@@ -12,12 +12,13 @@ import pytest
 from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import config, placement, records
-from ckanext.dcor_depot.cli import append_resource, dcor_move_dataset_to_circle, run_jobs_dcor_depot
+from ckanext.dcor_depot.cli import dcor_move_dataset_to_circle, run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs import move
 from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore
 
 from ..conftest import (
     anonymous_status,
+    appended,
     derived_ini,
     http,
     kill_tree,
@@ -41,12 +42,6 @@ def circles():
     circle_b = factories.Organization(users=users)
     dataset = factories.Dataset(owner_org=circle_a["id"], private=False)
     return member, circle_a, circle_b, dataset
-
-
-def appended(cli, dataset: dict, path) -> dict:
-    result = cli.invoke(append_resource, [str(path), dataset["id"]])
-    assert result.exit_code == 0, result.output
-    return helpers.call_action("package_show", id=dataset["id"])["resources"][-1]
 
 
 def member_download(app, member: dict, resource: dict) -> str:
