@@ -14,7 +14,8 @@ with its committed row:
   checks, never on the resource);
 - a resource that holds a file keeps its ``url`` and ``url_type``: a change
   is refused with a message that says to add a new resource;
-- a new resource's id (and a new dataset's) is the canonical form of a UUID;
+- a new resource's id (and a new dataset's) is the canonical form of a UUID, and no
+  file was stored under it before (CKAN's path, the extension's table);
 - ``url_type`` ``s3_upload`` is set only on a new resource whose id has a
   pending upload grant of this dataset, with the object it issued
   (:func:`logic.upload_route.register`, which uses the grant up); the id of
@@ -42,6 +43,7 @@ from . import grants, placement, records
 from .dc_file import mimetype_for
 from .logic import upload_route
 from .model import file_table
+from .uploader import uploaded_here
 
 REPLACE_REFUSED = (
     "Resource {id} holds a file ({name}); its file, url and url_type stay as first "
@@ -150,8 +152,68 @@ def refuse_other_id_forms(what: str, given: str, field: str) -> None:
         )
 
 
+def stored_before(resource_id: str) -> bool:
+    """CKAN's path of the resource holds a file that this request did not upload."""
+    try:
+        path = placement.ckan_path(resource_id)
+    except records.JobError:
+        return False
+    return (path.is_symlink() or path.exists()) and not uploaded_here(resource_id)
+
+
+def id_clash(resource_id: str, package_id: str) -> str | None:
+    """Why an id the extension derives for a new file of a dataset (append-resource, the
+    figshare import) cannot be used, or None: a resource of another dataset has it (a
+    user may choose any id), a file of another dataset was recorded under it, a pending
+    upload reserved it, or CKAN's path holds a file under it."""
+    with model.meta.engine.connect() as connection:
+        owner = (
+            connection.execute(
+                sa.text(
+                    "SELECT package_id FROM resource WHERE id = :id UNION "
+                    "SELECT package_id FROM dcor_depot_file WHERE resource_id = :id UNION "
+                    "SELECT package_id FROM dcor_depot_upload WHERE resource_id = :id"
+                ),
+                {"id": resource_id},
+            )
+            .scalars()
+            .all()
+        )
+    others = [found for found in owner if found != package_id]
+    if others:
+        return (
+            f"resource id {resource_id} is taken by dataset {others[0]} (a resource, a "
+            "file recorded under it, or a pending upload); nothing was stored. Check that "
+            "dataset: the id is derived from this file, so somebody may have chosen it there"
+        )
+    if stored_before(resource_id) and model.Resource.get(resource_id) is None:
+        return (
+            f"a file is stored under resource id {resource_id} at CKAN's path, of no "
+            "resource; nothing was stored. Remove it by hand after checking it"
+        )
+    return None
+
+
+def refuse_used_id(resource_id: str) -> None:
+    """Refuse a new resource's id under which a file was stored before at CKAN's path
+    (CKAN never removes an uploaded file: one of a resource deleted before its jobs ran
+    stays there, and its row may be gone): the jobs would give the new resource those
+    bytes. (An id the extension recorded a file of counts as a resource holding a file,
+    :func:`committed_resources`, in any dataset.)"""
+    if stored_before(resource_id):
+        raise tk.ValidationError(
+            {
+                "resources": [
+                    f"Resource id {resource_id} was used before on this site (a file is still "
+                    "stored under it): leave the id out, or choose a new one"
+                ]
+            }
+        )
+
+
 def _new_resource(package: model.Package, resource: model.Resource) -> None:
     refuse_other_id_forms("Resource", resource.id, "resources")
+    refuse_used_id(resource.id)
     extras = dict(resource.extras or {})
     # a sha256 given here is no record: the registration of an upload takes it as a
     # declaration that the s3-sha256 job checks against the bytes

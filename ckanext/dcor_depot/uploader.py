@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import ckan.model as model
 import ckan.plugins.toolkit as tk
 from ckan.exceptions import CkanConfigurationException
 from ckan.lib.uploader import ResourceUpload
@@ -42,6 +43,17 @@ class DepotResourceUpload(ResourceUpload):
                     {"upload": [guard.REPLACE_REFUSED.format(id=id, name=name)]}
                 )
         super().upload(id, max_size)
+        if self.storage_path and self.filename:
+            model.Session().info.setdefault(_UPLOADED, set()).add(id)
+
+
+_UPLOADED = "dcor_depot_uploaded_files"
+
+
+def uploaded_here(resource_id: str) -> bool:
+    """This request (CKAN's database session) wrote the resource's file at CKAN's path:
+    a file found there that it did not write was stored under the id before."""
+    return resource_id in model.Session().info.get(_UPLOADED, ())
 
 
 def refuse_file_storages() -> None:

@@ -109,6 +109,8 @@ def test_a_broken_rtdc_file_only_with_no_dc_check(circle, random_file, store, cl
         ("unknown dataset", "There is no dataset 'no-such-dataset'"),
         ("deleted dataset", "is deleted: restore it first"),
         ("unreadable file", "cannot be read: Input/output error"),
+        # somebody chose, in a dataset of their own, the id append-resource derives
+        ("id taken elsewhere", "is taken by dataset"),
     ],
 )
 def test_bad_input_is_refused_and_changes_nothing(
@@ -132,6 +134,10 @@ def test_bad_input_is_refused_and_changes_nothing(
     elif case == "unreadable file":
         # the tests run as root, who reads any mode: a regular file whose read fails
         path = "/proc/self/mem"
+    elif case == "id taken elsewhere":
+        derived = str(uuid.uuid5(NAMESPACE, f"{dataset['id']}/{sha256_path(path)}"))
+        theirs = factories.Dataset(owner_org=org["id"], user=user)
+        helpers.call_action("resource_create", package_id=theirs["id"], id=derived, url="x:")
     result = cli.invoke(append_resource, [str(path), target])
     assert result.exit_code == 1
     assert message in result.output

@@ -11,7 +11,7 @@ import uuid
 
 import ckan.model as model
 import pytest
-from ckan.tests import helpers
+from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import config
 from ckanext.dcor_depot.cli import dcor_import_figshare, import_figshare, reference_datasets
@@ -319,6 +319,25 @@ def test_a_dataset_deleted_here_is_not_imported_again(figshare, rtdc_file, clean
         result.output
     )
     assert model.Package.get("figshare-51-v1").state == "deleted"
+
+
+def test_a_derived_id_taken_in_another_dataset_is_reported_not_skipped(
+    figshare, rtdc_file, clean_circles, cli
+):
+    """The ids are reproducible from public facts (the DOI, figshare's MD5s): somebody
+    may have chosen one for a resource of their own. The import says so and adopts
+    nothing."""
+    path = rtdc_file()
+    doi = figshare.add_article(71, 1, [figshare.file_entry(path)])
+    _, (resource_id,) = ids_for(doi, "figshare-71-v1", [md5_of(path)])
+    theirs = factories.Dataset(owner_org=factories.Organization()["id"])
+    helpers.call_action("resource_create", package_id=theirs["id"], id=resource_id, url="x:")
+
+    result = cli.invoke(import_figshare, ["--doi", doi])
+    assert result.exit_code == 1
+    assert f"resource id {resource_id} is taken by dataset {theirs['id']}" in result.output
+    assert model.Resource.get(resource_id).package_id == theirs["id"]
+    assert helpers.call_action("package_show", id="figshare-71-v1")["resources"] == []
 
 
 def test_a_file_added_on_figshare_joins_the_active_dataset_public(

@@ -120,10 +120,14 @@ def test_an_editor_cannot_change_what_the_jobs_recorded(app, recorded_file, path
     assert helpers.call_action("resource_show", id=rid)["etag"] == "def"
 
 
-@pytest.mark.parametrize("path", ["resource_create", "package_create", "package_update"])
+@pytest.mark.parametrize(
+    "path",
+    ["resource_create", "package_create", "package_update", "package_patch", "package_revise"],
+)
 def test_a_new_resource_gets_none_of_the_recorded_fields(app, editor_dataset, path):
     editor, org, dataset = editor_dataset
-    new = {"url": "http://example.org/cells.rtdc", "name": "link", **FAKE}
+    claims = {**FAKE, "sha256": "ab" * 32}
+    new = {"url": "http://example.org/cells.rtdc", "name": "link", **claims}
     if path == "resource_create":
         answer = api(app, "resource_create", {"package_id": dataset["id"], **new}, editor)
         rid = answer.json["result"]["id"]
@@ -131,13 +135,52 @@ def test_a_new_resource_gets_none_of_the_recorded_fields(app, editor_dataset, pa
         data = {"name": "another", "owner_org": org["id"], "resources": [new]}
         answer = api(app, "package_create", data, editor)
         rid = answer.json["result"]["resources"][0]["id"]
+    elif path == "package_revise":
+        data = {"match": {"id": dataset["id"]}, "update__resources__extend": [new]}
+        answer = api(app, "package_revise", data, editor)
+        rid = answer.json["result"]["package"]["resources"][0]["id"]
     else:
         shown = helpers.call_action("package_show", id=dataset["id"])
-        answer = api(app, "package_update", {**shown, "resources": [new]}, editor)
+        data = (
+            {**shown, "resources": [new]}
+            if path == "package_update"
+            else {
+                "id": dataset["id"],
+                "resources": [new],
+            }
+        )
+        answer = api(app, path, data, editor)
         rid = answer.json["result"]["resources"][0]["id"]
     assert answer.status_code == 200, answer.body
     shown = helpers.call_action("resource_show", id=rid)
-    assert not FAKE.keys() & shown.keys(), FAKE.keys() & shown.keys()
+    assert not claims.keys() & shown.keys(), claims.keys() & shown.keys()
+
+
+def test_a_checksum_claimed_with_an_upload_is_dropped_and_the_file_goes_its_way(
+    editor_dataset, app, random_file, run_worker, store
+):
+    """resource_create with a file and any ``sha256``: the claim never reaches the
+    resource; the jobs put the file in the depot and S3 and record its real SHA-256."""
+    editor, org, dataset = editor_dataset
+    path = random_file(3000, "cells.bin")
+    token = factories.APIToken(user=editor["name"])["token"]
+    with open(path, "rb") as fd:
+        answer = app.post(
+            "/api/action/resource_create",
+            data={"package_id": dataset["id"], "sha256": "ab" * 32, "upload": (fd, path.name)},
+            headers={"Authorization": token},
+            content_type="multipart/form-data",
+        )
+    assert answer.status_code == 200, answer.body
+    rid = answer.json["result"]["id"]
+    assert "sha256" not in answer.json["result"]
+    run_worker()
+    shown = helpers.call_action("resource_show", id=rid)
+    assert shown["sha256"] == sha256_path(path) and shown["s3_available"] is True
+    assert "s3_upload_error" not in shown
+    assert store.object_sha256(*placement.file_of(store, dataset["id"], rid).recorded) == (
+        sha256_path(path)
+    )
 
 
 @pytest.mark.parametrize(
@@ -235,3 +278,37 @@ def test_the_file_of_a_resource_is_never_replaced(
     cut = cli.invoke(dcor_verify_object_store, [])
     assert cut.exit_code == 1
     assert f"DISAGREES depot {depot}: has 5 bytes, the file has 3000" in cut.output
+
+
+def test_a_chosen_id_never_reaches_the_bytes_stored_under_it_before(
+    editor_dataset, app, api_upload, random_file, run_worker
+):
+    """A private file uploaded and deleted before its jobs ran; a later change of its
+    dataset made CKAN drop the deleted row. Another user's new resource with that id
+    (url_type upload, no file) must not be given those bytes: the id is refused."""
+    editor, org, dataset = editor_dataset
+    secret = api_upload(editor, dataset["id"], random_file(3000, "secret.bin"))
+    helpers.call_action("resource_delete", context={"user": editor["name"]}, id=secret["id"])
+    helpers.call_action(
+        "resource_create", context={"user": editor["name"]}, package_id=dataset["id"], url="x:"
+    )
+    assert model.Resource.get(secret["id"]) is None  # CKAN dropped the row
+    model.Session.rollback()
+    assert placement.ckan_path(secret["id"]).is_file()  # CKAN never removes the file
+
+    mallory = factories.User(name="mallory")
+    own = factories.Organization(users=[{"name": "mallory", "capacity": "admin"}])
+    mine = factories.Dataset(owner_org=own["id"], private=False, user=mallory)
+    taken = {"id": secret["id"], "url_type": "upload", "url": "secret.bin", "name": "mine"}
+    for action, data in (
+        ("resource_create", {"package_id": mine["id"], **taken}),
+        ("package_patch", {"id": mine["id"], "resources": [taken]}),
+        ("package_create", {"name": "mine-too", "owner_org": own["id"], "resources": [taken]}),
+    ):
+        answer = api(app, action, data, mallory)
+        assert answer.status_code == 409, (action, answer.body)
+        assert "was used before on this site" in answer.body, answer.body
+    # the deleted file's own job finds its resource gone; nothing else is there to work on
+    (failure,) = run_worker(failures_allowed=True)
+    assert failure.startswith(f"dcor-depot-file-{secret['id']}:") and "does not exist" in failure
+    assert helpers.call_action("package_show", id=mine["id"])["resources"] == []

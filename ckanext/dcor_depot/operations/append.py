@@ -16,7 +16,7 @@ from typing import Any
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 
-from .. import placement, records
+from .. import guard, placement, records
 from ..dc_file import mimetype_for, read_dc_fields
 from ..jobs import converge
 from ..storage.depot import file_state
@@ -142,10 +142,13 @@ def append_resource(
 
 
 def _free_resource_id(package_id: str, sha256: str) -> str:
-    """The first id of :func:`resource_id_for` that no resource (deleted ones too) has."""
+    """The first id of :func:`resource_id_for` that no resource of the dataset (deleted
+    ones too) has; an id taken elsewhere is an error (``guard.id_clash``), never skipped."""
     generation = 0
     while True:
         resource_id = resource_id_for(package_id, sha256, generation)
+        if clash := guard.id_clash(resource_id, package_id):
+            raise AppendError(f"The file cannot be appended: {clash}")
         existing = model.Resource.get(resource_id)
         if existing is None:
             return resource_id

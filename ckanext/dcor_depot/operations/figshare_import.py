@@ -27,7 +27,7 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 import markdownify
 
-from .. import config, locks, placement, records
+from .. import config, guard, locks, placement, records
 from ..dc_file import mimetype_for, read_dc_fields
 from ..jobs import converge
 from ..storage.depot import figshare_depot_path, move_into_depot
@@ -215,6 +215,8 @@ class ArticleImport:
                 )
             elif file.md5 in seen:
                 report.skipped.append(f"{file.name}: same bytes (MD5) as {seen[file.md5]}")
+            elif clash := guard.id_clash(resource_id, package_id):
+                raise FigshareImportError(f"{report.doi}: {file.name}: {clash}")
             elif _deleted_here(resource_id):
                 report.skipped.append(f"{file.name}: its resource was deleted on this site")
             else:
