@@ -322,7 +322,11 @@ def recorded_object(resource: Mapping[str, Any], artifact: str) -> tuple[str, in
 def lock_dataset(package_id: str) -> None:
     """Lock the dataset's row until the session's transaction ends."""
     model.Session.execute(
-        sa.text("SELECT 1 FROM package WHERE id = :id OR name = :id FOR UPDATE"),
+        sa.text(
+            "SELECT 1 FROM package WHERE id = COALESCE("
+            "(SELECT id FROM package WHERE id = :id), (SELECT id FROM package WHERE name = :id)"
+            ") FOR UPDATE"  # the id first: names are free to choose
+        ),
         {"id": package_id},
     )
 

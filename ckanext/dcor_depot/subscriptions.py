@@ -64,7 +64,10 @@ def _announce(name_or_id: str) -> None:
     """
     with model.meta.engine.connect() as connection:
         found = connection.execute(
-            sa.text("SELECT id, owner_org, private, state FROM package WHERE id = :x OR name = :x"),
+            sa.text(
+                "SELECT id, owner_org, private, state FROM package WHERE id = :x OR name = :x "
+                "ORDER BY id = :x DESC LIMIT 1"  # the id first: names are free to choose
+            ),
             {"x": name_or_id},
         ).first()
         if found is None:

@@ -31,7 +31,7 @@ from ckanext.dcor_depot.jobs import converge
 from ckanext.dcor_depot.operations.figshare_import import ArticleImport, ensure_organization
 from ckanext.dcor_depot.storage.figshare_api import FigshareClient
 
-from ..conftest import anonymous_status, http
+from ..conftest import anonymous_status, appended, http
 from ..logic.test_upload_route import uploaded
 
 pytestmark = pytest.mark.usefixtures(
@@ -418,5 +418,22 @@ def test_a_switch_made_while_work_on_the_dataset_fails_is_converged_all_the_same
             run_worker()  # the convergence job finds the dataset held
             assert anonymous_status(url) == 200
             raise RuntimeError("the copy failed")
+    run_worker()
+    assert anonymous_status(url) == 403
+
+
+def test_a_dataset_named_after_another_ones_id_gets_none_of_its_convergence(
+    cli, random_file, run_worker
+):
+    """Dataset names are free (any user names theirs); a lookup by "id or name" takes
+    the id first, whatever the rows' order."""
+    dataset = factories.Dataset(owner_org=factories.Organization()["id"], private=False)
+    url = appended(cli, dataset, random_file(1000))["s3_url"]
+    assert anonymous_status(url) == 200
+    mallory = factories.User()
+    own = factories.Organization(users=[{"name": mallory["name"], "capacity": "admin"}])
+    namesake = factories.Dataset(name=dataset["id"], owner_org=own["id"], user=mallory)
+    assert namesake["name"] == dataset["id"]
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
     run_worker()
     assert anonymous_status(url) == 403
