@@ -186,3 +186,38 @@ def test_users_get_urls_at_the_address_they_reach_the_store_at(
     assert public_file.headers["Location"] == shown["s3_url"]
     with http.get(shown["s3_url"], timeout=30) as s3:
         assert s3.status_code == 200 and s3.content == path.read_bytes()
+
+
+def test_a_public_file_not_yet_published_is_never_a_presigned_url(
+    owner_and_dataset, app, random_file, run_worker, store
+):
+    """A public dataset's file whose object is not tagged public yet (its convergence has
+    not run): anybody gets "being published, try again" with Retry-After, never a
+    presigned URL that would keep working after the dataset turns private."""
+    user, dataset = owner_and_dataset
+    helpers.call_action("package_patch", id=dataset["id"], private=False)
+    path = random_file(3000, "cells.bin")
+    answer = uploaded(app, user, dataset, path)
+    resource = {"id": answer["resource_id"], "package_id": dataset["id"]}
+    run_worker()
+    recorded = placement.file_of(store, dataset["id"], resource["id"]).recorded
+    store.set_public(*recorded, False)  # as before its convergence ran
+    auth = {"Authorization": factories.APIToken(user="alice")["token"]}
+    stranger = {"Authorization": factories.APIToken(user=factories.User()["name"])["token"]}
+    for headers in ({}, stranger, auth):
+        answer = app.get(download_url(resource), headers=headers, follow_redirects=False)
+        assert answer.status_code == 503, headers
+        assert answer.headers["Retry-After"] == "5"
+        assert "being published; try again" in answer.get_data(as_text=True)
+        assert "X-Amz-" not in answer.headers.get("Location", "")
+    store.set_public(*recorded, True)  # the convergence ran
+    for headers in ({}, stranger, auth):
+        answer = app.get(download_url(resource), headers=headers, follow_redirects=False)
+        assert answer.status_code == 302, headers
+        assert answer.headers["Location"] == store.object_url(*recorded)
+    # made private: members get a presigned URL of the documented expiry
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
+    run_worker()
+    answer = app.get(download_url(resource), headers=auth, follow_redirects=False)
+    assert answer.status_code == 302 and "X-Amz-Expires=600&" in answer.headers["Location"]
+    assert app.get(download_url(resource), follow_redirects=False).status_code in (403, 404)

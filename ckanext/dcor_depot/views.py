@@ -2,8 +2,10 @@
 
 A public file (public, active dataset) redirects to the object's own URL,
 which the bucket policy answers only while the object is tagged public: the
-download stops working the moment the dataset is private and converged. A
-private file redirects to a presigned GET valid for
+download stops working the moment the dataset is private and converged. Until
+its convergence has tagged it, the download answers 503 with Retry-After: no
+presigned URL, which would outlive a switch to private, is ever given for a
+public file, to anybody. A private file redirects to a presigned GET valid for
 ``ckanext.dcor_depot.download_url_expiry_private`` seconds, after CKAN's
 permission check.
 
@@ -19,7 +21,7 @@ import ckan.plugins.toolkit as tk
 from ckan.common import current_user
 from ckan.lib import signals
 from ckan.views.resource import download as ckan_download
-from flask import Blueprint
+from flask import Blueprint, make_response
 
 from . import config, placement, records
 from .operations import health as depot_health
@@ -57,8 +59,12 @@ def download(id: str, resource_id: str, filename: str | None = None):
         )
     try:
         # a public file: its own URL, which stops working once the dataset is private
-        # (the object's tag goes); else a short presigned URL, after CKAN's check
-        if placed.public and store.visibility(*placed.recorded):
+        # (the object's tag goes); never a presigned URL, which would outlive a switch to
+        # private: until its convergence has tagged it, "try again shortly". A private
+        # file: a short presigned URL, after CKAN's check
+        if placed.public:
+            if not store.visibility(*placed.recorded):
+                return _being_published()
             url = store.object_url(*placed.recorded)
         else:
             # a presigned URL is made here without the store: ask it first, so that
@@ -75,6 +81,17 @@ def download(id: str, resource_id: str, filename: str | None = None):
         return tk.abort(503, tk._("The object store cannot be reached; try again later"))
     signals.resource_download.send(resource_id)
     return tk.redirect_to(url)
+
+
+#: Seconds after which a client may ask again for a file that is being published.
+PUBLISHING_RETRY_AFTER = 5
+
+
+def _being_published():
+    """503 with Retry-After: the file is public, its object not tagged public yet."""
+    response = make_response(tk._("The file is being published; try again in a few seconds"), 503)
+    response.headers["Retry-After"] = str(PUBLISHING_RETRY_AFTER)
+    return response
 
 
 def _local_file(placed: placement.PlacedFile) -> bool:
