@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -821,17 +822,66 @@ def test_without_an_upload_identity_nothing_is_signed_and_the_answer_says_why(
     assert api(app, "package_show", {"id": dataset["id"]}, users["alice"]).status_code == 200
 
 
+class DroppingServer:
+    """Accepts connections and closes each after the first bytes of the request: a store
+    behind a proxy that drops connections."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            with client:
+                client.settimeout(5)
+                try:
+                    client.recv(1024)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.mark.parametrize("failure", ["refused", "dropped-http", "dropped-https"])
 def test_a_store_that_cannot_be_used_is_not_described_to_users(
-    circle, app, random_file, ckan_config, monkeypatch, caplog
+    circle, app, random_file, ckan_config, monkeypatch, caplog, failure
 ):
     users, org, dataset = circle
     path = random_file(3000)
-    monkeypatch.setitem(ckan_config, "dcor_object_store.endpoint_url", "http://127.0.0.1:9")
     data = {"package_id": dataset["id"], "name": path.name, "size": 3000}
-    answer = api(app, "dcor_depot_upload_urls", data, users["alice"])
-    assert answer.status_code == 409
-    body = answer.get_data(as_text=True)
-    assert "The object store cannot be used right now; try again later" in body
-    # its address and the options to check are for the operator: in the log
-    assert "127.0.0.1:9" not in body and "dcor_object_store" not in body
-    assert "127.0.0.1:9 is unreachable" in caplog.text
+    good = api(app, "dcor_depot_upload_urls", data, users["alice"]).json["result"]
+    dropping = DroppingServer()
+    try:
+        endpoint = {
+            "refused": "http://127.0.0.1:9",
+            "dropped-http": f"http://127.0.0.1:{dropping.port}",
+            "dropped-https": f"https://127.0.0.1:{dropping.port}",
+        }[failure]
+        monkeypatch.setitem(ckan_config, "dcor_object_store.endpoint_url", endpoint)
+        answers = [
+            api(app, "dcor_depot_upload_urls", data, users["alice"]),
+            api(
+                app,
+                "dcor_depot_upload_urls",
+                {**data, "resource_id": good["resource_id"]},
+                users["alice"],
+            ),
+            register(app, users["alice"], good["register"]["data"]),
+        ]
+    finally:
+        dropping.close()
+    port = endpoint.rsplit(":", 1)[1]
+    for answer in answers:
+        assert answer.status_code == 409
+        error = json.dumps(answer.json["error"])  # not the API's help link, CKAN's address
+        assert "The object store cannot be used right now; try again later" in error, error
+        # its address and the options to check are for the operator: in the log
+        assert "127.0.0.1" not in error and port not in error
+        assert "dcor_object_store" not in error
+    assert f"127.0.0.1:{port}" in caplog.text

@@ -33,8 +33,6 @@ from ..storage.s3 import (
     ObjectInfo,
     ObjectStore,
     PresignedUpload,
-    S3AuthError,
-    S3ConnectionError,
     S3Error,
     StagedObjectChanged,
     UploadGoneError,
@@ -165,8 +163,8 @@ def _done(grant: grants.Grant) -> PresignedUpload:
 def _store_failed(field: str, exc: S3Error) -> tk.ValidationError:
     """The answer to a user when the store failed: what the operator must fix goes to the log.
 
-    Messages of unreachable stores and refused credentials name the store's
-    (internal) address and the options to check: not for users.
+    The store's messages name its (internal) address, the options to check, its buckets:
+    not for users.
     """
     if isinstance(exc, NoUploadIdentity):
         log.error("dcor_depot upload route: %s", exc)
@@ -179,12 +177,12 @@ def _store_failed(field: str, exc: S3Error) -> tk.ValidationError:
                 ]
             }
         )
-    if isinstance(exc, (S3ConnectionError, S3AuthError)):
-        log.error("dcor_depot upload route: %s", exc)
-        return tk.ValidationError(
-            {field: ["The object store cannot be used right now; try again later"]}
-        )
-    return tk.ValidationError({field: [str(exc)]})
+    # whatever else went wrong with the store (unreachable, refused credentials, a
+    # connection dropped, an answer it should not give) is for the operator
+    log.error("dcor_depot upload route: %s", exc)
+    return tk.ValidationError(
+        {field: ["The object store cannot be used right now; try again later"]}
+    )
 
 
 def served_headers(name: str) -> dict[str, str]:

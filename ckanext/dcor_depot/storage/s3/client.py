@@ -124,6 +124,12 @@ def _s3_errors(action: str, endpoint: str) -> Iterator[None]:
             f"Cannot {action}: TLS to {endpoint} failed ({exc}); check the certificate "
             "or dcor_object_store.ssl_verify"
         ) from exc
+    except (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError) as exc:
+        # a connection closed or reset, a proxy that failed, a response cut off
+        raise S3ConnectionError(
+            f"Cannot {action}: the connection to the object store at {endpoint} failed "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
     except botocore.exceptions.ClientError as exc:
         error = exc.response.get("Error", {})
         code = error.get("Code", "")
