@@ -104,8 +104,12 @@ def circle_quota() -> int | None:
 
 def upload_max_size() -> int:
     """The largest file, in bytes, for which an upload is granted."""
-    gib = int(tk.config["ckanext.dcor_depot.upload_max_gib"])
-    return gib * 1024**3 if gib else MAX_OBJECT_SIZE
+    return min(int(tk.config["ckanext.dcor_depot.upload_max_gib"]) * 1024**3, MAX_OBJECT_SIZE)
+
+
+def upload_max_pending() -> int:
+    """How many uploads one user may have granted and not registered at a time."""
+    return int(tk.config["ckanext.dcor_depot.upload_max_pending"])
 
 
 def download_url_expiry() -> int:

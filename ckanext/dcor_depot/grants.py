@@ -90,29 +90,61 @@ def lock_circle(owner_org: str) -> None:
     )
 
 
-def circle_usage(owner_org: str) -> tuple[int, int]:
-    """Bytes a circle holds: ``(files its datasets record, pending grants)``.
+def circle_usage(
+    owner_org: str, bucket: str | None = None, excluding: str | None = None
+) -> tuple[int, int]:
+    """Bytes a circle holds: ``(its files, pending grants)``, until they are pruned.
 
-    Files: every resource with a file (deleted ones too: their objects stay until a
-    purge), by the size of its verified object, else by the resource's ``size``
-    (never below 0). Read in one statement: a registration that commits meanwhile
-    (the grant becomes a file) is counted once.
+    Files: every file the extension keeps a row of (from its arrival on: deleted
+    resources, rows CKAN dropped, datasets purged and kept for the retention period; a
+    dataset's current circle, else the one recorded when the file arrived or its dataset
+    was purged, else the circle of ``bucket``, where its object lies), and
+    the files of resources with none yet, by the size of the verified object, else the
+    resource's ``size`` (never below 0). Read in one statement: a registration that
+    commits meanwhile (the grant becomes a file) is counted once. ``excluding``: a
+    resource being created (its file is what the caller asks about).
     """
     row = model.Session.execute(
         sa.text(
             """
             SELECT
               (SELECT COALESCE(SUM(GREATEST(COALESCE(f.size, r.size, 0), 0)), 0)
-                 FROM resource r JOIN package p ON p.id = r.package_id
-                 LEFT JOIN dcor_depot_file f ON f.resource_id = r.id AND f.artifact = 'resource'
-                WHERE p.owner_org = :org AND r.url_type = ANY(:types) AND f.purged IS NULL),
+                 FROM dcor_depot_file f
+                 LEFT JOIN resource r ON r.id = f.resource_id
+                 LEFT JOIN package p ON p.id = f.package_id
+                WHERE f.artifact = 'resource' AND f.resource_id != :excluding
+                  AND (p.owner_org = :org OR (p.id IS NULL AND COALESCE(
+                       f.owner_org, CASE WHEN f.bucket = :bucket THEN :org END) = :org)))
+              + (SELECT COALESCE(SUM(GREATEST(COALESCE(r.size, 0), 0)), 0)
+                   FROM resource r JOIN package p ON p.id = r.package_id
+                  WHERE p.owner_org = :org AND r.url_type = ANY(:types) AND r.id != :excluding
+                    AND NOT EXISTS (SELECT 1 FROM dcor_depot_file f
+                                     WHERE f.resource_id = r.id AND f.artifact = 'resource')),
               (SELECT COALESCE(SUM(size), 0) FROM dcor_depot_upload
                 WHERE owner_org = :org AND state = :pending)
             """
         ),
-        {"org": owner_org, "types": list(placement.FILE_URL_TYPES), "pending": PENDING},
+        {
+            "org": owner_org,
+            "bucket": bucket,
+            "excluding": excluding or "",
+            "types": list(placement.FILE_URL_TYPES),
+            "pending": PENDING,
+        },
     ).one()
     return int(row[0]), int(row[1])
+
+
+def pending_of(user_id: str, now: datetime.datetime | None = None) -> int:
+    """How many uploads a user was granted that may still be sent and registered."""
+    count = model.Session.execute(
+        sa.select(sa.func.count()).where(
+            upload_table.c.user_id == user_id,
+            upload_table.c.state == PENDING,
+            upload_table.c.expires > (now or utcnow()),
+        )
+    ).scalar_one()
+    return int(count)
 
 
 def pending_locations(now: datetime.datetime | None = None) -> set[tuple[str, str]]:

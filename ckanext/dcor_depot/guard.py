@@ -236,6 +236,8 @@ def _new_resource(package: model.Package, resource: model.Resource) -> None:
         )
         if not resource.mimetype:
             resource.mimetype = mimetype_for(resource.name or "")
+        # its bytes count against the circle's quota from now on, whatever CKAN does
+        records.record_file(package.id, resource.id, False, resource.size, package.owner_org)
     elif grant is not None:
         raise tk.ValidationError(
             {

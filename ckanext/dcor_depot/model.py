@@ -36,6 +36,9 @@ file_table = sa.Table(
     sa.Column("moved_from", sa.UnicodeText),
     # when CKAN lost the resource (purge): its copies go after the retention period
     sa.Column("purged", sa.DateTime, index=True),
+    # the dataset's circle when the file arrived or was purged: whose quota it counts
+    # against once CKAN has no row of the dataset (until it is pruned)
+    sa.Column("owner_org", sa.UnicodeText),
 )
 
 #: One row per upload granted by ``dcor_depot_upload_urls`` and not yet registered or pruned.

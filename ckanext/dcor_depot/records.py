@@ -349,6 +349,7 @@ class FileRecord:
     recorded: datetime.datetime
     moved_from: str | None
     purged: datetime.datetime | None
+    owner_org: str | None = None
 
 
 @contextlib.contextmanager
@@ -422,12 +423,31 @@ def record_object(
     )
 
 
-def record_file(package_id: str, resource_id: str, commit: bool = True) -> None:
-    """Record that the extension keeps the file of a resource (before it has an object)."""
+def record_file(
+    package_id: str,
+    resource_id: str,
+    commit: bool = True,
+    size: int | None = None,
+    owner_org: str | None = None,
+) -> None:
+    """Record that the extension keeps the file of a resource (before it has an object);
+    ``size``: its bytes, which count against the quota of the circle ``owner_org`` until
+    the file is pruned (a row recorded before keeps its size; gets the circle)."""
     statement = insert(file_table).values(
-        resource_id=resource_id, artifact="resource", package_id=package_id, recorded=_now()
+        resource_id=resource_id,
+        artifact="resource",
+        package_id=package_id,
+        recorded=_now(),
+        size=size,
+        owner_org=owner_org,
     )
-    _write(statement.on_conflict_do_nothing(index_elements=["resource_id", "artifact"]), commit)
+    if owner_org is None:
+        statement = statement.on_conflict_do_nothing(index_elements=["resource_id", "artifact"])
+    else:
+        statement = statement.on_conflict_do_update(
+            index_elements=["resource_id", "artifact"], set_={"owner_org": owner_org}
+        )
+    _write(statement, commit)
 
 
 def clear_moved_from(resource_id: str, artifact: str, bucket: str) -> None:

@@ -30,8 +30,11 @@ class DepotResourceUpload(ResourceUpload):
 
     def upload(self, id: str, max_size: int = 10) -> None:
         """CKAN's upload, refused before it touches the disk for a resource that
-        holds a file: a new file would overwrite the depot copy through the
-        symlink, and clearing would delete the link to it."""
+        holds a file (a new file would overwrite the depot copy through the
+        symlink, and clearing would delete the link to it), or whose file does not
+        fit into its circle's quota. A new file is recorded (``records.record_file``)
+        in CKAN's transaction: its bytes count against the quota whatever CKAN
+        does with the resource's row, until the file is pruned."""
         if self.storage_path and (self.filename or self.clear):
             from . import guard
 
@@ -42,9 +45,27 @@ class DepotResourceUpload(ResourceUpload):
                 raise tk.ValidationError(
                     {"upload": [guard.REPLACE_REFUSED.format(id=id, name=name)]}
                 )
+            if self.filename:
+                self._arrives(id)
         super().upload(id, max_size)
         if self.storage_path and self.filename:
             model.Session().info.setdefault(_UPLOADED, set()).add(id)
+
+    def _arrives(self, resource_id: str) -> None:
+        """Check the new file against its circle's quota, and record it (the resource's
+        row is in CKAN's session, not committed: CKAN 2.12 uploads before its
+        ``IPackageController.edit``, 2.11's ``resource_create`` after)."""
+        from . import grants, records
+        from .logic import upload_route
+
+        resource = model.Session.get(model.Resource, resource_id)
+        package = resource.package if resource is not None else None
+        if package is None:
+            return
+        if package.owner_org:
+            grants.lock_circle(package.owner_org)
+            upload_route.check_quota(package, self.filesize, "upload", resource_id)
+        records.record_file(package.id, resource_id, False, self.filesize, package.owner_org)
 
 
 _UPLOADED = "dcor_depot_uploaded_files"

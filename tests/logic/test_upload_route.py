@@ -25,7 +25,7 @@ import ckan.plugins.toolkit as tk
 import pytest
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import grants
+from ckanext.dcor_depot import config, grants, placement
 from ckanext.dcor_depot.cli import dcor_prune_orphaned_objects, run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs.backup import backup_resource
 from ckanext.dcor_depot.jobs.checksum import record_object_sha256
@@ -771,6 +771,93 @@ def test_circle_quota_and_largest_upload(circle, app, random_file, ckan_config, 
         f"Circle hl60-lab uses {GiB} bytes (3000 in files, {GiB - 3000} in pending uploads) "
         f"of its limit of {GiB} bytes (1 GiB, ckanext.dcor_depot.circle_quota_gib)"
     ) in over.json["error"]["size"][0]
+
+
+def test_the_quota_counts_the_bytes_the_store_holds_until_they_are_removed(
+    circle, app, store, api_upload, random_file, run_worker, cli, ckan_config, monkeypatch
+):
+    """Deleting a file, CKAN dropping its row, purging its dataset: its bytes still count
+    until they are pruned. Files uploaded through CKAN count and are refused too."""
+    users, org, dataset = circle
+    alice = users["alice"]
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.circle_quota_gib", "1")
+    bucket = store.circle_bucket(org["id"])
+
+    def files() -> int:
+        recorded, _ = grants.circle_usage(org["id"], bucket)
+        model.Session.rollback()
+        return recorded
+
+    direct = uploaded(app, alice, dataset, random_file(3000, "direct.bin"))["resource_id"]
+    web = api_upload(alice, dataset["id"], random_file(2000, "web.bin"))["id"]  # no job ran
+    other = factories.Dataset(owner_org=org["id"], user=alice)
+    doomed = api_upload(alice, other["id"], random_file(1000, "doomed.bin"))["id"]
+    assert files() == 6000
+    for rid in (direct, web):
+        helpers.call_action("resource_delete", context={"user": "alice"}, id=rid)
+    helpers.call_action(
+        "resource_create", context={"user": "alice"}, package_id=dataset["id"], url="x:"
+    )
+    assert {r.id for r in model.Session.query(model.Resource)} & {direct, web} == set()
+    model.Session.rollback()
+    sysadmin = factories.Sysadmin()
+    helpers.call_action("dataset_purge", context={"user": sysadmin["name"]}, id=other["id"])
+    run_worker(failures_allowed=True)  # the web upload's job finds its resource gone
+    assert files() == 6000  # CKAN lost every row of them; the store holds their bytes
+
+    # a file through CKAN's own upload that does not fit is refused, and not kept
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.circle_quota_gib", "0")
+    quota = 6000 + 4000
+    monkeypatch.setattr(config, "circle_quota", lambda: quota)
+    token = factories.APIToken(user="alice")["token"]
+    storage = placement.ckan_path(str(uuid.uuid4())).parents[2]
+    stored = {p for p in storage.rglob("*") if p.is_file()}
+    with open(random_file(4001, "large.bin"), "rb") as fd:
+        refused = app.post(
+            "/api/action/resource_create",
+            data={"package_id": dataset["id"], "upload": (fd, "large.bin")},
+            headers={"Authorization": token},
+            content_type="multipart/form-data",
+        )
+    assert refused.status_code == 409, refused.body
+    assert f"uses 6000 bytes (6000 in files, 0 in pending uploads) of its limit of {quota}" in (
+        refused.body
+    )
+    assert {p for p in storage.rglob("*") if p.is_file()} == stored  # nothing of it was kept
+    assert api_upload(alice, dataset["id"], random_file(4000, "fits.bin"))["size"] == 4000
+    assert files() == 10000
+
+    # pruned: the bytes are gone, and so is their share of the quota
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.purge_retention_days", "0")
+    pruned = cli.invoke(dcor_prune_orphaned_objects, [])
+    assert pruned.exit_code == 0, pruned.output
+    # the files whose rows CKAN dropped and the purged dataset's are gone
+    assert "3 purged files past 0 days" in pruned.output
+    assert files() == 4000
+    assert store.object_info(bucket, object_key("resource", direct)) is None
+    assert not placement.ckan_path(web).exists() and not placement.ckan_path(doomed).exists()
+
+
+def test_grants_are_bounded_per_user_and_resuming_never_extends_one(
+    circle, app, random_file, ckan_config, monkeypatch
+):
+    users, org, dataset = circle
+    alice = users["alice"]
+    assert config.upload_max_size() == 1024 * GiB  # bounded without any setting
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.upload_max_pending", "2")
+    answers = [grant(app, alice, dataset, random_file(6 * MiB, f"{i}.bin")) for i in range(2)]
+    data = {"package_id": dataset["id"], "name": "third.bin", "size": 1000}
+    refused = api(app, "dcor_depot_upload_urls", data, alice)
+    assert refused.status_code == 409 and "You have 2 uploads granted" in refused.body
+    issued = grants.get(answers[0]["resource_id"])
+    model.Session.rollback()
+    resume = {"package_id": dataset["id"], "resource_id": answers[0]["resource_id"]}
+    again = api(app, "dcor_depot_upload_urls", resume, alice).json["result"]
+    assert again["expires"] <= answers[0]["expires"]
+    assert grants.get(answers[0]["resource_id"]).expires == issued.expires
+    model.Session.rollback()
+    # another user's grants are theirs
+    assert api(app, "dcor_depot_upload_urls", data, users["carol"]).status_code == 403
 
 
 def test_two_grants_at_once_cannot_overshoot_the_quota(circle, ckan_config, monkeypatch):

@@ -71,14 +71,17 @@ def dataset_purge(original, context: Context, data_dict: DataDict):
     if package is None:
         return original(context, data_dict)
     tk.check_access("dataset_purge", context, data_dict)
-    package_id = package.id
-    rows = model.Session.query(model.Resource.id, model.Resource.url_type).filter(
-        model.Resource.package_id == package_id
-    )
-    kept = {rid for rid, url_type in rows if url_type in placement.FILE_URL_TYPES}
-    kept |= {r.resource_id for r in records.file_records(package_ids=[package_id])}
-    for resource_id in kept:
-        records.record_file(package_id, resource_id, commit=False)
+    package_id, owner_org = package.id, package.owner_org
+    rows = model.Session.query(
+        model.Resource.id, model.Resource.url_type, model.Resource.size
+    ).filter(model.Resource.package_id == package_id)
+    # each file with its size and circle: its bytes count against that circle's quota
+    # until they are pruned
+    kept = {rid: size for rid, url_type, size in rows if url_type in placement.FILE_URL_TYPES}
+    for row in records.file_records(package_ids=[package_id]):
+        kept.setdefault(row.resource_id, row.size)
+    for resource_id, size in kept.items():
+        records.record_file(package_id, resource_id, False, size, owner_org)
     records.mark_purged(kept, commit=False)
     result = original(context, data_dict)
     queue.queue_or_log(converge.request_convergence, package_id)

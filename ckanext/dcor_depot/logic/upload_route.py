@@ -61,7 +61,8 @@ def issue_upload_urls(
             }
         )
     grants.lock_circle(package.owner_org)  # until the grant is committed: quota
-    _check_quota(package, size)
+    check_quota(package, size)
+    _check_pending(user_id)
     resource_id = str(uuid.uuid4())
     key = object_key("resource", resource_id)
     expiry = config.upload_url_expiry()
@@ -206,25 +207,52 @@ def _store_and_dataset(package_id: str) -> tuple[ObjectStore, model.Package]:
     return store, package
 
 
-def _check_quota(package: model.Package, size: int) -> None:
+def check_quota(
+    package: model.Package, size: int, field: str = "size", resource_id: str | None = None
+) -> None:
+    """Refuse a file of ``size`` bytes that would take the dataset's circle over its quota
+    (``ckanext.dcor_depot.circle_quota_gib``), saying its usage and limit (``resource_id``:
+    of the resource being created, not counted in the usage). The caller has
+    locked the circle (:func:`grants.lock_circle`) until its transaction ends; on a
+    refusal the transaction is rolled back."""
     quota = config.circle_quota()
     if quota is None:
         return
-    recorded, pending = grants.circle_usage(package.owner_org)
+    store = config.object_store()
+    bucket = store.circle_bucket(package.owner_org) if store is not None else None
+    recorded, pending = grants.circle_usage(package.owner_org, bucket, resource_id)
     if recorded + pending + size > quota:
         model.Session.rollback()
         circle = model.Group.get(package.owner_org)
         raise tk.ValidationError(
             {
-                "size": [
+                field: [
                     f"Circle {circle.name if circle else package.owner_org} uses "
                     f"{recorded + pending} bytes ({recorded} in files, {pending} in pending "
                     f"uploads) of its limit of {quota} bytes ({_gib(quota)}, "
                     f"ckanext.dcor_depot.circle_quota_gib): a file of {size} bytes does not "
-                    "fit. Ask the site's administrators for more space"
+                    "fit. Files of deleted resources count until they are removed. Ask the "
+                    "site's administrators for more space"
                 ]
             }
         )
+
+
+def _check_pending(user_id: str | None) -> None:
+    """Refuse a grant to a user who has as many pending uploads as one may have."""
+    most = config.upload_max_pending()
+    if user_id is None or grants.pending_of(user_id) < most:
+        return
+    model.Session.rollback()
+    raise tk.ValidationError(
+        {
+            "size": [
+                f"You have {most} uploads granted and not registered yet, as many as one may "
+                "have (ckanext.dcor_depot.upload_max_pending): register them, or let them "
+                "expire, before you ask for more"
+            ]
+        }
+    )
 
 
 def _refuse_ended(grant: grants.Grant, field: str = "resource_id", rollback: bool = True) -> None:
