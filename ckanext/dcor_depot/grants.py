@@ -1,10 +1,10 @@
 """Uploads granted by ``dcor_depot_upload_urls`` and not yet registered, and what a
 circle holds: the extension's table ``dcor_depot_upload`` (``model.py``).
 
-The action writes a row when it grants an upload and renews its expiry when
-the upload is resumed; the registration removes it in the transaction that
-creates the resource; ``ckan dcor-prune-orphaned-objects`` removes the rows
-of expired uploads with what they left in the store.
+The action writes a row when it grants an upload (resuming never extends it);
+the registration marks it registered in the transaction that creates the
+resource; ``ckan dcor-prune-orphaned-objects`` removes the rows of expired
+grants with what they left in the store.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from sqlalchemy.dialects.postgresql import insert
 from . import placement
 from .model import upload_table
 
-PENDING, ABORTED = "pending", "aborted"
+#: A grant's states: its upload may be sent and registered; the store no longer knows its
+#: multipart upload; registered (kept until it expires: its staged object too, so that the
+#: route's URLs, signed with If-None-Match, cannot stage it again)
+PENDING, ABORTED, REGISTERED = "pending", "aborted", "registered"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,11 +139,12 @@ def circle_usage(
 
 
 def pending_of(user_id: str, now: datetime.datetime | None = None) -> int:
-    """How many uploads a user was granted that may still be sent and registered."""
+    """How many unexpired grants a user holds that are not registered (aborted ones too:
+    aborting and asking again is no way round the limit)."""
     count = model.Session.execute(
         sa.select(sa.func.count()).where(
             upload_table.c.user_id == user_id,
-            upload_table.c.state == PENDING,
+            upload_table.c.state != REGISTERED,
             upload_table.c.expires > (now or utcnow()),
         )
     ).scalar_one()
@@ -148,10 +152,12 @@ def pending_of(user_id: str, now: datetime.datetime | None = None) -> int:
 
 
 def pending_locations(now: datetime.datetime | None = None) -> set[tuple[str, str]]:
-    """``(bucket, key)`` of the uploads that may still be sent and registered."""
+    """``(bucket, key)`` of the uploads that may still be sent and registered, and of the
+    registered ones that have not expired (their staged objects stay until then)."""
     rows = model.Session.execute(
         sa.select(upload_table.c.bucket, upload_table.c.key).where(
-            upload_table.c.state == PENDING, upload_table.c.expires > (now or utcnow())
+            upload_table.c.state.in_([PENDING, REGISTERED]),
+            upload_table.c.expires > (now or utcnow()),
         )
     ).all()
     model.Session.rollback()

@@ -25,7 +25,7 @@ import ckan.plugins.toolkit as tk
 import pytest
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import config, grants, placement
+from ckanext.dcor_depot import config, grants, placement, records
 from ckanext.dcor_depot.cli import dcor_prune_orphaned_objects, run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs.backup import backup_resource
 from ckanext.dcor_depot.jobs.checksum import record_object_sha256
@@ -165,11 +165,16 @@ def test_single_put_url_writes_only_its_staged_key_only_once(circle, app, store,
     assert anonymous_status(store.object_url(staging, key)) == 403
     assert not store.object_exists(bucket, key)  # nothing in the circle's bucket yet
 
-    # registered: copied into the circle's bucket, private until verified, gone from staging
+    # registered: copied into the circle's bucket, private until verified; the staged
+    # object stays until the grant expires, so its URL cannot stage other bytes
     assert register(app, users["alice"], answer["register"]["data"]).status_code == 200
     assert store.client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
     assert anonymous_status(store.object_url(bucket, key)) == 403
-    assert not store.object_exists(staging, key)
+    assert store.client.get_object(Bucket=staging, Key=key)["Body"].read() == data
+    assert http.put(url, data=other_bytes, headers=headers).status_code in (400, 412)
+    assert http.put(url, data=data, headers=headers).status_code == 412
+    again = register(app, users["alice"], answer["register"]["data"])
+    assert again.status_code == 409, again.body
 
 
 def test_upload_urls_are_refused_after_expiry(circle, app, random_file, ckan_config, monkeypatch):
@@ -563,6 +568,50 @@ def test_expired_and_aborted_uploads_are_refused_and_pruned(circle, app, store, 
     model.Session.rollback()
 
 
+def test_a_registration_that_rolls_back_can_be_made_again(
+    circle, app, store, random_file, cli, monkeypatch
+):
+    """A registration copies the upload into place before CKAN commits the resource:
+    when its transaction rolls back, the upload can be registered again (its staged
+    object is kept), and the copy of one that nobody registers goes when it expires."""
+    users, org, dataset = circle
+    alice = users["alice"]
+    paths = [random_file(3000 + i, f"file{i}.bin") for i in range(2)]
+    again, abandoned = (uploaded_only(app, alice, dataset, path) for path in paths)
+    circle_bucket, staging = store.circle_bucket(org["id"]), store.settings.staging_bucket
+
+    def fails(*args, **kwargs):
+        raise tk.ValidationError({"id": ["the database went away"]})
+
+    with monkeypatch.context() as patched:
+        patched.setattr(records, "record_file", fails)
+        for answer in (again, abandoned):
+            refused = register(app, alice, answer["register"]["data"])
+            assert refused.status_code == 409 and "went away" in refused.body
+            key = object_key("resource", answer["resource_id"])
+            assert store.object_exists(circle_bucket, key)  # copied before the rollback
+            assert grants.get(answer["resource_id"]).state == grants.PENDING
+            model.Session.rollback()
+
+    created = register(app, alice, again["register"]["data"])
+    assert created.status_code == 200, created.body
+    key = object_key("resource", again["resource_id"])
+    body = store.client.get_object(Bucket=circle_bucket, Key=key)["Body"].read()
+    assert body == paths[0].read_bytes()
+
+    for answer in (again, abandoned):
+        expire(answer["resource_id"])
+    pruned = cli.invoke(dcor_prune_orphaned_objects, [])
+    assert pruned.exit_code == 0, pruned.output
+    assert "2 expired uploads removed" in pruned.output
+    assert store.object_exists(circle_bucket, key)  # registered: kept
+    gone = object_key("resource", abandoned["resource_id"])
+    assert not store.object_exists(circle_bucket, gone)
+    assert not store.object_exists(staging, gone) and not store.object_exists(staging, key)
+    with pytest.raises(tk.ObjectNotFound):
+        helpers.call_action("resource_show", id=abandoned["resource_id"])
+
+
 def uploaded_only(app, user, dataset, path: Path) -> dict:
     """A grant whose file was sent and never registered."""
     answer = grant(app, user, dataset, path)
@@ -659,9 +708,9 @@ def test_no_url_of_a_grant_changes_a_registered_file(
         replayed.append(http.put(part["url"], data=os.urandom(size)))
     replayed.append(http.post(multipart["complete"]["url"], data="<CompleteMultipartUpload/>"))
     replayed.append(http.delete(multipart["abort"]["url"]))
-    # the single PUT writes a new staged object (nothing registers it); the multipart
-    # upload is gone (completed): its URLs are refused
-    assert replayed[0].status_code == 200
+    # the staged object stays until the grant expires: the single PUT (written once)
+    # is refused; the multipart upload is gone (completed): its URLs are refused
+    assert replayed[0].status_code == 412
     assert all(r.status_code in (400, 404) for r in replayed[1:]), replayed
     run_worker(ini)
     for answer, path in zip(answers, (small, big), strict=True):
@@ -675,21 +724,33 @@ def test_no_url_of_a_grant_changes_a_registered_file(
         # the upload cannot be registered again
         again = register(app, alice, answer["register"]["data"])
         assert again.status_code == 409
-    # what the replay staged goes with the next prune (after an hour)
+    # once the grants expired, the prune removes the staged objects and keeps the files
     monkeypatch.setattr(prune_operations, "STAGED_GRACE", datetime.timedelta(0))
-    key = object_key("resource", answers[0]["resource_id"])
+    staging = store.settings.staging_bucket
+    for answer in answers:
+        expire(answer["resource_id"])
     pruned = cli.invoke(dcor_prune_orphaned_objects, [])
     assert pruned.exit_code == 0, pruned.output
-    assert f"removed staged s3://{store.settings.staging_bucket}/{key}" in pruned.output
-    assert not store.object_exists(store.settings.staging_bucket, key)
+    assert "2 expired uploads removed" in pruned.output
+    for answer, path in zip(answers, (small, big), strict=True):
+        rid = answer["resource_id"]
+        key = object_key("resource", rid)
+        assert f"removed upload s3://{staging}/{key} of resource {rid} (registered" in (
+            pruned.output
+        )
+        assert not store.object_exists(staging, key)
+        url = f"/dataset/{dataset['id']}/resource/{rid}/download"
+        location = app.get(url, headers=owner, follow_redirects=False).headers["Location"]
+        assert downloaded_sha256(location, path.name) == sha256_path(path)
 
 
-def test_an_upload_granted_before_the_staging_area_is_finished_the_old_way(
+def test_an_upload_granted_before_the_staging_area_is_refused(
     circle, app, store, random_file, run_worker, cli
 ):
-    """A site that upgrades keeps its pending grants: their objects are at the final key
-    (the old URLs wrote the circle's bucket). They are registered as they were; they
-    cannot be resumed (no new URLs of the extension's own identity); expired, pruned."""
+    """A site that upgrades keeps its pending grants, whose URLs wrote the circle's bucket
+    with the extension's own identity: what they wrote may be a copy of any object it
+    can read, with any metadata. They are neither resumed nor registered (the answer says
+    to send the file again); once expired, the prune removes what they wrote."""
     users, org, dataset = circle
     alice = users["alice"]
     bucket = store.circle_bucket(org["id"])
@@ -730,23 +791,28 @@ def test_an_upload_granted_before_the_staging_area_is_finished_the_old_way(
 
     done_path, open_path = random_file(3000, "done.bin"), random_file(6 * MiB, "open.bin")
     done, unfinished = old_grant(done_path, True), old_grant(open_path, False)
-    resume = {"package_id": dataset["id"], "resource_id": unfinished}
-    refused = api(app, "dcor_depot_upload_urls", resume, alice)
-    assert refused.status_code == 409 and "cannot be resumed" in refused.body
-    answer = api(app, "dcor_depot_upload_urls", {**resume, "resource_id": done}, alice)
-    assert answer.json["result"]["upload"]["method"] == "done"
-    created = register(app, alice, answer.json["result"]["register"]["data"])
-    assert created.status_code == 200, created.body
-    run_worker()
-    assert helpers.call_action("resource_show", id=done)["sha256"] == sha256_path(done_path)
+    for rid in (done, unfinished):
+        resume = {"package_id": dataset["id"], "resource_id": rid}
+        refused = api(app, "dcor_depot_upload_urls", resume, alice)
+        assert refused.status_code == 409, refused.body
+        assert "can be neither resumed nor registered" in refused.body
+        assert "send the file again" in refused.body
+        data = {"package_id": dataset["id"], "id": rid, "name": "x.bin", "url_type": "s3_upload"}
+        refused = register(app, alice, data)
+        assert refused.status_code == 409 and "neither resumed nor registered" in refused.body
+        with pytest.raises(tk.ObjectNotFound):
+            helpers.call_action("resource_show", id=rid)
 
-    expire(unfinished)
+    for rid in (done, unfinished):
+        expire(rid)
     pruned = cli.invoke(dcor_prune_orphaned_objects, [])
     assert pruned.exit_code == 0, pruned.output
-    assert "1 expired uploads removed" in pruned.output
-    key = object_key("resource", unfinished)
-    assert f"removed upload s3://{bucket}/{key} of resource {unfinished}" in pruned.output
-    assert store.stale_multipart_uploads(bucket, datetime.datetime.now(datetime.UTC), key) == []
+    assert "2 expired uploads removed" in pruned.output
+    for rid in (done, unfinished):
+        key = object_key("resource", rid)
+        assert f"removed upload s3://{bucket}/{key} of resource {rid}" in pruned.output
+        assert not store.object_exists(bucket, key)
+        assert store.stale_multipart_uploads(bucket, datetime.datetime.now(datetime.UTC), key) == []
 
 
 def test_circle_quota_and_largest_upload(circle, app, random_file, ckan_config, monkeypatch):

@@ -8,8 +8,8 @@ file straight to S3, and registers it with ``resource_create`` (``url_type``
 writes resources (``guard.py``), checks the staged object against its grant and
 copies it into the circle bucket (:func:`register`); then jobs hash the object,
 record its DC metadata, apply its visibility and back it up. Grants issued
-before the staging area (their URLs write the circle bucket itself) are
-registered as they were; they cannot be resumed.
+before the staging area (their URLs wrote the circle bucket itself, signed by
+the extension's own identity) can be neither resumed nor registered.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from ..records import DATASET_METADATA, DECLARED_SHA256_METADATA, SIZE_METADATA
 from ..storage.s3 import (
     MD5_METADATA_KEY,
     NoUploadIdentity,
-    ObjectInfo,
     ObjectStore,
     PresignedUpload,
     S3Error,
@@ -112,20 +111,8 @@ def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
         )
     _refuse_ended(grant)
     left = int((grant.expires - grants.utcnow()).total_seconds())
+    _refuse_unstaged(store, grant)
     try:
-        if not _staged(store, grant):
-            if store.object_exists(grant.bucket, grant.key):  # written before staging
-                return _answer(resource_id, package, grant.name, _done(grant))
-            model.Session.rollback()
-            raise tk.ValidationError(
-                {
-                    "resource_id": [
-                        f"The upload of resource {resource_id} was granted before this site "
-                        "checked uploads in a staging area and cannot be resumed: ask "
-                        "dcor_depot_upload_urls for a new upload and send the file again"
-                    ]
-                }
-            )
         if store.object_exists(grant.bucket, grant.key):
             upload = _done(grant)
         elif grant.upload_id is None:
@@ -149,9 +136,23 @@ def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
     return _answer(resource_id, package, grant.name, upload)
 
 
-def _staged(store: ObjectStore, grant: grants.Grant) -> bool:
-    """The grant's URLs write the staging area (not, as before it, the circle bucket)."""
-    return grant.bucket == store.settings.staging_bucket
+def _refuse_unstaged(store: ObjectStore, grant: grants.Grant, field: str = "resource_id") -> None:
+    """Refuse a grant whose URLs wrote the circle bucket itself (issued before the staging
+    area): they were signed by the extension's own identity, and what they wrote may be a
+    copy of anything it can read (``x-amz-copy-source``), with any metadata."""
+    if grant.bucket == store.settings.staging_bucket:
+        return
+    model.Session.rollback()
+    raise tk.ValidationError(
+        {
+            field: [
+                f"The upload of resource {grant.resource_id} was granted before this site "
+                "checked uploads in a staging area and can be neither resumed nor "
+                "registered: ask dcor_depot_upload_urls for a new upload and send the file "
+                "again"
+            ]
+        }
+    )
 
 
 def _done(grant: grants.Grant) -> PresignedUpload:
@@ -256,7 +257,13 @@ def _check_pending(user_id: str | None) -> None:
 
 
 def _refuse_ended(grant: grants.Grant, field: str = "resource_id", rollback: bool = True) -> None:
-    """Refuse an expired or aborted grant, saying what to do."""
+    """Refuse an expired, aborted or registered grant, saying what to do."""
+    if grant.state == grants.REGISTERED:
+        if rollback:
+            model.Session.rollback()
+        raise tk.ValidationError(
+            {field: [f"The upload of resource {grant.resource_id} is registered already"]}
+        )
     if grant.state == grants.ABORTED:
         problem = "was aborted (the store no longer holds its parts)"
     elif grant.expired():
@@ -375,15 +382,14 @@ def register(
             {"id": [f"The upload of resource {resource_id} was issued for another dataset"]}
         )
     _refuse_ended(grant, field="id", rollback=False)
+    _refuse_unstaged(store, grant, field="id")
     location = placement.object_location(store, package.owner_org, resource_id)
     try:
-        if _staged(store, grant):
-            size = _put_in_place(store, grant, location, given_size, name, declared_sha256)
-        else:
-            size = _check_in_place(store, grant, location, given_size)
+        size = _put_in_place(store, grant, location, given_size, name, declared_sha256)
     except S3Error as exc:
         raise _store_failed("id", exc) from exc
-    grants.remove(resource_id)  # committed with the new resource
+    # committed with the new resource; its staged object stays until the grant expires
+    grants.update(resource_id, state=grants.REGISTERED)
     return size, download_url(package.id, resource_id, name)
 
 
@@ -398,9 +404,6 @@ def _put_in_place(
     """Check the staged object and copy it to ``location`` (``storage/s3/staging.py``)."""
     info = store.object_info(grant.bucket, grant.key)
     if info is None:
-        placed = store.object_info(*location)
-        if placed is not None and _issued(placed, grant):
-            return placed.size  # copied by a registration whose transaction rolled back
         raise tk.ValidationError(
             {
                 "id": [
@@ -421,39 +424,6 @@ def _put_in_place(
     except StagedObjectChanged as exc:
         raise tk.ValidationError({"id": [str(exc)]}) from exc
     return info.size
-
-
-def _check_in_place(
-    store: ObjectStore, grant: grants.Grant, location: placement.ObjectLocation, given_size: Any
-) -> int:
-    """An upload granted before the staging area: its object at its final key."""
-    info = store.object_info(*location)
-    if info is None:
-        raise tk.ValidationError(
-            {
-                "id": [
-                    f"No file was uploaded for resource {grant.resource_id}: send it with the "
-                    "URLs of dcor_depot_upload_urls (a multipart upload must also be "
-                    "completed), then register it"
-                ]
-            }
-        )
-    if info.metadata.get(DATASET_METADATA) != grant.package_id:
-        raise tk.ValidationError(
-            {"id": [f"The upload of resource {grant.resource_id} was issued for another dataset"]}
-        )
-    _refuse_other_size(grant, info.size, given_size)
-    return info.size
-
-
-def _issued(info: ObjectInfo, grant: grants.Grant) -> bool:
-    """An object at a final key is the copy of this grant's upload (only the extension
-    writes final keys)."""
-    return (
-        info.metadata.get(DATASET_METADATA) == grant.package_id
-        and info.metadata.get(SIZE_METADATA) == str(grant.size)
-        and info.size == grant.size
-    )
 
 
 def _refuse_other_size(grant: grants.Grant, size: int, given: Any) -> None:

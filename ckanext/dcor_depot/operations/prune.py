@@ -93,14 +93,17 @@ def prune(
 def _prune_expired_uploads(
     store: ObjectStore, pruned: Pruned, dry_run: bool, echo: Callable[[str], None]
 ) -> None:
+    """Remove expired, aborted and expired registered grants with what they left: the
+    multipart upload aborted, the staged object deleted (without a HEAD, which an object
+    written with a customer's encryption key refuses), and for a grant never registered
+    the copy an interrupted registration put at the file's place. What a resource
+    records is kept."""
     verb = "would remove" if dry_run else "removed"
     for grant in grants.expired():
         where = f"s3://{grant.bucket}/{grant.key}"
+        recorded = records.file_records(resource_ids=[grant.resource_id])
         # a resource of this id that records the object keeps it (the row goes anyway)
-        keeps = any(
-            (row.bucket, row.key) == (grant.bucket, grant.key)
-            for row in records.file_records(resource_ids=[grant.resource_id])
-        )
+        keeps = any((row.bucket, row.key) == (grant.bucket, grant.key) for row in recorded)
         try:
             if not dry_run:
                 locked = grants.get(grant.resource_id, lock=True)  # a registration waits
@@ -109,22 +112,41 @@ def _prune_expired_uploads(
                     continue
                 if grant.upload_id:
                     store.abort_upload(grant.bucket, grant.key, grant.upload_id)
-                if not keeps and store.object_info(grant.bucket, grant.key) is not None:
+                if not keeps:
                     store.delete_object(grant.bucket, grant.key)
+                if grant.state != grants.REGISTERED and not recorded:
+                    _remove_unregistered_copy(store, grant)
                 grants.remove(grant.resource_id)
                 model.Session.commit()
-        except S3Error as exc:
-            model.Session.rollback()
-            pruned.failures.append(f"upload of resource {grant.resource_id} ({where}): {exc}")
+        except Exception as exc:  # noqa: BLE001 - one failed item, named; the rest goes on
+            failure = records.one_item_failed(exc)
+            pruned.failures.append(f"upload of resource {grant.resource_id} ({where}): {failure}")
             continue
         pruned.uploads += 1
-        state = (
-            "aborted"
-            if grant.state == grants.ABORTED
-            else f"expired {grant.expires:%Y-%m-%d %H:%M} UTC"
+        state = {
+            grants.ABORTED: "aborted",
+            grants.REGISTERED: f"registered, expired {grant.expires:%Y-%m-%d %H:%M} UTC",
+        }.get(grant.state, f"expired {grant.expires:%Y-%m-%d %H:%M} UTC")
+        kept = (
+            "the object a resource records is kept"
+            if keeps or grant.state == grants.REGISTERED
+            else "never registered"
         )
-        kept = "the object a resource records is kept" if keeps else "never registered"
         echo(f"{verb} upload {where} of resource {grant.resource_id} ({state}, {kept})")
+
+
+def _remove_unregistered_copy(store: ObjectStore, grant: grants.Grant) -> None:
+    """The copy at the file's place that a registration made before its transaction
+    rolled back (no resource and no record of it): it belongs to nobody."""
+    if grant.bucket != store.settings.staging_bucket or model.Resource.get(grant.resource_id):
+        return
+    package = model.Package.get(grant.package_id)
+    if package is None or not package.owner_org:
+        return
+    location = placement.object_location(store, package.owner_org, grant.resource_id)
+    placed = store.object_info(*location)
+    if placed is not None and placed.metadata.get(records.DATASET_METADATA) == grant.package_id:
+        store.delete_object(*location)
 
 
 #: What is staged without a pending grant is removed once it is this old: a grant's

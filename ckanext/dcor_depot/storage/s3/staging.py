@@ -18,8 +18,8 @@ grant.
 A registration copies the staged object into its circle bucket with the
 extension's identity (:meth:`Staging.copy_staged`): the copy must have the ETag
 the staged object was checked by; it gets the extension's metadata, a private
-ACL and no tags; then the staged object is deleted. Nothing a user's URL can
-reach is ever served, tagged public or recorded.
+ACL and no tags. The staged object stays until its grant expires. Nothing a
+user's URL can reach is ever served, tagged public or recorded.
 
 The bucket is set up by the extension on first use, with the upload identity,
 policy last: once the policy is in place the upload identity cannot change it
@@ -216,7 +216,10 @@ class Staging:
         ``metadata`` and ``served`` headers, a private ACL, no tags. The copy must have
         the size and ETag the staged object was checked with (Ceph RGW 16 ignores
         ``x-amz-copy-source-if-match``; its copy keeps the ETag): a staged key written
-        again meanwhile is not put in place. Then the staged object is deleted."""
+        again meanwhile is not put in place. The staged object stays until its grant
+        expires (``dcor-prune-orphaned-objects``): a registration whose transaction rolls
+        back can be made again, and the route's URLs (``If-None-Match``) cannot stage
+        other bytes under the key meanwhile."""
         staging = self.settings.staging_bucket
         self.ensure_bucket(bucket)
         where = f"copy the staged upload s3://{staging}/{key} to s3://{bucket}/{target_key}"
@@ -237,10 +240,8 @@ class Staging:
         if copied is None or (copied.etag, copied.size) != (info.etag, info.size):
             self.delete_object(bucket, target_key)
             raise StagedObjectChanged(
-                f"The staged upload s3://{staging}/{key} was written again while it was "
-                "registered: register it again"
+                "The uploaded file was written again while it was registered: register it again"
             )
-        self.delete_object(staging, key)
 
 
 class NoUploadIdentity(S3Error):
