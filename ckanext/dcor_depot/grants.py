@@ -16,7 +16,6 @@ import ckan.model as model
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from . import placement
 from .model import upload_table
 
 #: A grant's states: its upload may be sent and registered; the store no longer knows its
@@ -93,49 +92,81 @@ def lock_circle(owner_org: str) -> None:
     )
 
 
+#: The bytes of one file row ``f`` (its resource ``r`` joined): the size recorded when it
+#: arrived or was verified, else the resource's, never below 0
+_FILE_BYTES = "GREATEST(COALESCE(f.size, r.size, 0), 0)"
+
+
 def circle_usage(
-    owner_org: str, bucket: str | None = None, excluding: str | None = None
+    owner_org: str,
+    bucket: str | None = None,
+    excluding: str | None = None,
+    excluding_package: str | None = None,
 ) -> tuple[int, int]:
     """Bytes a circle holds: ``(its files, pending grants)``, until they are pruned.
 
     Files: every file the extension keeps a row of (from its arrival on: deleted
     resources, rows CKAN dropped, datasets purged and kept for the retention period; a
     dataset's current circle, else the one recorded when the file arrived or its dataset
-    was purged, else the circle of ``bucket``, where its object lies), and
-    the files of resources with none yet, by the size of the verified object, else the
-    resource's ``size`` (never below 0). Read in one statement: a registration that
-    commits meanwhile (the grant becomes a file) is counted once. ``excluding``: a
-    resource being created (its file is what the caller asks about).
+    was purged, else the circle of ``bucket``, where its object lies). Read in one
+    statement: a registration that commits meanwhile (the grant becomes a file) is
+    counted once. ``excluding``: a resource being created (its file is what the caller
+    asks about); ``excluding_package``: a dataset moving into the circle.
     """
     row = model.Session.execute(
         sa.text(
-            """
+            f"""
             SELECT
-              (SELECT COALESCE(SUM(GREATEST(COALESCE(f.size, r.size, 0), 0)), 0)
+              (SELECT COALESCE(SUM({_FILE_BYTES}), 0)
                  FROM dcor_depot_file f
                  LEFT JOIN resource r ON r.id = f.resource_id
                  LEFT JOIN package p ON p.id = f.package_id
                 WHERE f.artifact = 'resource' AND f.resource_id != :excluding
+                  AND f.package_id != :excluding_package
                   AND (p.owner_org = :org OR (p.id IS NULL AND COALESCE(
-                       f.owner_org, CASE WHEN f.bucket = :bucket THEN :org END) = :org)))
-              + (SELECT COALESCE(SUM(GREATEST(COALESCE(r.size, 0), 0)), 0)
-                   FROM resource r JOIN package p ON p.id = r.package_id
-                  WHERE p.owner_org = :org AND r.url_type = ANY(:types) AND r.id != :excluding
-                    AND NOT EXISTS (SELECT 1 FROM dcor_depot_file f
-                                     WHERE f.resource_id = r.id AND f.artifact = 'resource')),
+                       f.owner_org, CASE WHEN f.bucket = :bucket THEN :org END) = :org))),
               (SELECT COALESCE(SUM(size), 0) FROM dcor_depot_upload
-                WHERE owner_org = :org AND state = :pending)
+                WHERE owner_org = :org AND state = :pending
+                  AND package_id != :excluding_package)
             """
         ),
         {
             "org": owner_org,
             "bucket": bucket,
             "excluding": excluding or "",
-            "types": list(placement.FILE_URL_TYPES),
+            "excluding_package": excluding_package or "",
             "pending": PENDING,
         },
     ).one()
     return int(row[0]), int(row[1])
+
+
+def dataset_usage(package_id: str) -> tuple[int, int]:
+    """Bytes of a dataset as :func:`circle_usage` counts them: ``(its files, pending
+    grants)``."""
+    row = model.Session.execute(
+        sa.text(
+            f"""
+            SELECT
+              (SELECT COALESCE(SUM({_FILE_BYTES}), 0)
+                 FROM dcor_depot_file f LEFT JOIN resource r ON r.id = f.resource_id
+                WHERE f.artifact = 'resource' AND f.package_id = :package),
+              (SELECT COALESCE(SUM(size), 0) FROM dcor_depot_upload
+                WHERE package_id = :package AND state = :pending)
+            """
+        ),
+        {"package": package_id, "pending": PENDING},
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+def move_pending(package_id: str, owner_org: str) -> None:
+    """The pending grants of a dataset that moves count against its new circle."""
+    model.Session.execute(
+        sa.update(upload_table)
+        .where(upload_table.c.package_id == package_id, upload_table.c.state == PENDING)
+        .values(owner_org=owner_org)
+    )
 
 
 def pending_of(user_id: str, now: datetime.datetime | None = None) -> int:

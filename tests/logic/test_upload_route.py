@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -23,6 +24,9 @@ import botocore.auth
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 import pytest
+import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import config, grants, placement, records
@@ -30,6 +34,7 @@ from ckanext.dcor_depot.cli import dcor_prune_orphaned_objects, run_jobs_dcor_de
 from ckanext.dcor_depot.jobs.backup import backup_resource
 from ckanext.dcor_depot.jobs.checksum import record_object_sha256
 from ckanext.dcor_depot.jobs.queue import job_id
+from ckanext.dcor_depot.model import file_table
 from ckanext.dcor_depot.operations import prune as prune_operations
 from ckanext.dcor_depot.storage.depot import DepotError
 from ckanext.dcor_depot.storage.s3 import MiB, object_key
@@ -839,6 +844,62 @@ def test_circle_quota_and_largest_upload(circle, app, random_file, ckan_config, 
     ) in over.json["error"]["size"][0]
 
 
+def test_a_dataset_moves_only_into_a_circle_it_fits(
+    circle, app, random_file, ckan_config, monkeypatch
+):
+    """Moving a dataset to another circle moves its files and pending uploads into that
+    circle's quota: every action that moves it (package_owner_org_update, package_patch
+    and package_update) refuses a move that does not fit, as an editor of both circles;
+    an upload granted before the move must fit the new circle when it is registered."""
+    users, org, dataset = circle
+    alice = users["alice"]
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.circle_quota_gib", "1")
+    other = factories.Organization(
+        name="other-lab", users=[{"name": "alice", "capacity": "editor"}]
+    )
+    theirs = factories.Dataset(name="theirs", owner_org=other["id"], private=True, user=alice)
+    uploaded(app, alice, dataset, random_file(3000, "small.bin"))
+    moving = uploaded_only(app, alice, dataset, random_file(1000, "later.bin"))
+    data = {"package_id": theirs["id"], "name": "big.rtdc", "size": GiB - 3999}
+    assert api(app, "dcor_depot_upload_urls", data, alice).status_code == 200
+
+    says = (
+        f"Circle other-lab uses {GiB - 3999} bytes (0 in files, {GiB - 3999} in pending "
+        f"uploads) of its limit of {GiB} bytes (1 GiB, ckanext.dcor_depot.circle_quota_gib): "
+        "dataset hl60 with 4000 bytes (3000 in files, 1000 pending) does not fit"
+    )
+    shown = helpers.call_action("package_show", id=dataset["id"])
+    moves = [  # package_owner_org_update itself is for sysadmins only
+        ("package_owner_org_update", {"id": dataset["id"], "organization_id": other["name"]}),
+        ("package_patch", {"id": dataset["id"], "owner_org": other["id"]}),
+        ("package_update", {**shown, "owner_org": other["id"]}),
+    ]
+    sysadmin = factories.Sysadmin()
+    for action, move in moves:
+        refused = api(app, action, move, sysadmin if action == moves[0][0] else alice)
+        assert refused.status_code == 409, (action, refused.body)
+        assert says in refused.json["error"]["owner_org"][0], action
+        assert helpers.call_action("package_show", id=dataset["id"])["owner_org"] == org["id"]
+
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.circle_quota_gib", "2")
+    moved = api(app, *moves[1], alice)
+    assert moved.status_code == 200, moved.body
+    assert grants.circle_usage(other["id"]) == (3000, GiB - 3999 + 1000)
+    assert grants.circle_usage(org["id"]) == (0, 0)
+
+    # granted while the move ran (the grant still counts against the old circle)
+    grants.update(moving["resource_id"], owner_org=org["id"])
+    model.Session.commit()
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.circle_quota_gib", "1")
+    refused = register(app, alice, moving["register"]["data"])
+    assert refused.status_code == 409
+    assert "Circle other-lab uses" in refused.body and "a file of 1000 bytes does not fit" in (
+        refused.body
+    )
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.circle_quota_gib", "2")
+    assert register(app, alice, moving["register"]["data"]).status_code == 200
+
+
 def test_the_quota_counts_the_bytes_the_store_holds_until_they_are_removed(
     circle, app, store, api_upload, random_file, run_worker, cli, ckan_config, monkeypatch
 ):
@@ -902,6 +963,49 @@ def test_the_quota_counts_the_bytes_the_store_holds_until_they_are_removed(
     assert files() == 4000
     assert store.object_info(bucket, object_key("resource", direct)) is None
     assert not placement.ckan_path(web).exists() and not placement.ckan_path(doomed).exists()
+
+
+def test_the_quota_counts_stored_files_not_sizes_users_type(
+    circle, app, api_upload, random_file, ckan_config, monkeypatch
+):
+    """A resource of url_type upload without a file (its size is whatever the user typed)
+    takes nothing of the quota; a file that arrived before arrivals were recorded counts
+    from the upgrade on (migration c5a1e9d3f7b2), by the bytes at CKAN's path."""
+    users, org, dataset = circle
+    alice = users["alice"]
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.circle_quota_gib", "1")
+    typed = helpers.call_action(
+        "resource_create",
+        context={"user": "alice"},
+        package_id=dataset["id"],
+        url="nothing.rtdc",
+        url_type="upload",
+        size=2 * GiB,
+    )
+    early = api_upload(alice, dataset["id"], random_file(3000, "early.bin"))["id"]
+    assert grants.circle_usage(org["id"]) == (3000, 0)
+    data = {"package_id": dataset["id"], "name": "fits.bin", "size": GiB - 3000}
+    assert api(app, "dcor_depot_upload_urls", data, alice).status_code == 200
+
+    # as before this version: neither resource has a row
+    model.Session.execute(
+        sa.delete(file_table).where(file_table.c.resource_id.in_([early, typed["id"]]))
+    )
+    model.Session.commit()
+    assert grants.circle_usage(org["id"]) == (0, GiB - 3000)
+    versions = Path(prune_operations.__file__).parents[1] / "migration/dcor_depot/versions"
+    spec = importlib.util.spec_from_file_location(
+        "arrivals", versions / "c5a1e9d3f7b2_dcor_depot_file_arrivals.py"
+    )
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    with model.meta.engine.begin() as connection:
+        with Operations.context(MigrationContext.configure(connection)):
+            migration.upgrade()
+    assert grants.circle_usage(org["id"]) == (3000, GiB - 3000)
+    model.Session.rollback()
+    refused = api(app, "dcor_depot_upload_urls", {**data, "size": 1}, alice)
+    assert refused.status_code == 409 and f"uses {GiB} bytes" in refused.body
 
 
 def test_grants_are_bounded_per_user_and_resuming_never_extends_one(

@@ -1,5 +1,6 @@
-"""The extension's actions: the direct-to-S3 upload route, and CKAN's ``dataset_purge``
-chained so that what a purge removes is recorded before it is gone."""
+"""The extension's actions: the direct-to-S3 upload route, CKAN's ``dataset_purge``
+chained so that what a purge removes is recorded before it is gone, and CKAN's
+``package_owner_org_update`` chained so that a dataset moves only into a circle it fits."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .. import placement, records
 from ..jobs import converge, queue
 from . import schema, upload_route
 
-__all__ = ["dcor_depot_upload_urls", "dataset_purge"]
+__all__ = ["dcor_depot_upload_urls", "dataset_purge", "package_owner_org_update"]
 
 
 def dcor_depot_upload_urls(context: Context, data_dict: DataDict) -> dict[str, Any]:
@@ -86,3 +87,17 @@ def dataset_purge(original, context: Context, data_dict: DataDict):
     result = original(context, data_dict)
     queue.queue_or_log(converge.request_convergence, package_id)
     return result
+
+
+@tk.chained_action
+def package_owner_org_update(original, context: Context, data_dict: DataDict):
+    """CKAN's package_owner_org_update (``package_create`` and ``package_update`` call it
+    too, with the new circle), after checking that the dataset's files and pending
+    uploads fit the new circle's quota (``ckanext.dcor_depot.circle_quota_gib``)."""
+    package = model.Package.get(data_dict.get("id") or "")
+    organization_id = data_dict.get("organization_id")
+    org = model.Group.get(organization_id) if organization_id else None
+    if package is not None and org is not None and org.is_organization:
+        tk.check_access("package_owner_org_update", context, data_dict)
+        upload_route.check_move_quota(package.id, org.id)
+    return original(context, data_dict)

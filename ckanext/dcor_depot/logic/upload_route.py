@@ -23,6 +23,7 @@ from typing import Any
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
+import sqlalchemy as sa
 
 from .. import config, grants, placement, records
 from ..dc_file import mimetype_for
@@ -216,24 +217,55 @@ def check_quota(
     of the resource being created, not counted in the usage). The caller has
     locked the circle (:func:`grants.lock_circle`) until its transaction ends; on a
     refusal the transaction is rolled back."""
+    _check_circle_quota(package.owner_org, size, field, f"a file of {size} bytes", resource_id)
+
+
+def check_move_quota(package_id: str, owner_org: str | None) -> None:
+    """Before a dataset's circle changes to ``owner_org`` (``package_owner_org_update``,
+    which ``package_update`` calls too): refuse the move when the dataset's files and
+    pending uploads do not fit the new circle's quota, and let its pending uploads count
+    against it. A new dataset, or one that stays, passes."""
+    with model.meta.engine.connect() as connection:  # the committed circle
+        committed = connection.execute(
+            sa.text("SELECT owner_org FROM package WHERE id = :id"), {"id": package_id}
+        ).first()
+    if committed is None or not owner_org or committed.owner_org == owner_org:
+        return
+    grants.lock_circle(owner_org)
+    files, pending = grants.dataset_usage(package_id)
+    package = model.Package.get(package_id)
+    name = package.name if package is not None else package_id
+    what = f"dataset {name} with {files + pending} bytes ({files} in files, {pending} pending)"
+    _check_circle_quota(owner_org, files + pending, "owner_org", what, excluding_package=package_id)
+    grants.move_pending(package_id, owner_org)
+
+
+def _check_circle_quota(
+    owner_org: str,
+    size: int,
+    field: str,
+    what: str,
+    resource_id: str | None = None,
+    excluding_package: str | None = None,
+) -> None:
     quota = config.circle_quota()
     if quota is None:
         return
     store = config.object_store()
-    bucket = store.circle_bucket(package.owner_org) if store is not None else None
-    recorded, pending = grants.circle_usage(package.owner_org, bucket, resource_id)
+    bucket = store.circle_bucket(owner_org) if store is not None else None
+    recorded, pending = grants.circle_usage(owner_org, bucket, resource_id, excluding_package)
     if recorded + pending + size > quota:
         model.Session.rollback()
-        circle = model.Group.get(package.owner_org)
+        circle = model.Group.get(owner_org)
         raise tk.ValidationError(
             {
                 field: [
-                    f"Circle {circle.name if circle else package.owner_org} uses "
+                    f"Circle {circle.name if circle else owner_org} uses "
                     f"{recorded + pending} bytes ({recorded} in files, {pending} in pending "
                     f"uploads) of its limit of {quota} bytes ({_gib(quota)}, "
-                    f"ckanext.dcor_depot.circle_quota_gib): a file of {size} bytes does not "
-                    "fit. Files of deleted resources count until they are removed. Ask the "
-                    "site's administrators for more space"
+                    f"ckanext.dcor_depot.circle_quota_gib): {what} does not fit. Files of "
+                    "deleted resources count until they are removed. Ask the site's "
+                    "administrators for more space"
                 ]
             }
         )
@@ -356,8 +388,9 @@ def register(
     A staged upload must be there with the granted size; it is copied into the
     circle bucket with the extension's metadata (the dataset, the size, the
     MD5 declared at the grant and ``declared_sha256``, which the s3-sha256 job
-    checks) and deleted from the staging area. An upload granted before the
-    staging area must be at its final key, issued for this dataset.
+    checks); the grant is marked registered. An upload granted before the staging
+    area is refused. A dataset that moved to another circle since its grant must
+    fit that circle's quota.
     """
     store = config.object_store()
     if store is None:
@@ -383,6 +416,9 @@ def register(
         )
     _refuse_ended(grant, field="id", rollback=False)
     _refuse_unstaged(store, grant, field="id")
+    if grant.owner_org != package.owner_org:  # moved while the upload was pending
+        grants.lock_circle(package.owner_org)
+        check_quota(package, grant.size, "id", resource_id)
     location = placement.object_location(store, package.owner_org, resource_id)
     try:
         size = _put_in_place(store, grant, location, given_size, name, declared_sha256)
