@@ -67,30 +67,36 @@ def issue_upload_urls(
     key = object_key("resource", resource_id)
     expiry = config.upload_url_expiry()
     try:
-        upload = store.presigned_upload(key, size, expiry, md5=md5)
+        part_size, upload_id = store.start_upload(key, size)
     except S3Error as exc:
         model.Session.rollback()
         raise _store_failed("upload", exc) from exc
     now = grants.utcnow()
-    grants.add(
-        grants.Grant(
-            resource_id=resource_id,
-            package_id=package.id,
-            owner_org=package.owner_org,
-            user_id=user_id,
-            bucket=upload.bucket,
-            key=key,
-            name=name,
-            size=size,
-            part_size=upload.part_size,
-            md5=md5,
-            upload_id=upload.upload_id,
-            issued=now,
-            expires=now + datetime.timedelta(seconds=expiry),
-            state=grants.PENDING,
-        )
+    grant = grants.Grant(
+        resource_id=resource_id,
+        package_id=package.id,
+        owner_org=package.owner_org,
+        user_id=user_id,
+        bucket=store.settings.staging_bucket,
+        key=key,
+        name=name,
+        size=size,
+        part_size=part_size,
+        md5=md5,
+        upload_id=upload_id,
+        issued=now,
+        expires=now + datetime.timedelta(seconds=expiry),
+        state=grants.PENDING,
     )
-    model.Session.commit()
+    grants.add(grant)
+    model.Session.commit()  # the circle is free again: signing 10,000 part URLs takes seconds
+    try:
+        if upload_id is None:
+            upload = store.presigned_put(key, size, expiry, md5)
+        else:
+            upload = store.presigned_parts(key, size, part_size, upload_id, expiry, new=True)
+    except S3Error as exc:
+        raise _store_failed("upload", exc) from exc  # the grant can be resumed
     return _answer(resource_id, package, name, upload)
 
 

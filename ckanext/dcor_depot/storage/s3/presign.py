@@ -96,13 +96,22 @@ class Presigning:
         outlives the staging bucket: the registration copies the object with
         the extension's own metadata, ACL and tags (:meth:`copy_staged`).
         """
+        part_size, upload_id = self.start_upload(key, size)
+        if upload_id is None:
+            return self.presigned_put(key, size, expires_in, md5, write_once)
+        return self.presigned_parts(key, size, part_size, upload_id, expires_in, new=True)
+
+    def start_upload(self, key: str, size: int) -> tuple[int, str | None]:
+        """The part size of an upload of ``size`` bytes to ``key`` in the staging bucket,
+        and the id of the multipart upload created for it (None: one PUT); nothing is
+        signed yet (:meth:`presigned_put`, :meth:`presigned_parts` with ``new``)."""
         bucket = self.ensure_staging()
         part_size = part_size_for(size, self.settings.part_size)
         if size <= part_size:
-            return self.presigned_put(key, size, expires_in, md5, write_once)
+            return size, None
         with self._errors(f"prepare the upload of s3://{bucket}/{key}"):
             upload_id = self.uploader.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-        return self.presigned_parts(key, size, part_size, upload_id, expires_in)
+        return part_size, upload_id
 
     def presigned_put(
         self,
@@ -129,15 +138,22 @@ class Presigning:
         )
 
     def presigned_parts(
-        self, key: str, size: int, part_size: int, upload_id: str, expires_in: int
+        self,
+        key: str,
+        size: int,
+        part_size: int,
+        upload_id: str,
+        expires_in: int,
+        new: bool = False,
     ) -> PresignedUpload:
         """URLs for the parts of a multipart upload in the staging bucket that the store
-        does not hold yet (all of them for a new one), and to complete or abort it.
+        does not hold yet (all of them for a ``new`` one, without asking the store), and
+        to complete or abort it.
 
         Raises :class:`UploadGoneError` when the store no longer knows the upload.
         """
         bucket = self.ensure_staging()
-        done = self.uploaded_parts(bucket, key, upload_id)
+        done = {} if new else self.uploaded_parts(bucket, key, upload_id)
         count = -(-size // part_size)
 
         def length(number: int) -> int:
