@@ -319,3 +319,43 @@ def test_a_chosen_id_never_reaches_the_bytes_stored_under_it_before(
     (failure,) = run_worker(failures_allowed=True)
     assert failure.startswith(f"dcor-depot-file-{secret['id']}:") and "does not exist" in failure
     assert helpers.call_action("package_show", id=mine["id"])["resources"] == []
+
+
+def test_the_rules_hold_on_a_dataset_that_moved_to_another_circle(
+    app, editor_dataset, api_upload, random_file
+):
+    """CKAN 2.11's package_update commits half-way through on a dataset that has changed
+    circle (its package_owner_org_update saves the old membership with Member.save()):
+    the rules must still see what the request changes, not what it committed itself."""
+    editor, org, dataset = editor_dataset
+    path = random_file(3000, "cells.bin")
+    rid = api_upload(editor, dataset["id"], path)["id"]
+    records.patch_resource(rid, {**RECORDED, "sha256": sha256_path(path)})
+    other = factories.Organization(users=[{"name": "edna", "capacity": "editor"}])
+    moved = api(app, "package_patch", {"id": dataset["id"], "owner_org": other["id"]}, editor)
+    assert moved.status_code == 200, moved.body
+
+    shown = helpers.call_action("package_show", id=dataset["id"])
+    [resource] = shown["resources"]
+    changed = {**resource, "url": "http://example.org/other.bin", "url_type": ""}
+    answer = api(app, "package_update", {**shown, "resources": [changed]}, editor)
+    assert answer.status_code == 409, answer.body
+    assert "add a new resource" in answer.body
+    faked = {**resource, **FAKE, "sha256": "0" * 64, "size": 1}
+    assert api(app, "package_update", {**shown, "resources": [faked]}, editor).status_code == 200
+    new = {"id": "5b1e0f5c-2f7c-4d8e-9a4e-0c6b8d1f2a3b", "name": "x.rtdc", "url": "x"}
+    answer = api(
+        app,
+        "resource_create",
+        {"package_id": dataset["id"], **new, "url_type": records.S3_URL_TYPE},
+        editor,
+    )
+    assert answer.status_code == 409, answer.body
+    assert f"No upload of resource {new['id']} is pending" in answer.body
+
+    after = helpers.call_action("package_show", id=dataset["id"])
+    assert [r["id"] for r in after["resources"]] == [rid]
+    [kept] = after["resources"]
+    assert (kept["url_type"], kept["url"].rsplit("/", 1)[-1]) == ("upload", "cells.bin")
+    assert (kept["sha256"], kept["size"], kept["etag"]) == (sha256_path(path), 3000, "abc")
+    assert "s3_available" not in kept and "s3_url" not in kept

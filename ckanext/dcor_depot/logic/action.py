@@ -4,6 +4,8 @@ chained so that what a purge removes is recorded before it is gone, and CKAN's
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import ckan.model as model
@@ -100,4 +102,23 @@ def package_owner_org_update(original, context: Context, data_dict: DataDict):
     if package is not None and org is not None and org.is_organization:
         tk.check_access("package_owner_org_update", context, data_dict)
         upload_route.check_move_quota(package.id, org.id)
-    return original(context, data_dict)
+    if not context.get("defer_commit"):
+        return original(context, data_dict)
+    with _commits_deferred():
+        return original(context, data_dict)
+
+
+@contextlib.contextmanager
+def _commits_deferred() -> Iterator[None]:
+    """Within ``package_update`` and ``package_create`` (``defer_commit``), CKAN 2.11's
+    package_owner_org_update saves each earlier membership of the dataset in a circle
+    with ``Member.save()``, which commits the whole session: on a dataset that ever
+    changed circle, every update was committed before the IPackageController hooks ran,
+    and the write rules (``guard.keep_records``) compared the request with itself. Here
+    a commit only flushes; the caller commits as it meant to."""
+    session = model.Session()  # this thread's session, which Member.save() commits
+    session.commit = session.flush  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del session.commit
