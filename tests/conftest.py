@@ -89,6 +89,16 @@ def make_old(resource: dict) -> None:
     model.Session.commit()
 
 
+def chosen_before(package_id: str, resource_id: str) -> None:
+    """A link resource of ``package_id`` with the id ``resource_id``, as a user could
+    choose before the extension refused ids that are not random UUIDs (version 4)."""
+    from ckan.tests import helpers
+
+    planted = helpers.call_action("resource_create", package_id=package_id, url="x:")
+    model.Session.query(model.Resource).filter_by(id=planted["id"]).update({"id": resource_id})
+    model.Session.commit()
+
+
 #: The folders of test.ini that the tests fill; emptied when a run starts.
 _TEST_FOLDERS = (
     "ckan.storage_path",

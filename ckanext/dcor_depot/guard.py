@@ -70,6 +70,8 @@ def keep_records(package: model.Package, created: bool = False) -> None:
             before = committed.get(resource.id)
             if before is None:
                 _new_resource(package, resource)
+            elif not before["row"]:  # CKAN dropped the row; the file stays until pruned
+                raise _used_before(resource.id)
             else:
                 _existing_resource(resource, before)
         # CKAN dictizes the dataset for the search index with plain SQL, which
@@ -102,7 +104,9 @@ def committed_resources(resource_ids: Iterable[str]) -> dict[str, dict[str, Any]
     ids = list(resource_ids)
     with model.meta.engine.connect() as connection:
         rows = connection.execute(
-            sa.text("SELECT id, url, url_type, size, extras FROM resource WHERE id = ANY(:ids)"),
+            sa.text(
+                "SELECT id, url, url_type, size, extras, state FROM resource WHERE id = ANY(:ids)"
+            ),
             {"ids": ids},
         ).all()
         with_records = set(
@@ -121,6 +125,8 @@ def committed_resources(resource_ids: Iterable[str]) -> dict[str, dict[str, Any]
             "size": row.size,
             "extras": dict(extras or {}),
             "has_file": row.url_type in placement.FILE_URL_TYPES or row.id in with_records,
+            "state": row.state,
+            "row": True,
         }
     for resource_id in with_records - set(committed):  # CKAN lost the row, the file stays
         committed[resource_id] = {
@@ -129,6 +135,8 @@ def committed_resources(resource_ids: Iterable[str]) -> dict[str, dict[str, Any]
             "url_type": None,
             "size": None,
             "extras": {},
+            "state": None,
+            "row": False,
         }
     return committed
 
@@ -201,18 +209,43 @@ def refuse_used_id(resource_id: str) -> None:
     bytes. (An id the extension recorded a file of counts as a resource holding a file,
     :func:`committed_resources`, in any dataset.)"""
     if stored_before(resource_id):
+        raise _used_before(resource_id)
+
+
+def _used_before(resource_id: str) -> tk.ValidationError:
+    return tk.ValidationError(
+        {
+            "resources": [
+                f"Resource id {resource_id} was used before on this site (a file is still "
+                "stored under it): leave the id out, or choose a new one"
+            ]
+        }
+    )
+
+
+def refuse_chosen_id(resource_id: str) -> None:
+    """Refuse a new resource's id that is not a random UUID (version 4) in canonical
+    form. CKAN makes random ones; the extension derives version-5 ids for the files it
+    adds itself (append-resource, the figshare import), which a user must not take first;
+    any other string would name a file outside the depot's layout."""
+    refuse_other_id_forms("Resource", resource_id, "resources")
+    try:
+        version = uuid.UUID(resource_id).version
+    except (TypeError, ValueError):
+        version = None
+    if version != 4:
         raise tk.ValidationError(
             {
                 "resources": [
-                    f"Resource id {resource_id} was used before on this site (a file is still "
-                    "stored under it): leave the id out, or choose a new one"
+                    f"Resource id {resource_id!r} is not a random UUID (version 4): leave the "
+                    "id out (CKAN makes one), or choose one made by uuid.uuid4()"
                 ]
             }
         )
 
 
 def _new_resource(package: model.Package, resource: model.Resource) -> None:
-    refuse_other_id_forms("Resource", resource.id, "resources")
+    refuse_chosen_id(resource.id)
     refuse_used_id(resource.id)
     extras = dict(resource.extras or {})
     # a sha256 given here is no record: the registration of an upload takes it as a
@@ -256,6 +289,16 @@ def _existing_resource(resource: model.Resource, before: dict[str, Any]) -> None
                 "url_type": [
                     f"url_type {records.S3_URL_TYPE} is set only by registering an upload "
                     "of dcor_depot_upload_urls with resource_create (a new resource)"
+                ]
+            }
+        )
+    if before["has_file"] and before["state"] == "deleted" and resource.state != "deleted":
+        raise tk.ValidationError(
+            {
+                "resources": [
+                    f"Resource {resource.id} was deleted, and its file does not come back "
+                    "with it (it may have been pruned, and the jobs are done with it): add a "
+                    "new resource with the file"
                 ]
             }
         )

@@ -12,7 +12,7 @@ from ckan.tests import factories, helpers
 from ckanext.dcor_depot.cli import append_resource
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from ..conftest import anonymous_status, object_sha256, sha256_path
+from ..conftest import anonymous_status, chosen_before, object_sha256, sha256_path
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -137,7 +137,7 @@ def test_bad_input_is_refused_and_changes_nothing(
     elif case == "id taken elsewhere":
         derived = str(uuid.uuid5(NAMESPACE, f"{dataset['id']}/{sha256_path(path)}"))
         theirs = factories.Dataset(owner_org=org["id"], user=user)
-        helpers.call_action("resource_create", package_id=theirs["id"], id=derived, url="x:")
+        chosen_before(theirs["id"], derived)
     result = cli.invoke(append_resource, [str(path), target])
     assert result.exit_code == 1
     assert message in result.output

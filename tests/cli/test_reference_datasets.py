@@ -20,7 +20,7 @@ from ckanext.dcor_depot.placement import ckan_path
 from ckanext.dcor_depot.storage.figshare_api import FigshareClient
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from ..conftest import anonymous_status, object_sha256, sha256_path
+from ..conftest import anonymous_status, chosen_before, object_sha256, sha256_path
 
 pytestmark = pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index", "clean_queues")
 
@@ -331,7 +331,7 @@ def test_a_derived_id_taken_in_another_dataset_is_reported_not_skipped(
     doi = figshare.add_article(71, 1, [figshare.file_entry(path)])
     _, (resource_id,) = ids_for(doi, "figshare-71-v1", [md5_of(path)])
     theirs = factories.Dataset(owner_org=factories.Organization()["id"])
-    helpers.call_action("resource_create", package_id=theirs["id"], id=resource_id, url="x:")
+    chosen_before(theirs["id"], resource_id)
 
     result = cli.invoke(import_figshare, ["--doi", doi])
     assert result.exit_code == 1

@@ -4,6 +4,8 @@ on every action path that writes resources."""
 
 from __future__ import annotations
 
+import uuid
+
 import ckan.model as model
 import pytest
 import sqlalchemy as sa
@@ -359,3 +361,73 @@ def test_the_rules_hold_on_a_dataset_that_moved_to_another_circle(
     assert (kept["url_type"], kept["url"].rsplit("/", 1)[-1]) == ("upload", "cells.bin")
     assert (kept["sha256"], kept["size"], kept["etag"]) == (sha256_path(path), 3000, "abc")
     assert "s3_available" not in kept and "s3_url" not in kept
+
+
+@pytest.mark.parametrize("path", ["resource_create", "package_create", "package_update"])
+def test_a_chosen_resource_id_is_a_random_uuid(app, editor_dataset, path):
+    """Ids the extension derives (uuid5: append-resource, the figshare import) and any
+    other form cannot be chosen by a user: only random UUIDs (version 4), so no user can
+    take an id before the extension derives it."""
+    editor, org, dataset = editor_dataset
+    chosen = [
+        str(uuid.uuid5(uuid.NAMESPACE_URL, "https://dcor.mpl.mpg.de/figshare/x")),
+        str(uuid.uuid1()),
+        "00000000-0000-0000-0000-000000000000",
+    ]
+
+    def create(rid: str):
+        new = {"id": rid, "name": "x.rtdc", "url": "http://example.org/x.rtdc"}
+        if path == "resource_create":
+            return api(app, "resource_create", {"package_id": dataset["id"], **new}, editor)
+        if path == "package_create":
+            data = {"name": f"d-{uuid.uuid4().hex[:8]}", "owner_org": org["id"], "resources": [new]}
+            return api(app, "package_create", data, editor)
+        shown = helpers.call_action("package_show", id=dataset["id"])
+        return api(app, "package_update", {**shown, "resources": [new]}, editor)
+
+    for rid in chosen:
+        answer = create(rid)
+        assert answer.status_code == 409, (rid, answer.body)
+        assert f"Resource id {rid!r} is not a random UUID (version 4)" in answer.body, answer.body
+        assert model.Resource.get(rid) is None
+    for rid in ("not-a-uuid", "../../etc/passwd"):  # CKAN's own validation refuses these
+        answer = create(rid)
+        assert answer.status_code == 409, (rid, answer.body)
+        assert "Invalid id provided" in answer.body
+    assert helpers.call_action("package_show", id=dataset["id"])["resources"] == []
+    fine = str(uuid.uuid4())
+    assert create(fine).status_code == 200
+    assert model.Resource.get(fine) is not None
+
+
+def test_a_deleted_resource_holding_a_file_does_not_come_back(
+    app, editor_dataset, api_upload, random_file
+):
+    """Listing a deleted resource again (package_update, package_patch) would make it
+    active with a file that may have been pruned, outside the quota and the jobs: it is
+    refused, and a file under an id whose CKAN row is gone is not taken by a new one."""
+    editor, org, dataset = editor_dataset
+    rid = api_upload(editor, dataset["id"], random_file(3000, "cells.bin"))["id"]
+    shown = helpers.call_action("package_show", id=dataset["id"])
+    listed = shown["resources"][0]
+    assert api(app, "resource_delete", {"id": rid}, editor).status_code == 200
+    says = f"Resource {rid} was deleted"
+    for action, data in (
+        ("package_update", {**shown, "resources": [listed]}),
+        ("package_patch", {"id": dataset["id"], "resources": [listed]}),
+    ):
+        answer = api(app, action, data, editor)
+        assert answer.status_code == 409, (action, answer.body)
+        assert says in answer.body and "add a new resource" in answer.body
+        assert model.Resource.get(rid).state == "deleted"
+        model.Session.rollback()
+
+    # CKAN dropped the row (a later change of the dataset can); the file's record stays
+    model.Session.execute(sa.text("DELETE FROM resource WHERE id = :id"), {"id": rid})
+    model.Session.commit()
+    for url in ("", "cells.bin", "http://example.org/x"):
+        again = {"package_id": dataset["id"], "id": rid, "name": "again", "url": url}
+        answer = api(app, "resource_create", again, editor)
+        assert answer.status_code == 409, (url, answer.body)
+        assert f"Resource id {rid} was used before on this site" in answer.body
+    assert model.Resource.get(rid) is None
