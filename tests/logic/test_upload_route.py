@@ -5,6 +5,7 @@ see in S3, on the resource, in the backup folder and at the download URL."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import importlib.util
@@ -180,6 +181,61 @@ def test_single_put_url_writes_only_its_staged_key_only_once(circle, app, store,
     assert http.put(url, data=data, headers=headers).status_code == 412
     again = register(app, users["alice"], answer["register"]["data"])
     assert again.status_code == 409, again.body
+
+
+def test_a_file_sent_with_an_encryption_key_of_its_own_is_refused_and_sent_again(
+    circle, app, store, random_file
+):
+    """Ceph RGW carries out a PUT URL with SSE-C headers it was not signed with; the site
+    could not read the object. Registration says why (not "cannot be used right now"),
+    removes it, and the upload can be sent again with a fresh URL."""
+    users, org, dataset = circle
+    alice = users["alice"]
+    path = random_file(3000, "small.bin")
+    answer = grant(app, alice, dataset, path, md5=md5_of(path))
+    key = object_key("resource", answer["resource_id"])
+    staging, bucket = store.settings.staging_bucket, store.circle_bucket(org["id"])
+    customer_key = os.urandom(32)
+    ssec = {
+        "x-amz-server-side-encryption-customer-algorithm": "AES256",
+        "x-amz-server-side-encryption-customer-key": base64.b64encode(customer_key).decode(),
+        "x-amz-server-side-encryption-customer-key-MD5": base64.b64encode(
+            hashlib.md5(customer_key).digest()
+        ).decode(),
+    }
+
+    def send_encrypted(upload) -> None:
+        sent = http.put(
+            upload["url"], data=path.read_bytes(), headers={**upload["headers"], **ssec}
+        )
+        assert sent.status_code == 200, sent.text  # the store takes it
+
+    def resume():
+        resumed = api(
+            app,
+            "dcor_depot_upload_urls",
+            {"package_id": dataset["id"], "resource_id": answer["resource_id"]},
+            alice,
+        )
+        assert resumed.status_code == 200, resumed.body
+        assert resumed.json["result"]["upload"]["method"] == "PUT"  # not "done"
+        return resumed.json["result"]["upload"]
+
+    send_encrypted(answer["upload"])
+    refused = register(app, alice, answer["register"]["data"])
+    assert refused.status_code == 409, refused.body
+    assert "sent with an encryption key of the client's" in refused.body
+    assert f"dcor_depot_upload_urls with resource_id {answer['resource_id']}" in refused.body
+    assert store.object_info(staging, key) is None  # removed
+    assert store.object_info(bucket, key) is None
+
+    # resumed after another such PUT: a fresh URL, the unreadable object removed
+    send_encrypted(resume())
+    upload = resume()
+    sent = http.put(upload["url"], data=path.read_bytes(), headers=upload["headers"])
+    assert sent.status_code == 200, sent.text
+    assert register(app, alice, answer["register"]["data"]).status_code == 200
+    assert store.client.get_object(Bucket=bucket, Key=key)["Body"].read() == path.read_bytes()
 
 
 def test_upload_urls_are_refused_after_expiry(circle, app, random_file, ckan_config, monkeypatch):

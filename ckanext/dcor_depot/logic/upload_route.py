@@ -35,6 +35,7 @@ from ..storage.s3 import (
     PresignedUpload,
     S3Error,
     StagedObjectChanged,
+    StagedObjectUnreadable,
     UploadGoneError,
     content_disposition,
     object_key,
@@ -120,7 +121,7 @@ def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
     left = int((grant.expires - grants.utcnow()).total_seconds())
     _refuse_unstaged(store, grant)
     try:
-        if store.object_exists(grant.bucket, grant.key):
+        if _staged(store, grant):
             upload = _done(grant)
         elif grant.upload_id is None:
             upload = store.presigned_put(grant.key, grant.size, left, grant.md5)
@@ -129,7 +130,7 @@ def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
                 grant.key, grant.size, grant.part_size, grant.upload_id, left
             )
     except UploadGoneError:
-        if store.object_exists(grant.bucket, grant.key):  # completed meanwhile
+        if _staged(store, grant):  # completed meanwhile
             model.Session.rollback()
             return resume_upload_urls(package_id, resource_id)
         grants.update(resource_id, state=grants.ABORTED)
@@ -141,6 +142,16 @@ def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
         raise _store_failed("upload", exc) from exc
     model.Session.rollback()
     return _answer(resource_id, package, grant.name, upload)
+
+
+def _staged(store: ObjectStore, grant: grants.Grant) -> bool:
+    """Whether the staging area holds the grant's whole file. One the store cannot read
+    is removed (:meth:`~ObjectStore.staged_info`): the upload can be sent again."""
+    try:
+        return store.staged_info(grant.key) is not None
+    except StagedObjectUnreadable:
+        log.info("Removed the unreadable staged upload of resource %s", grant.resource_id)
+        return False
 
 
 def _refuse_unstaged(store: ObjectStore, grant: grants.Grant, field: str = "resource_id") -> None:
@@ -444,7 +455,17 @@ def _put_in_place(
     declared_sha256: str | None,
 ) -> int:
     """Check the staged object and copy it to ``location`` (``storage/s3/staging.py``)."""
-    info = store.object_info(grant.bucket, grant.key)
+    try:
+        info = store.staged_info(grant.key)
+    except StagedObjectUnreadable as exc:
+        raise tk.ValidationError(
+            {
+                "id": [
+                    f"{exc}: ask dcor_depot_upload_urls with resource_id "
+                    f"{grant.resource_id} for a new URL, send the file, then register it"
+                ]
+            }
+        ) from None
     if info is None:
         raise tk.ValidationError(
             {

@@ -32,6 +32,7 @@ from .client import (
     MiB,
     ObjectConflictError,
     ObjectInfo,
+    ObjectUnreadable,
     S3AuthError,
     S3ConnectionError,
     S3Error,
@@ -60,7 +61,7 @@ from .names import (
 )
 from .parts import MAX_OBJECT_SIZE, MAX_PARTS, UploadResult, part_size_for
 from .presign import PresignedUpload, UploadGoneError, content_disposition
-from .staging import NoUploadIdentity, StagedObjectChanged
+from .staging import NoUploadIdentity, StagedObjectChanged, StagedObjectUnreadable
 from .store import ObjectStore
 from .visibility import PUBLIC_TAG
 
@@ -79,6 +80,7 @@ __all__ = [
     "ObjectHashes",
     "ObjectInfo",
     "ObjectStore",
+    "ObjectUnreadable",
     "PUBLIC_TAG",
     "PresignedUpload",
     "UploadGoneError",
@@ -89,6 +91,7 @@ __all__ = [
     "SHA256_METADATA_KEY",
     "STREAM_CHUNK",
     "StagedObjectChanged",
+    "StagedObjectUnreadable",
     "StaleUpload",
     "UploadResult",
     "UploadVerificationError",

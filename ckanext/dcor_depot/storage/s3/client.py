@@ -40,6 +40,11 @@ class ObjectConflictError(S3Error):
     """An object with different content already exists under the key."""
 
 
+class ObjectUnreadable(S3Error):
+    """The store holds the object but answers 400 to a plain HEAD: it was written with
+    a key of its client's (SSE-C), which the store needs for every read."""
+
+
 @dataclasses.dataclass(frozen=True)
 class S3Settings:
     """How to reach the object store and how to upload to it.
@@ -204,13 +209,19 @@ class StoreClient:
         return _s3_errors(action, self.settings.endpoint_url)
 
     def object_info(self, bucket: str, key: str) -> ObjectInfo | None:
-        """HEAD an object; None when it (or its bucket) does not exist."""
+        """HEAD an object; None when it (or its bucket) does not exist. Raises
+        :class:`ObjectUnreadable` when the store cannot read it without a client's key."""
         with self._errors(f"look up s3://{bucket}/{key}"):
             try:
                 head = self.client.head_object(Bucket=bucket, Key=key)
             except botocore.exceptions.ClientError as exc:
                 if _is_missing(exc):
                     return None
+                if exc.response.get("Error", {}).get("Code") == "400":
+                    raise ObjectUnreadable(
+                        f"s3://{bucket}/{key} cannot be read without the key it was "
+                        "written with (SSE-C)"
+                    ) from None
                 raise
         return ObjectInfo(
             bucket=bucket,

@@ -33,7 +33,7 @@ import json
 import logging
 from typing import Any
 
-from .client import ObjectInfo, S3Error
+from .client import ObjectInfo, ObjectUnreadable, S3Error
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,23 @@ class Staging:
             },
         ]
 
+    def staged_info(self, key: str) -> ObjectInfo | None:
+        """The staged object under ``key`` (a HEAD); None when there is none. One the
+        store cannot read is deleted and :class:`StagedObjectUnreadable` says why: Ceph
+        RGW carries out a presigned PUT with SSE-C headers that were not signed
+        (``x-amz-server-side-encryption-customer-*``, measured), and the object then
+        answers 400 to every read without the client's key."""
+        staging = self.settings.staging_bucket
+        try:
+            return self.object_info(staging, key)
+        except ObjectUnreadable:
+            self.delete_object(staging, key)
+            raise StagedObjectUnreadable(
+                "The uploaded file was sent with an encryption key of the client's "
+                "(x-amz-server-side-encryption-customer-* headers), so the site cannot "
+                "read it; it was removed. Send the file again without those headers"
+            ) from None
+
     def copy_staged(
         self,
         key: str,
@@ -250,3 +267,7 @@ class NoUploadIdentity(S3Error):
 
 class StagedObjectChanged(S3Error):
     """A staged object is not the one that was checked any more."""
+
+
+class StagedObjectUnreadable(S3Error):
+    """A staged object the store cannot read (it was removed); the message says why."""
