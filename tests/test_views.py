@@ -221,3 +221,31 @@ def test_a_public_file_not_yet_published_is_never_a_presigned_url(
     answer = app.get(download_url(resource), headers=auth, follow_redirects=False)
     assert answer.status_code == 302 and "X-Amz-Expires=600&" in answer.headers["Location"]
     assert app.get(download_url(resource), follow_redirects=False).status_code in (403, 404)
+
+
+def test_a_switch_to_public_during_a_download_gives_no_presigned_url(
+    owner_and_dataset, app, random_file, run_worker, store, monkeypatch
+):
+    """The dataset turns public between the download's read of the file and CKAN's
+    permission check: a stranger passes the check, and must get the object's own URL
+    (or "being published"), never a presigned URL that outlives the next private switch.
+    What decides is the dataset CKAN's check answered with."""
+    user, dataset = owner_and_dataset
+    path = random_file(3000, "cells.bin")
+    answer = uploaded(app, user, dataset, path)
+    resource = {"id": answer["resource_id"], "package_id": dataset["id"]}
+    run_worker()
+    read = placement.file_of
+
+    def switched_meanwhile(*args, **kwargs):
+        placed = read(*args, **kwargs)
+        assert not placed.public
+        helpers.call_action("package_patch", id=dataset["id"], private=False)
+        return placed
+
+    monkeypatch.setattr(placement, "file_of", switched_meanwhile)
+    stranger = {"Authorization": factories.APIToken(user=factories.User()["name"])["token"]}
+    answer = app.get(download_url(resource), headers=stranger, follow_redirects=False)
+    assert "X-Amz-" not in answer.headers.get("Location", ""), answer.headers
+    assert answer.status_code == 503  # its convergence has not tagged it yet
+    assert "being published; try again" in answer.get_data(as_text=True)

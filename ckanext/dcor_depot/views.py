@@ -62,7 +62,9 @@ def download(id: str, resource_id: str, filename: str | None = None):
         # (the object's tag goes); never a presigned URL, which would outlive a switch to
         # private: until its convergence has tagged it, "try again shortly". A private
         # file: a short presigned URL, after CKAN's check
-        if placed.public:
+        # public or not as CKAN's check saw the dataset, not as it was read before it
+        # (a switch meanwhile must not give a stranger a presigned URL)
+        if placement.is_public(package, resource):
             if not store.visibility(*placed.recorded):
                 return _being_published()
             url = store.object_url(*placed.recorded)
