@@ -81,6 +81,7 @@ def run_ckan(tmp_path, options: dict[str, str], *args: str) -> subprocess.Comple
         ("dcor_object_store.ssl_verify", "/etc/passwd", "holds no PEM certificate"),
         ("dcor_object_store.part_size_mib", "2", "from 5 to 512"),
         ("dcor_object_store.upload_concurrency", "0", "from 1 to 32"),
+        ("ckanext.dcor_depot.upload_max_gib", "-1", "from 0 to 5120"),
         ("dcor_object_store.upload_concurrency", "100", "from 1 to 32"),
         ("dcor_object_store.abort_incomplete_multipart_days", "soon", "integer"),
         ("ckanext.dcor_depot.depots_path", "data/depots", "expected an absolute path"),

@@ -103,8 +103,9 @@ def circle_quota() -> int | None:
 
 
 def upload_max_size() -> int:
-    """The largest file, in bytes, for which an upload is granted."""
-    return min(int(tk.config["ckanext.dcor_depot.upload_max_gib"]) * 1024**3, MAX_OBJECT_SIZE)
+    """The largest file, in bytes, for which an upload is granted (0 GiB: S3's limit)."""
+    gib = int(tk.config["ckanext.dcor_depot.upload_max_gib"])
+    return min(gib * 1024**3, MAX_OBJECT_SIZE) if gib else MAX_OBJECT_SIZE
 
 
 def upload_max_pending() -> int:

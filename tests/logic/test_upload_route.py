@@ -38,7 +38,7 @@ from ckanext.dcor_depot.jobs.queue import job_id
 from ckanext.dcor_depot.model import file_table
 from ckanext.dcor_depot.operations import prune as prune_operations
 from ckanext.dcor_depot.storage.depot import DepotError
-from ckanext.dcor_depot.storage.s3 import MiB, object_key
+from ckanext.dcor_depot.storage.s3 import MAX_OBJECT_SIZE, MiB, object_key
 
 from ..conftest import anonymous_status, demo, derived_ini, http, sha256_path
 
@@ -1070,6 +1070,9 @@ def test_grants_are_bounded_per_user_and_resuming_never_extends_one(
     users, org, dataset = circle
     alice = users["alice"]
     assert config.upload_max_size() == 1024 * GiB  # bounded without any setting
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.upload_max_gib", "0")
+    assert config.upload_max_size() == MAX_OBJECT_SIZE  # 0 (the default before): S3's limit
+    monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.upload_max_gib", "1024")
     monkeypatch.setitem(ckan_config, "ckanext.dcor_depot.upload_max_pending", "2")
     answers = [grant(app, alice, dataset, random_file(6 * MiB, f"{i}.bin")) for i in range(2)]
     data = {"package_id": dataset["id"], "name": "third.bin", "size": 1000}
