@@ -172,7 +172,8 @@ def test_single_put_url_writes_only_its_staged_key_only_once(circle, app, store,
     assert not store.object_exists(bucket, key)  # nothing in the circle's bucket yet
 
     # registered: copied into the circle's bucket, private until verified; the staged
-    # object stays until the grant expires, so its URL cannot stage other bytes
+    # object stays until the registration's job ran (a registration that rolls back can
+    # be made again), so its URL cannot stage other bytes meanwhile
     assert register(app, users["alice"], answer["register"]["data"]).status_code == 200
     assert store.client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
     assert anonymous_status(store.object_url(bucket, key)) == 403
@@ -181,6 +182,18 @@ def test_single_put_url_writes_only_its_staged_key_only_once(circle, app, store,
     assert http.put(url, data=data, headers=headers).status_code == 412
     again = register(app, users["alice"], answer["register"]["data"])
     assert again.status_code == 409, again.body
+
+    # the job deletes the staged object; what the URL stages afterwards is never
+    # registered or served, and the registered file keeps its bytes
+    record_object_sha256(answer["resource_id"])
+    assert not store.object_exists(staging, key)
+    assert http.put(url, data=data, headers=headers).status_code == 200
+    again = register(app, users["alice"], answer["register"]["data"])
+    assert again.status_code == 409, again.body
+    assert store.client.get_object(Bucket=bucket, Key=key)["Body"].read() == data
+    assert helpers.call_action("resource_show", id=answer["resource_id"])["sha256"] == (
+        sha256_path(path)
+    )
 
 
 def test_a_file_sent_with_an_encryption_key_of_its_own_is_refused_and_sent_again(
@@ -769,9 +782,9 @@ def test_no_url_of_a_grant_changes_a_registered_file(
         replayed.append(http.put(part["url"], data=os.urandom(size)))
     replayed.append(http.post(multipart["complete"]["url"], data="<CompleteMultipartUpload/>"))
     replayed.append(http.delete(multipart["abort"]["url"]))
-    # the staged object stays until the grant expires: the single PUT (written once)
-    # is refused; the multipart upload is gone (completed): its URLs are refused
-    assert replayed[0].status_code == 412
+    # the jobs deleted the staged objects: the single PUT stages its key again (never
+    # registered or served); the multipart upload is gone (completed): its URLs are refused
+    assert replayed[0].status_code == 200
     assert all(r.status_code in (400, 404) for r in replayed[1:]), replayed
     run_worker(ini)
     for answer, path in zip(answers, (small, big), strict=True):

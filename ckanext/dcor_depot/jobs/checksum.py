@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from .. import config, locks, placement, records
-from ..storage.s3 import MD5_METADATA_KEY, UploadResult
+from .. import config, grants, locks, placement, records
+from ..storage.s3 import MD5_METADATA_KEY, ObjectStore, UploadResult
 from . import converge
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ def record_object_sha256(resource_id: str) -> str:
     location = placement.file_of(store, package.id, resource_id).location
     if location is None:
         raise records.JobError(f"Dataset {package.name} has no circle (organization)")
+    _remove_staged(store, resource_id)
     with locks.upload_lock(resource_id):
         info = store.object_info(*location)
         if info is None:
@@ -67,3 +68,15 @@ def record_object_sha256(resource_id: str) -> str:
     message = f"resource {resource_id}: {location} has {hashes.size} bytes, sha256 {hashes.sha256}"
     log.info(message)
     return message
+
+
+def _remove_staged(store: ObjectStore, resource_id: str) -> None:
+    """The staged upload of a registration that committed (its resource exists): the
+    registration copied it into place, so it goes. Until the grant expires its row
+    refuses another registration; whatever its URLs stage meanwhile is never served and
+    goes with the grant (``dcor-prune-orphaned-objects``)."""
+    grant = grants.get(resource_id)
+    if grant is None or grant.state != grants.REGISTERED:
+        return
+    if grant.bucket == store.settings.staging_bucket:
+        store.delete_object(grant.bucket, grant.key)

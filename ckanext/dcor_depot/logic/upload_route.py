@@ -441,7 +441,7 @@ def register(
         size = _put_in_place(store, grant, location, given_size, name, declared_sha256)
     except S3Error as exc:
         raise _store_failed("id", exc) from exc
-    # committed with the new resource; its staged object stays until the grant expires
+    # committed with the new resource; the s3-sha256 job deletes its staged object
     grants.update(resource_id, state=grants.REGISTERED)
     return size, download_url(package.id, resource_id, name)
 

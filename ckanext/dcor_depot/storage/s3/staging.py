@@ -18,7 +18,8 @@ grant.
 A registration copies the staged object into its circle bucket with the
 extension's identity (:meth:`Staging.copy_staged`): the copy must have the ETag
 the staged object was checked by; it gets the extension's metadata, a private
-ACL and no tags. The staged object stays until its grant expires. Nothing a
+ACL and no tags. The staged object stays until the registration has committed (the
+s3-sha256 job deletes it). Nothing a
 user's URL can reach is ever served, tagged public or recorded.
 
 The bucket is set up by the extension on first use, with the upload identity,
@@ -233,10 +234,9 @@ class Staging:
         ``metadata`` and ``served`` headers, a private ACL, no tags. The copy must have
         the size and ETag the staged object was checked with (Ceph RGW 16 ignores
         ``x-amz-copy-source-if-match``; its copy keeps the ETag): a staged key written
-        again meanwhile is not put in place. The staged object stays until its grant
-        expires (``dcor-prune-orphaned-objects``): a registration whose transaction rolls
-        back can be made again, and the route's URLs (``If-None-Match``) cannot stage
-        other bytes under the key meanwhile."""
+        again meanwhile is not put in place. The staged object stays (the s3-sha256 job
+        deletes it once the registration committed): a registration whose transaction
+        rolls back can be made again."""
         staging = self.settings.staging_bucket
         self.ensure_bucket(bucket)
         where = f"copy the staged upload s3://{staging}/{key} to s3://{bucket}/{target_key}"
