@@ -41,6 +41,7 @@ from ckan.lib.munge import munge_filename
 
 from . import grants, placement, records
 from .dc_file import mimetype_for
+from .jobs import resource_jobs
 from .logic import upload_route
 from .model import file_table
 from .uploader import uploaded_here
@@ -271,6 +272,7 @@ def _new_resource(package: model.Package, resource: model.Resource) -> None:
             resource.mimetype = mimetype_for(resource.name or "")
         # its bytes count against the circle's quota from now on, whatever CKAN does
         records.record_file(package.id, resource.id, False, resource.size, package.owner_org)
+        resource_jobs.file_arrived(resource, registered=True)
     elif grant is not None:
         raise tk.ValidationError(
             {

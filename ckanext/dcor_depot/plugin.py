@@ -20,7 +20,6 @@ import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
 
 from . import config, guard, records, subscriptions
-from .jobs import queue, resource_jobs
 from .uploader import DepotResourceUpload, refuse_file_storages
 
 log = logging.getLogger(__name__)
@@ -62,20 +61,12 @@ class DCORDepotPlugin(p.SingletonPlugin):
         # the worker's work horses inherit a ready S3 client (0.1 s per job otherwise)
         config.object_store()
 
-    # ISignal: the CKAN actions after which a dataset's objects converge
+    # ISignal: the CKAN actions after which a dataset's objects converge, and those that
+    # queue the jobs of the files they add
     def get_signal_subscriptions(self):
         return subscriptions.get_subscriptions()
 
     # IResourceController
-    def after_resource_create(self, context, resource: dict[str, Any]) -> None:
-        # CKAN (2.11, 2.12) has committed the new resource when this runs
-        if context.get(records.JOB_CONTEXT_KEY):
-            return
-        if resource.get("url_type") == "upload":
-            queue.queue_or_log(resource_jobs.enqueue_resource_jobs, resource)
-        elif resource.get("url_type") == records.S3_URL_TYPE:
-            queue.queue_or_log(resource_jobs.enqueue_registered_jobs, resource)
-
     def before_resource_update(self, context, current, resource: dict[str, Any]) -> None:
         if not context.get(records.JOB_CONTEXT_KEY):
             guard.refuse_replacing(current, resource)

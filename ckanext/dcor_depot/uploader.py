@@ -50,6 +50,13 @@ class DepotResourceUpload(ResourceUpload):
         super().upload(id, max_size)
         if self.storage_path and self.filename:
             model.Session().info.setdefault(_UPLOADED, set()).add(id)
+            from . import records
+            from .jobs import resource_jobs
+
+            resource = model.Session.get(model.Resource, id)
+            # the extension's own writes run their jobs themselves
+            if resource is not None and not records.WRITING.get():
+                resource_jobs.file_arrived(resource, registered=False)
 
     def _arrives(self, resource_id: str) -> None:
         """Check the new file against its circle's quota, and record it (the resource's

@@ -138,6 +138,16 @@ def after_commit(fn: Callable[..., Any], *args: Any) -> None:
 
 _PENDING = "dcor_depot_jobs_after_commit"
 _WRITTEN = "dcor_depot_written"
+#: names of :func:`transaction_list` lists in the session's info
+_SCOPED: set[str] = set()
+
+
+def transaction_list(name: str) -> list[Any]:
+    """A list in CKAN's session that lives as long as its transaction: it goes when the
+    transaction commits (after the calls of :func:`after_commit`, which may read it) or
+    rolls back."""
+    _SCOPED.add(name)
+    return model.Session().info.setdefault(name, [])
 
 
 def queue_or_log(fn: Callable[..., Any], *args: Any) -> None:
@@ -183,13 +193,18 @@ def _written(session, flush_context) -> None:
 
 def _run_pending(session) -> None:
     session.info.pop(_WRITTEN, None)
-    for fn, args in session.info.pop(_PENDING, []):
+    pending = session.info.pop(_PENDING, [])
+    for name in _SCOPED:  # the calls hold the lists they read
+        session.info.pop(name, None)
+    for fn, args in pending:
         queue_or_log(fn, *args)
 
 
 def _drop_pending(session) -> None:
     session.info.pop(_WRITTEN, None)
     session.info.pop(_PENDING, None)
+    for name in _SCOPED:
+        session.info.pop(name, None)
 
 
 if not sa.event.contains(model.Session, "after_commit", _run_pending):

@@ -21,7 +21,7 @@ from .. import config, records
 from .backup import backup_resource
 from .checksum import record_object_sha256
 from .dc_metadata import record_dc_metadata
-from .queue import NORMAL, SHORT, enqueue
+from .queue import NORMAL, SHORT, after_commit, enqueue, transaction_list
 from .symlink import symlink_resource
 from .upload import upload_resource
 
@@ -69,6 +69,39 @@ def run_steps(resource_id: str, kinds: Iterable[str]) -> list[str]:
 def process_file(resource_id: str) -> str:
     """The job of a file uploaded to CKAN: its steps (:data:`FILE_STEPS`) in one work horse."""
     return "; ".join(run_steps(resource_id, FILE_STEPS))
+
+
+#: the files that arrived in CKAN's transaction: ``(resource fields, registered)``
+_ARRIVALS = "dcor_depot_arrived_files"
+
+
+def file_arrived(resource: model.Resource, registered: bool) -> None:
+    """Note a file that arrives in CKAN's current transaction, whatever action (API, web
+    form, nested call) brings it: written by CKAN's uploader (``uploader.py``), or
+    uploaded straight to S3 and registered (``guard.py``). Its jobs are queued when the
+    transaction commits (:func:`queue_arrivals` through :func:`queue.after_commit`, as
+    for convergence), nothing when it rolls back. CKAN's ``action_succeeded`` signal
+    cannot do it: it comes after the action committed, and does not say which files
+    arrived."""
+    arrivals = transaction_list(_ARRIVALS)
+    fields = {"id": resource.id, "url": resource.url, "name": resource.name}
+    arrivals.append((fields, registered))
+    if len(arrivals) == 1:
+        after_commit(queue_arrivals, arrivals)
+
+
+def queue_arrivals(arrivals: list[tuple[dict[str, Any], bool]]) -> None:
+    """Queue the jobs of each file in ``arrivals``, once each (read after the commit:
+    no SQL)."""
+    queued = set()
+    for fields, registered in arrivals:
+        if fields["id"] in queued:
+            continue
+        queued.add(fields["id"])
+        if registered:
+            enqueue_registered_jobs(fields)
+        else:
+            enqueue_resource_jobs(fields)
 
 
 def enqueue_resource_jobs(resource: Mapping[str, Any]) -> list[str]:
