@@ -66,7 +66,7 @@ ckan.site_url = $URL
 ckan.site_id = dcor_depot_demo
 ckan.site_title = DCOR depot demo
 SECRET_KEY = $(cat "$DEMO_DIR/secret" 2>/dev/null || (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' | tee "$DEMO_DIR/secret"))
-ckan.plugins = dcor_depot
+ckan.plugins = dcor_depot dcor_depot_dcoraid
 ckan.storage_path = $DEMO_DIR/storage
 ckan.max_resource_size = 4096
 ckanext.dcor_depot.depots_path = $DEMO_DIR/depots

@@ -555,6 +555,66 @@ def walkthrough(args: argparse.Namespace) -> None:
         "CKAN refuses an anonymous user the file of a public dataset",
     )
     show("screenshots", screenshots)
+    dcoraid_walkthrough(args, admin, circle, store, out, run)
+
+
+def dcoraid_walkthrough(args, admin: dict, circle: dict, store, out: Path, run: str) -> None:
+    """The same kind of file with DCOR-Aid, DCOR's own client (plugin dcor_depot_dcoraid):
+    its dataset creation, upload job and download job, unmodified."""
+    import ckan.plugins.toolkit as tk
+    from dcoraid.api import CKANAPI, dataset_create
+    from dcoraid.download.job import DownloadJob
+    from dcoraid.upload.job import UploadJob
+
+    from ckanext.dcor_depot import placement
+    from ckanext.dcor_depot.storage.s3 import sha256_of_file
+
+    step("DCOR-Aid: a new draft dataset, its upload job, its download job (API token)")
+    token = tk.get_action("api_token_create")(
+        dict(admin), {"user": args.user, "name": f"demo-dcoraid-{run}"}
+    )
+    os.environ["REQUESTS_CA_BUNDLE"] = store_ca_bundle() or ""  # its PUTs to the store
+    api = CKANAPI(args.url, api_key=token["token"], caching=False)
+    try:
+        dataset = dataset_create(
+            {
+                "title": f"DCOR-Aid upload {run}",
+                "authors": "Demo",
+                "license_id": "CC-BY-4.0",
+                "private": True,
+                "owner_org": circle["id"],
+            },
+            api=api,
+        )
+        show("dataset", f"{args.url}/dataset/{dataset['name']} ({dataset['state']})")
+        path = write_rtdc(out / f"dcoraid-{run}.rtdc", events=args.events // 4)
+        job = UploadJob(api, dataset["id"], [path], cache_dir=out / f"dcoraid-cache-{run}")
+        job.task_compress_resources()
+        job.task_upload_resources()
+        if job.state != "online":
+            raise CheckFailed(f"DCOR-Aid's upload: {job.state}: {job.traceback}")
+        rid = api.get("package_show", id=dataset["id"])["resources"][0]["id"]
+        wait_for_jobs(rid, ("s3-sha256",))
+        job.task_verify_resources()
+        check(job.state == "done", "DCOR-Aid upload job", job.state, str(job.traceback))
+        sent = Path(job.paths[0])
+        local_sha256 = sha256_of_file(sent)
+        bucket, key = placement.object_location(store, circle["id"], rid)
+        show("S3 bucket", bucket)
+        show("S3 key", key)
+        s3_sha256 = store.object_sha256(bucket, key, trust_metadata=False)
+        check(s3_sha256 == local_sha256, "S3 object SHA-256", s3_sha256, "other bytes in S3")
+        state = api.get("package_show", id=dataset["id"])["state"]
+        check(state == "active", "dataset", state, "DCOR-Aid did not activate the dataset")
+        download = DownloadJob(api, rid, out)
+        download.task_download_resource()
+        download.task_verify_resource()
+        check(download.state == "done", "DCOR-Aid download job", download.state, "")
+        got = sha256_of_file(download.path)
+        check(got == local_sha256, "downloaded SHA-256", got, "the download differs")
+        show("downloaded to", download.path)
+    finally:
+        tk.get_action("api_token_revoke")(dict(admin), {"token": token["token"]})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 series=${1:?usage: venv.sh 2.12|2.11 [DIR]}
 case "$series" in
-    2.12) ckan=2.12.0; tests="pytest==9.1.1 pytest-factoryboy==2.8.1 factory-boy==3.3.3 Faker==40.28.1 selenium==4.51.0" ;;
+    2.12) ckan=2.12.0; tests="pytest==9.1.1 pytest-factoryboy==2.8.1 factory-boy==3.3.3 Faker==40.28.1 selenium==4.51.0 dcoraid==1.1.3" ;;
     # newer selenium needs a typing-extensions newer than CKAN 2.11 pins
-    2.11) ckan=2.11.6; tests="pytest==8.3.4 pytest-factoryboy==2.7.0 factory-boy==3.3.0 Faker==26.0.0 selenium==4.32.0" ;;
+    2.11) ckan=2.11.6; tests="pytest==8.3.4 pytest-factoryboy==2.7.0 factory-boy==3.3.0 Faker==26.0.0 selenium==4.32.0 dcoraid==1.1.3" ;;
     *) die "unknown CKAN series '$series'; expected 2.12 or 2.11" ;;
 esac
 default_dir=$REPO_DIR/.venv; [ "$series" = 2.12 ] || default_dir=$REPO_DIR/.venv-$series

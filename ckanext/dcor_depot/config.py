@@ -121,3 +121,8 @@ def download_url_expiry() -> int:
 def purge_retention_days() -> int:
     """Days for which the files of purged datasets and resources are kept, unreadable."""
     return int(tk.config["ckanext.dcor_depot.purge_retention_days"])
+
+
+def dcoraid_resource_suffixes() -> list[str]:
+    """The file name suffixes DCOR-Aid's file dialog offers (plugin dcor_depot_dcoraid)."""
+    return tk.config["ckanext.dcor_depot.dcoraid_resource_suffixes"].split()

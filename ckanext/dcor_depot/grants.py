@@ -19,15 +19,16 @@ from sqlalchemy.dialects.postgresql import insert
 from .model import upload_table
 
 #: A grant's states: its upload may be sent and registered; the store no longer knows its
-#: multipart upload; registered (kept until it expires: its staged object too, so that the
-#: route's URLs, signed with If-None-Match, cannot stage it again)
+#: multipart upload; registered (kept until it expires: it refuses another registration)
 PENDING, ABORTED, REGISTERED = "pending", "aborted", "registered"
 
 
 @dataclasses.dataclass(frozen=True)
 class Grant:
     resource_id: str
-    package_id: str
+    #: None: granted to the circle (DCOR-Aid's resource_upload_s3_urls), bound to the
+    #: dataset it is registered in
+    package_id: str | None
     owner_org: str
     user_id: str | None
     bucket: str
@@ -127,7 +128,8 @@ def circle_usage(
                        f.owner_org, CASE WHEN f.bucket = :bucket THEN :org END) = :org))),
               (SELECT COALESCE(SUM(size), 0) FROM dcor_depot_upload
                 WHERE owner_org = :org AND state = :pending
-                  AND package_id != :excluding_package)
+                  AND (:excluding_package = ''
+                       OR package_id IS DISTINCT FROM :excluding_package))
             """
         ),
         {

@@ -258,6 +258,10 @@ def _new_resource(package: model.Package, resource: model.Resource) -> None:
     if resource.size is not None and resource.size < 0:
         resource.size = None
     grant = grants.get(resource.id, lock=True)
+    if grant is not None and grant.package_id is None and not resource.url_type:
+        # an upload granted to a circle (DCOR-Aid's resource_upload_s3_urls), registered as
+        # DCOR-Aid does: the issued id, a name, no url_type (its s3_available is dropped)
+        resource.url_type = records.S3_URL_TYPE
     if resource.url_type == records.S3_URL_TYPE:
         sha256 = records.well_formed_sha256(declared)
         if declared not in (None, "") and sha256 is None:
@@ -266,7 +270,7 @@ def _new_resource(package: model.Package, resource: model.Resource) -> None:
             )
         # raises when the grant or its object is not right; uses the grant up
         resource.size, resource.url = upload_route.register(
-            resource.id, package, resource.size, resource.name, sha256
+            resource.id, package, resource.size, resource.name, sha256, _acting_user_id()
         )
         if not resource.mimetype:
             resource.mimetype = mimetype_for(resource.name or "")
@@ -282,6 +286,15 @@ def _new_resource(package: model.Package, resource: model.Resource) -> None:
                 ]
             }
         )
+
+
+def _acting_user_id() -> str | None:
+    """The id of the user whose request this is; None outside a request or anonymous."""
+    try:
+        user = tk.current_user
+        return user.id if user and user.is_authenticated else None
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def _existing_resource(resource: model.Resource, before: dict[str, Any]) -> None:

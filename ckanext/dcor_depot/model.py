@@ -46,7 +46,8 @@ upload_table = sa.Table(
     "dcor_depot_upload",
     meta.metadata,
     sa.Column("resource_id", sa.UnicodeText, primary_key=True),
-    sa.Column("package_id", sa.UnicodeText, nullable=False),
+    # None: granted to the circle (DCOR-Aid), bound to a dataset when registered
+    sa.Column("package_id", sa.UnicodeText),
     # the circle whose quota the upload counts against
     sa.Column("owner_org", sa.UnicodeText, nullable=False, index=True),
     sa.Column("user_id", sa.UnicodeText),

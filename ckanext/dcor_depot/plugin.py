@@ -110,3 +110,22 @@ def _refuse_resources_of_other_datasets(package: model.Package) -> None:
         raise tk.ValidationError(
             {"resources": [f"Resource id {taken[0]} belongs to another dataset: choose a new id"]}
         )
+
+
+class DcorAidPlugin(p.SingletonPlugin):
+    """DCOR-Aid's protocol (``logic/dcoraid.py``): enable it by name, ``dcor_depot_dcoraid``,
+    after ``dcor_depot``."""
+
+    p.implements(p.IConfigurable)
+    p.implements(p.IActions)
+
+    def configure(self, config_) -> None:
+        if not p.plugin_loaded("dcor_depot"):
+            raise RuntimeError(
+                "ckan.plugins: dcor_depot_dcoraid needs dcor_depot; add it before it"
+            )
+
+    def get_actions(self) -> dict[str, Any]:
+        from .logic import dcoraid
+
+        return {name: getattr(dcoraid, name) for name in dcoraid.__all__}

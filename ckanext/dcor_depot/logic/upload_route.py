@@ -51,6 +51,32 @@ def issue_upload_urls(
 ) -> dict[str, Any]:
     """A new resource id and the URLs to upload its file (see ``dcor_depot_upload_urls``)."""
     store, package = _store_and_dataset(package_id)
+    resource_id, upload = _grant(store, package.owner_org, package, name, size, md5, user_id)
+    return _answer(resource_id, package, name, upload)
+
+
+def issue_circle_upload_urls(
+    owner_org: str, size: int, user_id: str | None, part_size: int
+) -> tuple[str, PresignedUpload]:
+    """A new resource id and bare URLs (``Content-Length`` only) for a file of ``size``
+    bytes in parts of ``part_size`` (one PUT when the file fits in one), granted to a
+    circle rather than a dataset: DCOR-Aid's ``resource_upload_s3_urls``. The grant is
+    bound to the dataset it is registered in (by the same user, in that circle)."""
+    store = _store("organization_id")
+    return _grant(store, owner_org, None, "", size, None, user_id, part_size)
+
+
+def _grant(
+    store: ObjectStore,
+    owner_org: str,
+    package: model.Package | None,
+    name: str,
+    size: int,
+    md5: str | None,
+    user_id: str | None,
+    part_size: int | None = None,
+) -> tuple[str, PresignedUpload]:
+    """Check the limits, record a grant and sign its URLs (outside the circle's lock)."""
     largest = config.upload_max_size()
     if size > largest:
         raise tk.ValidationError(
@@ -61,22 +87,22 @@ def issue_upload_urls(
                 ]
             }
         )
-    grants.lock_circle(package.owner_org)  # until the grant is committed: quota
-    check_quota(package, size)
+    grants.lock_circle(owner_org)  # until the grant is committed: quota
+    _check_circle_quota(owner_org, size, "size", f"a file of {size} bytes")
     _check_pending(user_id)
     resource_id = str(uuid.uuid4())
     key = object_key("resource", resource_id)
     expiry = config.upload_url_expiry()
     try:
-        part_size, upload_id = store.start_upload(key, size)
+        part_size, upload_id = store.start_upload(key, size, part_size)
     except S3Error as exc:
         model.Session.rollback()
         raise _store_failed("upload", exc) from exc
     now = grants.utcnow()
     grant = grants.Grant(
         resource_id=resource_id,
-        package_id=package.id,
-        owner_org=package.owner_org,
+        package_id=package.id if package is not None else None,
+        owner_org=owner_org,
         user_id=user_id,
         bucket=store.settings.staging_bucket,
         key=key,
@@ -92,13 +118,13 @@ def issue_upload_urls(
     grants.add(grant)
     model.Session.commit()  # the circle is free again: signing 10,000 part URLs takes seconds
     try:
-        if upload_id is None:
-            upload = store.presigned_put(key, size, expiry, md5)
+        if upload_id is None:  # a bare PUT for a client that sends only Content-Length
+            upload = store.presigned_put(key, size, expiry, md5, write_once=package is not None)
         else:
             upload = store.presigned_parts(key, size, part_size, upload_id, expiry, new=True)
     except S3Error as exc:
         raise _store_failed("upload", exc) from exc  # the grant can be resumed
-    return _answer(resource_id, package, name, upload)
+    return resource_id, upload
 
 
 def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
@@ -210,12 +236,17 @@ def served_headers(name: str) -> dict[str, str]:
     return {"ContentType": mimetype_for(name), "ContentDisposition": content_disposition(name)}
 
 
-def _store_and_dataset(package_id: str) -> tuple[ObjectStore, model.Package]:
+def _store(field: str) -> ObjectStore:
     store = config.object_store()
     if store is None:
         raise tk.ValidationError(
-            {"package_id": ["This site has no object store: upload the file with resource_create"]}
+            {field: ["This site has no object store: upload the file with resource_create"]}
         )
+    return store
+
+
+def _store_and_dataset(package_id: str) -> tuple[ObjectStore, model.Package]:
+    store = _store("package_id")
     package = model.Package.get(package_id)
     if package.state == "deleted":
         raise tk.ValidationError({"package_id": [f"Dataset {package.name} is deleted"]})
@@ -398,9 +429,12 @@ def register(
     given_size: Any,
     name: str | None,
     declared_sha256: str | None = None,
+    acting_user_id: str | None = None,
 ) -> tuple[int, str]:
     """Check a new ``s3_upload`` resource as it is written (``guard.py``) against its
     grant, put its file in place and use the grant up: ``(size, url)`` of the object.
+    A grant of a circle (DCOR-Aid) is registered by its user (``acting_user_id``) in a
+    dataset of that circle, and bound to it.
 
     A staged upload must be there with the granted size; it is copied into the
     circle bucket with the extension's metadata (the dataset, the size, the
@@ -427,7 +461,16 @@ def register(
                 ]
             }
         )
-    if grant.package_id != package.id:
+    if grant.package_id is None:  # granted to a circle: by its user, into that circle
+        if grant.owner_org != package.owner_org or grant.user_id != acting_user_id:
+            raise tk.ValidationError(
+                {
+                    "id": [
+                        f"The upload of resource {resource_id} was issued to another user or circle"
+                    ]
+                }
+            )
+    elif grant.package_id != package.id:
         raise tk.ValidationError(
             {"id": [f"The upload of resource {resource_id} was issued for another dataset"]}
         )
@@ -438,17 +481,18 @@ def register(
         check_quota(package, grant.size, "id", resource_id)
     location = placement.object_location(store, package.owner_org, resource_id)
     try:
-        size = _put_in_place(store, grant, location, given_size, name, declared_sha256)
+        size = _put_in_place(store, grant, package.id, location, given_size, name, declared_sha256)
     except S3Error as exc:
         raise _store_failed("id", exc) from exc
     # committed with the new resource; the s3-sha256 job deletes its staged object
-    grants.update(resource_id, state=grants.REGISTERED)
+    grants.update(resource_id, state=grants.REGISTERED, package_id=package.id)
     return size, download_url(package.id, resource_id, name)
 
 
 def _put_in_place(
     store: ObjectStore,
     grant: grants.Grant,
+    package_id: str,
     location: placement.ObjectLocation,
     given_size: Any,
     name: str | None,
@@ -477,7 +521,7 @@ def _put_in_place(
             }
         )
     _refuse_other_size(grant, info.size, given_size)
-    metadata = {DATASET_METADATA: grant.package_id, SIZE_METADATA: str(info.size)}
+    metadata = {DATASET_METADATA: package_id, SIZE_METADATA: str(info.size)}
     if grant.md5:
         metadata[MD5_METADATA_KEY] = grant.md5
     if declared_sha256:

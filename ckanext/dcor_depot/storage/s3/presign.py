@@ -101,12 +101,15 @@ class Presigning:
             return self.presigned_put(key, size, expires_in, md5, write_once)
         return self.presigned_parts(key, size, part_size, upload_id, expires_in, new=True)
 
-    def start_upload(self, key: str, size: int) -> tuple[int, str | None]:
-        """The part size of an upload of ``size`` bytes to ``key`` in the staging bucket,
-        and the id of the multipart upload created for it (None: one PUT); nothing is
-        signed yet (:meth:`presigned_put`, :meth:`presigned_parts` with ``new``)."""
+    def start_upload(
+        self, key: str, size: int, part_size: int | None = None
+    ) -> tuple[int, str | None]:
+        """The part size of an upload of ``size`` bytes to ``key`` in the staging bucket
+        (``part_size``: the client's layout), and the id of the multipart upload created
+        for it (None: one PUT); nothing is signed yet (:meth:`presigned_put`,
+        :meth:`presigned_parts` with ``new``)."""
         bucket = self.ensure_staging()
-        part_size = part_size_for(size, self.settings.part_size)
+        part_size = part_size or part_size_for(size, self.settings.part_size)
         if size <= part_size:
             return size, None
         with self._errors(f"prepare the upload of s3://{bucket}/{key}"):
