@@ -205,3 +205,31 @@ def test_a_grant_of_a_circle_is_registered_by_its_user_in_that_circle_only(app, 
     [resource] = registered.json["result"]["package"]["resources"]
     assert (resource["url_type"], resource["size"]) == ("s3_upload", 3000)
     assert "s3_available" not in resource  # the jobs record it
+
+
+def test_without_uploads_straight_to_s3_dcoraid_sends_the_file_through_ckan(
+    ckan_server, rtdc_file, store, run_worker, tmp_path, monkeypatch
+):
+    """A site without an upload identity has no resource_upload_s3_urls: DCOR-Aid falls
+    back to package_revise with the file (its legacy upload), whose jobs put it in the
+    depot and in S3 like any upload."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", demo.store_ca_bundle() or "")
+    options = {
+        "dcor_object_store.upload_access_key_id": "",
+        "dcor_object_store.upload_secret_access_key": "",
+    }
+    server = ckan_server(str(derived_ini(tmp_path, **options)))
+    factories.User(name="edna")
+    org = factories.Organization(users=[{"name": "edna", "capacity": "editor"}])
+    api = CKANAPI(server.url, api_key=factories.APIToken(user="edna")["token"], caching=False)
+    dataset = new_dataset(api, org, private=True)
+    path = rtdc_file()
+    job = upload(api, dataset, [path], run_worker, server.ini, tmp_path)
+    sent = Path(job.paths[0])
+    [resource] = helpers.call_action("package_show", id=dataset["id"])["resources"]
+    assert resource["url_type"] == "upload"
+    assert (resource["sha256"], resource["size"]) == (sha256_path(sent), sent.stat().st_size)
+    depot = placement.ckan_path(resource["id"])
+    assert depot.is_symlink() and sha256_path(depot.resolve()) == sha256_path(sent)
+    bucket = store.circle_bucket(org["id"])
+    assert object_sha256(store, bucket, object_key("resource", resource["id"])) == sha256_path(sent)

@@ -128,4 +128,10 @@ class DcorAidPlugin(p.SingletonPlugin):
     def get_actions(self) -> dict[str, Any]:
         from .logic import dcoraid
 
-        return {name: getattr(dcoraid, name) for name in dcoraid.__all__}
+        actions = {name: getattr(dcoraid, name) for name in dcoraid.__all__}
+        settings = config.s3_settings()
+        if settings is None or settings.upload_access_key_id is None:
+            # no uploads straight to S3 here: DCOR-Aid finds the action missing and sends
+            # the file through CKAN (package_revise), whose jobs move it as any upload
+            del actions["resource_upload_s3_urls"]
+        return actions
