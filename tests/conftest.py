@@ -570,11 +570,15 @@ class Forwarder:
     """Another port of localhost that leads to a port of 127.0.0.1: a second address of
     one server, which can be closed (an address only the users' network reaches)."""
 
-    def __init__(self, target_port: int, port: int = 0):
+    def __init__(self, target_port: int, port: int = 0, cut_after: int | None = None):
+        """``cut_after``: the first connection is cut (both ways) once the client has sent
+        that many bytes through it: a transfer interrupted by the network."""
         self.target = ("127.0.0.1", target_port)
         self.server = socket.create_server(("127.0.0.1", port))
         self.port = self.server.getsockname()[1]
         self.sockets: list[socket.socket] = []
+        self.cut_after = cut_after
+        self.cuts = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -585,14 +589,23 @@ class Forwarder:
             except OSError:
                 return  # closed
             self.sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            limit, self.cut_after = self.cut_after, None
+            pipes = ((client, upstream, limit), (upstream, client, None))
+            for source, sink, cut in pipes:
+                threading.Thread(target=self._pipe, args=(source, sink, cut), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, cut: int | None) -> None:
+        sent = 0
         with contextlib.suppress(OSError):
             while data := source.recv(1 << 16):
+                if cut is not None and sent + len(data) >= cut:
+                    sink.sendall(data[: cut - sent])
+                    self.cuts += 1
+                    for end in (source, sink):
+                        end.shutdown(socket.SHUT_RDWR)
+                    return
                 sink.sendall(data)
+                sent += len(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
 
@@ -612,8 +625,8 @@ def forwarder():
     """Factory: a :class:`Forwarder` to a port of 127.0.0.1, closed after the test."""
     opened = []
 
-    def start(target_port: int, port: int = 0) -> Forwarder:
-        opened.append(Forwarder(target_port, port))
+    def start(target_port: int, port: int = 0, cut_after: int | None = None) -> Forwarder:
+        opened.append(Forwarder(target_port, port, cut_after))
         return opened[-1]
 
     yield start

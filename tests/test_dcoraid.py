@@ -5,6 +5,7 @@ download job, unmodified, as an editor of a circle (not its admin, not a sysadmi
 from __future__ import annotations
 
 import hashlib
+import urllib.parse
 from pathlib import Path
 
 import ckan.model as model
@@ -231,5 +232,61 @@ def test_without_uploads_straight_to_s3_dcoraid_sends_the_file_through_ckan(
     assert (resource["sha256"], resource["size"]) == (sha256_path(sent), sent.stat().st_size)
     depot = placement.ckan_path(resource["id"])
     assert depot.is_symlink() and sha256_path(depot.resolve()) == sha256_path(sent)
+    bucket = store.circle_bucket(org["id"])
+    assert object_sha256(store, bucket, object_key("resource", resource["id"])) == sha256_path(sent)
+
+
+def test_upstream_who_may_ask_and_twenty_urls_for_twenty_gib(app):
+    """Upstream DCOR's scenarios (ckanext-dcor_schemas' tests of resource_upload_s3_urls):
+    anonymous users, users outside the circle and its members (who may not create
+    datasets) are refused; its editors and admins get URLs; a file of 20 GiB gets 20
+    part URLs and a complete_url."""
+    names = ("adam", "edna", "mia", "olga")
+    for name in names:
+        factories.User(name=name)
+    capacities = {"adam": "admin", "edna": "editor", "mia": "member"}
+    org = factories.Organization(users=[{"name": n, "capacity": c} for n, c in capacities.items()])
+    tokens = {n: factories.APIToken(user=n)["token"] for n in names}
+
+    def ask(user: str | None, size: int):
+        headers = {"Authorization": tokens[user]} if user else {}
+        query = {"organization_id": org["id"], "file_size": size}
+        return app.get("/api/action/resource_upload_s3_urls", query_string=query, headers=headers)
+
+    for user in (None, "olga", "mia"):
+        assert ask(user, 1000).status_code == 403, user
+    for user in ("adam", "edna"):
+        answer = ask(user, 1000)
+        assert answer.status_code == 200, (user, answer.body)
+        assert len(answer.json["result"]["upload_urls"]) == 1
+    twenty = ask("edna", 20 * GiB).json["result"]
+    assert len(twenty["upload_urls"]) == 20
+    assert twenty["complete_url"] is not None
+    assert grants.get(twenty["resource_id"]).part_size == GiB
+
+
+def test_an_upload_cut_by_the_network_is_sent_again_by_dcoraid(
+    ckan_server, forwarder, rtdc_file, store, run_worker, tmp_path, monkeypatch
+):
+    """The connection of DCOR-Aid's PUT is cut half-way (users reach the store through a
+    forwarder, dcor_object_store.public_endpoint_url): DCOR-Aid sends the file again by
+    itself with the same URL, and the registered object holds the file's bytes."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", demo.store_ca_bundle() or "")
+    path = rtdc_file(2000)
+    gateway = urllib.parse.urlsplit(store.settings.endpoint_url).port
+    users = forwarder(gateway, cut_after=path.stat().st_size // 2)
+    public = f"https://localhost:{users.port}"
+    server = ckan_server(
+        str(derived_ini(tmp_path, **{"dcor_object_store.public_endpoint_url": public}))
+    )
+    factories.User(name="edna")
+    org = factories.Organization(users=[{"name": "edna", "capacity": "editor"}])
+    api = CKANAPI(server.url, api_key=factories.APIToken(user="edna")["token"], caching=False)
+    dataset = new_dataset(api, org, private=True)
+    job = upload(api, dataset, [path], run_worker, server.ini, tmp_path)
+    assert users.cuts == 1  # the first PUT was cut
+    sent = Path(job.paths[0])
+    [resource] = helpers.call_action("package_show", id=dataset["id"])["resources"]
+    assert (resource["sha256"], resource["size"]) == (sha256_path(sent), sent.stat().st_size)
     bucket = store.circle_bucket(org["id"])
     assert object_sha256(store, bucket, object_key("resource", resource["id"])) == sha256_path(sent)
