@@ -4,9 +4,10 @@ verified, on each path, as an editor who is neither the circle's admin nor a sys
 
 CKAN's API does not unflatten multipart forms except for ``package_revise``: a file
 itself travels with ``resource_create``, ``resource_update``/``resource_patch`` and
-``package_revise``; ``package_update`` and ``package_patch`` add files by registering
-an upload straight to S3 (JSON). ``package_create`` cannot add either (a grant belongs
-to an existing dataset; tested in ``tests/logic/test_guard.py``)."""
+``package_revise``; ``package_create``, ``package_update`` and ``package_patch`` add files
+by registering an upload straight to S3 (JSON); ``package_create`` one granted to the
+circle (DCOR-Aid's ``resource_upload_s3_urls``: a grant of a dataset names one that
+exists already)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ckan.tests import factories, helpers
 from ckanext.dcor_depot import placement, records
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from ..conftest import object_sha256, sha256_path
+from ..conftest import http, object_sha256, sha256_path
 from ..logic.test_upload_route import readme_client
 
 pytestmark = pytest.mark.usefixtures(
@@ -27,7 +28,13 @@ pytestmark = pytest.mark.usefixtures(
 )
 
 UPLOADS = ["resource_create", "resource_patch", "resource_update", "package_revise"]
-REGISTRATIONS = ["resource_create", "package_update", "package_patch", "package_revise"]
+REGISTRATIONS = [
+    "resource_create",
+    "package_create",
+    "package_update",
+    "package_patch",
+    "package_revise",
+]
 
 
 @pytest.fixture
@@ -95,6 +102,21 @@ def test_a_file_uploaded_straight_to_s3_gets_its_jobs_on_every_path(
 ):
     headers, org, dataset = editor_dataset
     file = random_file(3000, "cells.bin")
+    if path == "package_create":
+        query = {"organization_id": org["id"], "file_size": file.stat().st_size}
+        granted = app.get(
+            "/api/action/resource_upload_s3_urls", query_string=query, headers=headers
+        )
+        assert granted.status_code == 200, granted.body
+        [url] = granted.json["result"]["upload_urls"]
+        assert http.put(url, data=file.read_bytes(), timeout=30).status_code == 200
+        rid = granted.json["result"]["resource_id"]
+        created = {"owner_org": org["id"], "resources": [{"id": rid, "name": file.name}]}
+        answer = post(app, path, headers, {"name": "new-one", **created})
+        assert answer.status_code == 200, answer.body
+        run_worker()
+        assert_stored(store, org, rid, file)
+        return
     ask = {"package_id": dataset["id"], "name": file.name, "size": file.stat().st_size}
     granted = post(app, "dcor_depot_upload_urls", headers, ask)
     assert granted.status_code == 200, granted.body
