@@ -4,7 +4,9 @@ download job, unmodified, as an editor of a circle (not its admin, not a sysadmi
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import re
 import urllib.parse
 from pathlib import Path
 
@@ -18,16 +20,20 @@ from dcoraid.download.job import DownloadJob
 from dcoraid.upload.job import UploadJob
 
 from ckanext.dcor_depot import grants, placement
+from ckanext.dcor_depot.cli import dcor_prune_orphaned_objects
 from ckanext.dcor_depot.logic.dcoraid import layout
+from ckanext.dcor_depot.operations import prune as prune_operations
 from ckanext.dcor_depot.storage.s3 import object_key
 
 from .conftest import anonymous_status, demo, derived_ini, http, object_sha256, sha256_path
+from .logic.test_upload_route import expire
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
 )
 
 GiB = 1024**3
+PASSWORD = "a password of edna"
 
 
 @pytest.fixture
@@ -36,7 +42,7 @@ def site(ckan_server, monkeypatch):
     API object for her (its S3 requests trust the stack's CA as a user's would)."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", demo.store_ca_bundle() or "")
     server = ckan_server()
-    factories.User(name="edna")
+    factories.User(name="edna", password=PASSWORD)
     org = factories.Organization(name="hl60-lab", users=[{"name": "edna", "capacity": "editor"}])
     token = factories.APIToken(user="edna")["token"]
     api = CKANAPI(server.url, api_key=token, caching=False)
@@ -146,7 +152,27 @@ def test_what_the_site_refuses_reaches_dcoraid_as_a_message(site, ckan_server, t
         other.get("resource_upload_s3_urls", file_size=1000, **circle)
     with pytest.raises(APIAuthorizationError):  # a circle that does not exist: the same
         other.get("resource_upload_s3_urls", file_size=1000, organization_id="no-such")
-    # a browser's session (another site's GET) gets nothing granted
+    # a browser's session (another site's GET, also with a header CKAN does not take)
+    # gets nothing granted
+    session = requests.Session()
+    form = session.get(f"{server.url}/user/login", timeout=30).text
+    csrf = re.search(r'name="_csrf_token" value="([^"]+)"', form).group(1)
+    login = session.post(
+        f"{server.url}/user/login",
+        data={"login": "edna", "password": PASSWORD, "_csrf_token": csrf},
+        timeout=30,
+    )
+    assert login.ok and "/dashboard" in login.url, login.url  # logged in
+    for headers in ({}, {"Authorization": "x"}):
+        ask = {"file_size": 1000, **circle}
+        answer = session.get(
+            f"{server.url}/api/action/resource_upload_s3_urls",
+            params=ask,
+            headers=headers,
+            timeout=30,
+        )
+        assert answer.status_code == 403, (headers, answer.text)
+        assert "takes an API token" in answer.text
     assert (
         requests.get(
             f"{server.url}/api/action/resource_upload_s3_urls",
@@ -164,7 +190,9 @@ def test_what_the_site_refuses_reaches_dcoraid_as_a_message(site, ckan_server, t
         limited.get("resource_upload_s3_urls", file_size=11, **circle)
 
 
-def test_a_grant_of_a_circle_is_registered_by_its_user_in_that_circle_only(app, random_file):
+def test_a_grant_of_a_circle_is_registered_by_its_user_in_that_circle_only(
+    app, random_file, store, cli, monkeypatch
+):
     """resource_upload_s3_urls names no dataset: its grant belongs to the circle and the
     user who asked. Another editor of the circle, or the user in another circle, cannot
     register it; the user can, in any dataset of the circle."""
@@ -201,11 +229,50 @@ def test_a_grant_of_a_circle_is_registered_by_its_user_in_that_circle_only(app, 
         refused = register(user, dataset)
         assert refused.status_code == 409, (user, refused.body)
         assert "was issued to another user or circle" in refused.body
+    # a registration that rolls back after the copy was made (another resource of the
+    # same request is refused): the copy is removed when the grant expires
+    bad = {"id": "6ba7b810-9dad-11d1-80b4-00c04fd430c8", "name": "x", "url": "x:"}
+    refused = app.post(
+        "/api/action/package_revise",
+        json={
+            "match": {"id": mine["id"]},
+            "update__resources__extend": [{"id": answer["resource_id"], "name": path.name}, bad],
+        },
+        headers={"Authorization": tokens["alice"]},
+    )
+    assert refused.status_code == 409, refused.body
+    bucket = store.circle_bucket(org["id"])
+    key = object_key("resource", answer["resource_id"])
     registered = register("alice", mine)
     assert registered.status_code == 200, registered.body
     [resource] = registered.json["result"]["package"]["resources"]
     assert (resource["url_type"], resource["size"]) == ("s3_upload", 3000)
     assert "s3_available" not in resource  # the jobs record it
+
+    # the same for a grant never registered: its copy in the circle bucket goes too
+    again = app.get(
+        "/api/action/resource_upload_s3_urls",
+        query_string={"organization_id": org["id"], "file_size": 3000},
+        headers={"Authorization": tokens["alice"]},
+    ).json["result"]
+    assert http.put(again["upload_urls"][0], data=path.read_bytes(), timeout=30).status_code == 200
+    refused = app.post(
+        "/api/action/package_revise",
+        json={
+            "match": {"id": mine["id"]},
+            "update__resources__extend": [{"id": again["resource_id"], "name": "b.rtdc"}, bad],
+        },
+        headers={"Authorization": tokens["alice"]},
+    )
+    assert refused.status_code == 409, refused.body
+    left = object_key("resource", again["resource_id"])
+    assert store.object_info(bucket, left) is not None  # the copy the rollback left
+    monkeypatch.setattr(prune_operations, "STAGED_GRACE", datetime.timedelta(0))
+    expire(again["resource_id"])
+    pruned = cli.invoke(dcor_prune_orphaned_objects, [])
+    assert pruned.exit_code == 0, pruned.output
+    assert store.object_info(bucket, left) is None
+    assert store.object_info(bucket, key) is not None  # the registered one stays
 
 
 def test_without_uploads_straight_to_s3_dcoraid_sends_the_file_through_ckan(

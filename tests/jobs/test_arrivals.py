@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ckan.model as model
 import pytest
 from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import placement, records
+from ckanext.dcor_depot.jobs import queue
 from ckanext.dcor_depot.storage.s3 import object_key
 
 from ..conftest import http, object_sha256, sha256_path
@@ -137,3 +139,21 @@ def test_a_file_uploaded_straight_to_s3_gets_its_jobs_on_every_path(
     assert answer.status_code == 200, answer.body
     run_worker()
     assert_stored(store, org, rid, file)
+
+
+def test_work_after_commit_waits_for_the_real_commit_not_a_savepoint():
+    """CKAN 2.12's package_update releases a savepoint before CKAN commits, and SQLAlchemy
+    announces that as a commit too: nothing may be queued then (a rollback after it would
+    leave jobs for resources that never were)."""
+    called = []
+    session = model.Session()
+    for ending in ("rollback", "commit"):
+        nested = session.begin_nested()
+        session.add(model.Group(name=f"probe-{ending}"))
+        session.flush()
+        queue.after_commit(called.append, ending)
+        nested.commit()
+        assert called == [], "queued when a savepoint was released"
+        getattr(session, ending)()
+    assert called == ["commit"]
+    assert model.Group.get("probe-rollback") is None

@@ -192,6 +192,10 @@ def _written(session, flush_context) -> None:
 
 
 def _run_pending(session) -> None:
+    if session.in_nested_transaction():
+        # a savepoint released (CKAN 2.12's package_update), which SQLAlchemy announces as
+        # a commit: the transaction that holds the change has not committed yet
+        return
     session.info.pop(_WRITTEN, None)
     pending = session.info.pop(_PENDING, [])
     for name in _SCOPED:  # the calls hold the lists they read
@@ -201,6 +205,8 @@ def _run_pending(session) -> None:
 
 
 def _drop_pending(session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint rolled back: the outer transaction decides
     session.info.pop(_WRITTEN, None)
     session.info.pop(_PENDING, None)
     for name in _SCOPED:

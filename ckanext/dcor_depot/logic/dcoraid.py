@@ -81,10 +81,14 @@ def _refuse_browser_sessions() -> None:
     is answered for an API token only: another site cannot make a browser that is
     logged in here ask for it (a plain GET is no cross-site request CKAN checks)."""
     try:
-        headers = tk.request.headers
+        # CKAN sets it when an API token identified the user (and for anonymous users,
+        # whom the permission check refuses); a cookie with a token CKAN did not take is
+        # a browser's session
+        via_token = bool(tk.g.get("login_via_auth_header"))
+        tk.request.environ["__no_cache__"] = True  # one user's URLs, for nobody else
     except (RuntimeError, TypeError, AttributeError):
         return  # not in a request: called by code of this site
-    if not (headers.get("Authorization") or headers.get("X-CKAN-API-Key")):
+    if not via_token:
         raise tk.NotAuthorized(
             "resource_upload_s3_urls takes an API token (the Authorization header), "
             "not a browser's session"
@@ -110,9 +114,13 @@ def package_create(original, context: Context, data_dict: DataDict):
     if not data_dict.get("name"):
         base = munge_title_to_name(str(data_dict.get("title") or "dataset"))[:80].strip("-")
         data_dict = {**data_dict, "name": f"{base or 'dataset'}-{secrets.token_hex(4)}"}
-    if data_dict.get("state") == "draft":
-        context["allow_state_change"] = True  # CKAN keeps the state then; only a draft
-    return original(context, data_dict)
+    if data_dict.get("state") != "draft" or context.get("allow_state_change"):
+        return original(context, data_dict)
+    context["allow_state_change"] = True  # CKAN keeps the state then; only a draft
+    try:
+        return original(context, data_dict)
+    finally:
+        context.pop("allow_state_change", None)  # not for what the caller does next
 
 
 @tk.side_effect_free

@@ -462,7 +462,11 @@ def register(
             }
         )
     if grant.package_id is None:  # granted to a circle: by its user, into that circle
-        if grant.owner_org != package.owner_org or grant.user_id != acting_user_id:
+        if (
+            grant.owner_org != package.owner_org
+            or grant.user_id is None
+            or grant.user_id != acting_user_id
+        ):
             raise tk.ValidationError(
                 {
                     "id": [

@@ -140,6 +140,13 @@ def _remove_unregistered_copy(store: ObjectStore, grant: grants.Grant) -> None:
     rolled back (no resource and no record of it): it belongs to nobody."""
     if grant.bucket != store.settings.staging_bucket or model.Resource.get(grant.resource_id):
         return
+    if grant.package_id is None:
+        # granted to a circle (DCOR-Aid): a registration copies into the circle's bucket,
+        # for whichever of its datasets; nothing else has the grant's (issued) id
+        location = placement.object_location(store, grant.owner_org, grant.resource_id)
+        if store.object_info(*location) is not None:
+            store.delete_object(*location)
+        return
     package = model.Package.get(grant.package_id)
     if package is None or not package.owner_org:
         return
