@@ -228,13 +228,15 @@ def refuse_chosen_id(resource_id: str) -> None:
     """Refuse a new resource's id that is not a random UUID (version 4) in canonical
     form. CKAN makes random ones; the extension derives version-5 ids for the files it
     adds itself (append-resource, the figshare import), which a user must not take first;
-    any other string would name a file outside the depot's layout."""
+    any other string would name a file outside the depot's layout. Sysadmins may restore
+    resources with their ids (``ckanapi load``)."""
     refuse_other_id_forms("Resource", resource_id, "resources")
     try:
         version = uuid.UUID(resource_id).version
     except (TypeError, ValueError):
         version = None
-    if version != 4:
+    user = _acting_user()
+    if version != 4 and not (user is not None and user.sysadmin):  # a restore by sysadmins
         raise tk.ValidationError(
             {
                 "resources": [
@@ -278,23 +280,42 @@ def _new_resource(package: model.Package, resource: model.Resource) -> None:
         records.record_file(package.id, resource.id, False, resource.size, package.owner_org)
         resource_jobs.file_arrived(resource, registered=True)
     elif grant is not None:
-        raise tk.ValidationError(
-            {
-                "id": [
-                    f"Resource id {resource.id} is reserved for a pending upload: register "
-                    f"it with url_type {records.S3_URL_TYPE}, or choose another id"
-                ]
-            }
-        )
+        raise _reserved(resource.id)
+
+
+def _reserved(resource_id: str) -> tk.ValidationError:
+    return tk.ValidationError(
+        {
+            "id": [
+                f"Resource id {resource_id} is reserved for a pending upload: register "
+                f"it with url_type {records.S3_URL_TYPE}, or choose another id"
+            ]
+        }
+    )
+
+
+def refuse_new_file_id(resource_id: str) -> None:
+    """Before CKAN's uploader writes the file of a resource id that has no row yet (CKAN
+    writes it before the IPackageController hooks run): the rules of a new resource's
+    id (:func:`refuse_chosen_id`, an id reserved for a pending upload), so that a
+    refused id leaves no file behind."""
+    refuse_chosen_id(resource_id)
+    if grants.get(resource_id) is not None:
+        raise _reserved(resource_id)
+
+
+def _acting_user() -> model.User | None:
+    """The user whose request this is; None outside a request or anonymous."""
+    try:
+        user = tk.current_user
+        return user if user and user.is_authenticated else None
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def _acting_user_id() -> str | None:
-    """The id of the user whose request this is; None outside a request or anonymous."""
-    try:
-        user = tk.current_user
-        return user.id if user and user.is_authenticated else None
-    except (AttributeError, RuntimeError):
-        return None
+    user = _acting_user()
+    return user.id if user is not None else None
 
 
 def _existing_resource(resource: model.Resource, before: dict[str, Any]) -> None:

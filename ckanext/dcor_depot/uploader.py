@@ -8,10 +8,12 @@ symlink: one whose target lies inside the configured depots folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
+import sqlalchemy as sa
 from ckan.exceptions import CkanConfigurationException
 from ckan.lib.uploader import ResourceUpload
 
@@ -36,7 +38,7 @@ class DepotResourceUpload(ResourceUpload):
         in CKAN's transaction: its bytes count against the quota whatever CKAN
         does with the resource's row, until the file is pruned."""
         if self.storage_path and (self.filename or self.clear):
-            from . import guard
+            from . import guard, records
 
             filepath = self.get_path(id)
             before = guard.committed_resources([id]).get(id)
@@ -45,12 +47,14 @@ class DepotResourceUpload(ResourceUpload):
                 raise tk.ValidationError(
                     {"upload": [guard.REPLACE_REFUSED.format(id=id, name=name)]}
                 )
+            if self.filename and before is None and not records.WRITING.get():
+                guard.refuse_new_file_id(id)
             if self.filename:
                 self._arrives(id)
         super().upload(id, max_size)
         if self.storage_path and self.filename:
-            model.Session().info.setdefault(_UPLOADED, set()).add(id)
-            from . import records
+            # this request wrote it: removed again if its transaction rolls back
+            model.Session().info.setdefault(_UPLOADED, {})[id] = self.get_path(id)
             from .jobs import resource_jobs
 
             resource = model.Session.get(model.Resource, id)
@@ -76,6 +80,28 @@ class DepotResourceUpload(ResourceUpload):
 
 
 _UPLOADED = "dcor_depot_uploaded_files"
+
+
+def _uploads_committed(session) -> None:
+    if not session.in_nested_transaction():  # not a savepoint: the files stay
+        session.info.pop(_UPLOADED, None)
+
+
+def _uploads_rolled_back(session) -> None:
+    """Remove the files this transaction wrote (CKAN writes an upload before the rules
+    that may refuse it run): a refused request leaves nothing on the disk that no quota
+    counts and no prune removes."""
+    if session.in_nested_transaction():
+        return
+    for path in session.info.pop(_UPLOADED, {}).values():
+        with contextlib.suppress(FileNotFoundError):
+            if not os.path.islink(path):
+                os.remove(path)
+
+
+if not sa.event.contains(model.Session, "after_rollback", _uploads_rolled_back):
+    sa.event.listen(model.Session, "after_commit", _uploads_committed)
+    sa.event.listen(model.Session, "after_rollback", _uploads_rolled_back)
 
 
 def uploaded_here(resource_id: str) -> bool:

@@ -41,10 +41,12 @@ def download(id: str, resource_id: str, filename: str | None = None):
         return ckan_download("dataset", id, resource_id, filename)
     if placed.url_type == "upload" and (placed.recorded is None or _local_file(placed)):
         return ckan_download("dataset", id, resource_id, filename)
-    context = {"user": current_user.name, "auth_user_obj": current_user}
+    # the database's rows, not the search index's copy of the dataset (CKAN 2.11's bulk
+    # actions change privacy with SQL and index afterwards)
+    context = {"user": current_user.name, "auth_user_obj": current_user, "use_cache": False}
     try:
-        resource = tk.get_action("resource_show")(context, {"id": resource_id})
-        package = tk.get_action("package_show")(context, {"id": id})
+        resource = tk.get_action("resource_show")(dict(context), {"id": resource_id})
+        package = tk.get_action("package_show")(dict(context), {"id": id})
     except tk.ObjectNotFound:
         return tk.abort(404, tk._("Resource not found"))
     except tk.NotAuthorized:

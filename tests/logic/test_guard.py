@@ -4,6 +4,8 @@ on every action path that writes resources."""
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
 
 import ckan.model as model
@@ -431,3 +433,46 @@ def test_a_deleted_resource_holding_a_file_does_not_come_back(
         assert answer.status_code == 409, (url, answer.body)
         assert f"Resource id {rid} was used before on this site" in answer.body
     assert model.Resource.get(rid) is None
+
+
+def test_a_refused_upload_leaves_no_file_behind(app, editor_dataset, random_file):
+    """CKAN writes an upload before the rules that refuse it run: a refused id (one the
+    extension would derive) or a request refused for another of its resources leaves no
+    file at CKAN's path (it would block the id for good and count against nothing)."""
+    editor, org, dataset = editor_dataset
+    token = factories.APIToken(user=editor["name"])["token"]
+    path = random_file(3000, "cells.bin")
+    derived = str(uuid.uuid5(uuid.NAMESPACE_URL, "https://dcor.mpl.mpg.de/figshare/y"))
+    chosen = str(uuid.uuid4())
+    bad = {"id": str(uuid.uuid1()), "name": "x", "url": "http://example.org/x"}
+    attempts = [
+        ("resource_create", {"package_id": dataset["id"], "id": derived, "name": "c"}, derived),
+        (
+            "package_revise",
+            {
+                "match": json.dumps({"id": dataset["id"]}),
+                "update__resources__extend": json.dumps([{"id": chosen, "name": "c"}, bad]),
+                "update__resources__-2__upload": None,
+            },
+            chosen,
+        ),
+    ]
+    for action, data, rid in attempts:
+        with open(path, "rb") as fd:
+            field = "upload" if action == "resource_create" else "update__resources__-2__upload"
+            answer = app.post(
+                f"/api/action/{action}",
+                data={**{k: v for k, v in data.items() if v is not None}, field: (fd, path.name)},
+                headers={"Authorization": token},
+                content_type="multipart/form-data",
+            )
+        assert answer.status_code == 409, (action, answer.body)
+        assert "is not a random UUID (version 4)" in answer.body
+        assert not os.path.lexists(placement.ckan_path(rid)), action
+        assert model.Resource.get(rid) is None
+    # a sysadmin may restore a resource with its id
+    sysadmin = factories.Sysadmin()
+    restore = {"package_id": dataset["id"], "id": derived, "url": "http://example.org/r"}
+    restored = api(app, "resource_create", restore, sysadmin)
+    assert restored.status_code == 200, restored.body
+    assert restored.json["result"]["id"] == derived

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from .. import config, grants, locks, placement, records
-from ..storage.s3 import MD5_METADATA_KEY, ObjectStore, UploadResult
+from ..storage.s3 import MD5_METADATA_KEY, ObjectStore, S3Error, UploadResult
 from . import converge
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,6 @@ def record_object_sha256(resource_id: str) -> str:
     location = placement.file_of(store, package.id, resource_id).location
     if location is None:
         raise records.JobError(f"Dataset {package.name} has no circle (organization)")
-    _remove_staged(store, resource_id)
     with locks.upload_lock(resource_id):
         info = store.object_info(*location)
         if info is None:
@@ -65,6 +64,7 @@ def record_object_sha256(resource_id: str) -> str:
     # changed visibility meanwhile: apply the visibility it has now
     converge.align_resource(store, package.id, resource_id)
     records.patch_resource(resource_id, records.s3_fields(store, "resource", result))
+    _remove_staged(store, resource_id)
     message = f"resource {resource_id}: {location} has {hashes.size} bytes, sha256 {hashes.sha256}"
     log.info(message)
     return message
@@ -78,5 +78,9 @@ def _remove_staged(store: ObjectStore, resource_id: str) -> None:
     grant = grants.get(resource_id)
     if grant is None or grant.state != grants.REGISTERED:
         return
-    if grant.bucket == store.settings.staging_bucket:
+    if grant.bucket != store.settings.staging_bucket:
+        return
+    try:
         store.delete_object(grant.bucket, grant.key)
+    except S3Error as exc:  # the file is verified; the prune removes it with the grant
+        log.warning("Could not remove the staged upload of resource %s: %s", resource_id, exc)

@@ -156,7 +156,12 @@ def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
                 grant.key, grant.size, grant.part_size, grant.upload_id, left
             )
     except UploadGoneError:
-        if _staged(store, grant):  # completed meanwhile
+        try:
+            completed = _staged(store, grant)  # completed meanwhile
+        except S3Error as exc:
+            model.Session.rollback()
+            raise _store_failed("upload", exc) from exc
+        if completed:
             model.Session.rollback()
             return resume_upload_urls(package_id, resource_id)
         grants.update(resource_id, state=grants.ABORTED)

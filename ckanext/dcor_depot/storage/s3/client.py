@@ -41,8 +41,8 @@ class ObjectConflictError(S3Error):
 
 
 class ObjectUnreadable(S3Error):
-    """The store holds the object but answers 400 to a plain HEAD: it was written with
-    a key of its client's (SSE-C), which the store needs for every read."""
+    """The store holds the object but answers 400 to a plain HEAD (an object written with
+    a key of its client's, SSE-C, needs that key for every read)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,8 +219,7 @@ class StoreClient:
                     return None
                 if exc.response.get("Error", {}).get("Code") == "400":
                     raise ObjectUnreadable(
-                        f"s3://{bucket}/{key} cannot be read without the key it was "
-                        "written with (SSE-C)"
+                        f"s3://{bucket}/{key} answers 400 Bad Request to a HEAD"
                     ) from None
                 raise
         return ObjectInfo(

@@ -34,6 +34,8 @@ import json
 import logging
 from typing import Any
 
+import botocore.exceptions
+
 from .client import ObjectInfo, ObjectUnreadable, S3Error
 
 log = logging.getLogger(__name__)
@@ -213,12 +215,27 @@ class Staging:
         try:
             return self.object_info(staging, key)
         except ObjectUnreadable:
+            if not self._needs_customer_key(staging, key):
+                raise
             self.delete_object(staging, key)
             raise StagedObjectUnreadable(
                 "The uploaded file was sent with an encryption key of the client's "
                 "(x-amz-server-side-encryption-customer-* headers), so the site cannot "
                 "read it; it was removed. Send the file again without those headers"
             ) from None
+
+    def _needs_customer_key(self, bucket: str, key: str) -> bool:
+        """A GET of the object says why a HEAD was refused (a HEAD answer has no body):
+        RGW names the missing customer key (SSE-C) with InvalidArgument."""
+        try:
+            self.client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].close()
+        except botocore.exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            message = error.get("Message", "")
+            return error.get("Code") == "InvalidArgument" and "Customer provided keys" in message
+        except botocore.exceptions.BotoCoreError:
+            return False
+        return False
 
     def copy_staged(
         self,
