@@ -21,7 +21,18 @@ from . import config
 
 log = logging.getLogger(__name__)
 
-_PREFIX = "dcor_depot:lease:"
+#: The kinds of the extension's Redis keys, each named here only (:func:`redis_key`):
+#: leases; a dataset's convergence requested; the latest job of a kind for an object; the
+#: guard while one process queues a job; a dataset's visibility fingerprint.
+REDIS_KEY_KINDS = ("lease", "converge", "job", "enqueue", "fingerprint")
+
+
+def redis_key(kind: str, name: str) -> str:
+    """``dcor_depot:<kind>:<name>``: the one way the extension names a Redis key."""
+    if kind not in REDIS_KEY_KINDS:
+        raise ValueError(f"Unknown kind of Redis key {kind!r}: add it to REDIS_KEY_KINDS")
+    return f"dcor_depot:{kind}:{name}"
+
 
 _RELEASE = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
@@ -49,7 +60,8 @@ def connection() -> redis.Redis:
 
 
 class Lease:
-    """``with Lease("dataset:ID"):`` holds the lease for the block (renewed while it runs)."""
+    """``with Lease(name):`` holds the lease for the block (renewed while it runs); the
+    names are made in ``locks.py``."""
 
     def __init__(
         self,
@@ -58,7 +70,7 @@ class Lease:
         wait: float = 0.0,
         client: redis.Redis | None = None,
     ):
-        self.key = _PREFIX + name
+        self.key = redis_key("lease", name)
         #: the Redis to use (default: CKAN's, :func:`connection`)
         self.client = client
         #: seconds the lease lives without renewal (default: ``ckanext.dcor_depot.lease_seconds``)

@@ -16,6 +16,12 @@ def upload_lock(resource_id: str) -> Lease:
     return Lease(f"upload:{resource_id}", wait=_wait())
 
 
+def dataset_lock(package_id: str, wait: float = 0.0) -> Lease:
+    """Serializes the work that decides where a dataset's objects lie and who may read
+    them (convergence, moves); ``wait``: seconds to wait for another holder."""
+    return Lease(f"dataset:{package_id}", wait=wait)
+
+
 def depot_lock(resource_id: str) -> Lease:
     """Serializes the moves of one resource's file into the depot (any host)."""
     return Lease(f"depot:{resource_id}", wait=_wait())

@@ -33,6 +33,24 @@ from .uploader import DepotResourceUpload
 FILE_URL_TYPES = ("upload", S3_URL_TYPE)
 
 
+class NoCircle(JobError):
+    """A dataset without a circle (organization) has no bucket: none of its files goes to
+    S3. The one message for it, wherever it is found."""
+
+    def __init__(self, dataset_name: str):
+        super().__init__(
+            f"Dataset {dataset_name} has no circle (organization), so no bucket: add it to "
+            "a circle, then run `ckan run-jobs-dcor-depot`"
+        )
+
+
+def require_circle(dataset_name: str, owner_org: str | None) -> str:
+    """The dataset's circle; :class:`NoCircle` when it has none."""
+    if not owner_org:
+        raise NoCircle(dataset_name)
+    return owner_org
+
+
 class ObjectLocation(NamedTuple):
     """The bucket and key of one object."""
 
@@ -146,15 +164,16 @@ class PlacedFile:
         """Where to find the object now: where it was recorded, else where it belongs."""
         return self.recorded or self.wanted
 
+    def require_location(self, dataset_name: str) -> ObjectLocation:
+        """:attr:`location`; :class:`NoCircle` when the file has none (no circle)."""
+        if self.location is None:
+            raise NoCircle(dataset_name)
+        return self.location
+
     @property
     def needs_move(self) -> bool:
         """The verified object lies in another circle's bucket than the dataset's."""
         return bool(self.recorded and self.wanted and self.recorded.bucket != self.wanted.bucket)
-
-    @property
-    def local_expected(self) -> bool:
-        """A local file must exist: an upload whose file has no verified object."""
-        return self.local is not None and self.recorded is None and self.resource_state != "gone"
 
 
 @dataclasses.dataclass(frozen=True)

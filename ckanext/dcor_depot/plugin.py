@@ -4,8 +4,8 @@ Data flow: a CKAN event reaches a hook here, the hook queues jobs
 (``jobs/queue.py``) once CKAN has committed, the jobs move files with the
 storage layer (``storage/depot.py``, ``storage/s3/``). The hooks only
 queue: no hashing in the request; when a direct-to-S3 upload is registered,
-a HEAD of the staged object and its copy into the circle bucket
-(``logic/upload_route.py``). Actions and
+a HEAD of the staged object, its server-side copy into the circle bucket and a HEAD
+of the copy (``logic/upload_route.py``, ``storage/s3/staging.py``). Actions and
 auth functions live in ``logic/``, the download view in ``views.py``.
 """
 

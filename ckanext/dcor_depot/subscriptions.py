@@ -26,8 +26,7 @@ import sqlalchemy as sa
 
 from .jobs import converge, queue
 from .leases import connection as connection_to_redis
-
-_FINGERPRINT = "dcor_depot:fingerprint:{}"
+from .leases import redis_key
 
 
 def get_subscriptions() -> dict:
@@ -84,7 +83,7 @@ def _announce(name_or_id: str) -> None:
         + [f"{rid}:{state}" for rid, state in inactive]
     )
     fingerprint = hashlib.sha256(text.encode()).hexdigest()
-    key = _FINGERPRINT.format(found.id)
+    key = redis_key("fingerprint", found.id)
     if connection_to_redis().get(key) == fingerprint.encode():
         return
     converge.request_convergence(found.id)

@@ -107,8 +107,10 @@ def dcor_list_s3_objects_for_dataset(dataset: str):
     package = model.Package.get(dataset)
     if package is None:
         raise click.ClickException(f"There is no dataset {dataset!r}: check its name or id")
-    if not package.owner_org:
-        raise click.ClickException(f"Dataset {package.name} has no circle, so no objects")
+    try:
+        placement.require_circle(package.name, package.owner_org)
+    except placement.NoCircle as exc:
+        raise click.ClickException(str(exc)) from None
     files = placement.dataset_files(store, package.id)
     counts = dict.fromkeys(_VISIBILITY_COLOURS, 0)
     failures = []

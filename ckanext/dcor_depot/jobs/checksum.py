@@ -24,9 +24,7 @@ def record_object_sha256(resource_id: str) -> str:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
     resource = records.show_resource(resource_id)
     package = records.dataset_names(resource["package_id"])
-    location = placement.file_of(store, package.id, resource_id).location
-    if location is None:
-        raise records.JobError(f"Dataset {package.name} has no circle (organization)")
+    location = placement.file_of(store, package.id, resource_id).require_location(package.name)
     with locks.upload_lock(resource_id):
         info = store.object_info(*location)
         if info is None:

@@ -26,8 +26,8 @@ import logging
 import uuid
 from collections.abc import Iterator
 
-from .. import config, placement, records
-from ..leases import Lease, connection
+from .. import config, locks, placement, records
+from ..leases import connection, redis_key
 from ..storage.depot import backup_path_for, make_unreadable
 from ..storage.s3 import ObjectStore, S3Error, UploadResult
 from . import queue
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds a job or command waits for a dataset's lease held by another (short) run.
 LEASE_WAIT = 120.0
-_DIRTY = "dcor_depot:converge:{}"
 _CONSUME = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 )
@@ -78,12 +77,12 @@ def request_convergence(package_id: str) -> None:
     """Announce that a dataset changed: a convergence job runs (again) for it."""
     if config.s3_settings() is None:
         return
-    connection().set(_DIRTY.format(package_id), uuid.uuid4().hex)
+    connection().set(redis_key("converge", package_id), uuid.uuid4().hex)
     queue.enqueue_unless_waiting(converge_dataset, "converge", package_id, queue.CONVERGE)
 
 
 def pending(package_id: str) -> bool:
-    return bool(connection().exists(_DIRTY.format(package_id)))
+    return bool(connection().exists(redis_key("converge", package_id)))
 
 
 def converge_dataset(package_id: str) -> str:
@@ -92,9 +91,9 @@ def converge_dataset(package_id: str) -> str:
     if store is None:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
     done: list[Converged] = []
-    key = _DIRTY.format(package_id)
+    key = redis_key("converge", package_id)
     while pending(package_id):
-        lease = Lease(f"dataset:{package_id}")
+        lease = locks.dataset_lock(package_id)
         if not lease.acquire():
             return f"dataset {package_id}: another run holds it and converges this change"
         try:
@@ -125,7 +124,7 @@ def dataset_lease(package_id: str, wait: float = LEASE_WAIT) -> Iterator[None]:
     failed, a convergence job is queued instead (a job that fails is listed on the
     health page): a change announced meanwhile is never left to nobody.
     """
-    lease = Lease(f"dataset:{package_id}", wait=wait)
+    lease = locks.dataset_lock(package_id, wait=wait)
     if not lease.acquire():
         raise records.JobError(
             f"Dataset {package_id} is held by another process for more than {wait:.0f} s; "

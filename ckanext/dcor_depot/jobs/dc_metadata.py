@@ -40,9 +40,8 @@ def _read_from_s3(resource: dict[str, Any]) -> tuple[str, dict[str, Any], str | 
     if store is None:
         raise records.JobError("The file is in S3, but dcor_object_store.endpoint_url is not set")
     package = records.dataset_names(resource["package_id"])
-    location = placement.file_of(store, package.id, resource["id"]).location
-    if location is None:
-        raise records.JobError(f"Dataset {package.name} has no circle (organization)")
+    placed = placement.file_of(store, package.id, resource["id"])
+    location = placed.require_location(package.name)
     url = store.presigned_get_url(*location, expires_in=3600, internal=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # dclab's HTTP warnings quote the URL, a credential

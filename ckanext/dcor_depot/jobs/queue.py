@@ -27,6 +27,7 @@ from rq.job import Dependency, Job, JobStatus
 
 from .. import config
 from ..leases import connection as _redis_with_timeouts
+from ..leases import redis_key
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def enqueue(
     jid = job_id(kind, object_id)
     # one process at a time decides whether to queue this job id; with short
     # timeouts, so that an unreachable Redis fails fast instead of hanging
-    guard = f"{jid}:enqueue"
+    guard = redis_key("enqueue", jid)
     if not _redis_with_timeouts().set(guard, "1", nx=True, ex=30):
         return jid
     try:
@@ -86,7 +87,7 @@ def enqueue(
 def _latest_key(kind: str, object_id: str) -> str:
     """The Redis key holding the id of the latest job of this kind for this object
     (:func:`enqueue_unless_waiting`)."""
-    return f"dcor_depot:job:{kind}:{object_id}"
+    return redis_key("job", f"{kind}:{object_id}")
 
 
 def enqueue_unless_waiting(

@@ -1,4 +1,5 @@
-"""Job (queue dcor-short): move an uploaded file into the user depot, symlink it from CKAN."""
+"""Step of the ``file`` job (``resource_jobs.py``; on dcor-normal when S3 is on, else on
+dcor-short): move an uploaded file into the user depot, symlink it from CKAN."""
 
 from __future__ import annotations
 

@@ -24,11 +24,7 @@ def upload_resource(resource_id: str) -> str:
     package = records.dataset_names(resource["package_id"])
     placed = placement.file_of(store, package.id, resource_id)
     if placed.wanted is None:
-        raise records.JobError(
-            f"Dataset {package.name} has no organization (circle), so resource "
-            f"{resource_id} has no circle bucket; add the dataset to a circle and run "
-            "`ckan run-jobs-dcor-depot`"
-        )
+        raise placement.NoCircle(package.name)
     if _verified(store, placed):
         return f"resource {resource_id}: already verified at {placed.recorded}"
     path = placed.local

@@ -256,9 +256,7 @@ def _store_and_dataset(package_id: str) -> tuple[ObjectStore, model.Package]:
     if package.state == "deleted":
         raise tk.ValidationError({"package_id": [f"Dataset {package.name} is deleted"]})
     if not package.owner_org:
-        raise tk.ValidationError(
-            {"package_id": [f"Dataset {package.name} has no circle (organization): add it to one"]}
-        )
+        raise tk.ValidationError({"package_id": [str(placement.NoCircle(package.name))]})
     return store, package
 
 
@@ -453,8 +451,10 @@ def register(
         raise tk.ValidationError(
             {"url_type": ["This site has no object store: s3_upload resources are off"]}
         )
-    if package is None or not package.owner_org:
-        raise tk.ValidationError({"package_id": ["The dataset has no circle (organization)"]})
+    if package is None:
+        raise tk.ValidationError({"package_id": ["The dataset does not exist"]})
+    if not package.owner_org:
+        raise tk.ValidationError({"package_id": [str(placement.NoCircle(package.name))]})
     grant = grants.get(resource_id, lock=True)
     if grant is None:
         raise tk.ValidationError(

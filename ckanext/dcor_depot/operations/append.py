@@ -82,8 +82,10 @@ def append_resource(
         raise AppendError(f"There is no dataset {dataset!r}: check its name or id") from exc
     if package["state"] == "deleted":
         raise AppendError(f"Dataset {package['name']} is deleted: restore it first")
-    if not package.get("owner_org"):
-        raise AppendError(f"Dataset {package['name']} has no circle (organization), so no bucket")
+    try:
+        placement.require_circle(package["name"], package.get("owner_org"))
+    except placement.NoCircle as exc:
+        raise AppendError(str(exc)) from None
     fields: dict[str, Any] = {}
     if records.is_dc_file({"name": name, "url": path.name}):
         fields, problem = read_dc_fields(path)

@@ -84,10 +84,7 @@ def migrate_resource(
     """Upload and verify the objects of one resource; never raises."""
     outcome = Outcome(candidate)
     if not candidate.owner_org:
-        outcome.errors.append(
-            f"dataset {candidate.package_name} has no circle, so no bucket: "
-            "add it to an organization"
-        )
+        outcome.errors.append(str(placement.NoCircle(candidate.package_name)))
         return outcome
     # the upload job of this resource (or another run) must not upload at the same time
     with locks.upload_lock(candidate.resource_id):

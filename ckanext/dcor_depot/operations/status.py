@@ -145,8 +145,7 @@ def _missing_for_file_in_s3(candidate: Candidate, store: ObjectStore | None) -> 
     if store is None:
         raise records.JobError("the file is in S3, but dcor_object_store.endpoint_url is not set")
     placed = candidate.files["resource"]
-    if placed.location is None:
-        raise records.JobError("the dataset has no circle (organization), so no bucket")
+    placed.require_location(candidate.package_name)
     refused = candidate.extras.get(records.S3_UPLOAD_ERROR_FIELD)
     if refused:
         raise records.JobError(refused)
