@@ -8,10 +8,7 @@ import click
 
 from .. import config
 from ..jobs.queue import forget_failures
-from ..jobs.resource_jobs import run_steps
-from ..operations import sweep
-from ..operations.status import candidates, missing_jobs
-from ..records import S3_URL_TYPE, one_item_failed
+from ..operations import catch_up, sweep
 from .common import exit_on_failures, modified_days_option
 
 
@@ -39,40 +36,20 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
     Example: ckan -c /etc/ckan/default/ckan.ini run-jobs-dcor-depot --modified-days 7
     """
     store = config.object_store()
-    done = fine = 0
-    failures: list[str] = []
-    # resources whose work is done: their failed jobs leave the failed list
-    settled: list[str] = []
-    todo = list(candidates(store, modified_days, url_types=("upload", S3_URL_TYPE)))
-    click.echo(f"Checking {len(todo)} uploaded resources")
-    with click.progressbar(todo, file=sys.stderr, label="resources") as bar:
-        for candidate in bar:
-            where = f"resource {candidate.resource_id} (dataset {candidate.package_name})"
-            try:
-                # the sweep below converges every dataset
-                missing = [kind for kind in missing_jobs(candidate, store) if kind != "converge"]
-            except Exception as exc:  # noqa: BLE001 - one failed item, named; the rest goes on
-                failures.append(f"{where}: {one_item_failed(exc)}")
-                continue
-            if not missing:
-                fine += 1
-                settled.append(candidate.resource_id)
-                continue
-            if dry_run:
-                done += 1
-                click.echo(f"\n{where}: would run {', '.join(missing)}")
-                continue
-            try:
-                run_steps(candidate.resource_id, missing)
-            except Exception as exc:  # noqa: BLE001 - one failed item, named; the rest goes on
-                failures.append(f"{where}: {one_item_failed(exc)}")
-            else:
-                done += 1
-                settled.append(candidate.resource_id)
-                click.echo(f"\n{where}: ran {', '.join(missing)}")
+    caught = catch_up.catch_up(
+        store,
+        modified_days,
+        dry_run,
+        click.echo,
+        lambda todo: click.progressbar(todo, file=sys.stderr, label="resources"),
+    )
+    failures = caught.failures
     verb = "would need jobs" if dry_run else "done"
-    click.echo(f"{len(todo)} resources: {done} {verb}, {fine} already fine, {len(failures)} failed")
-    if not dry_run and (cleared := forget_failures(settled)):
+    click.echo(
+        f"{caught.total} resources: {caught.done} {verb}, {caught.fine} already fine, "
+        f"{len(failures)} failed"
+    )
+    if not dry_run and (cleared := forget_failures(caught.settled)):
         click.echo(f"{cleared} failed jobs of resources that are fine now: removed from RQ's list")
     if store is not None:
         click.echo("Sweeping the object store: every dataset's objects against CKAN")

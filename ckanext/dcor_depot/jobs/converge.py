@@ -78,7 +78,7 @@ def request_convergence(package_id: str) -> None:
     if config.s3_settings() is None:
         return
     connection().set(redis_key("converge", package_id), uuid.uuid4().hex)
-    queue.enqueue_unless_waiting(converge_dataset, "converge", package_id, queue.CONVERGE)
+    queue.enqueue_unless_waiting(converge_dataset, "converge", package_id)
 
 
 def pending(package_id: str) -> bool:
@@ -184,7 +184,7 @@ def converge_files(
     if done.moves and not done.problems and not dry_run:
         from .move import move_dataset  # the move job converges through this module
 
-        queue.enqueue_unless_waiting(move_dataset, "move", files.package_id, queue.NORMAL)
+        queue.enqueue_unless_waiting(move_dataset, "move", files.package_id)
     return done
 
 

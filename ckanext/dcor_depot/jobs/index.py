@@ -22,7 +22,7 @@ def request_index(package_id: str) -> None:
 
 
 def _enqueue(package_id: str) -> None:
-    queue.enqueue_unless_waiting(index_dataset, "index", package_id, queue.CONVERGE)
+    queue.enqueue_unless_waiting(index_dataset, "index", package_id)
 
 
 def index_dataset(package_id: str) -> str:

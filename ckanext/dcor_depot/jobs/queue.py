@@ -38,6 +38,28 @@ NORMAL = "dcor-normal"
 #: The depot's queues, most urgent first.
 QUEUES = (CONVERGE, SHORT, NORMAL)
 
+#: The one table of which queue each kind of job runs on (the kind names the job id).
+#: A file uploaded through CKAN: ``file`` (its steps); uploaded straight to S3:
+#: ``s3-sha256``, ``dc-metadata``, ``backup``; a dataset: ``converge``, ``index``, ``move``.
+QUEUE_OF = {
+    "converge": CONVERGE,
+    "index": CONVERGE,
+    "move": NORMAL,
+    "file": NORMAL,
+    "s3-sha256": NORMAL,
+    "dc-metadata": NORMAL,
+    "backup": NORMAL,
+}
+
+
+def queue_of(kind: str) -> str:
+    """The queue of a kind of job; a ``file`` job goes to dcor-short when S3 is off (a
+    rename and a metadata read)."""
+    if kind == "file" and config.s3_settings() is None:
+        return SHORT
+    return QUEUE_OF[kind]
+
+
 _WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
 
@@ -49,7 +71,6 @@ def enqueue(
     fn: Callable[[str], str],
     kind: str,
     object_id: str,
-    queue: str,
     depends_on: str | None = None,
     skip_running: bool = True,
     allow_failure: bool = True,
@@ -60,6 +81,7 @@ def enqueue(
     the state when they start, so a change during the run is not missed.
     ``allow_failure=False``: the job runs only if ``depends_on`` succeeded.
     """
+    queue = queue_of(kind)
     jid = job_id(kind, object_id)
     # one process at a time decides whether to queue this job id; with short
     # timeouts, so that an unreachable Redis fails fast instead of hanging
@@ -90,9 +112,7 @@ def _latest_key(kind: str, object_id: str) -> str:
     return redis_key("job", f"{kind}:{object_id}")
 
 
-def enqueue_unless_waiting(
-    fn: Callable[[str], str], kind: str, object_id: str, queue: str
-) -> str | None:
+def enqueue_unless_waiting(fn: Callable[[str], str], kind: str, object_id: str) -> str | None:
     """Queue ``fn(object_id)`` under a new job id, unless such a job has not started yet.
 
     A job that has started may already have read the state, so it does not
@@ -108,6 +128,7 @@ def enqueue_unless_waiting(
         if status in _WAITING:
             return None
     jid = f"{job_id(kind, object_id)}-{uuid.uuid4().hex[:8]}"
+    queue = queue_of(kind)
     tk.enqueue_job(
         fn,
         [object_id],

@@ -21,7 +21,7 @@ from .. import config, records
 from .backup import backup_resource
 from .checksum import record_object_sha256
 from .dc_metadata import record_dc_metadata
-from .queue import NORMAL, SHORT, after_commit, enqueue, transaction_list
+from .queue import after_commit, enqueue, transaction_list
 from .symlink import symlink_resource
 from .upload import upload_resource
 
@@ -107,19 +107,16 @@ def queue_arrivals(arrivals: list[tuple[dict[str, Any], bool]]) -> None:
 def enqueue_resource_jobs(resource: Mapping[str, Any]) -> list[str]:
     """The job of a newly uploaded file (:func:`process_file`): on ``dcor-normal``
     when it uploads to S3, else on ``dcor-short`` (a rename and a metadata read)."""
-    where = NORMAL if config.s3_settings() is not None else SHORT
-    return [enqueue(process_file, "file", resource["id"], where)]
+    return [enqueue(process_file, "file", resource["id"])]
 
 
 def enqueue_registered_jobs(resource: Mapping[str, Any]) -> list[str]:
     """The jobs of a file uploaded straight to S3: SHA-256 and visibility, DC metadata, backup."""
     rid = resource["id"]
-    checksum = enqueue(RESOURCE_JOBS["s3-sha256"], "s3-sha256", rid, NORMAL)
+    checksum = enqueue(RESOURCE_JOBS["s3-sha256"], "s3-sha256", rid)
     jobs = [checksum]
     if records.is_dc_file(resource):
-        jobs.append(enqueue(RESOURCE_JOBS["dc-metadata"], "dc-metadata", rid, NORMAL))
+        jobs.append(enqueue(RESOURCE_JOBS["dc-metadata"], "dc-metadata", rid))
     if config.local_backup_location() is not None:
-        jobs.append(
-            enqueue(RESOURCE_JOBS["backup"], "backup", rid, NORMAL, checksum, allow_failure=False)
-        )
+        jobs.append(enqueue(RESOURCE_JOBS["backup"], "backup", rid, checksum, allow_failure=False))
     return jobs
