@@ -47,8 +47,10 @@ def child(args) -> None:
     store = ObjectStore(settings_from_ini(args.ini))
     path = Path(args.file)
     size = path.stat().st_size
-    if args.method == "b":
-        grant = store.presigned_upload(args.bucket, args.key, size, 3600)
+    bucket = args.bucket
+    if args.method == "b":  # URLs of the upload identity write the staging area
+        bucket = store.settings.staging_bucket
+        grant = store.presigned_upload(args.key, size, 3600, write_once=False)
         upload = {
             "method": "multipart",
             "part_size": grant.part_size,
@@ -65,8 +67,8 @@ def child(args) -> None:
     else:
         send_to_s3(upload, str(path))
     seconds = time.perf_counter() - start
-    assert store.object_info(args.bucket, args.key).size == size
-    store.client.delete_object(Bucket=args.bucket, Key=args.key)
+    assert store.object_info(bucket, args.key).size == size
+    store.client.delete_object(Bucket=bucket, Key=args.key)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_rss_mib": peak_mib}))
 

@@ -60,11 +60,16 @@ def settings_from_ini(path: Path) -> S3Settings:
     parser = configparser.ConfigParser(interpolation=None)
     parser.read(path)
     section = parser["app:main"]
+    bucket = section.get("dcor_object_store.staging_bucket")
+    staging = {"staging_bucket": bucket} if bucket else {}
     return S3Settings(
         endpoint_url=section["dcor_object_store.endpoint_url"],
         access_key_id=section["dcor_object_store.access_key_id"],
         secret_access_key=section["dcor_object_store.secret_access_key"],
         ssl_verify=ssl_verify(section.get("dcor_object_store.ssl_verify", "true")),
+        upload_access_key_id=section.get("dcor_object_store.upload_access_key_id") or None,
+        upload_secret_access_key=section.get("dcor_object_store.upload_secret_access_key") or None,
+        **staging,
     )
 
 

@@ -117,11 +117,10 @@ def _grant(
     )
     grants.add(grant)
     model.Session.commit()  # the circle is free again: signing 10,000 part URLs takes seconds
-    try:
-        if upload_id is None:  # a bare PUT for a client that sends only Content-Length
-            upload = store.presigned_put(key, size, expiry, md5, write_once=package is not None)
-        else:
-            upload = store.presigned_parts(key, size, part_size, upload_id, expiry, new=True)
+    try:  # a circle's grant: bare URLs, for a client that sends only Content-Length
+        upload = store.sign_upload(
+            key, size, part_size, upload_id, expiry, md5, write_once=package is not None
+        )
     except S3Error as exc:
         raise _store_failed("upload", exc) from exc  # the grant can be resumed
     return resource_id, upload

@@ -97,6 +97,20 @@ class Presigning:
         the extension's own metadata, ACL and tags (:meth:`copy_staged`).
         """
         part_size, upload_id = self.start_upload(key, size)
+        return self.sign_upload(key, size, part_size, upload_id, expires_in, md5, write_once)
+
+    def sign_upload(
+        self,
+        key: str,
+        size: int,
+        part_size: int,
+        upload_id: str | None,
+        expires_in: int,
+        md5: str | None = None,
+        write_once: bool = True,
+    ) -> PresignedUpload:
+        """The URLs of an upload :meth:`start_upload` began: one PUT when it made no
+        multipart upload, else every part's URL (of a new upload: the store is not asked)."""
         if upload_id is None:
             return self.presigned_put(key, size, expires_in, md5, write_once)
         return self.presigned_parts(key, size, part_size, upload_id, expires_in, new=True)
