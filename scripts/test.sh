@@ -12,8 +12,9 @@ cd "$REPO_DIR"
 bash scripts/services.sh
 failed=()
 bash scripts/venv.sh 2.12
-say "Lint (ruff)"
+say "Lint (ruff) and the layers' contracts (import-linter)"
 .venv/bin/ruff check . || failed+=("ruff")
+.venv/bin/lint-imports || failed+=("import-linter")
 read -r -a all_series <<<"${DCOR_CKAN_SERIES:-2.12 2.11}"
 
 # the ini of one version's run: test.ini, with what the versions must not share

@@ -27,12 +27,15 @@ pip_quiet() {
     "$venv/bin/pip" install -q "$@" 2> >(grep -v "is ignored: it is neither" >&2)
 }
 RUFF_VERSION=0.17.5
+# the layers' contracts (pyproject.toml, [tool.importlinter]), checked by scripts/test.sh
+# with the 2.12 virtualenv (CKAN 2.11 pins a click that import-linter does not take)
+LINTER=""; [ "$series" != 2.12 ] || LINTER="import-linter==2.17"
 stamp="$venv/.dcor-depot-installed"
-wanted="ckan=$ckan $tests ruff==$RUFF_VERSION $(sha256sum "$REPO_DIR/pyproject.toml" | cut -c1-16)"
+wanted="ckan=$ckan $tests ruff==$RUFF_VERSION $LINTER $(sha256sum "$REPO_DIR/pyproject.toml" | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     say "Installing CKAN $ckan and the extension into $venv"
     # shellcheck disable=SC2086
-    pip_quiet "$venv" "ckan[requirements]==$ckan" $tests "ruff==$RUFF_VERSION"
+    pip_quiet "$venv" "ckan[requirements]==$ckan" $tests "ruff==$RUFF_VERSION" $LINTER
     pip_quiet "$venv" -e "$REPO_DIR"
     echo "$wanted" >"$stamp"
 fi

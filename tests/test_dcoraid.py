@@ -19,9 +19,10 @@ from dcoraid.api.errors import APIAuthorizationError, APIConflictError
 from dcoraid.download.job import DownloadJob
 from dcoraid.upload.job import UploadJob
 
-from ckanext.dcor_depot import grants, placement
+from ckanext.dcor_depot import placement
 from ckanext.dcor_depot.cli import dcor_prune_orphaned_objects
 from ckanext.dcor_depot.logic.dcoraid import layout
+from ckanext.dcor_depot.model import grants
 from ckanext.dcor_depot.operations import prune as prune_operations
 from ckanext.dcor_depot.storage.s3 import object_key
 

@@ -132,3 +132,11 @@ def test_the_layout_section_matches_the_tree():
         assert covered is not None and covered not in listed, (
             f"README's Layout does not name {relative}"
         )
+
+
+def test_the_readme_names_every_test_file_in_how_the_tests_are_organised():
+    block = re.search(r"## How the tests are organised\n.*?```\n(.*?)```", README.read_text(), re.S)
+    named = set(re.findall(r"\btest_\w+\.py\b", block.group(1)))
+    files = [p.name for p in (REPO_DIR / "tests").rglob("test_*.py")]
+    assert len(files) == len(set(files)), "two test files share a name: the list is ambiguous"
+    assert named == set(files)

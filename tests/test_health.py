@@ -15,9 +15,10 @@ from ckan.lib.redis import connect_to_redis
 from ckan.tests import factories, helpers
 from rq.job import Job
 
-from ckanext.dcor_depot import checks, placement
+from ckanext.dcor_depot import placement
 from ckanext.dcor_depot.cli import append_resource, dcor_verify_object_store, run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs.queue import NORMAL, _latest_key
+from ckanext.dcor_depot.model import checks
 from ckanext.dcor_depot.operations import health
 from ckanext.dcor_depot.storage.s3 import object_key
 

@@ -12,10 +12,11 @@ import pytest
 import redis
 from ckan.tests import factories
 
-from ckanext.dcor_depot import placement, records
+from ckanext.dcor_depot import errors, placement
 from ckanext.dcor_depot.jobs.symlink import symlink_resource
 from ckanext.dcor_depot.jobs.upload import upload_resource
 from ckanext.dcor_depot.leases import Lease
+from ckanext.dcor_depot.model import depot_files
 
 pytestmark = pytest.mark.usefixtures("with_plugins")
 
@@ -69,13 +70,13 @@ def test_a_job_on_a_host_that_cannot_see_the_file_says_what_to_share(api_upload,
     path = placement.ckan_path(resource["id"])
     path.unlink()  # as on a worker host that does not share ckan.storage_path
     for job in (symlink_resource, upload_resource):
-        with pytest.raises(records.JobError) as error:
+        with pytest.raises(errors.JobError) as error:
             job(resource["id"])
         message = str(error.value)
         assert f"is missing at {path} on host" in message
         assert "share ckan.storage_path and ckanext.dcor_depot.depots_path" in message
     # nothing was changed: no depot file, no object, no lease left behind
     assert not path.exists() and not path.is_symlink()
-    assert not records.file_records(resource_ids=[resource["id"]])[0].bucket
+    assert not depot_files.file_records(resource_ids=[resource["id"]])[0].bucket
     leases = redis.Redis.from_url(tk.config["ckan.redis.url"]).keys("dcor_depot:lease:*")
     assert [k for k in leases if resource["id"].encode() in k] == []

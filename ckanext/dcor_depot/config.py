@@ -12,7 +12,6 @@ from pathlib import Path
 
 import ckan.plugins.toolkit as tk
 
-from .logic import validators
 from .storage.s3 import MAX_OBJECT_SIZE, MiB, ObjectStore, S3Settings
 
 
@@ -41,12 +40,22 @@ def s3_settings() -> S3Settings | None:
     )
 
 
+def as_bool(value: object) -> bool | None:
+    """A setting's true or false, or None when it is neither (the validators say so)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    return None
+
+
 def _ssl_verify(value: object) -> bool | str:
     """True, False, or the CA bundle's path (checked once, at start-up, by the validator)."""
-    try:
-        return validators.dcor_depot_bool(value)
-    except tk.Invalid:
-        return str(value).strip()
+    flag = as_bool(value)
+    return str(value).strip() if flag is None else flag
 
 
 def object_store() -> ObjectStore | None:

@@ -1,13 +1,16 @@
 """Where the files of a dataset are, where they belong, and who may read them.
 
 The one place for these facts. :func:`dataset_files` derives them from
-CKAN's database and the extension's table (``records.file_records``): for
+CKAN's database and the extension's table (``depot_files.file_records``): for
 every artifact (resource, condensed, preview) of every resource the bucket
 of the dataset's *current* circle and the key (:func:`object_location`),
 where its verified object was last recorded, whether anonymous reading is
-allowed (:func:`is_public`) and where CKAN keeps its local file
-(:func:`ckan_path`). Every job, view and command asks it; no other code
-derives a bucket.
+allowed (one rule, :func:`readable_by_all`), where CKAN keeps its local file
+(:func:`ckan_path`), its depot copy (:func:`depot_path`, :func:`figshare_path`) and
+its local backup copy (:func:`backup_path`).
+Every job, view and command asks it; no other code derives a bucket, a key, an
+``s3_url`` or a path of a file. A dataset without a circle has no bucket:
+:class:`errors.NoCircle`, raised here only.
 """
 
 from __future__ import annotations
@@ -24,24 +27,12 @@ from typing import Any, NamedTuple
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 
-from . import records
-from .records import S3_UPLOAD_ERROR_FIELD, S3_URL_TYPE, JobError, failure_text
-from .storage.s3 import ARTIFACTS, ObjectStore, object_key
-from .uploader import DepotResourceUpload
-
-#: The ``url_type`` of resources whose file the extension keeps.
-FILE_URL_TYPES = ("upload", S3_URL_TYPE)
-
-
-class NoCircle(JobError):
-    """A dataset without a circle (organization) has no bucket: none of its files goes to
-    S3. The one message for it, wherever it is found."""
-
-    def __init__(self, dataset_name: str):
-        super().__init__(
-            f"Dataset {dataset_name} has no circle (organization), so no bucket: add it to "
-            "a circle, then run `ckan run-jobs-dcor-depot`"
-        )
+from . import config, resource_fields
+from .errors import JobError, NoCircle, failure_text
+from .model import ckan_rows, depot_files
+from .resource_fields import FILE_URL_TYPES, S3_UPLOAD_ERROR_FIELD, S3_URL_TYPE
+from .storage.depot import backup_path_for, depot_path_for, figshare_depot_path
+from .storage.s3 import ARTIFACTS, ObjectStore, UploadResult, object_key
 
 
 def require_circle(dataset_name: str, owner_org: str | None) -> str:
@@ -68,25 +59,34 @@ def object_location(
     return ObjectLocation(store.circle_bucket(owner_org), object_key(artifact, resource_id))
 
 
-def visible_to_all(private: bool, state: str) -> bool:
-    """The one rule of visibility: objects of public, active datasets are public."""
-    return not private and state == "active"
-
-
-def is_public(package: Mapping[str, Any], resource: Mapping[str, Any]) -> bool:
-    """Whether a resource's objects are to be anonymously readable."""
+def readable_by_all(
+    private: bool,
+    dataset_state: str,
+    resource_state: str = "active",
+    verified: bool = True,
+    refused: bool = False,
+) -> bool:
+    """The one rule of who may read a file: anyone, exactly when its dataset is public and
+    active, its resource active, and the file verified (its object recorded) and not
+    refused; otherwise only whom CKAN lets read the dataset. Without a resource: whether
+    the dataset's files may be public at all."""
     return (
-        visible_to_all(package["private"], package["state"])
-        and resource["state"] == "active"
-        and not awaits_verification(resource)
+        not private
+        and dataset_state == "active"
+        and resource_state == "active"
+        and verified
+        and not refused
     )
 
 
-def row_is_public(package: model.Package, resource: model.Resource) -> bool:
-    """:func:`is_public` for database rows."""
-    return is_public(
-        {"private": package.private, "state": package.state},
-        {"state": resource.state, "url_type": resource.url_type, **(resource.extras or {})},
+def is_public(package: Mapping[str, Any], resource: Mapping[str, Any]) -> bool:
+    """:func:`readable_by_all` for the dicts of CKAN's actions (what a download checked)."""
+    return readable_by_all(
+        package["private"],
+        package["state"],
+        resource["state"],
+        verified=not awaits_verification(resource),
+        refused=bool(resource.get(S3_UPLOAD_ERROR_FIELD)),
     )
 
 
@@ -100,18 +100,74 @@ def awaits_verification(resource: Mapping[str, Any]) -> bool:
     )
 
 
+def s3_url(store: ObjectStore, location: ObjectLocation) -> str:
+    """The ``s3_url`` a resource shows for an object (what ``resource_show`` says; the
+    extension's table is what counts)."""
+    return store.object_url(location.bucket, location.key)
+
+
+def s3_fields(store: ObjectStore, artifact: str, result: UploadResult) -> dict[str, Any]:
+    """The resource fields that record the verified object of an artifact."""
+    if artifact == "resource":
+        return {
+            "sha256": result.sha256,
+            "size": result.size,
+            "etag": result.etag,
+            "s3_available": True,
+            "s3_url": s3_url(store, ObjectLocation(result.bucket, result.key)),
+        }
+    return {f"s3_{artifact}_sha256": result.sha256, f"s3_{artifact}_size": result.size}
+
+
+def depot_path(dataset: ckan_rows.DatasetNames, resource: Mapping[str, Any]) -> Path:
+    """Where the file of a resource uploaded to CKAN lies in the human-readable user depot
+    (CKAN's path becomes a symlink to it)."""
+    return depot_path_for(
+        depots_path=config.depots_path(),
+        users_depot_name=config.users_depot_name(),
+        user_name=dataset.creator or "unknown-user",
+        org_name=dataset.organization or "no-circle",
+        package_id=dataset.id,
+        package_name=dataset.name,
+        resource_id=resource["id"],
+        # an upload without a name is named after its file
+        resource_name=resource.get("name") or (resource.get("url") or "").rsplit("/", 1)[-1],
+    )
+
+
+def figshare_path(dataset_name: str, resource_id: str, file_name: str) -> Path:
+    """Where a file of the figshare mirror lies in the depots (without an object store)."""
+    return figshare_depot_path(config.depots_path(), dataset_name, resource_id, file_name)
+
+
+def backup_path(resource_id: str) -> Path | None:
+    """Where the local backup copy of a file uploaded straight to S3 goes; None without
+    ``dcor_object_store.local_backup_location``."""
+    root = config.local_backup_location()
+    return None if root is None else backup_path_for(root, resource_id)
+
+
 def ckan_path(resource_id: str) -> Path:
-    """Where CKAN keeps (or kept) an uploaded resource's file."""
-    upload = DepotResourceUpload({})
-    if upload.storage_path is None:
+    """Where CKAN keeps (or kept) an uploaded resource's file: its legacy path under
+    ``ckan.storage_path``, as CKAN's uploader derives it, which may be a symlink into
+    the depots (``ckanext.dcor_depot.depots_path``) and nowhere else."""
+    root = tk.config.get("ckan.storage_path")
+    if not root:
         raise JobError("ckan.storage_path is not set: CKAN stores no uploaded files here")
-    try:
-        return Path(upload.get_path(resource_id))
-    except tk.ValidationError as exc:
+    directory = os.path.join(
+        os.path.realpath(os.path.join(root, "resources")), resource_id[:3], resource_id[3:6]
+    )
+    path = os.path.join(directory, resource_id[6:])
+    real = os.path.realpath(path)
+    depots = os.path.realpath(config.depots_path())
+    if directory != os.path.realpath(directory) or (
+        real != path and os.path.commonpath([depots, real]) != depots
+    ):
         raise JobError(
             f"CKAN's path of resource {resource_id} is a symlink that leads outside the "
             "depots (ckanext.dcor_depot.depots_path); check it by hand"
-        ) from exc
+        )
+    return Path(path)
 
 
 def missing_local_file(resource_id: str, path: Path | None) -> JobError:
@@ -198,21 +254,12 @@ def dataset_files(
     store: ObjectStore | None, package_id: str, resource_ids: Iterable[str] | None = None
 ) -> DatasetFiles:
     """The files of a dataset (or of some of its resources), from the database as it is now."""
-    model.Session.expire_all()
-    package = model.Session.get(model.Package, package_id)
-    rows = (
-        model.Session.query(model.Resource)
-        .filter(model.Resource.package_id == package_id)
-        .order_by(model.Resource.position, model.Resource.id)
-    )
     ids = None if resource_ids is None else list(resource_ids)
-    if ids is not None:
-        rows = rows.filter(model.Resource.id.in_(ids))
-    resources = {row.id: row for row in rows}
-    table = records.file_records(
+    package, resources = ckan_rows.dataset_rows(package_id, ids)
+    table = depot_files.file_records(
         package_ids=None if ids is not None else [package_id], resource_ids=ids
     )
-    by_resource: dict[str, dict[str, records.FileRecord]] = {}
+    by_resource: dict[str, dict[str, depot_files.FileRecord]] = {}
     for row in table:
         if row.package_id == package_id:
             by_resource.setdefault(row.resource_id, {})[row.artifact] = row
@@ -223,7 +270,7 @@ def dataset_files(
     if package is None:
         dataset = DatasetFiles(package_id, None, None, None, False, files)
     else:
-        public = visible_to_all(package.private, package.state)
+        public = readable_by_all(package.private, package.state)
         dataset = DatasetFiles(
             package_id, package.name, package.owner_org, package.state, public, files
         )
@@ -245,7 +292,7 @@ def resource_files(
     store: ObjectStore | None,
     package: model.Package | None,
     resource: model.Resource | None,
-    table: Mapping[str, records.FileRecord],
+    table: Mapping[str, depot_files.FileRecord],
     resource_id: str | None = None,
 ) -> dict[str, PlacedFile]:
     """The files of one resource by artifact, from its CKAN rows (None: lost) and the table's.
@@ -267,7 +314,7 @@ def _resource_files(
     store: ObjectStore | None,
     package: model.Package | None,
     resource: model.Resource | None,
-    table: Mapping[str, records.FileRecord],
+    table: Mapping[str, depot_files.FileRecord],
     rid: str,
 ) -> dict[str, PlacedFile]:
     if resource is None or package is None:
@@ -277,16 +324,14 @@ def _resource_files(
         extras = dict(resource.extras or {})
         # verified: its object is recorded (below), not the resource's fields, which
         # the job writes after the record and which users must not be able to fake
-        readable = (
-            visible_to_all(package.private, package.state)
-            and state == "active"
-            and not extras.get(S3_UPLOAD_ERROR_FIELD)
+        readable = readable_by_all(
+            package.private, package.state, state, refused=bool(extras.get(S3_UPLOAD_ERROR_FIELD))
         )
     owner_org = package.owner_org if package is not None else None
     files = {}
     for artifact in ARTIFACTS:
         row = table.get(artifact)
-        legacy = records.recorded_object(extras, artifact)
+        legacy = resource_fields.recorded_object(extras, artifact)
         keeps_file = url_type in FILE_URL_TYPES and artifact == "resource"
         if row is None and legacy is None and not keeps_file:
             continue
@@ -301,7 +346,7 @@ def _resource_files(
 
 def id_problem(resource_id: str) -> str | None:
     """Why a resource id cannot name the depot's files, or None: only the canonical form of
-    a UUID does (CKAN stored any form ``uuid.UUID`` parses, as given; ``guard.py`` now
+    a UUID does (CKAN stored any form ``uuid.UUID`` parses, as given; ``logic/rules.py`` now
     refuses the others when a resource is created)."""
     try:
         canonical = str(uuid.UUID(resource_id))
@@ -319,7 +364,7 @@ def id_problem(resource_id: str) -> str | None:
 def unplaceable(
     resource_id: str,
     resource: model.Resource | None,
-    table: Mapping[str, records.FileRecord],
+    table: Mapping[str, depot_files.FileRecord],
     problem: str,
 ) -> dict[str, PlacedFile]:
     """The files of a resource the depot cannot place (its id, a row it cannot read): what
@@ -358,7 +403,7 @@ def _placed(
     state: str,
     url_type: str | None,
     wanted: ObjectLocation | None,
-    row: records.FileRecord | None,
+    row: depot_files.FileRecord | None,
     extras: dict[str, Any],
     legacy: tuple[str, int] | None,
     public: bool,
@@ -396,7 +441,7 @@ def _placed(
         size=size,
         etag=etag,
         moved_from=moved_from,
-        public=public and recorded is not None,
+        public=public and recorded is not None,  # verified: its object is recorded
         local=local,
         purged=row.purged if row is not None else None,
         in_table=row is not None,

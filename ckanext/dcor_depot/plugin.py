@@ -17,9 +17,9 @@ from typing import Any
 import ckan.model as model
 import ckan.plugins as p
 import ckan.plugins.toolkit as tk
-import sqlalchemy as sa
 
-from . import config, guard, records, subscriptions
+from . import config, resource_fields, subscriptions
+from .logic import dcoraid, rules
 from .uploader import DepotResourceUpload, refuse_file_storages
 
 log = logging.getLogger(__name__)
@@ -68,17 +68,15 @@ class DCORDepotPlugin(p.SingletonPlugin):
 
     # IResourceController
     def before_resource_update(self, context, current, resource: dict[str, Any]) -> None:
-        if not context.get(records.JOB_CONTEXT_KEY):
-            guard.refuse_replacing(current, resource)
+        if not context.get(resource_fields.JOB_CONTEXT_KEY):
+            rules.refuse_replacing(current, resource)
 
     # IPackageController
     def create(self, entity: model.Package) -> None:
-        _refuse_resources_of_other_datasets(entity)
-        guard.keep_records(entity, created=True)
+        rules.keep_records(entity, created=True)
 
     def edit(self, entity: model.Package) -> None:
-        _refuse_resources_of_other_datasets(entity)
-        guard.keep_records(entity)
+        rules.keep_records(entity)
 
     # IUploader
     def get_resource_uploader(self, data_dict: dict[str, Any]):
@@ -86,30 +84,6 @@ class DCORDepotPlugin(p.SingletonPlugin):
 
     def get_uploader(self, upload_to: str, old_filename: str | None = None):
         return None
-
-
-def _refuse_resources_of_other_datasets(package: model.Package) -> None:
-    """A resource id never moves to another dataset, not even one of a deleted or purged one.
-
-    CKAN lets a dataset update reuse the id of a deleted resource and moves
-    that row over; its objects would then be served as the new dataset's.
-    """
-    ids = [resource.id for resource in package.resources_all if resource.id]
-    if not ids:
-        return
-    with model.meta.engine.connect() as connection:
-        taken = connection.execute(
-            sa.text(
-                "SELECT id FROM resource WHERE id = ANY(:ids) AND package_id != :package "
-                "UNION SELECT resource_id FROM dcor_depot_file "
-                "WHERE resource_id = ANY(:ids) AND package_id != :package"
-            ),
-            {"ids": ids, "package": package.id},
-        ).first()
-    if taken is not None:
-        raise tk.ValidationError(
-            {"resources": [f"Resource id {taken[0]} belongs to another dataset: choose a new id"]}
-        )
 
 
 class DcorAidPlugin(p.SingletonPlugin):
@@ -126,8 +100,6 @@ class DcorAidPlugin(p.SingletonPlugin):
             )
 
     def get_actions(self) -> dict[str, Any]:
-        from .logic import dcoraid
-
         actions = {name: getattr(dcoraid, name) for name in dcoraid.__all__}
         settings = config.s3_settings()
         if settings is None or settings.upload_access_key_id is None:

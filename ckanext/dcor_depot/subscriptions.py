@@ -20,13 +20,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import ckan.model as model
 import ckan.plugins.toolkit as tk
-import sqlalchemy as sa
 
 from .jobs import converge, queue
 from .leases import connection as connection_to_redis
 from .leases import redis_key
+from .model import ckan_rows
 
 
 def get_subscriptions() -> dict:
@@ -61,26 +60,12 @@ def _announce(name_or_id: str) -> None:
     Runs once CKAN committed, on a connection of its own: it reads the
     committed state and leaves no transaction open in CKAN's session.
     """
-    with model.meta.engine.connect() as connection:
-        found = connection.execute(
-            sa.text(
-                "SELECT id, owner_org, private, state FROM package WHERE id = :x OR name = :x "
-                "ORDER BY id = :x DESC LIMIT 1"  # the id first: names are free to choose
-            ),
-            {"x": name_or_id},
-        ).first()
-        if found is None:
-            return
-        inactive = connection.execute(
-            sa.text(
-                "SELECT id, state FROM resource WHERE package_id = :id AND state != 'active' "
-                "ORDER BY id"
-            ),
-            {"id": found.id},
-        ).all()
+    found = ckan_rows.committed_visibility(name_or_id)
+    if found is None:
+        return
     text = "|".join(
         [found.owner_org or "", str(found.private), found.state]
-        + [f"{rid}:{state}" for rid, state in inactive]
+        + [f"{rid}:{state}" for rid, state in found.inactive]
     )
     fingerprint = hashlib.sha256(text.encode()).hexdigest()
     key = redis_key("fingerprint", found.id)

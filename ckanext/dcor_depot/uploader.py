@@ -2,112 +2,39 @@
 
 CKAN refuses a resource path whose real path differs from it (a guard against
 path tricks), so after the symlink job CKAN could neither serve the file nor
-update the resource. :class:`DepotResourceUpload` accepts exactly one kind of
-symlink: one whose target lies inside the configured depots folder.
+update the resource. :class:`DepotResourceUpload` takes CKAN's path from
+``placement.ckan_path``, which accepts exactly one kind of symlink: one whose
+target lies inside the configured depots folder. What may be uploaded is
+decided by the write rules (``logic/rules.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-
-import ckan.model as model
 import ckan.plugins.toolkit as tk
-import sqlalchemy as sa
 from ckan.exceptions import CkanConfigurationException
 from ckan.lib.uploader import ResourceUpload
 
-from . import config
+from . import placement
+from .errors import JobError
+from .logic import rules
 
 
 class DepotResourceUpload(ResourceUpload):
     def get_path(self, id: str) -> str:
-        filepath = os.path.join(self.get_directory(id), id[6:])
-        real = os.path.realpath(filepath)
-        if real != filepath:
-            depots = os.path.realpath(config.depots_path())
-            if os.path.commonpath([depots, real]) != depots:
-                raise tk.ValidationError({"upload": ["Invalid storage path"]})
-        return filepath
+        try:
+            return str(placement.ckan_path(id))
+        except JobError:
+            raise tk.ValidationError({"upload": ["Invalid storage path"]}) from None
 
     def upload(self, id: str, max_size: int = 10) -> None:
-        """CKAN's upload, refused before it touches the disk for a resource that
-        holds a file (a new file would overwrite the depot copy through the
-        symlink, and clearing would delete the link to it), or whose file does not
-        fit into its circle's quota. A new file is recorded (``records.record_file``)
-        in CKAN's transaction: its bytes count against the quota whatever CKAN
-        does with the resource's row, until the file is pruned."""
+        """CKAN's upload, after the write rules (``logic/rules.py``) allowed it, before
+        it touches the disk: a resource that holds a file keeps it, a new file fits
+        into its circle's quota and is recorded; then its jobs are queued."""
         if self.storage_path and (self.filename or self.clear):
-            from . import guard, records
-
-            filepath = self.get_path(id)
-            before = guard.committed_resources([id]).get(id)
-            if os.path.lexists(filepath) or (before is not None and before["has_file"]):
-                name = (before or {}).get("url") or os.path.basename(filepath)
-                raise tk.ValidationError(
-                    {"upload": [guard.REPLACE_REFUSED.format(id=id, name=name)]}
-                )
-            if self.filename and before is None and not records.WRITING.get():
-                guard.refuse_new_file_id(id)
-            if self.filename:
-                self._arrives(id)
+            rules.refuse_upload(id, self.get_path(id), self.filesize if self.filename else None)
         super().upload(id, max_size)
         if self.storage_path and self.filename:
-            # this request wrote it: removed again if its transaction rolls back
-            model.Session().info.setdefault(_UPLOADED, {})[id] = self.get_path(id)
-            from .jobs import resource_jobs
-
-            resource = model.Session.get(model.Resource, id)
-            # the extension's own writes run their jobs themselves
-            if resource is not None and not records.WRITING.get():
-                resource_jobs.file_arrived(resource, registered=False)
-
-    def _arrives(self, resource_id: str) -> None:
-        """Check the new file against its circle's quota, and record it (the resource's
-        row is in CKAN's session, not committed: CKAN 2.12 uploads before its
-        ``IPackageController.edit``, 2.11's ``resource_create`` after)."""
-        from . import grants, records
-        from .logic import upload_route
-
-        resource = model.Session.get(model.Resource, resource_id)
-        package = resource.package if resource is not None else None
-        if package is None:
-            return
-        if package.owner_org:
-            grants.lock_circle(package.owner_org)
-            upload_route.check_quota(package, self.filesize, "upload", resource_id)
-        records.record_file(package.id, resource_id, False, self.filesize, package.owner_org)
-
-
-_UPLOADED = "dcor_depot_uploaded_files"
-
-
-def _uploads_committed(session) -> None:
-    if not session.in_nested_transaction():  # not a savepoint: the files stay
-        session.info.pop(_UPLOADED, None)
-
-
-def _uploads_rolled_back(session) -> None:
-    """Remove the files this transaction wrote (CKAN writes an upload before the rules
-    that may refuse it run): a refused request leaves nothing on the disk that no quota
-    counts and no prune removes."""
-    if session.in_nested_transaction():
-        return
-    for path in session.info.pop(_UPLOADED, {}).values():
-        with contextlib.suppress(FileNotFoundError):
-            if not os.path.islink(path):
-                os.remove(path)
-
-
-if not sa.event.contains(model.Session, "after_rollback", _uploads_rolled_back):
-    sa.event.listen(model.Session, "after_commit", _uploads_committed)
-    sa.event.listen(model.Session, "after_rollback", _uploads_rolled_back)
-
-
-def uploaded_here(resource_id: str) -> bool:
-    """This request (CKAN's database session) wrote the resource's file at CKAN's path:
-    a file found there that it did not write was stored under the id before."""
-    return resource_id in model.Session().info.get(_UPLOADED, ())
+            rules.file_uploaded(id, self.get_path(id))
 
 
 def refuse_file_storages() -> None:

@@ -23,7 +23,7 @@ from ckan.lib import signals
 from ckan.views.resource import download as ckan_download
 from flask import Blueprint, make_response
 
-from . import config, placement, records
+from . import config, errors, placement, resource_fields
 from .operations import health as depot_health
 from .storage.s3 import S3Error
 
@@ -33,11 +33,11 @@ dcor_depot = Blueprint("dcor_depot", __name__)
 def download(id: str, resource_id: str, filename: str | None = None):
     store = config.object_store()
     stored = model.Resource.get(resource_id)
-    if store is None or stored is None or stored.url_type not in placement.FILE_URL_TYPES:
+    if store is None or stored is None or stored.url_type not in resource_fields.FILE_URL_TYPES:
         return ckan_download("dataset", id, resource_id, filename)
     try:
         placed = placement.file_of(store, stored.package_id, resource_id)
-    except records.JobError:
+    except errors.JobError:
         return ckan_download("dataset", id, resource_id, filename)
     if placed.url_type == "upload" and (placed.recorded is None or _local_file(placed)):
         return ckan_download("dataset", id, resource_id, filename)
@@ -54,7 +54,7 @@ def download(id: str, resource_id: str, filename: str | None = None):
     if resource["package_id"] != package["id"] or placed.location is None:
         return tk.abort(404, tk._("Resource not found"))
     if placement.awaits_verification(resource) or placed.recorded is None:
-        refused = resource.get(records.S3_UPLOAD_ERROR_FIELD)
+        refused = resource.get(resource_fields.S3_UPLOAD_ERROR_FIELD)
         return tk.abort(
             409,
             refused or "The file is still being verified after its upload; try again later",
@@ -78,7 +78,7 @@ def download(id: str, resource_id: str, filename: str | None = None):
             url = store.presigned_get_url(
                 *placed.recorded,
                 expires_in=config.download_url_expiry(),
-                filename=records.download_name(resource),
+                filename=resource_fields.download_name(resource),
                 content_type=resource.get("mimetype") or None,
             )
     except S3Error:

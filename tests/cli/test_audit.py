@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from ckan.tests import factories
 
-from ckanext.dcor_depot import checks, locks, placement
+from ckanext.dcor_depot import locks, placement
 from ckanext.dcor_depot.cli import (
     dcor_migrate_resources_to_object_store,
     dcor_move_dataset_to_circle,
@@ -21,7 +21,7 @@ from ckanext.dcor_depot.cli import (
 )
 from ckanext.dcor_depot.jobs.resource_jobs import RESOURCE_JOBS
 from ckanext.dcor_depot.leases import connection
-from ckanext.dcor_depot.model import audit_table, check_table, copy_table
+from ckanext.dcor_depot.model import audit_table, check_table, checks, copy_table
 from ckanext.dcor_depot.operations import audit, circle_move
 from ckanext.dcor_depot.storage.depot import backup_path_for
 from ckanext.dcor_depot.storage.s3 import ObjectStore, S3Error, object_key

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import placement, records
+from ckanext.dcor_depot import placement
 from ckanext.dcor_depot.cli import (
     dcor_list_s3_objects_for_dataset,
     dcor_migrate_resources_to_object_store,
@@ -24,7 +24,7 @@ from ckanext.dcor_depot.cli import (
     list_all_resources,
     run_jobs_dcor_depot,
 )
-from ckanext.dcor_depot.model import file_table
+from ckanext.dcor_depot.model import depot_files, file_table
 
 from ..conftest import anonymous_status, appended
 
@@ -134,7 +134,7 @@ def test_one_bad_row_is_one_failed_item_and_every_other_dataset_is_served(
     kept = placement.file_of(store, good["id"], site["kept"]["id"]).recorded
     store.set_public(*kept, False)
 
-    odd = records.file_records(resource_ids=[odd_id])[0]
+    odd = depot_files.file_records(resource_ids=[odd_id])[0]
     assert anonymous_status(store.object_url(odd.bucket, odd.key)) == 200
     result = cli.invoke(run_jobs_dcor_depot, [])
     assert result.exit_code == 1, result.output
@@ -177,10 +177,10 @@ def test_one_bad_row_is_one_failed_item_and_every_other_dataset_is_served(
     assert pruned.exit_code == 0, pruned.output
     # the purged dataset's object is gone, and so is the row with nothing where its object
     # was; the odd resource's object and every living file stay
-    assert records.file_records(package_ids=[site["doomed"]["id"]]) == []
+    assert depot_files.file_records(package_ids=[site["doomed"]["id"]]) == []
     assert "2 purged files past 0 days: 1 objects and 0 local copies removed" in pruned.output
     assert "0 orphaned objects removed" in pruned.output and "0 failed" in pruned.output
-    odd = records.file_records(resource_ids=[odd_id])[0]
+    odd = depot_files.file_records(resource_ids=[odd_id])[0]
     assert store.object_info(odd.bucket, odd.key) is not None
     assert anonymous_status(store.object_url(*kept)) == 200
 

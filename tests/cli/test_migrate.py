@@ -355,7 +355,7 @@ def test_visibility_changed_during_the_upload_is_applied_when_recording(
 ):
     resource = on_block_storage(name="public.bin")
     (candidate,) = candidates(store)
-    assert candidate.public
+    assert placement.dataset_files(store, candidate.package_id).public  # the dataset is
     options = Options(delete_after_migration=True)
     outcome = migrate_resource(candidate, placement.ckan_path(resource["id"]), store, options)
     url = outcome.fields["s3_url"]

@@ -9,10 +9,11 @@ import ckan.model as model
 import pytest
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import placement, records
+from ckanext.dcor_depot import placement
 from ckanext.dcor_depot.cli import append_resource, dcor_prune_orphaned_objects
 from ckanext.dcor_depot.jobs import converge
 from ckanext.dcor_depot.jobs.resource_jobs import RESOURCE_JOBS
+from ckanext.dcor_depot.model import depot_files
 from ckanext.dcor_depot.storage.depot import backup_path_for
 from ckanext.dcor_depot.storage.s3 import object_key
 
@@ -63,7 +64,7 @@ def test_purged_files_are_kept_unreadable_then_removed(
     model.Session.rollback()
     converge.converge_dataset(living["id"])  # the job the change queued
     assert anonymous_status(store.object_url(*lost_object)) == 403
-    (lost_record,) = records.file_records(resource_ids=[lost["id"]])
+    (lost_record,) = depot_files.file_records(resource_ids=[lost["id"]])
     assert lost_record.purged is not None
 
     objects = {
@@ -84,7 +85,7 @@ def test_purged_files_are_kept_unreadable_then_removed(
     assert os.stat(depot_file).st_mode & 0o777 == 0
     assert os.stat(backup).st_mode & 0o777 == 0
     assert ckan_path.is_symlink()
-    assert {r.resource_id for r in records.file_records(package_ids=[doomed["id"]])} == {
+    assert {r.resource_id for r in depot_files.file_records(package_ids=[doomed["id"]])} == {
         local["id"],
         far["id"],
     }
@@ -117,8 +118,8 @@ def test_purged_files_are_kept_unreadable_then_removed(
     assert not any(store.object_info(*o) for o in objects.values())
     assert store.object_info(bucket, orphan) is None
     assert not ckan_path.is_symlink() and not depot_file.exists() and not backup.exists()
-    assert records.file_records(package_ids=[doomed["id"]]) == []
-    assert records.file_records(resource_ids=[lost["id"]]) == []
+    assert depot_files.file_records(package_ids=[doomed["id"]]) == []
+    assert depot_files.file_records(resource_ids=[lost["id"]]) == []
     # what a resource still records stays
     living_resources = helpers.call_action("package_show", id=living["id"])["resources"]
     (living_resource,) = [r for r in living_resources if r["name"] == "kept.bin"]

@@ -18,7 +18,7 @@ import ckan.model as model
 import pytest
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import placement, records
+from ckanext.dcor_depot import placement, resource_fields
 from ckanext.dcor_depot.jobs import queue
 from ckanext.dcor_depot.storage.s3 import object_key
 
@@ -125,7 +125,7 @@ def test_a_file_uploaded_straight_to_s3_gets_its_jobs_on_every_path(
     granted = granted.json["result"]
     readme_client()["send_to_s3"](granted["upload"], file)
     rid = granted["resource_id"]
-    new = {"id": rid, "name": file.name, "url_type": records.S3_URL_TYPE}
+    new = {"id": rid, "name": file.name, "url_type": resource_fields.S3_URL_TYPE}
     if path == "resource_create":
         answer = post(app, path, headers, granted["register"]["data"])
     elif path == "package_update":

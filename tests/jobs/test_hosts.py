@@ -21,8 +21,9 @@ from ckan.tests import factories, helpers
 from rq import Worker
 from rq.job import Job
 
-from ckanext.dcor_depot import config, placement, records
+from ckanext.dcor_depot import config, placement
 from ckanext.dcor_depot.jobs import queue
+from ckanext.dcor_depot.model import depot_files
 from ckanext.dcor_depot.storage.s3 import SHA256_METADATA_KEY, MiB, object_key
 
 from ..conftest import (
@@ -188,7 +189,7 @@ def test_two_hosts_with_two_workers_each(
         if size > MiB:
             assert sha256_path(depot) == sha256
     assert set(moved_by) == set(HOSTS), moved_by  # both hosts worked
-    assert records.file_records(resource_ids=[r["id"] for r in resources])  # recorded
+    assert depot_files.file_records(resource_ids=[r["id"] for r in resources])  # recorded
     # nothing left behind: tmp folders, part files, leases
     for host in HOSTS:
         assert files_in(tmp_path / f"{host}-tmp") == []

@@ -17,7 +17,7 @@ from ckan.tests import factories, helpers
 from rq.job import Job, JobStatus
 from rq.timeouts import JobTimeoutException
 
-from ckanext.dcor_depot import config, placement, records
+from ckanext.dcor_depot import config, errors, placement
 from ckanext.dcor_depot.jobs import converge, queue, resource_jobs
 from ckanext.dcor_depot.storage.s3 import MiB, object_key
 
@@ -229,7 +229,7 @@ def test_a_database_error_in_one_step_does_not_fail_the_next_ones(monkeypatch):
 
     monkeypatch.setitem(resource_jobs.RESOURCE_JOBS, "symlink", broken)
     monkeypatch.setitem(resource_jobs.RESOURCE_JOBS, "s3-upload", reads)
-    with pytest.raises(records.JobError) as error:
+    with pytest.raises(errors.JobError) as error:
         resource_jobs.run_steps("some-resource", ["symlink", "s3-upload"])
     assert read == [42]
     assert "symlink failed" in str(error.value) and "s3-upload failed" not in str(error.value)

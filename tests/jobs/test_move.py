@@ -11,9 +11,10 @@ import subprocess
 import pytest
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import config, placement, records
+from ckanext.dcor_depot import config, placement
 from ckanext.dcor_depot.cli import dcor_move_dataset_to_circle, run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs import move
+from ckanext.dcor_depot.model import depot_files
 from ckanext.dcor_depot.storage.s3 import MiB, ObjectStore
 
 from ..conftest import (
@@ -147,7 +148,7 @@ def test_killed_after_recording_before_deleting_the_old_copy(
     assert result.exit_code == 0, result.output
     assert store.object_info(*old) is None
     assert anonymous_status(store.object_url(*placed.recorded)) == readable
-    assert records.file_records(resource_ids=[resource["id"]])[0].moved_from is None
+    assert depot_files.file_records(resource_ids=[resource["id"]])[0].moved_from is None
 
 
 def test_move_dataset_to_circle_copies_verifies_and_switches(circles, cli, random_file, store, app):

@@ -30,12 +30,12 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import config, grants, placement, records
+from ckanext.dcor_depot import config, placement
 from ckanext.dcor_depot.cli import dcor_prune_orphaned_objects, run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs.backup import backup_resource
 from ckanext.dcor_depot.jobs.checksum import record_object_sha256
 from ckanext.dcor_depot.jobs.queue import job_id
-from ckanext.dcor_depot.model import file_table
+from ckanext.dcor_depot.model import depot_files, file_table, grants
 from ckanext.dcor_depot.operations import prune as prune_operations
 from ckanext.dcor_depot.storage.depot import DepotError
 from ckanext.dcor_depot.storage.s3 import MAX_OBJECT_SIZE, MiB, object_key
@@ -658,7 +658,7 @@ def test_a_registration_that_rolls_back_can_be_made_again(
         raise tk.ValidationError({"id": ["the database went away"]})
 
     with monkeypatch.context() as patched:
-        patched.setattr(records, "record_file", fails)
+        patched.setattr(depot_files, "record_file", fails)
         for answer in (again, abandoned):
             refused = register(app, alice, answer["register"]["data"])
             assert refused.status_code == 409 and "went away" in refused.body

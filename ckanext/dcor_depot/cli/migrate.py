@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
-from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import click
 
-from .. import config, locks, placement
+from .. import locks
 from ..operations import migrate
-from ..operations.status import candidates
 from .common import exit_on_failures, modified_days_option, require_object_store, single_run
-
-#: Seconds after which the finished resources of a dataset are recorded even
-#: if others of it are still uploading (so an interrupted run loses little).
-RECORD_EVERY = 10.0
-
 
 #: The command's name, also of the lease that keeps a second run from starting (on any host).
 NAME = "dcor-migrate-resources-to-object-store"
@@ -85,89 +76,14 @@ def dcor_migrate_resources_to_object_store(
     options = migrate.Options(verify_existence, verify_checksum, delete_after_migration, dry_run)
     # one run at a time (a dry run changes nothing and may run beside one)
     with contextlib.nullcontext() if dry_run else single_run(NAME):
-        _run(store, modified_days, options, jobs)
+        with click.progressbar(length=0, file=sys.stderr, label="resources") as bar:
 
+            def progress(count: int) -> None:
+                if count < 0:
+                    bar.length = -count
+                else:
+                    bar.update(count)
 
-def _run(store, modified_days: int | None, options: migrate.Options, jobs: int) -> None:
-    dry_run = options.dry_run
-    todo = list(candidates(store, modified_days))
-    remaining = defaultdict(int)
-    for candidate in todo:
-        remaining[candidate.package_id] += 1
-    click.echo(f"{'Dry run: ' if dry_run else ''}checking {len(todo)} uploaded resources")
-
-    totals = defaultdict(int)
-    failures: list[str] = []
-    finished: dict[str, list[migrate.Outcome]] = defaultdict(list)
-    last_record: dict[str, float] = defaultdict(time.monotonic)
-
-    def report(outcomes: list[migrate.Outcome]) -> None:
-        for outcome in outcomes:
-            candidate = outcome.candidate
-            where = f"resource {candidate.resource_id} (dataset {candidate.package_name})"
-            for name in ("uploaded", "repaired", "already", "planned", "deleted"):
-                totals[name] += getattr(outcome, name)
-            if outcome.missing:
-                totals["missing"] += 1
-                failures.append(f"{where}: {outcome.missing}")
-            if outcome.errors:
-                totals["failed"] += 1
-                failures.append(f"{where}: {'; '.join(outcome.errors)}")
-            if outcome.actions:
-                click.echo(f"\n{where}: {'; '.join(outcome.actions)}")
-
-    def record(package_id: str) -> None:
-        outcomes = finished.pop(package_id, [])
-        last_record[package_id] = time.monotonic()
-        if outcomes:
-            report(migrate.record(package_id, outcomes, store, config.depots_path(), options))
-
-    pool = ThreadPoolExecutor(jobs, thread_name_prefix="migrate")
-    futures = [pool.submit(_migrate, c, store, options) for c in todo]
-    handled = set()
-    with click.progressbar(length=len(todo), file=sys.stderr, label="resources") as bar:
-        try:
-            for future in as_completed(futures):
-                handled.add(future)
-                outcome = future.result()
-                package_id = outcome.candidate.package_id
-                finished[package_id].append(outcome)
-                remaining[package_id] -= 1
-                if (
-                    remaining[package_id] == 0
-                    or time.monotonic() - last_record[package_id] > RECORD_EVERY
-                ):
-                    record(package_id)
-                bar.update(1)
-        finally:
-            # on Ctrl-C: no new uploads; those in flight finish, and all that
-            # was verified gets recorded
-            pool.shutdown(wait=True, cancel_futures=True)
-            for future in futures:
-                if future not in handled and not future.cancelled():
-                    outcome = future.result()
-                    finished[outcome.candidate.package_id].append(outcome)
-            for package_id in list(finished):
-                record(package_id)
-
-    uploaded = (
-        f"{totals['planned']} objects would be uploaded"
-        if dry_run
-        else f"{totals['uploaded']} objects uploaded"
-    )
-    summary = (
-        f"{len(todo)} resources: {uploaded}, "
-        f"{totals['repaired']} uploaded again after a failed check, "
-        f"{totals['already']} already in S3, {totals['deleted']} local files deleted, "
-        f"{totals['missing']} missing, {totals['failed']} failed"
-    )
-    click.echo(("Dry run, nothing changed. " if dry_run else "") + summary)
-    exit_on_failures(failures)
-
-
-def _migrate(candidate, store, options) -> migrate.Outcome:
-    try:
-        path = placement.ckan_path(candidate.resource_id)
-        return migrate.migrate_resource(candidate, path, store, options)
-    except Exception as exc:  # counted as this resource's failure; the run goes on
-        return migrate.Outcome(candidate, errors=[f"{type(exc).__name__}: {exc}"])
+            done = migrate.run(store, modified_days, options, jobs, click.echo, progress)
+    click.echo(("Dry run, nothing changed. " if dry_run else "") + done.summary(dry_run))
+    exit_on_failures(done.failures)

@@ -10,8 +10,8 @@ import ckan.model as model
 import click
 
 from .. import config
+from ..errors import JobError
 from ..operations import audit, prune
-from ..records import JobError
 from ..storage.s3 import MiB, S3Error, circle_bucket_prefix
 from .common import exit_on_failures, human_size, require_object_store, single_run
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import ckan.model as model
 import click
 
-from .. import placement
+from .. import errors, placement
+from ..model import ckan_rows
 from ..operations.append import AppendError
 from ..operations.append import append_resource as append
 from ..storage.s3 import ARTIFACTS, S3Error
@@ -74,19 +75,7 @@ def list_all_resources(state: str):
 
     Example: ckan -c /etc/ckan/default/ckan.ini list-all-resources --state deleted
     """
-    query = (
-        model.Session.query(model.Resource.id)
-        .join(model.Package, model.Package.id == model.Resource.package_id)
-        .order_by(model.Resource.id)
-    )
-    live = model.Resource.state == "active"
-    if state == "active":
-        query = query.filter(live, model.Package.state == "active")
-    elif state == "draft":
-        query = query.filter(live, model.Package.state == "draft")
-    elif state == "deleted":
-        query = query.filter(~live | (model.Package.state == "deleted"))
-    for (resource_id,) in query.yield_per(1000):
+    for resource_id in ckan_rows.resource_ids(state):
         click.echo(resource_id)
 
 
@@ -109,7 +98,7 @@ def dcor_list_s3_objects_for_dataset(dataset: str):
         raise click.ClickException(f"There is no dataset {dataset!r}: check its name or id")
     try:
         placement.require_circle(package.name, package.owner_org)
-    except placement.NoCircle as exc:
+    except errors.NoCircle as exc:
         raise click.ClickException(str(exc)) from None
     files = placement.dataset_files(store, package.id)
     counts = dict.fromkeys(_VISIBILITY_COLOURS, 0)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from .. import config, placement, records
-from ..storage.depot import backup_path_for, write_verified
+from .. import config, errors, placement, resource_fields
+from ..model import ckan_rows
+from ..storage.depot import write_verified
 from ..storage.s3 import sha256_of_file
 
 log = logging.getLogger(__name__)
@@ -17,21 +18,20 @@ def backup_resource(resource_id: str) -> str:
     The copy must have the SHA-256 recorded on the resource; a verified copy
     is kept, a copy with other bytes is replaced.
     """
-    root = config.local_backup_location()
+    path = placement.backup_path(resource_id)
     store = config.object_store()
-    if root is None or store is None:
+    if path is None or store is None:
         return "no local backup (dcor_object_store.local_backup_location is not set)"
-    resource = records.show_resource(resource_id)
-    if resource.get(records.S3_UPLOAD_ERROR_FIELD):
-        raise records.JobError(f"No backup: {resource[records.S3_UPLOAD_ERROR_FIELD]}")
+    resource = ckan_rows.show_resource(resource_id)
+    if resource.get(resource_fields.S3_UPLOAD_ERROR_FIELD):
+        raise errors.JobError(f"No backup: {resource[resource_fields.S3_UPLOAD_ERROR_FIELD]}")
     placed = placement.file_of(store, resource["package_id"], resource_id)
     if placed.recorded is None:
-        raise records.JobError(
+        raise errors.JobError(
             f"The SHA-256 of resource {resource_id}'s object is not recorded yet, so a copy "
             "cannot be verified; run `ckan run-jobs-dcor-depot` once the checksum job ran"
         )
     sha256 = placed.sha256
-    path = backup_path_for(root, resource_id)
     if path.is_file() and sha256_of_file(path) == sha256:
         return f"resource {resource_id}: verified backup already at {path}"
     replaced = path.exists()

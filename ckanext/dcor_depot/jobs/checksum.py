@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from .. import config, grants, locks, placement, records
+from .. import config, errors, locks, placement, resource_fields
+from ..model import ckan_rows, grants
 from ..storage.s3 import MD5_METADATA_KEY, ObjectStore, S3Error, UploadResult
-from . import converge
+from . import converge, index
+from .verified import record_verified_file
 
 log = logging.getLogger(__name__)
 
@@ -15,24 +17,24 @@ def record_object_sha256(resource_id: str) -> str:
     """Stream the object, record its SHA-256 and size on the resource, apply its visibility.
 
     The object stays private until this is done. It is refused, for good
-    (:data:`records.S3_UPLOAD_ERROR_FIELD` says why), when its bytes contradict
+    (:data:`resource_fields.S3_UPLOAD_ERROR_FIELD` says why), when its bytes contradict
     what the client declared: the MD5 given for a multipart upload, or a
     ``sha256`` given at registration.
     """
     store = config.object_store()
     if store is None:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
-    resource = records.show_resource(resource_id)
-    package = records.dataset_names(resource["package_id"])
+    resource = ckan_rows.show_resource(resource_id)
+    package = ckan_rows.dataset_names(resource["package_id"])
     location = placement.file_of(store, package.id, resource_id).require_location(package.name)
     with locks.upload_lock(resource_id):
         info = store.object_info(*location)
         if info is None:
-            raise records.JobError(f"The object of resource {resource_id} is missing at {location}")
+            raise errors.JobError(f"The object of resource {resource_id} is missing at {location}")
         claimed_md5 = info.metadata.get(MD5_METADATA_KEY)
         hashes = store.hash_object(*location, md5=claimed_md5 is not None)
         declared = {"MD5": (claimed_md5, hashes.md5)}
-        claimed_sha256 = info.metadata.get(records.DECLARED_SHA256_METADATA)
+        claimed_sha256 = info.metadata.get(resource_fields.DECLARED_SHA256_METADATA)
         declared["SHA-256"] = (claimed_sha256, hashes.sha256)
         for name, (claimed, actual) in declared.items():
             if claimed and claimed != actual:
@@ -42,10 +44,10 @@ def record_object_sha256(resource_id: str) -> str:
                     "Delete the resource and upload the file again"
                 )
                 # the claim is not the file's hash: it does not stay in ``sha256``
-                fields = {records.S3_UPLOAD_ERROR_FIELD: problem, "sha256": None}
-                records.patch_resource(resource_id, fields)
+                fields = {resource_fields.S3_UPLOAD_ERROR_FIELD: problem, "sha256": None}
+                index.patch_resource(resource_id, fields)
                 converge.align_resource(store, package.id, resource_id)  # private
-                raise records.JobError(problem)
+                raise errors.JobError(problem)
         # always rewritten: only the issued metadata stays, with how the file is
         # served; whatever else the client sent along (an ACL, tags, metadata, a
         # website redirect) is dropped
@@ -53,15 +55,12 @@ def record_object_sha256(resource_id: str) -> str:
             *location,
             hashes.sha256,
             hashes.size,
-            records.object_headers(resource),
-            keep=records.ISSUED_METADATA,
+            resource_fields.object_headers(resource),
+            keep=resource_fields.ISSUED_METADATA,
         )
     result = UploadResult(*location, hashes.size, hashes.sha256, info.etag)
-    records.record_object(package.id, resource_id, "resource", result)
-    # recording the hash dropped the object's tags; the dataset may also have
-    # changed visibility meanwhile: apply the visibility it has now
-    converge.align_resource(store, package.id, resource_id)
-    records.patch_resource(resource_id, records.s3_fields(store, "resource", result))
+    # recording the hash dropped the object's tags: they are applied again
+    record_verified_file(store, package.id, resource_id, result)
     _remove_staged(store, resource_id)
     message = f"resource {resource_id}: {location} has {hashes.size} bytes, sha256 {hashes.sha256}"
     log.info(message)

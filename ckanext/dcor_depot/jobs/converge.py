@@ -26,9 +26,10 @@ import logging
 import uuid
 from collections.abc import Iterator
 
-from .. import config, locks, placement, records
+from .. import config, errors, locks, placement
 from ..leases import connection, redis_key
-from ..storage.depot import backup_path_for, make_unreadable
+from ..model import depot_files
+from ..storage.depot import make_unreadable
 from ..storage.s3 import ObjectStore, S3Error, UploadResult
 from . import queue
 
@@ -78,7 +79,7 @@ def request_convergence(package_id: str) -> None:
     if config.s3_settings() is None:
         return
     connection().set(redis_key("converge", package_id), uuid.uuid4().hex)
-    queue.enqueue_unless_waiting(converge_dataset, "converge", package_id)
+    queue.enqueue_unless_waiting("converge", package_id)
 
 
 def pending(package_id: str) -> bool:
@@ -101,7 +102,7 @@ def converge_dataset(package_id: str) -> str:
                 done.append(converge_files(store, placement.dataset_files(store, package_id)))
                 if done[-1].problems:
                     # the job fails (listed on the health page); the change stays announced
-                    raise records.JobError(
+                    raise errors.JobError(
                         f"dataset {package_id}: " + "; ".join(done[-1].problems) + "; the "
                         "next change or run-jobs-dcor-depot (its sweep) converges it again"
                     )
@@ -126,7 +127,7 @@ def dataset_lease(package_id: str, wait: float = LEASE_WAIT) -> Iterator[None]:
     """
     lease = locks.dataset_lock(package_id, wait=wait)
     if not lease.acquire():
-        raise records.JobError(
+        raise errors.JobError(
             f"Dataset {package_id} is held by another process for more than {wait:.0f} s; "
             "run this again later"
         )
@@ -141,7 +142,7 @@ def dataset_lease(package_id: str, wait: float = LEASE_WAIT) -> Iterator[None]:
     if pending(package_id):
         try:
             converge_dataset(package_id)
-        except (records.JobError, S3Error) as exc:
+        except (errors.JobError, S3Error) as exc:
             log.warning("%s", exc)
             queue.queue_or_log(request_convergence, package_id)
 
@@ -172,19 +173,17 @@ def converge_files(
     }
     done.lost = len(lost)
     if lost and not dry_run:
-        records.mark_purged(lost)
+        depot_files.mark_purged(lost)
     for placed in files.files:
         what = f"resource {placed.resource_id} ({placed.artifact})"
         try:
             _converge_file(store, files.package_id, placed, done, dry_run)
-        except (S3Error, records.JobError, OSError) as exc:
+        except (S3Error, errors.JobError, OSError) as exc:
             done.problems.append(f"{what}: {exc}")
         if placed.problem:  # made private above, if it has an object
             done.problems.append(f"{what}: {placed.problem}")
     if done.moves and not done.problems and not dry_run:
-        from .move import move_dataset  # the move job converges through this module
-
-        queue.enqueue_unless_waiting(move_dataset, "move", files.package_id)
+        queue.enqueue_unless_waiting("move", files.package_id)
     return done
 
 
@@ -199,7 +198,7 @@ def _converge_file(
         done.adopted += 1
         if not dry_run:
             result = UploadResult(*placed.recorded, placed.size, placed.sha256, placed.etag or "")
-            records.record_object(package_id, placed.resource_id, placed.artifact, result)
+            depot_files.record_object(package_id, placed.resource_id, placed.artifact, result)
     tags = []
     if placed.recorded:
         tags.append((placed.recorded, placed.public))
@@ -221,7 +220,7 @@ def _converge_file(
             done.deleted += 1
             if not dry_run:
                 store.delete_object(*placed.moved_from)
-                records.clear_moved_from(
+                depot_files.clear_moved_from(
                     placed.resource_id, placed.artifact, placed.moved_from.bucket
                 )
     if placed.needs_move:
@@ -239,9 +238,7 @@ def _local_copies(placed: placement.PlacedFile) -> list:
     paths = []
     if placed.local is not None and placed.local.exists():
         paths.append(placed.local)
-    backup = config.local_backup_location()
-    if backup is not None:
-        path = backup_path_for(backup, placed.resource_id)
-        if path.exists():
-            paths.append(path)
+    backup = placement.backup_path(placed.resource_id)
+    if backup is not None and backup.exists():
+        paths.append(backup)
     return paths

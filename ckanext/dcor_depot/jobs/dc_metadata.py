@@ -7,8 +7,10 @@ import re
 import warnings
 from typing import Any
 
-from .. import config, placement, records
+from .. import config, errors, placement, resource_fields
 from ..dc_file import DC_ERROR_FIELD, read_dc_fields
+from ..model import ckan_rows
+from . import index
 
 log = logging.getLogger(__name__)
 
@@ -19,15 +21,15 @@ def record_dc_metadata(resource_id: str) -> str:
     A file dclab cannot read is reported in :data:`DC_ERROR_FIELD` and the
     log; the job then succeeds, so nothing waits on a broken file.
     """
-    resource = records.show_resource(resource_id)
-    if not records.is_dc_file(resource):
+    resource = ckan_rows.show_resource(resource_id)
+    if not resource_fields.is_dc_file(resource):
         return f"resource {resource_id}: not a DC file"
-    if resource.get("url_type") == records.S3_URL_TYPE:
+    if resource.get("url_type") == resource_fields.S3_URL_TYPE:
         where, fields, problem = _read_from_s3(resource)
     else:
         where = placement.ckan_path(resource_id)
         fields, problem = read_dc_fields(where)
-    records.patch_resource(resource_id, fields)
+    index.patch_resource(resource_id, fields)
     if problem:
         log.error("resource %s (%s): %s", resource_id, where, problem)
         return f"resource {resource_id}: {problem}"
@@ -38,8 +40,8 @@ def _read_from_s3(resource: dict[str, Any]) -> tuple[str, dict[str, Any], str | 
     """Read the metadata of a file that is only in S3, by range requests (not all of it)."""
     store = config.object_store()
     if store is None:
-        raise records.JobError("The file is in S3, but dcor_object_store.endpoint_url is not set")
-    package = records.dataset_names(resource["package_id"])
+        raise errors.JobError("The file is in S3, but dcor_object_store.endpoint_url is not set")
+    package = ckan_rows.dataset_names(resource["package_id"])
     placed = placement.file_of(store, package.id, resource["id"])
     location = placed.require_location(package.name)
     url = store.presigned_get_url(*location, expires_in=3600, internal=True)

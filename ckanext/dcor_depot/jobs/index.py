@@ -1,19 +1,41 @@
 """Job (queue dcor-converge): one search-index update of a dataset for the fields jobs recorded.
 
 The jobs write what they record straight into the resource rows
-(``records.patch_resources``), at a cost that does not grow with the dataset,
-and ask for an index update here; however many patches a dataset gets, one
-update is waiting at a time. Until it ran, ``package_show`` reads the
+(:func:`patch_resources`, ``model/ckan_rows.py``), at a cost that does not grow with
+the dataset, and ask for an index update here; however many patches a dataset gets,
+one update is waiting at a time. Until it ran, ``package_show`` reads the
 database (the dataset's ``metadata_modified`` differs from the index's).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import ckan.model as model
 from ckan.lib import search
 
-from .. import records
+from ..model import ckan_rows
 from . import queue
+
+
+def patch_resources(
+    package_id: str, fields: Mapping[str, Mapping[str, Any]]
+) -> tuple[set[str], set[str]]:
+    """:func:`ckan_rows.patch_resources`, then one index update of the dataset when a
+    resource changed; returns the ids of those that changed and of those not active."""
+    changed, gone = ckan_rows.patch_resources(package_id, fields)
+    if changed:
+        request_index(package_id)
+    return changed, gone
+
+
+def patch_resource(resource_id: str, fields: Mapping[str, Any]) -> bool:
+    """:func:`ckan_rows.patch_resource`, then one index update when it changed."""
+    package_id, changed = ckan_rows.patch_resource(resource_id, fields)
+    if changed:
+        request_index(package_id)
+    return changed
 
 
 def request_index(package_id: str) -> None:
@@ -22,7 +44,7 @@ def request_index(package_id: str) -> None:
 
 
 def _enqueue(package_id: str) -> None:
-    queue.enqueue_unless_waiting(index_dataset, "index", package_id)
+    queue.enqueue_unless_waiting("index", package_id)
 
 
 def index_dataset(package_id: str) -> str:
@@ -33,7 +55,7 @@ def index_dataset(package_id: str) -> str:
     job never writes an older copy over it.
     """
     try:
-        records.lock_dataset(package_id)
+        ckan_rows.lock_dataset(package_id)
         search.rebuild(package_id)
     finally:
         model.Session.rollback()  # releases the lock; the job wrote nothing

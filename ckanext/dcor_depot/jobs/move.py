@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .. import config, placement, records
+from .. import config, errors, placement
+from ..model import depot_files
 from ..storage.s3 import ObjectStore, UploadResult
-from . import converge
+from . import converge, index
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def move_objects(
     progress: Callable[[placement.PlacedFile], None] | None = None,
 ) -> tuple[int, int]:
     """Move the objects that need it, one after the other; returns their count and bytes."""
-    moved, total, urls, tried = 0, 0, {}, set()
+    moved, total, urls, tried = 0, 0, [], set()
     while True:
         files = placement.dataset_files(store, package_id)
         todo = [placed for placed in files.files if placed.needs_move]
@@ -51,7 +52,7 @@ def move_objects(
         placed = todo[0]
         attempt = (placed.resource_id, placed.artifact, placed.recorded, placed.wanted)
         if attempt in tried:
-            raise records.JobError(
+            raise errors.JobError(
                 f"The {placed.artifact} object of resource {placed.resource_id} could not be "
                 f"recorded at {placed.wanted}; see the log"
             )
@@ -61,11 +62,50 @@ def move_objects(
         if move_object(store, package_id, placed):
             moved += 1
             total += placed.size or 0
-            if placed.artifact == "resource" and placed.resource_state == "active":
-                urls[placed.resource_id] = {"s3_url": store.object_url(*placed.wanted)}
-    if urls:  # what resource_show says; the table is what counts
-        records.patch_resources(package_id, urls)
+            urls.append((placed, placed.wanted))
+    show_moved(store, package_id, urls)
     return moved, total
+
+
+def copy_to(
+    store: ObjectStore, placed: placement.PlacedFile, target: placement.ObjectLocation, rehash=False
+) -> UploadResult:
+    """A server-side copy of a file's recorded object into ``target``'s bucket, verified
+    against its record (``rehash``: by reading the copy's bytes)."""
+    source = placed.recorded
+    return store.copy_verified(
+        source.bucket,
+        source.key,
+        target.bucket,
+        placed.sha256,
+        placed.size,
+        placed.etag,
+        rehash=rehash,
+    )
+
+
+def record_moved(package_id: str, placed: placement.PlacedFile, result: UploadResult) -> None:
+    """Record a file's object at its new location; the old copy (``moved_from``) is
+    deleted by the convergence pass that follows, under the dataset's lease."""
+    depot_files.record_object(
+        package_id, placed.resource_id, placed.artifact, result, moved_from=placed.recorded.bucket
+    )
+
+
+def show_moved(
+    store: ObjectStore,
+    package_id: str,
+    moved: list[tuple[placement.PlacedFile, placement.ObjectLocation]],
+) -> None:
+    """The ``s3_url`` of the moved files of active resources (what ``resource_show``
+    says; the table is what counts)."""
+    urls = {
+        placed.resource_id: {"s3_url": placement.s3_url(store, target)}
+        for placed, target in moved
+        if placed.artifact == "resource" and placed.resource_state == "active"
+    }
+    if urls:
+        index.patch_resources(package_id, urls)
 
 
 def move_object(store: ObjectStore, package_id: str, placed: placement.PlacedFile) -> bool:
@@ -77,23 +117,16 @@ def move_object(store: ObjectStore, package_id: str, placed: placement.PlacedFil
     """
     source, target = placed.recorded, placed.wanted
 
-    def copy() -> UploadResult:
-        return store.copy_verified(
-            source.bucket, source.key, target.bucket, placed.sha256, placed.size, placed.etag
-        )
-
     shallow = store.shallow_copy(placed.size or 0)
-    result = None if shallow else copy()
+    result = None if shallow else copy_to(store, placed, target)
     with converge.dataset_lease(package_id):
         now = placement.dataset_files(store, package_id, [placed.resource_id]).file(
             placed.resource_id, placed.artifact
         )
         still = now is not None and (now.recorded, now.wanted) == (source, target)
         if still:
-            result = result or copy()
-            records.record_object(
-                package_id, placed.resource_id, placed.artifact, result, moved_from=source.bucket
-            )
+            result = result or copy_to(store, placed, target)
+            record_moved(package_id, placed, result)
         elif result is not None and (now is None or now.recorded != target):
             store.delete_object(*target)  # a copy nobody wants any more
         converge.converge_files(

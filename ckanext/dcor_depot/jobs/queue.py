@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import importlib
 import logging
 import time
 import uuid
@@ -38,18 +39,41 @@ NORMAL = "dcor-normal"
 #: The depot's queues, most urgent first.
 QUEUES = (CONVERGE, SHORT, NORMAL)
 
-#: The one table of which queue each kind of job runs on (the kind names the job id).
-#: A file uploaded through CKAN: ``file`` (its steps); uploaded straight to S3:
-#: ``s3-sha256``, ``dc-metadata``, ``backup``; a dataset: ``converge``, ``index``, ``move``.
-QUEUE_OF = {
-    "converge": CONVERGE,
-    "index": CONVERGE,
-    "move": NORMAL,
-    "file": NORMAL,
-    "s3-sha256": NORMAL,
-    "dc-metadata": NORMAL,
-    "backup": NORMAL,
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """A kind of job: its function (by import path: RQ imports it in the work horse, and
+    a job module may queue any other without importing it), and its queue; None for a
+    step of the ``file`` job, which runs in its work horse or in ``run-jobs-dcor-depot``."""
+
+    function: str
+    queue: str | None
+
+
+_JOBS = "ckanext.dcor_depot.jobs"
+
+#: The one table of the depot's jobs: kind (it names the job id) -> function -> queue.
+#: Each function takes the id of a resource or dataset and returns what it did. A file
+#: uploaded through CKAN: ``file`` (its steps ``symlink``, ``s3-upload``,
+#: ``dc-metadata``); uploaded straight to S3: ``s3-sha256``, ``dc-metadata``,
+#: ``backup``; a dataset: ``converge``, ``index``, ``move``.
+JOBS: dict[str, Kind] = {
+    "converge": Kind(f"{_JOBS}.converge.converge_dataset", CONVERGE),
+    "index": Kind(f"{_JOBS}.index.index_dataset", CONVERGE),
+    "move": Kind(f"{_JOBS}.move.move_dataset", NORMAL),
+    "file": Kind(f"{_JOBS}.resource_jobs.process_file", NORMAL),
+    "symlink": Kind(f"{_JOBS}.symlink.symlink_resource", None),
+    "s3-upload": Kind(f"{_JOBS}.upload.upload_resource", None),
+    "dc-metadata": Kind(f"{_JOBS}.dc_metadata.record_dc_metadata", NORMAL),
+    "s3-sha256": Kind(f"{_JOBS}.checksum.record_object_sha256", NORMAL),
+    "backup": Kind(f"{_JOBS}.backup.backup_resource", NORMAL),
 }
+
+
+def function(kind: str) -> Callable[[str], str]:
+    """The function of a kind of job (imported on first use)."""
+    module, _, name = JOBS[kind].function.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def queue_of(kind: str) -> str:
@@ -57,7 +81,10 @@ def queue_of(kind: str) -> str:
     rename and a metadata read)."""
     if kind == "file" and config.s3_settings() is None:
         return SHORT
-    return QUEUE_OF[kind]
+    queue = JOBS[kind].queue
+    if queue is None:
+        raise ValueError(f"{kind} is a step of the file job, not queued by itself")
+    return queue
 
 
 _WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
@@ -68,14 +95,14 @@ def job_id(kind: str, object_id: str) -> str:
 
 
 def enqueue(
-    fn: Callable[[str], str],
     kind: str,
     object_id: str,
     depends_on: str | None = None,
     skip_running: bool = True,
     allow_failure: bool = True,
 ) -> str:
-    """Queue ``fn(object_id)`` unless the same job is already waiting (or running).
+    """Queue the job of this kind (:data:`JOBS`) for ``object_id`` unless the same job is
+    already waiting (or running).
 
     ``skip_running=False`` queues it again while it runs: for jobs that read
     the state when they start, so a change during the run is not missed.
@@ -99,7 +126,11 @@ def enqueue(
         if depends_on:
             rq_kwargs["depends_on"] = Dependency(jobs=[depends_on], allow_failure=allow_failure)
         tk.enqueue_job(
-            fn, [object_id], title=f"dcor_depot {kind}", queue=queue, rq_kwargs=rq_kwargs
+            JOBS[kind].function,
+            [object_id],
+            title=f"dcor_depot {kind}",
+            queue=queue,
+            rq_kwargs=rq_kwargs,
         )
         return jid
     finally:
@@ -112,8 +143,9 @@ def _latest_key(kind: str, object_id: str) -> str:
     return redis_key("job", f"{kind}:{object_id}")
 
 
-def enqueue_unless_waiting(fn: Callable[[str], str], kind: str, object_id: str) -> str | None:
-    """Queue ``fn(object_id)`` under a new job id, unless such a job has not started yet.
+def enqueue_unless_waiting(kind: str, object_id: str) -> str | None:
+    """Queue the job of this kind for ``object_id`` under a new job id, unless such a job
+    has not started yet.
 
     A job that has started may already have read the state, so it does not
     count: a change announced while it runs gets a job of its own.
@@ -130,7 +162,7 @@ def enqueue_unless_waiting(fn: Callable[[str], str], kind: str, object_id: str) 
     jid = f"{job_id(kind, object_id)}-{uuid.uuid4().hex[:8]}"
     queue = queue_of(kind)
     tk.enqueue_job(
-        fn,
+        JOBS[kind].function,
         [object_id],
         title=f"dcor_depot {kind}",
         queue=queue,

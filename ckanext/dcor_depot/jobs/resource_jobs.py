@@ -17,25 +17,18 @@ from typing import Any
 import ckan.model as model
 from rq.timeouts import BaseTimeoutException
 
-from .. import config, records
-from .backup import backup_resource
-from .checksum import record_object_sha256
-from .dc_metadata import record_dc_metadata
+from .. import config, errors, resource_fields
+from . import queue
 from .queue import after_commit, enqueue, transaction_list
-from .symlink import symlink_resource
-from .upload import upload_resource
 
 log = logging.getLogger(__name__)
 
-#: The jobs of a resource's file by kind (the kind names the job id); each
-#: takes the resource id. A file uploaded to CKAN gets the first three, in
-#: this order; one uploaded straight to S3 the last three.
+#: The jobs of a resource's file by kind, from the table of jobs (``queue.JOBS``); each
+#: takes the resource id. A file uploaded to CKAN gets the first three, in this order;
+#: one uploaded straight to S3 the last three.
 RESOURCE_JOBS: dict[str, Callable[[str], str]] = {
-    "symlink": symlink_resource,
-    "s3-upload": upload_resource,
-    "dc-metadata": record_dc_metadata,
-    "s3-sha256": record_object_sha256,
-    "backup": backup_resource,
+    kind: queue.function(kind)
+    for kind in ("symlink", "s3-upload", "dc-metadata", "s3-sha256", "backup")
 }
 
 
@@ -47,7 +40,7 @@ FILE_STEPS = ("symlink", "s3-upload", "dc-metadata")
 def run_steps(resource_id: str, kinds: Iterable[str]) -> list[str]:
     """Run these jobs of the resource in order, here; each also when one before failed.
 
-    Returns their messages; raises :class:`records.JobError` naming every
+    Returns their messages; raises :class:`errors.JobError` naming every
     step that failed and why.
     """
     done, failed = [], []
@@ -58,11 +51,11 @@ def run_steps(resource_id: str, kinds: Iterable[str]) -> list[str]:
             raise  # RQ stops the job: no further step runs past its timeout
         except Exception as exc:  # report it and go on with the next step
             model.Session.rollback()  # a failed statement would fail every later one
-            if not isinstance(exc, records.JobError):
+            if not isinstance(exc, errors.JobError):
                 log.exception("resource %s: %s failed", resource_id, kind)
             failed.append(f"{kind} failed: {exc}")
     if failed:
-        raise records.JobError("; ".join(failed))
+        raise errors.JobError("; ".join(failed))
     return done
 
 
@@ -77,8 +70,8 @@ _ARRIVALS = "dcor_depot_arrived_files"
 
 def file_arrived(resource: model.Resource, registered: bool) -> None:
     """Note a file that arrives in CKAN's current transaction, whatever action (API, web
-    form, nested call) brings it: written by CKAN's uploader (``uploader.py``), or
-    uploaded straight to S3 and registered (``guard.py``). Its jobs are queued when the
+    form, nested call) brings it: written by CKAN's uploader (``logic/rules.file_uploaded``),
+    or uploaded straight to S3 and registered (``logic/rules.py``). Its jobs are queued when the
     transaction commits (:func:`queue_arrivals` through :func:`queue.after_commit`, as
     for convergence), nothing when it rolls back. CKAN's ``action_succeeded`` signal
     cannot do it: it comes after the action committed, and does not say which files
@@ -107,16 +100,16 @@ def queue_arrivals(arrivals: list[tuple[dict[str, Any], bool]]) -> None:
 def enqueue_resource_jobs(resource: Mapping[str, Any]) -> list[str]:
     """The job of a newly uploaded file (:func:`process_file`): on ``dcor-normal``
     when it uploads to S3, else on ``dcor-short`` (a rename and a metadata read)."""
-    return [enqueue(process_file, "file", resource["id"])]
+    return [enqueue("file", resource["id"])]
 
 
 def enqueue_registered_jobs(resource: Mapping[str, Any]) -> list[str]:
     """The jobs of a file uploaded straight to S3: SHA-256 and visibility, DC metadata, backup."""
     rid = resource["id"]
-    checksum = enqueue(RESOURCE_JOBS["s3-sha256"], "s3-sha256", rid)
+    checksum = enqueue("s3-sha256", rid)
     jobs = [checksum]
-    if records.is_dc_file(resource):
-        jobs.append(enqueue(RESOURCE_JOBS["dc-metadata"], "dc-metadata", rid))
+    if resource_fields.is_dc_file(resource):
+        jobs.append(enqueue("dc-metadata", rid))
     if config.local_backup_location() is not None:
-        jobs.append(enqueue(RESOURCE_JOBS["backup"], "backup", rid, checksum, allow_failure=False))
+        jobs.append(enqueue("backup", rid, checksum, allow_failure=False))
     return jobs

@@ -5,27 +5,18 @@ from __future__ import annotations
 
 import logging
 
-from .. import config, locks, placement, records
-from ..storage.depot import depot_path_for, move_into_depot
+from .. import locks, placement
+from ..model import ckan_rows, depot_files
+from ..storage.depot import move_into_depot
 
 log = logging.getLogger(__name__)
 
 
 def symlink_resource(resource_id: str) -> str:
-    resource = records.show_resource(resource_id)
-    dataset = records.dataset_names(resource["package_id"])
-    records.record_file(dataset.id, resource_id)  # known, also if CKAN loses the resource
-    depot_path = depot_path_for(
-        depots_path=config.depots_path(),
-        users_depot_name=config.users_depot_name(),
-        user_name=dataset.creator or "unknown-user",
-        org_name=dataset.organization or "no-circle",
-        package_id=dataset.id,
-        package_name=dataset.name,
-        resource_id=resource_id,
-        # an upload without a name is named after its file
-        resource_name=resource.get("name") or (resource.get("url") or "").rsplit("/", 1)[-1],
-    )
+    resource = ckan_rows.show_resource(resource_id)
+    dataset = ckan_rows.dataset_names(resource["package_id"])
+    depot_files.record_file(dataset.id, resource_id)  # known, also if CKAN loses the resource
+    depot_path = placement.depot_path(dataset, resource)
     ckan_path = placement.ckan_path(resource_id)
     if not ckan_path.is_file():
         raise placement.missing_local_file(resource_id, ckan_path)

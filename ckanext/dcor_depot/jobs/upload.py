@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime
 import logging
 
-from .. import config, locks, placement, records
-from . import converge
+from .. import config, errors, locks, placement, resource_fields
+from ..model import ckan_rows
+from .verified import record_verified_file
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +21,11 @@ def upload_resource(resource_id: str) -> str:
     store = config.object_store()
     if store is None:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
-    resource = records.show_resource(resource_id)
-    package = records.dataset_names(resource["package_id"])
+    resource = ckan_rows.show_resource(resource_id)
+    package = ckan_rows.dataset_names(resource["package_id"])
     placed = placement.file_of(store, package.id, resource_id)
     if placed.wanted is None:
-        raise placement.NoCircle(package.name)
+        raise errors.NoCircle(package.name)
     if _verified(store, placed):
         return f"resource {resource_id}: already verified at {placed.recorded}"
     path = placed.local
@@ -45,13 +46,10 @@ def upload_resource(resource_id: str) -> str:
         result = store.upload_verified(
             path,
             *placed.wanted,
-            sha256=records.claimed_sha256(resource),
-            headers=records.object_headers(resource),
+            sha256=resource_fields.claimed_sha256(resource),
+            headers=resource_fields.object_headers(resource),
         )
-        records.record_object(package.id, resource_id, "resource", result)
-    # the dataset may have changed visibility while the file was uploaded
-    converge.align_resource(store, package.id, resource_id)
-    records.patch_resource(resource_id, records.s3_fields(store, "resource", result))
+    record_verified_file(store, package.id, resource_id, result)
     message = (
         f"resource {resource_id}: {'already verified at' if result.skipped else 'uploaded to'} "
         f"{placement.ObjectLocation(result.bucket, result.key)} ({result.size} bytes, "

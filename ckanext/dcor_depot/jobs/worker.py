@@ -22,7 +22,8 @@ from typing import Any
 import ckan.model as model
 from ckan.lib import jobs as ckan_jobs
 
-from .. import records
+from ..model import ckan_rows
+from . import queue
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +32,13 @@ def warm_up() -> None:
     """Prepare in the worker what every forked horse inherits (see the module docstring)."""
     import dclab.rtdc_dataset.fmt_http  # noqa: F401
 
+    for kind in queue.JOBS:  # RQ imports a job's function by its path in the horse
+        queue.function(kind)
     try:
-        row = (
-            model.Session.query(model.Resource.id, model.Resource.package_id)
-            .filter(model.Resource.state == "active")
-            .limit(1)
-            .first()
-        )
-        if row is not None:  # the reads of every job, on any resource
-            records.show_resource(row.id)
-            records.dataset_names(row.package_id)
+        found = ckan_rows.any_active_resource()
+        if found is not None:  # the reads of every job, on any resource
+            ckan_rows.show_resource(found[0])
+            ckan_rows.dataset_names(found[1])
     except Exception as exc:  # noqa: BLE001 - only a head start: the jobs work without it
         log.warning("Worker warm-up skipped (the jobs run, each a little slower): %s", exc)
     finally:

@@ -12,8 +12,9 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 from ckan.types import Context, DataDict
 
-from .. import placement, records
+from .. import resource_fields
 from ..jobs import converge, queue
+from ..model import ckan_rows, depot_files
 from . import schema, upload_route
 
 __all__ = ["dcor_depot_upload_urls", "dataset_purge", "package_owner_org_update"]
@@ -75,17 +76,15 @@ def dataset_purge(original, context: Context, data_dict: DataDict):
         return original(context, data_dict)
     tk.check_access("dataset_purge", context, data_dict)
     package_id, owner_org = package.id, package.owner_org
-    rows = model.Session.query(
-        model.Resource.id, model.Resource.url_type, model.Resource.size
-    ).filter(model.Resource.package_id == package_id)
+    rows = ckan_rows.resource_sizes(package_id)
     # each file with its size and circle: its bytes count against that circle's quota
     # until they are pruned
-    kept = {rid: size for rid, url_type, size in rows if url_type in placement.FILE_URL_TYPES}
-    for row in records.file_records(package_ids=[package_id]):
+    kept = {rid: size for rid, url_type, size in rows if url_type in resource_fields.FILE_URL_TYPES}
+    for row in depot_files.file_records(package_ids=[package_id]):
         kept.setdefault(row.resource_id, row.size)
     for resource_id, size in kept.items():
-        records.record_file(package_id, resource_id, False, size, owner_org)
-    records.mark_purged(kept, commit=False)
+        depot_files.record_file(package_id, resource_id, False, size, owner_org)
+    depot_files.mark_purged(kept, commit=False)
     result = original(context, data_dict)
     queue.queue_or_log(converge.request_convergence, package_id)
     return result
@@ -114,7 +113,7 @@ def _commits_deferred() -> Iterator[None]:
     package_owner_org_update saves each earlier membership of the dataset in a circle
     with ``Member.save()``, which commits the whole session: on a dataset that ever
     changed circle, every update was committed before the IPackageController hooks ran,
-    and the write rules (``guard.keep_records``) compared the request with itself. Here
+    and the write rules (``rules.keep_records``) compared the request with itself. Here
     a commit only flushes; the caller commits as it meant to."""
     session = model.Session()  # this thread's session, which Member.save() commits
     session.commit = session.flush  # type: ignore[method-assign]

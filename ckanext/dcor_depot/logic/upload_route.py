@@ -5,7 +5,7 @@ write exactly one new object in the upload staging area (signed by the upload
 identity, which can do nothing else: ``storage/s3/staging.py``), uploads the
 file straight to S3, and registers it with ``resource_create`` (``url_type``
 ``s3_upload``, ``id`` the issued one). The registration, on every path that
-writes resources (``guard.py``), checks the staged object against its grant and
+writes resources (``rules.py``), checks the staged object against its grant and
 copies it into the circle bucket (:func:`register`); then jobs hash the object,
 record its DC metadata, apply its visibility and back it up. Grants issued
 before the staging area (their URLs wrote the circle bucket itself, signed by
@@ -23,11 +23,11 @@ from typing import Any
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
-import sqlalchemy as sa
 
-from .. import config, grants, placement, records
+from .. import config, errors, placement, resource_fields
 from ..dc_file import mimetype_for
-from ..records import DATASET_METADATA, DECLARED_SHA256_METADATA, SIZE_METADATA
+from ..model import ckan_rows, grants
+from ..resource_fields import DATASET_METADATA, DECLARED_SHA256_METADATA, SIZE_METADATA
 from ..storage.s3 import (
     MD5_METADATA_KEY,
     NoUploadIdentity,
@@ -255,7 +255,7 @@ def _store_and_dataset(package_id: str) -> tuple[ObjectStore, model.Package]:
     if package.state == "deleted":
         raise tk.ValidationError({"package_id": [f"Dataset {package.name} is deleted"]})
     if not package.owner_org:
-        raise tk.ValidationError({"package_id": [str(placement.NoCircle(package.name))]})
+        raise tk.ValidationError({"package_id": [str(errors.NoCircle(package.name))]})
     return store, package
 
 
@@ -275,11 +275,8 @@ def check_move_quota(package_id: str, owner_org: str | None) -> None:
     which ``package_update`` calls too): refuse the move when the dataset's files and
     pending uploads do not fit the new circle's quota, and let its pending uploads count
     against it. A new dataset, or one that stays, passes."""
-    with model.meta.engine.connect() as connection:  # the committed circle
-        committed = connection.execute(
-            sa.text("SELECT owner_org FROM package WHERE id = :id"), {"id": package_id}
-        ).first()
-    if committed is None or not owner_org or committed.owner_org == owner_org:
+    exists, committed = ckan_rows.committed_circle(package_id)
+    if not exists or not owner_org or committed == owner_org:
         return
     grants.lock_circle(owner_org)
     files, pending = grants.dataset_usage(package_id)
@@ -418,7 +415,7 @@ def _answer(
             "id": resource_id,
             "package_id": package.id,
             "name": name,
-            "url_type": records.S3_URL_TYPE,
+            "url_type": resource_fields.S3_URL_TYPE,
             "size": upload.size,
         },
     }
@@ -433,7 +430,7 @@ def register(
     declared_sha256: str | None = None,
     acting_user_id: str | None = None,
 ) -> tuple[int, str]:
-    """Check a new ``s3_upload`` resource as it is written (``guard.py``) against its
+    """Check a new ``s3_upload`` resource as it is written (``rules.py``) against its
     grant, put its file in place and use the grant up: ``(size, url)`` of the object.
     A grant of a circle (DCOR-Aid) is registered by its user (``acting_user_id``) in a
     dataset of that circle, and bound to it.
@@ -453,7 +450,7 @@ def register(
     if package is None:
         raise tk.ValidationError({"package_id": ["The dataset does not exist"]})
     if not package.owner_org:
-        raise tk.ValidationError({"package_id": [str(placement.NoCircle(package.name))]})
+        raise tk.ValidationError({"package_id": [str(errors.NoCircle(package.name))]})
     grant = grants.get(resource_id, lock=True)
     if grant is None:
         raise tk.ValidationError(

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import ckan.plugins.toolkit as tk
 
+from .. import config
 from ..storage.s3 import (
     MAX_OBJECT_SIZE,
     check_bucket_name,
@@ -94,14 +95,10 @@ def dcor_depot_folder_name(value: Any) -> str:
 
 
 def dcor_depot_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "on", "1"):
-        return True
-    if text in ("false", "no", "off", "0"):
-        return False
-    raise tk.Invalid(f"expected true or false, got {value!r}")
+    flag = config.as_bool(value)
+    if flag is None:
+        raise tk.Invalid(f"expected true or false, got {value!r}")
+    return flag
 
 
 def dcor_depot_ssl_verify(value: Any) -> bool | str:

@@ -16,9 +16,11 @@ from typing import Any
 import ckan.model as model
 import ckan.plugins.toolkit as tk
 
-from .. import guard, placement, records
+from .. import errors, placement, resource_fields
 from ..dc_file import mimetype_for, read_dc_fields
-from ..jobs import converge
+from ..jobs.verified import record_verified_file
+from ..logic import rules
+from ..model import ckan_rows
 from ..storage.depot import file_state
 from ..storage.s3 import ObjectStore, sha256_of_file
 
@@ -77,17 +79,17 @@ def append_resource(
     check_source(path)
     name = name or path.name
     try:
-        package = records.show_package(dataset)
+        package = ckan_rows.show_package(dataset)
     except tk.ObjectNotFound as exc:
         raise AppendError(f"There is no dataset {dataset!r}: check its name or id") from exc
     if package["state"] == "deleted":
         raise AppendError(f"Dataset {package['name']} is deleted: restore it first")
     try:
         placement.require_circle(package["name"], package.get("owner_org"))
-    except placement.NoCircle as exc:
+    except errors.NoCircle as exc:
         raise AppendError(str(exc)) from None
     fields: dict[str, Any] = {}
-    if records.is_dc_file({"name": name, "url": path.name}):
+    if resource_fields.is_dc_file({"name": name, "url": path.name}):
         fields, problem = read_dc_fields(path)
         if problem and dc_check:
             raise AppendError(
@@ -106,21 +108,21 @@ def append_resource(
 
     location = placement.object_location(store, package["owner_org"], resource_id)
     # private until recorded: an object nobody records is never public
-    served = {"id": resource_id, "url_type": records.S3_URL_TYPE, "name": name}
-    headers = records.object_headers({**served, "mimetype": mimetype_for(name)})
+    served = {"id": resource_id, "url_type": resource_fields.S3_URL_TYPE, "name": name}
+    headers = resource_fields.object_headers({**served, "mimetype": mimetype_for(name)})
     result = store.upload_verified(path, *location, sha256=sha256, headers=headers)
     try:
-        resource = records.write_action(
+        resource = ckan_rows.write_action(
             "resource_create",
             {
                 "id": resource_id,
                 "package_id": package["id"],
                 "name": name,
-                "url": store.object_url(*location),
-                "url_type": records.S3_URL_TYPE,
+                "url": placement.s3_url(store, location),
+                "url_type": resource_fields.S3_URL_TYPE,
                 "mimetype": mimetype_for(name),
                 **fields,
-                **records.s3_fields(store, "resource", result),
+                **placement.s3_fields(store, "resource", result),
             },
         )
     except tk.ValidationError as exc:
@@ -128,9 +130,8 @@ def append_resource(
             f"The file was uploaded to {location}, but CKAN refused the resource: "
             f"{exc.error_summary}; fix that and run the command again (the upload is reused)"
         ) from exc
-    records.record_object(package["id"], resource_id, "resource", result)
     # public now if the dataset is (it may have changed during a long upload)
-    converge.align_resource(store, package["id"], resource_id)
+    record_verified_file(store, package["id"], resource_id, result)
     deleted = False
     if delete_source:
         problem = store.fixity_problem(*location, sha256, before[1], rehash=True)
@@ -145,11 +146,11 @@ def append_resource(
 
 def _free_resource_id(package_id: str, sha256: str) -> str:
     """The first id of :func:`resource_id_for` that no resource of the dataset (deleted
-    ones too) has; an id taken elsewhere is an error (``guard.id_clash``), never skipped."""
+    ones too) has; an id taken elsewhere is an error (``rules.id_clash``), never skipped."""
     generation = 0
     while True:
         resource_id = resource_id_for(package_id, sha256, generation)
-        if clash := guard.id_clash(resource_id, package_id):
+        if clash := rules.id_clash(resource_id, package_id):
             raise AppendError(f"The file cannot be appended: {clash}")
         existing = model.Resource.get(resource_id)
         if existing is None:

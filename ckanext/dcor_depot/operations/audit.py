@@ -30,13 +30,12 @@ from time import monotonic
 
 import ckan.model as model
 import ckan.plugins.toolkit as tk
-import sqlalchemy as sa
 
-from .. import checks, config, placement, records
-from ..checks import NO_CIRCLE
-from ..model import COPY_KINDS
-from ..records import JobError
-from ..storage.depot import backup_path_for, behind
+from .. import config, errors, placement
+from ..errors import JobError
+from ..model import COPY_KINDS, checks, ckan_rows, depot_files
+from ..model.checks import NO_CIRCLE
+from ..storage.depot import behind
 from ..storage.s3 import ObjectStore, S3Error, parse_object_key, sha256_of_file
 from . import sweep
 from .status import candidates
@@ -219,8 +218,7 @@ def known_copies(store: ObjectStore, package_id: str | None = None) -> Known:
     """Register the copies of every verified file of the active resources (of one
     dataset) and forget those that are gone on purpose; those due first come first:
     never checked, then least recently checked."""
-    backup_root = config.local_backup_location()
-    circles = dict(model.Session.execute(sa.select(model.Group.id, model.Group.name)).all())
+    circles = ckan_rows.circle_names()
     found: dict[tuple[str, str, str], _Found] = {}
     unverified: collections.Counter[str] = collections.Counter()
     problems: list[Finding] = []
@@ -268,8 +266,8 @@ def known_copies(store: ObjectStore, package_id: str | None = None) -> Known:
                 # CKAN's path is gone, and not by the migration, which marks the depot
                 # files it deletes (operations/migrate.py): this one is still audited
                 add("depot", placed, seen[depot].location, Path(seen[depot].location))
-            if backup_root is not None:
-                path = backup_path_for(backup_root, placed.resource_id)
+            path = placement.backup_path(placed.resource_id)
+            if path is not None:
                 if path.exists() or (placed.resource_id, placed.artifact, "backup") in seen:
                     add("backup", placed, str(path), path)
     # deleted resources, backups no longer kept, depot files the migration deleted
@@ -531,7 +529,7 @@ def _check(store: ObjectStore, copy: Copy, budget: _Budget) -> tuple[str, str | 
     except (S3Error, OSError) as exc:
         return "error", f"the check failed: {exc}; it stays due", 0
     except Exception as exc:  # noqa: BLE001 - one failed copy; the audit goes on
-        return "error", f"the check failed: {records.one_item_failed(exc)}; it stays due", 0
+        return "error", f"the check failed: {errors.one_item_failed(exc)}; it stays due", 0
     budget.spent += read
     return result, detail, read
 
@@ -579,11 +577,10 @@ def _record(
 
 def _orphans(store: ObjectStore, audit: Audit) -> None:
     """Objects in the circle buckets that no file of any dataset accounts for."""
-    known = set(model.Session.execute(sa.select(model.Resource.id)).scalars())
-    known |= {row.resource_id for row in records.file_records()}
+    known = ckan_rows.all_resource_ids()
+    known |= {row.resource_id for row in depot_files.file_records()}
     circles = {
-        store.circle_bucket(org_id): name
-        for org_id, name in model.Session.execute(sa.select(model.Group.id, model.Group.name))
+        store.circle_bucket(org_id): name for org_id, name in ckan_rows.circle_names().items()
     }
     model.Session.rollback()
     try:

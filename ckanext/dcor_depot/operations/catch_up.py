@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any
 
+from ..errors import one_item_failed
 from ..jobs.resource_jobs import run_steps
-from ..records import S3_URL_TYPE, one_item_failed
+from ..resource_fields import S3_URL_TYPE
 from ..storage.s3 import ObjectStore
 from .status import Candidate, candidates, missing_jobs
 

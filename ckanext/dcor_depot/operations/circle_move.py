@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 import ckan.model as model
 
-from .. import placement, records
-from ..jobs import converge
+from .. import placement
+from ..jobs import converge, move
+from ..model import ckan_rows
 from ..storage.s3 import ObjectStore, S3Error, UploadResult
 
 
@@ -72,25 +73,14 @@ def move_to_circle(
     package_id, target_org = package.id, group.id
     with converge.dataset_lease(package_id):
         copies = _copy_all(store, package_id, target_org, report, rehash, progress)
-        records.patch_dataset(package_id, owner_org=target_org)
+        ckan_rows.patch_dataset(package_id, owner_org=target_org)
         for placed, result in copies:
-            records.record_object(
-                package_id,
-                placed.resource_id,
-                placed.artifact,
-                result,
-                moved_from=placed.recorded.bucket,
-            )
+            move.record_moved(package_id, placed, result)
         report.converged = converge.converge_files(
             store, placement.dataset_files(store, package_id)
         )
-    urls = {
-        placed.resource_id: {"s3_url": store.object_url(result.bucket, result.key)}
-        for placed, result in copies
-        if placed.artifact == "resource" and placed.resource_state == "active"
-    }
-    if urls:
-        records.patch_resources(package_id, urls)
+    moved = [(p, placement.ObjectLocation(r.bucket, r.key)) for p, r in copies]
+    move.show_moved(store, package_id, moved)
     return report
 
 
@@ -112,16 +102,7 @@ def _copy_all(
             )
             if target == placed.recorded:
                 continue
-            source = placed.recorded
-            result = store.copy_verified(
-                source.bucket,
-                source.key,
-                target.bucket,
-                placed.sha256,
-                placed.size,
-                placed.etag,
-                rehash=rehash,
-            )
+            result = move.copy_to(store, placed, target, rehash=rehash)
             copies.append((placed, result))
             report.already += result.skipped
             report.copied += not result.skipped

@@ -27,10 +27,13 @@ import ckan.model as model
 import ckan.plugins.toolkit as tk
 import markdownify
 
-from .. import config, guard, locks, placement, records
+from .. import config, locks, placement, resource_fields
 from ..dc_file import mimetype_for, read_dc_fields
 from ..jobs import converge
-from ..storage.depot import figshare_depot_path, move_into_depot
+from ..jobs.verified import record_verified_file
+from ..logic import rules
+from ..model import ckan_rows, depot_files
+from ..storage.depot import move_into_depot
 from ..storage.figshare_api import Article, FigshareClient, FigshareError, FigshareFile
 from ..storage.s3 import ObjectConflictError, ObjectStore, UploadResult, sha256_of_file
 
@@ -134,10 +137,12 @@ def dataset_fields(article: Article, organization_id: str) -> dict[str, Any]:
 def ensure_organization() -> dict[str, Any]:
     """The organization of the mirror, created when missing."""
     try:
-        return tk.get_action("organization_show")(records.job_context(), {"id": ORGANIZATION_NAME})
+        return tk.get_action("organization_show")(
+            ckan_rows.job_context(), {"id": ORGANIZATION_NAME}
+        )
     except tk.ObjectNotFound:
         return tk.get_action("organization_create")(
-            records.job_context(), {"name": ORGANIZATION_NAME, "title": ORGANIZATION_TITLE}
+            ckan_rows.job_context(), {"name": ORGANIZATION_NAME, "title": ORGANIZATION_TITLE}
         )
 
 
@@ -178,7 +183,7 @@ class ArticleImport:
             report.bytes += file.size
         finished_before = package["state"] == "active"
         if not finished_before:
-            records.patch_dataset(package["id"], state="active")
+            ckan_rows.patch_dataset(package["id"], state="active")
         if self.store is not None:  # objects follow the dataset, also those just added
             report.repaired = converge.converge_here(self.store, package["id"]).tagged
         if finished_before:
@@ -188,9 +193,9 @@ class ArticleImport:
     def _draft(self, fields: dict[str, Any], doi: str) -> tuple[dict[str, Any], bool]:
         """The dataset, created as a draft when it does not exist yet."""
         try:
-            package = records.show_package(fields["id"], fresh=True)
+            package = ckan_rows.show_package(fields["id"], fresh=True)
         except tk.ObjectNotFound:
-            package = records.write_action("package_create", fields)
+            package = ckan_rows.write_action("package_create", fields)
             return package, True
         if package["state"] == "deleted":
             raise FigshareImportError(
@@ -215,7 +220,7 @@ class ArticleImport:
                 )
             elif file.md5 in seen:
                 report.skipped.append(f"{file.name}: same bytes (MD5) as {seen[file.md5]}")
-            elif clash := guard.id_clash(resource_id, package_id):
+            elif clash := rules.id_clash(resource_id, package_id):
                 raise FigshareImportError(f"{report.doi}: {file.name}: {clash}")
             elif _deleted_here(resource_id):
                 report.skipped.append(f"{file.name}: its resource was deleted on this site")
@@ -238,11 +243,11 @@ class ArticleImport:
                         result = self._upload(package, resource_id, chunks, received, tmp)
                 finally:
                     received.close()  # no write after the file is closed
-            fields = read_dc_fields(tmp)[0] if records.is_dc_file({"name": file.name}) else {}
+            fields = (
+                read_dc_fields(tmp)[0] if resource_fields.is_dc_file({"name": file.name}) else {}
+            )
             if self.store is None:
-                depot_path = figshare_depot_path(
-                    config.depots_path(), package["name"], resource_id, file.name
-                )
+                depot_path = placement.figshare_path(package["name"], resource_id, file.name)
                 moved = move_into_depot(
                     placement.ckan_path(resource_id), depot_path, locks.depot_lock(resource_id), tmp
                 )
@@ -259,11 +264,13 @@ class ArticleImport:
                 where = f"s3://{result.bucket}/{result.key}"
                 done = f"MD5 verified, {'already' if result.skipped else 'uploaded'} at {where}"
                 fields.update(
-                    url=self.store.object_url(result.bucket, result.key),
-                    url_type=records.S3_URL_TYPE,
-                    **records.s3_fields(self.store, "resource", result),
+                    url=placement.s3_url(
+                        self.store, placement.ObjectLocation(result.bucket, result.key)
+                    ),
+                    url_type=resource_fields.S3_URL_TYPE,
+                    **placement.s3_fields(self.store, "resource", result),
                 )
-            records.write_action(
+            ckan_rows.write_action(
                 "resource_create",
                 {
                     "id": resource_id,
@@ -276,9 +283,9 @@ class ArticleImport:
                 },
             )
             if self.store is not None:
-                records.record_object(package["id"], resource_id, "resource", result)
+                record_verified_file(self.store, package["id"], resource_id, result)
             else:
-                records.record_file(package["id"], resource_id)
+                depot_files.record_file(package["id"], resource_id)
             return done
         finally:
             tmp.unlink(missing_ok=True)
@@ -295,7 +302,9 @@ class ArticleImport:
         location = placement.object_location(self.store, package["owner_org"], resource_id)
         if self.store.object_info(*location) is None:
             served = {"id": resource_id, "name": received.file.name}
-            headers = records.object_headers({**served, "mimetype": mimetype_for(served["name"])})
+            headers = resource_fields.object_headers(
+                {**served, "mimetype": mimetype_for(served["name"])}
+            )
             return self.store.upload_stream_verified(
                 received.tee(chunks),
                 received.file.size,

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterable
 
 import ckan.model as model
-import sqlalchemy as sa
 
-from .. import checks
-from ..checks import NO_CIRCLE, RESULTS
 from ..jobs.queue import depot_jobs
-from ..model import check_table, file_table
+from ..model import checks, ckan_rows, depot_files
+from ..model.checks import NO_CIRCLE, RESULTS
 
 #: The lists behind the page's numbers.
 LISTS = {
@@ -74,21 +71,10 @@ class Health:
 
 def _datasets() -> dict[str, tuple[str, str, str]]:
     """package id -> (name, circle name, circle title)."""
-    query = sa.select(model.Package.id, model.Package.name, model.Group.name, model.Group.title)
-    query = query.outerjoin(model.Group, model.Group.id == model.Package.owner_org)
-    found = {
+    return {
         pid: (name, circle or NO_CIRCLE, title or circle or NO_CIRCLE)
-        for pid, name, circle, title in model.Session.execute(query)
+        for pid, (name, circle, title) in ckan_rows.dataset_circles().items()
     }
-    return found
-
-
-def _resource_packages(resource_ids: Iterable[str]) -> dict[str, str]:
-    ids = list(resource_ids)
-    if not ids:
-        return {}
-    query = sa.select(model.Resource.id, model.Resource.package_id)
-    return dict(model.Session.execute(query.where(model.Resource.id.in_(ids))).all())
 
 
 def entries(datasets: dict[str, tuple[str, str, str]], last: dict | None) -> dict[str, list[Entry]]:
@@ -100,16 +86,10 @@ def entries(datasets: dict[str, tuple[str, str, str]], last: dict | None) -> dic
         name, circle, _ = datasets.get(package_id or "", (None, NO_CIRCLE, NO_CIRCLE))
         return Entry(circle, name, resource_id, what, detail, when)
 
-    kept = model.Session.execute(sa.select(file_table).where(file_table.c.purged.is_(None))).all()
+    kept = depot_files.kept_records()
     rows = [row for row in kept if row.bucket is not None]
     # the files the audit checks: of active resources of datasets not deleted
-    audited_files = set(
-        model.Session.execute(
-            sa.select(model.Resource.id)
-            .join(model.Package, model.Package.id == model.Resource.package_id)
-            .where(model.Resource.state == "active", model.Package.state != "deleted")
-        ).scalars()
-    )
+    audited_files = ckan_rows.audited_resource_ids()
     for row in kept:
         if row.bucket is None:
             lists["unverified"].append(
@@ -149,9 +129,7 @@ def entries(datasets: dict[str, tuple[str, str, str]], last: dict | None) -> dic
             )
     lists.update({name: [] for name in AUDIT_LISTS})
     if last is not None:
-        history = model.Session.execute(
-            sa.select(check_table).where(check_table.c.audit_id == last["id"])
-        )
+        history = checks.audit_history(last["id"])
         erred = set()
         for row in history:
             if row.result == "error":
@@ -174,7 +152,7 @@ def entries(datasets: dict[str, tuple[str, str, str]], last: dict | None) -> dic
                     entry(record.package_id, record.resource_id, record.copy, record.location, when)
                 )
     jobs = depot_jobs()
-    packages = _resource_packages(job.object_id for job in jobs)
+    packages = ckan_rows.datasets_of(job.object_id for job in jobs)
     for job in jobs:
         detail = job.reason or job.state
         if job.object_id in packages:
@@ -198,13 +176,9 @@ def health() -> Health:
         for item in found:
             circle = circles.setdefault(item.circle, Circle(item.circle, item.circle))
             setattr(circle, name, getattr(circle, name) + 1)
-    for row in model.Session.execute(
-        sa.select(file_table.c.package_id, sa.func.sum(file_table.c.size))
-        .where(file_table.c.purged.is_(None), file_table.c.bucket.is_not(None))
-        .group_by(file_table.c.package_id)
-    ):
-        _, circle, _ = datasets.get(row[0], (None, NO_CIRCLE, NO_CIRCLE))
-        circles.setdefault(circle, Circle(circle, circle)).bytes += row[1] or 0
+    for package_id, size in depot_files.verified_bytes_by_dataset().items():
+        _, circle, _ = datasets.get(package_id, (None, NO_CIRCLE, NO_CIRCLE))
+        circles.setdefault(circle, Circle(circle, circle)).bytes += size
     latest = checks.last_audit(finished=False)
     unfinished = latest if latest and (last is None or latest["id"] != last["id"]) else None
     model.Session.rollback()

@@ -1,10 +1,10 @@
 """Migration of the files on block storage into the circle buckets.
 
-Used by ``ckan dcor-migrate-resources-to-object-store``. The work for one
-resource (:func:`migrate_resource`) touches files and S3 only, never the
-database, so the command runs it in threads; the command then records the
-results (:func:`record`), one dataset update at a time, and deletes local
-files only after their objects are recorded.
+Used by ``ckan dcor-migrate-resources-to-object-store``, which parses its options and
+prints what :func:`run` reports. The work for one resource (:func:`migrate_resource`)
+touches files and S3 only, never the database, so :func:`run` runs it in threads; it
+then records the results (:func:`record`), one dataset update at a time, and deletes
+local files only after their objects are recorded.
 
 Rule of deletion: a local file is deleted only when, in this same run, the
 object's bytes were read back from S3 and their SHA-256 and size equal
@@ -14,15 +14,20 @@ changed since.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import ckan.model as model
 import sqlalchemy as sa
 
-from .. import checks, locks, placement, records
-from ..jobs import converge
+from .. import config, errors, locks, placement, resource_fields
+from ..jobs.verified import record_verified
+from ..model import checks
 from ..storage.depot import DepotError, artifact_path, behind, file_state, remove_local
 from ..storage.s3 import (
     ARTIFACTS,
@@ -32,7 +37,11 @@ from ..storage.s3 import (
     UploadResult,
     sha256_of_file,
 )
-from .status import Candidate
+from .status import Candidate, candidates
+
+#: Seconds after which the finished resources of a dataset are recorded even
+#: if others of it are still uploading (so an interrupted run loses little).
+RECORD_EVERY = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +93,7 @@ def migrate_resource(
     """Upload and verify the objects of one resource; never raises."""
     outcome = Outcome(candidate)
     if not candidate.owner_org:
-        outcome.errors.append(str(placement.NoCircle(candidate.package_name)))
+        outcome.errors.append(str(errors.NoCircle(candidate.package_name)))
         return outcome
     # the upload job of this resource (or another run) must not upload at the same time
     with locks.upload_lock(candidate.resource_id):
@@ -146,10 +155,10 @@ def _migrate_artifact(
         outcome.planned += 1
         return
     elif artifact == "resource":
-        expected = records.claimed_sha256(candidate.extras)
+        expected = resource_fields.claimed_sha256(candidate.extras)
 
     result = None
-    headers = records.object_headers(candidate.fields) if artifact == "resource" else None
+    headers = resource_fields.object_headers(candidate.fields) if artifact == "resource" else None
     if recorded is None or overwrite:
         state = file_state(path)
         try:
@@ -178,7 +187,7 @@ def _migrate_artifact(
         else:
             outcome.uploaded += 1
             outcome.actions.append(f"uploaded {artifact}")
-        outcome.fields.update(records.s3_fields(store, artifact, result))
+        outcome.fields.update(placement.s3_fields(store, artifact, result))
         outcome.results[artifact] = result
         recorded = (result.sha256, result.size)
         local_sha256 = None if result.skipped else result.sha256  # read in this run
@@ -251,15 +260,9 @@ def record(
     if options.dry_run:
         return outcomes
     fields = {o.candidate.resource_id: o.fields for o in outcomes if o.fields}
-    uploaded = [o.candidate.resource_id for o in outcomes if o.results]
+    objects = {o.candidate.resource_id: o.results for o in outcomes if o.results}
     try:
-        for outcome in outcomes:
-            for artifact, result in outcome.results.items():
-                records.record_object(package_id, outcome.candidate.resource_id, artifact, result)
-        if uploaded:
-            converge.align_resource(store, package_id, *uploaded)
-        if fields:
-            records.patch_resources(package_id, fields)
+        record_verified(store, package_id, objects, fields)
         files = placement.dataset_files(store, package_id)
     except Exception as exc:  # noqa: BLE001 - reported per resource, the run goes on
         for outcome in outcomes:
@@ -296,10 +299,112 @@ def record(
             except (DepotError, OSError) as exc:
                 checks.forget([(rid, deletion.artifact, "depot")])  # kept: audited as found
                 outcome.errors.append(f"delete: {exc}")
-            except (sa.exc.SQLAlchemyError, records.JobError) as exc:
+            except (sa.exc.SQLAlchemyError, errors.JobError) as exc:
                 model.Session.rollback()
                 outcome.errors.append(f"kept {deletion.path}: recording its deletion failed: {exc}")
             else:
                 outcome.deleted += 1
                 outcome.actions.append("deleted " + ", ".join(map(str, removed)))
     return outcomes
+
+
+@dataclasses.dataclass
+class Run:
+    """What one run did: how many resources it checked, the counts of :class:`Outcome`
+    by name, and one line per resource that failed or has no file anywhere."""
+
+    resources: int = 0
+    totals: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    failures: list[str] = dataclasses.field(default_factory=list)
+
+    def summary(self, dry_run: bool) -> str:
+        t = self.totals
+        uploaded = (
+            f"{t['planned']} objects would be uploaded"
+            if dry_run
+            else f"{t['uploaded']} objects uploaded"
+        )
+        return (
+            f"{self.resources} resources: {uploaded}, "
+            f"{t['repaired']} uploaded again after a failed check, "
+            f"{t['already']} already in S3, {t['deleted']} local files deleted, "
+            f"{t['missing']} missing, {t['failed']} failed"
+        )
+
+
+def run(
+    store: ObjectStore,
+    modified_days: int | None,
+    options: Options,
+    jobs: int,
+    echo: Callable[[str], None] = print,
+    progress: Callable[[int], None] | None = None,
+) -> Run:
+    """Migrate every uploaded resource (changed in the last ``modified_days``) with
+    ``jobs`` uploads in parallel; ``echo`` gets what was done per resource, ``progress``
+    the count of resources done (first the total, as a negative number). On Ctrl-C no
+    new upload starts; those in flight finish, and all that was verified is recorded."""
+    todo = list(candidates(store, modified_days))
+    done = Run(len(todo))
+    remaining: collections.Counter = collections.Counter(c.package_id for c in todo)
+    finished: dict[str, list[Outcome]] = collections.defaultdict(list)
+    last_record: dict[str, float] = collections.defaultdict(time.monotonic)
+    echo(f"{'Dry run: ' if options.dry_run else ''}checking {len(todo)} uploaded resources")
+    if progress is not None:
+        progress(-len(todo))
+
+    def record_dataset(package_id: str) -> None:
+        outcomes = finished.pop(package_id, [])
+        last_record[package_id] = time.monotonic()
+        if outcomes:
+            _report(record(package_id, outcomes, store, config.depots_path(), options), done, echo)
+
+    pool = ThreadPoolExecutor(jobs, thread_name_prefix="migrate")
+    futures = [pool.submit(_migrate_one, c, store, options) for c in todo]
+    handled = set()
+    try:
+        for future in as_completed(futures):
+            handled.add(future)
+            outcome = future.result()
+            package_id = outcome.candidate.package_id
+            finished[package_id].append(outcome)
+            remaining[package_id] -= 1
+            if remaining[package_id] == 0 or time.monotonic() - last_record[package_id] > (
+                RECORD_EVERY
+            ):
+                record_dataset(package_id)
+            if progress is not None:
+                progress(1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future in futures:
+            if future not in handled and not future.cancelled():
+                outcome = future.result()
+                finished[outcome.candidate.package_id].append(outcome)
+        for package_id in list(finished):
+            record_dataset(package_id)
+    return done
+
+
+def _report(outcomes: list[Outcome], done: Run, echo: Callable[[str], None]) -> None:
+    for outcome in outcomes:
+        candidate = outcome.candidate
+        where = f"resource {candidate.resource_id} (dataset {candidate.package_name})"
+        for name in ("uploaded", "repaired", "already", "planned", "deleted"):
+            done.totals[name] += getattr(outcome, name)
+        if outcome.missing:
+            done.totals["missing"] += 1
+            done.failures.append(f"{where}: {outcome.missing}")
+        if outcome.errors:
+            done.totals["failed"] += 1
+            done.failures.append(f"{where}: {'; '.join(outcome.errors)}")
+        if outcome.actions:
+            echo(f"\n{where}: {'; '.join(outcome.actions)}")
+
+
+def _migrate_one(candidate: Candidate, store: ObjectStore, options: Options) -> Outcome:
+    try:
+        path = placement.ckan_path(candidate.resource_id)
+        return migrate_resource(candidate, path, store, options)
+    except Exception as exc:  # noqa: BLE001 - this resource's failure; the run goes on
+        return Outcome(candidate, errors=[f"{type(exc).__name__}: {exc}"])

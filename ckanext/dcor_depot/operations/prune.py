@@ -22,8 +22,9 @@ from collections.abc import Callable
 
 import ckan.model as model
 
-from .. import config, grants, placement, records
-from ..storage.depot import backup_path_for, remove_purged
+from .. import config, errors, placement, resource_fields
+from ..model import depot_files, grants
+from ..storage.depot import remove_purged
 from ..storage.s3 import ObjectStore, S3Error
 from . import sweep
 
@@ -50,8 +51,8 @@ def prune(
     )
     pruned = Pruned()
     verb = "would remove" if dry_run else "removed"
-    purged: dict[str, list[records.FileRecord]] = {}
-    for row in records.file_records(purged_before=cutoff):
+    purged: dict[str, list[depot_files.FileRecord]] = {}
+    for row in depot_files.file_records(purged_before=cutoff):
         purged.setdefault(row.resource_id, []).append(row)
     for resource_id, rows in purged.items():
         if model.Resource.get(resource_id) is not None:
@@ -61,7 +62,7 @@ def prune(
         try:
             removed = _remove_copies(store, resource_id, rows, dry_run)
         except Exception as exc:  # noqa: BLE001 - one failed item, named; the rest goes on
-            pruned.failures.append(f"resource {resource_id}: {records.one_item_failed(exc)}")
+            pruned.failures.append(f"resource {resource_id}: {errors.one_item_failed(exc)}")
             continue
         pruned.files += 1
         for what in removed:
@@ -71,7 +72,7 @@ def prune(
             else:
                 pruned.local += 1
         if not dry_run:
-            records.forget_file(resource_id)
+            depot_files.forget_file(resource_id)
     if store is not None:
         _prune_expired_uploads(store, pruned, dry_run, echo)
         if store.uploader is not None:
@@ -101,7 +102,7 @@ def _prune_expired_uploads(
     verb = "would remove" if dry_run else "removed"
     for grant in grants.expired():
         where = f"s3://{grant.bucket}/{grant.key}"
-        recorded = records.file_records(resource_ids=[grant.resource_id])
+        recorded = depot_files.file_records(resource_ids=[grant.resource_id])
         # a resource of this id that records the object keeps it (the row goes anyway)
         keeps = any((row.bucket, row.key) == (grant.bucket, grant.key) for row in recorded)
         try:
@@ -119,7 +120,7 @@ def _prune_expired_uploads(
                 grants.remove(grant.resource_id)
                 model.Session.commit()
         except Exception as exc:  # noqa: BLE001 - one failed item, named; the rest goes on
-            failure = records.one_item_failed(exc)
+            failure = errors.one_item_failed(exc)
             pruned.failures.append(f"upload of resource {grant.resource_id} ({where}): {failure}")
             continue
         pruned.uploads += 1
@@ -152,7 +153,10 @@ def _remove_unregistered_copy(store: ObjectStore, grant: grants.Grant) -> None:
         return
     location = placement.object_location(store, package.owner_org, grant.resource_id)
     placed = store.object_info(*location)
-    if placed is not None and placed.metadata.get(records.DATASET_METADATA) == grant.package_id:
+    if (
+        placed is not None
+        and placed.metadata.get(resource_fields.DATASET_METADATA) == grant.package_id
+    ):
         store.delete_object(*location)
 
 
@@ -190,7 +194,7 @@ def _prune_staging(
 
 
 def _remove_copies(
-    store: ObjectStore | None, resource_id: str, rows: list[records.FileRecord], dry_run: bool
+    store: ObjectStore | None, resource_id: str, rows: list[depot_files.FileRecord], dry_run: bool
 ) -> list[str]:
     removed = []
     for row in rows:
@@ -200,9 +204,9 @@ def _remove_copies(
                 if not dry_run:
                     store.delete_object(bucket, row.key)
     paths = [placement.ckan_path(resource_id)]
-    backup = config.local_backup_location()
+    backup = placement.backup_path(resource_id)
     if backup is not None:
-        paths.append(backup_path_for(backup, resource_id))
+        paths.append(backup)
     for path in paths:
         removed += [str(p) for p in remove_purged(path, config.depots_path(), dry_run)]
     return removed

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from collections.abc import Iterator
 from typing import Any
 
 import ckan.model as model
-import sqlalchemy as sa
 
-from .. import config, placement, records
+from .. import errors, placement, resource_fields
 from ..dc_file import DC_ERROR_FIELD
-from ..storage.depot import backup_path_for
+from ..model import ckan_rows, depot_files
 from ..storage.s3 import ObjectStore
 
 
@@ -30,7 +28,6 @@ class Candidate:
     package_id: str
     package_name: str
     owner_org: str | None
-    public: bool
     #: the resource's files by artifact (:func:`placement.resource_files`)
     files: dict[str, placement.PlacedFile] = dataclasses.field(default_factory=dict)
 
@@ -64,29 +61,11 @@ def candidates(
     ``url_types``: only resources of these kinds; by default those uploaded
     to CKAN (a file on block storage once); None: all.
     """
-    query = (
-        model.Session.query(model.Resource, model.Package)
-        .join(model.Package, model.Package.id == model.Resource.package_id)
-        .filter(model.Resource.state == "active", model.Package.state != "deleted")
-        .order_by(model.Package.metadata_modified.desc(), model.Resource.position)
-    )
-    if url_types is not None:
-        query = query.filter(model.Resource.url_type.in_(url_types))
-    if package_id is not None:
-        query = query.filter(model.Package.id == package_id)
-    if modified_days is not None:
-        cutoff = datetime.datetime.utcnow() - datetime.timedelta(days=modified_days)
-        query = query.filter(
-            sa.or_(
-                model.Resource.metadata_modified >= cutoff,
-                model.Package.metadata_modified >= cutoff,
-            )
-        )
-    found = list(query)
-    table: dict[str, dict[str, records.FileRecord]] = {}
+    found = ckan_rows.active_resources(modified_days, package_id, url_types)
+    table: dict[str, dict[str, depot_files.FileRecord]] = {}
     ids = [res.id for res, _ in found]
     for start in range(0, len(ids), 1000):
-        for row in records.file_records(resource_ids=ids[start : start + 1000]):
+        for row in depot_files.file_records(resource_ids=ids[start : start + 1000]):
             table.setdefault(row.resource_id, {})[row.artifact] = row
     rows = [
         Candidate(
@@ -100,7 +79,6 @@ def candidates(
             package_id=pkg.id,
             package_name=pkg.name,
             owner_org=pkg.owner_org,
-            public=placement.row_is_public(pkg, res),
             files=placement.resource_files(store, pkg, res, table.get(res.id, {})),
         )
         for res, pkg in found
@@ -113,12 +91,12 @@ def candidates(
 def missing_jobs(candidate: Candidate, store: ObjectStore | None) -> list[str]:
     """Kinds of job (those of ``resource_jobs.RESOURCE_JOBS`` and ``converge``) still to run.
 
-    Raises :class:`records.JobError` when no job can help: the file is gone
+    Raises :class:`errors.JobError` when no job can help: the file is gone
     from CKAN's path and from S3.
     """
     if candidate.problem:
-        raise records.JobError(candidate.problem)
-    if candidate.url_type == records.S3_URL_TYPE:
+        raise errors.JobError(candidate.problem)
+    if candidate.url_type == resource_fields.S3_URL_TYPE:
         return _missing_for_file_in_s3(candidate, store) + _missing_dc_metadata(candidate)
     placed = candidate.files["resource"]
     missing = []
@@ -136,29 +114,29 @@ def missing_jobs(candidate: Candidate, store: ObjectStore | None) -> list[str]:
         elif visible != placed.public or placed.needs_move:
             missing.append("converge")
     if not local and not on_s3:
-        raise records.JobError(f"the file is missing at {path} and there is no verified S3 object")
+        raise errors.JobError(f"the file is missing at {path} and there is no verified S3 object")
     return missing + _missing_dc_metadata(candidate)
 
 
 def _missing_for_file_in_s3(candidate: Candidate, store: ObjectStore | None) -> list[str]:
     """A file that went straight to S3: its recorded SHA-256, visibility and local backup."""
     if store is None:
-        raise records.JobError("the file is in S3, but dcor_object_store.endpoint_url is not set")
+        raise errors.JobError("the file is in S3, but dcor_object_store.endpoint_url is not set")
     placed = candidate.files["resource"]
     placed.require_location(candidate.package_name)
-    refused = candidate.extras.get(records.S3_UPLOAD_ERROR_FIELD)
+    refused = candidate.extras.get(resource_fields.S3_UPLOAD_ERROR_FIELD)
     if refused:
-        raise records.JobError(refused)
+        raise errors.JobError(refused)
     visible = store.visibility(*placed.location)
     if visible is None:
-        raise records.JobError(f"its object {placed.location} is missing")
+        raise errors.JobError(f"its object {placed.location} is missing")
     missing = []
     if placed.recorded is None:
         missing.append("s3-sha256")  # applies the visibility too
     elif visible != placed.public or placed.needs_move:
         missing.append("converge")
-    backup = config.local_backup_location()
-    if backup is not None and not backup_path_for(backup, candidate.resource_id).is_file():
+    backup = placement.backup_path(candidate.resource_id)
+    if backup is not None and not backup.is_file():
         missing.append("backup")
     return missing
 
@@ -167,4 +145,4 @@ def _missing_dc_metadata(candidate: Candidate) -> list[str]:
     recorded = DC_ERROR_FIELD in candidate.extras or any(
         k.startswith("dc:") for k in candidate.extras
     )
-    return ["dc-metadata"] if records.is_dc_file(candidate.fields) and not recorded else []
+    return ["dc-metadata"] if resource_fields.is_dc_file(candidate.fields) and not recorded else []

@@ -15,12 +15,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 
-import ckan.model as model
-import sqlalchemy as sa
-
-from .. import grants, placement, records
+from .. import errors, placement
 from ..jobs import converge, move
-from ..model import file_table
+from ..model import depot_files, grants
 from ..storage.s3 import ObjectInfo, ObjectStore, S3Error, circle_bucket_prefix
 
 
@@ -36,20 +33,9 @@ class Swept:
     settled: list[str] = dataclasses.field(default_factory=list)
 
 
-def datasets_with_files() -> list[str]:
-    """Ids of every dataset CKAN or the extension's table knows files of (deleted ones too)."""
-    in_ckan = sa.select(model.Resource.package_id).where(
-        model.Resource.url_type.in_(placement.FILE_URL_TYPES)
-    )
-    in_table = sa.select(file_table.c.package_id)
-    ids = model.Session.execute(sa.union(in_ckan, in_table)).scalars().all()
-    model.Session.rollback()
-    return sorted(ids)
-
-
 def sweep(store: ObjectStore, dry_run: bool = False, echo: Callable[[str], None] = print) -> Swept:
     swept = Swept()
-    for package_id in datasets_with_files():
+    for package_id in depot_files.datasets_with_files():
         swept.checked += 1
         try:
             files = placement.dataset_files(store, package_id)
@@ -73,7 +59,7 @@ def sweep(store: ObjectStore, dry_run: bool = False, echo: Callable[[str], None]
             if not done.problems:
                 swept.settled.append(package_id)
         except Exception as exc:  # noqa: BLE001 - one failed item, named; the rest goes on
-            swept.failures.append(f"dataset {package_id}: {records.one_item_failed(exc)}")
+            swept.failures.append(f"dataset {package_id}: {errors.one_item_failed(exc)}")
     try:
         for info in orphans(store):
             swept.orphans += 1
@@ -94,7 +80,7 @@ def accounted_for(store: ObjectStore) -> set[tuple[str, str]]:
     """Every ``(bucket, key)`` the extension records or expects (a file that will be
     uploaded, an upload granted that has not expired)."""
     known: set[tuple[str, str]] = grants.pending_locations()
-    for package_id in datasets_with_files():
+    for package_id in depot_files.datasets_with_files():
         for placed in placement.dataset_files(store, package_id).files:
             for location in (placed.recorded, placed.wanted, placed.moved_from):
                 if location is not None:

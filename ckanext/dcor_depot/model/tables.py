@@ -1,16 +1,4 @@
-"""The extension's own tables: every file it keeps and where the verified object of each
-is (``dcor_depot_file``), the uploads it granted (``dcor_depot_upload``, see
-``grants.py``), and the fixity audit's record of every copy (``dcor_depot_copy``,
-``dcor_depot_check``, ``dcor_depot_audit``, see ``checks.py``).
-
-CKAN's row of a resource can vanish (``dataset_purge``; CKAN also drops the
-rows of deleted resources when a dataset's resource list changes), and its
-fields can be set by anyone who may edit the dataset. What the extension must
-still know then is kept here, written only by its jobs and commands: which
-dataset a file belonged to, in which bucket its object lies, its SHA-256, and
-when CKAN lost it. Created by the plugin's migrations
-(``ckan db upgrade -p dcor_depot``).
-"""
+"""The extension's own tables (each module of ``model/`` holds the queries on one of them)."""
 
 from __future__ import annotations
 

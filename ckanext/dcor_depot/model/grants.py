@@ -1,5 +1,5 @@
 """Uploads granted by ``dcor_depot_upload_urls`` and not yet registered, and what a
-circle holds: the extension's table ``dcor_depot_upload`` (``model.py``).
+circle holds: the extension's table ``dcor_depot_upload`` (``tables.py``).
 
 The action writes a row when it grants an upload (resuming never extends it);
 the registration marks it registered in the transaction that creates the
@@ -16,7 +16,7 @@ import ckan.model as model
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from .model import upload_table
+from .tables import upload_table
 
 #: A grant's states: its upload may be sent and registered; the store no longer knows its
 #: multipart upload; registered (kept until it expires: it refuses another registration)

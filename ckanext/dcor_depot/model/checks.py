@@ -1,4 +1,4 @@
-"""What the fixity audit records (``model.py``): every copy it knows with its last
+"""What the fixity audit records (``tables.py``): every copy it knows with its last
 check (``dcor_depot_copy``), one row per check (``dcor_depot_check``, the history)
 and one per run (``dcor_depot_audit``). Written only by ``dcor-verify-object-store``;
 read by it (which copies are due) and by the depot health page."""
@@ -14,8 +14,8 @@ import ckan.model as model
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from .model import audit_table, check_table, copy_table
-from .records import plugin_tables
+from .depot_files import plugin_tables
+from .tables import audit_table, check_table, copy_table
 
 #: The results of a check; every one but "ok" is a finding.
 RESULTS = ("ok", "missing", "mismatch", "disagrees", "error")
@@ -251,3 +251,10 @@ def last_audit(finished: bool = True) -> dict | None:
     row = _run(query, commit=False).first()
     model.Session.rollback()
     return dict(row._mapping) if row is not None else None
+
+
+def audit_history(audit_id: int) -> list:
+    """The rows of the checks one audit made (``dcor_depot_check``)."""
+    return model.Session.execute(
+        sa.select(check_table).where(check_table.c.audit_id == audit_id)
+    ).all()

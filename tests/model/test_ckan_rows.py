@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from ckan.lib import search
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import records
+from ckanext.dcor_depot.jobs import index
+from ckanext.dcor_depot.model import ckan_rows
 
 pytestmark = pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index")
 
@@ -46,7 +47,7 @@ def test_a_job_recording_fields_does_not_undo_a_dataset_change_made_meanwhile(mo
             made_public.set(),
         )
     )
-    read = records._resource_rows
+    read = ckan_rows._resource_rows
 
     def read_then_the_user_changes_the_dataset(package_id, fields):
         rows = read(package_id, fields)
@@ -57,8 +58,8 @@ def test_a_job_recording_fields_does_not_undo_a_dataset_change_made_meanwhile(mo
             time.sleep(0.01)
         return rows
 
-    monkeypatch.setattr(records, "_resource_rows", read_then_the_user_changes_the_dataset)
-    changed, gone = records.patch_resources(dataset["id"], {resource["id"]: {"etag": "abc"}})
+    monkeypatch.setattr(ckan_rows, "_resource_rows", read_then_the_user_changes_the_dataset)
+    changed, gone = index.patch_resources(dataset["id"], {resource["id"]: {"etag": "abc"}})
     user.join(30)
     assert made_public.is_set()
     assert (changed, gone) == ({resource["id"]}, set())
@@ -135,11 +136,11 @@ def test_recording_costs_the_same_for_the_1st_and_the_60th_resource(run_worker):
     ]
     first, last = resources[0]["id"], resources[-1]["id"]
     fields = {"etag": "abc", "sha256": "a" * 64, "size": 7, "dc:setup:channel width": 20.5}
-    small = _statements(lambda: records.patch_resource(first, fields))
+    small = _statements(lambda: index.patch_resource(first, fields))
     alone = factories.Dataset(owner_org=circle["id"])
     only = factories.Resource(package_id=alone["id"], url="https://example.org/only")["id"]
-    assert _statements(lambda: records.patch_resource(only, fields)) == small
-    assert _statements(lambda: records.patch_resource(last, fields)) == small
+    assert _statements(lambda: index.patch_resource(only, fields)) == small
+    assert _statements(lambda: index.patch_resource(last, fields)) == small
     # what package_show shows at once (from the database), the search index after its job
     shown = helpers.call_action("resource_show", id=last)
     assert (shown["etag"], shown["size"], shown["dc:setup:channel width"]) == ("abc", 7, 20.5)
@@ -147,6 +148,6 @@ def test_recording_costs_the_same_for_the_1st_and_the_60th_resource(run_worker):
     indexed = json.loads(search.show(dataset["id"])["validated_data_dict"])
     assert {r["id"]: r.get("etag") for r in indexed["resources"]}[last] == "abc"
     # None removes a field; fields already holding their values change nothing
-    assert records.patch_resource(last, {"etag": None}) is True
+    assert index.patch_resource(last, {"etag": None}) is True
     assert "etag" not in helpers.call_action("resource_show", id=last)
-    assert records.patch_resource(last, {"size": 7}) is False
+    assert index.patch_resource(last, {"size": 7}) is False

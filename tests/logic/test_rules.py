@@ -1,5 +1,5 @@
 """Only the extension writes what its jobs record, and a stored file never changes
-(``guard.py``, ``uploader.py``): tried as an organization *editor* over CKAN's API,
+(``logic/rules.py``, ``uploader.py``): tried as an organization *editor* over CKAN's API,
 on every action path that writes resources."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import pytest
 import sqlalchemy as sa
 from ckan.tests import factories, helpers
 
-from ckanext.dcor_depot import placement, records
+from ckanext.dcor_depot import placement, resource_fields
 from ckanext.dcor_depot.cli import dcor_verify_object_store
+from ckanext.dcor_depot.jobs import index
 from ckanext.dcor_depot.model import file_table
 
 from ..conftest import sha256_path
@@ -66,7 +67,7 @@ def recorded_file(editor_dataset, api_upload, random_file):
     editor, org, dataset = editor_dataset
     path = random_file(3000, "cells.bin")
     resource = api_upload(editor, dataset["id"], path)
-    records.patch_resource(resource["id"], {**RECORDED, "sha256": sha256_path(path)})
+    index.patch_resource(resource["id"], {**RECORDED, "sha256": sha256_path(path)})
     return editor, dataset, resource["id"], path
 
 
@@ -122,7 +123,7 @@ def test_an_editor_cannot_change_what_the_jobs_recorded(app, recorded_file, path
     assert after["s3_upload_error"] == RECORDED["s3_upload_error"]
     assert "s3_available" not in after and "s3_url" not in after
     # the extension's own write still goes through
-    records.patch_resource(rid, {"etag": "def"})
+    index.patch_resource(rid, {"etag": "def"})
     assert helpers.call_action("resource_show", id=rid)["etag"] == "def"
 
 
@@ -195,7 +196,7 @@ def test_a_checksum_claimed_with_an_upload_is_dropped_and_the_file_goes_its_way(
 def test_url_type_s3_upload_is_set_only_by_a_registered_upload(app, editor_dataset, path):
     editor, org, dataset = editor_dataset
     new = {"id": "5b1e0f5c-2f7c-4d8e-9a4e-0c6b8d1f2a3b", "name": "x.rtdc", "url": "x"}
-    new["url_type"] = records.S3_URL_TYPE
+    new["url_type"] = resource_fields.S3_URL_TYPE
     says = "No upload of resource 5b1e0f5c-2f7c-4d8e-9a4e-0c6b8d1f2a3b is pending"
     if path == "resource_create":
         answer = api(app, "resource_create", {"package_id": dataset["id"], **new}, editor)
@@ -334,7 +335,7 @@ def test_the_rules_hold_on_a_dataset_that_moved_to_another_circle(
     editor, org, dataset = editor_dataset
     path = random_file(3000, "cells.bin")
     rid = api_upload(editor, dataset["id"], path)["id"]
-    records.patch_resource(rid, {**RECORDED, "sha256": sha256_path(path)})
+    index.patch_resource(rid, {**RECORDED, "sha256": sha256_path(path)})
     other = factories.Organization(users=[{"name": "edna", "capacity": "editor"}])
     moved = api(app, "package_patch", {"id": dataset["id"], "owner_org": other["id"]}, editor)
     assert moved.status_code == 200, moved.body
@@ -351,7 +352,7 @@ def test_the_rules_hold_on_a_dataset_that_moved_to_another_circle(
     answer = api(
         app,
         "resource_create",
-        {"package_id": dataset["id"], **new, "url_type": records.S3_URL_TYPE},
+        {"package_id": dataset["id"], **new, "url_type": resource_fields.S3_URL_TYPE},
         editor,
     )
     assert answer.status_code == 409, answer.body

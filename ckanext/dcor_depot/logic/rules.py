@@ -7,7 +7,7 @@ package_create/update/patch/revise, the web forms) ends in
 :func:`keep_records` runs there, on every path, and compares each resource
 with its committed row:
 
-- the fields the jobs record (:func:`records.is_recorded_field`, plus
+- the fields the jobs record (:func:`resource_fields.is_recorded_field`, plus
   ``sha256`` and ``size`` of a resource with a file) keep their committed
   values; a new resource gets none of them (a ``sha256`` given when an upload
   is registered is kept with its object, as a declaration the s3-sha256 job
@@ -21,17 +21,21 @@ with its committed row:
   (:func:`logic.upload_route.register`, which uses the grant up); the id of
   a pending grant is not taken by any other new resource.
 
-The extension's own writes (:func:`records.write_action`) pass unchanged.
-The uploader (``uploader.py``) refuses, before it touches the disk, to
-write or clear the file of a resource that holds one.
+The extension's own writes (:func:`ckan_rows.write_action`) pass unchanged.
+CKAN's uploader (``uploader.py``) asks :func:`refuse_upload` before it touches the
+disk: it does not write or clear the file of a resource that holds one, and a new
+file fits into its circle's quota. Which resource ids may be used
+(:func:`refuse_chosen_id`, :func:`refuse_used_id`,
+:func:`refuse_resources_of_other_datasets`, and :func:`id_clash` for the ids the
+extension derives itself) is decided here too.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
 import posixpath
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
 import ckan.model as model
@@ -39,12 +43,12 @@ import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
 from ckan.lib.munge import munge_filename
 
-from . import grants, placement, records
-from .dc_file import mimetype_for
-from .jobs import resource_jobs
-from .logic import upload_route
-from .model import file_table
-from .uploader import uploaded_here
+from .. import placement, resource_fields
+from ..dc_file import mimetype_for
+from ..errors import JobError
+from ..jobs import resource_jobs
+from ..model import ckan_rows, depot_files, grants
+from . import upload_route
 
 REPLACE_REFUSED = (
     "Resource {id} holds a file ({name}); its file, url and url_type stay as first "
@@ -56,7 +60,8 @@ REPLACE_REFUSED = (
 def keep_records(package: model.Package, created: bool = False) -> None:
     """Bring the resources of ``package`` (not yet committed; ``created``: a new dataset) in
     line with the rules above."""
-    if records.WRITING.get():
+    refuse_resources_of_other_datasets(package)
+    if ckan_rows.WRITING.get():
         return
     if created:
         refuse_other_id_forms("Dataset", package.id, "id")
@@ -64,8 +69,8 @@ def keep_records(package: model.Package, created: bool = False) -> None:
     if not resources:
         return
     # a job that read the dataset before has committed; one that reads later waits
-    records.lock_dataset(package.id)
-    committed = committed_resources(resource.id for resource in resources)
+    ckan_rows.lock_dataset(package.id)
+    committed = ckan_rows.committed_resources(resource.id for resource in resources)
     try:
         for resource in resources:
             before = committed.get(resource.id)
@@ -83,13 +88,29 @@ def keep_records(package: model.Package, created: bool = False) -> None:
         raise
 
 
+def refuse_resources_of_other_datasets(package: model.Package) -> None:
+    """A resource id never moves to another dataset, not even one of a deleted or purged one.
+
+    CKAN lets a dataset update reuse the id of a deleted resource and moves
+    that row over; its objects would then be served as the new dataset's.
+    """
+    ids = [resource.id for resource in package.resources_all if resource.id]
+    if not ids:
+        return
+    taken = ckan_rows.id_of_another_dataset(ids, package.id)
+    if taken is not None:
+        raise tk.ValidationError(
+            {"resources": [f"Resource id {taken} belongs to another dataset: choose a new id"]}
+        )
+
+
 def refuse_replacing(current: dict[str, Any], resource: dict[str, Any]) -> None:
     """Before ``resource_update``: refuse a new file or ``clear_upload`` on a resource
     that holds a file, before any uploader (CKAN's own, or a file storage of CKAN
     2.12) touches it."""
     if not (resource.get("clear_upload") or _is_file(resource.get("upload"))):
         return
-    before = committed_resources([current["id"]]).get(current["id"])
+    before = ckan_rows.committed_resources([current["id"]]).get(current["id"])
     if before is not None and before["has_file"]:
         name = posixpath.basename(before["url"] or "") or current["id"]
         raise tk.ValidationError({"upload": [REPLACE_REFUSED.format(id=current["id"], name=name)]})
@@ -97,49 +118,6 @@ def refuse_replacing(current: dict[str, Any], resource: dict[str, Any]) -> None:
 
 def _is_file(upload: Any) -> bool:
     return hasattr(upload, "filename") and hasattr(upload, "stream")
-
-
-def committed_resources(resource_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The committed rows of resources (as another connection sees them), with
-    ``has_file``: the resource holds a file, now or before."""
-    ids = list(resource_ids)
-    with model.meta.engine.connect() as connection:
-        rows = connection.execute(
-            sa.text(
-                "SELECT id, url, url_type, size, extras, state FROM resource WHERE id = ANY(:ids)"
-            ),
-            {"ids": ids},
-        ).all()
-        with_records = set(
-            connection.execute(
-                sa.select(file_table.c.resource_id).where(file_table.c.resource_id.in_(ids))
-            ).scalars()
-        )
-    committed = {}
-    for row in rows:
-        extras = row.extras
-        if isinstance(extras, str):
-            extras = json.loads(extras or "{}")
-        committed[row.id] = {
-            "url": row.url,
-            "url_type": row.url_type,
-            "size": row.size,
-            "extras": dict(extras or {}),
-            "has_file": row.url_type in placement.FILE_URL_TYPES or row.id in with_records,
-            "state": row.state,
-            "row": True,
-        }
-    for resource_id in with_records - set(committed):  # CKAN lost the row, the file stays
-        committed[resource_id] = {
-            "has_file": True,
-            "url": None,
-            "url_type": None,
-            "size": None,
-            "extras": {},
-            "state": None,
-            "row": False,
-        }
-    return committed
 
 
 def refuse_other_id_forms(what: str, given: str, field: str) -> None:
@@ -165,7 +143,7 @@ def stored_before(resource_id: str) -> bool:
     """CKAN's path of the resource holds a file that this request did not upload."""
     try:
         path = placement.ckan_path(resource_id)
-    except records.JobError:
+    except JobError:
         return False
     return (path.is_symlink() or path.exists()) and not uploaded_here(resource_id)
 
@@ -175,20 +153,7 @@ def id_clash(resource_id: str, package_id: str) -> str | None:
     figshare import) cannot be used, or None: a resource of another dataset has it (a
     user may choose any id), a file of another dataset was recorded under it, a pending
     upload reserved it, or CKAN's path holds a file under it."""
-    with model.meta.engine.connect() as connection:
-        owner = (
-            connection.execute(
-                sa.text(
-                    "SELECT package_id FROM resource WHERE id = :id UNION "
-                    "SELECT package_id FROM dcor_depot_file WHERE resource_id = :id UNION "
-                    "SELECT package_id FROM dcor_depot_upload WHERE resource_id = :id"
-                ),
-                {"id": resource_id},
-            )
-            .scalars()
-            .all()
-        )
-    others = [found for found in owner if found != package_id]
+    others = [found for found in ckan_rows.datasets_holding_id(resource_id) if found != package_id]
     if others:
         return (
             f"resource id {resource_id} is taken by dataset {others[0]} (a resource, a "
@@ -254,7 +219,11 @@ def _new_resource(package: model.Package, resource: model.Resource) -> None:
     # a sha256 given here is no record: the registration of an upload takes it as a
     # declaration that the s3-sha256 job checks against the bytes
     declared = extras.get("sha256")
-    kept = {k: v for k, v in extras.items() if not records.is_recorded_field(k) and k != "sha256"}
+    kept = {
+        k: v
+        for k, v in extras.items()
+        if not resource_fields.is_recorded_field(k) and k != "sha256"
+    }
     if kept != extras:
         resource.extras = kept
     if resource.size is not None and resource.size < 0:
@@ -263,9 +232,9 @@ def _new_resource(package: model.Package, resource: model.Resource) -> None:
     if grant is not None and grant.package_id is None and not resource.url_type:
         # an upload granted to a circle (DCOR-Aid's resource_upload_s3_urls), registered as
         # DCOR-Aid does: the issued id, a name, no url_type (its s3_available is dropped)
-        resource.url_type = records.S3_URL_TYPE
-    if resource.url_type == records.S3_URL_TYPE:
-        sha256 = records.well_formed_sha256(declared)
+        resource.url_type = resource_fields.S3_URL_TYPE
+    if resource.url_type == resource_fields.S3_URL_TYPE:
+        sha256 = resource_fields.well_formed_sha256(declared)
         if declared not in (None, "") and sha256 is None:
             raise tk.ValidationError(
                 {"sha256": [f"sha256 is {declared!r}: give the file's SHA-256 as 64 hex digits"]}
@@ -277,7 +246,7 @@ def _new_resource(package: model.Package, resource: model.Resource) -> None:
         if not resource.mimetype:
             resource.mimetype = mimetype_for(resource.name or "")
         # its bytes count against the circle's quota from now on, whatever CKAN does
-        records.record_file(package.id, resource.id, False, resource.size, package.owner_org)
+        depot_files.record_file(package.id, resource.id, False, resource.size, package.owner_org)
         resource_jobs.file_arrived(resource, registered=True)
     elif grant is not None:
         raise _reserved(resource.id)
@@ -288,7 +257,7 @@ def _reserved(resource_id: str) -> tk.ValidationError:
         {
             "id": [
                 f"Resource id {resource_id} is reserved for a pending upload: register "
-                f"it with url_type {records.S3_URL_TYPE}, or choose another id"
+                f"it with url_type {resource_fields.S3_URL_TYPE}, or choose another id"
             ]
         }
     )
@@ -319,11 +288,14 @@ def _acting_user_id() -> str | None:
 
 
 def _existing_resource(resource: model.Resource, before: dict[str, Any]) -> None:
-    if resource.url_type == records.S3_URL_TYPE and before["url_type"] != records.S3_URL_TYPE:
+    if (
+        resource.url_type == resource_fields.S3_URL_TYPE
+        and before["url_type"] != resource_fields.S3_URL_TYPE
+    ):
         raise tk.ValidationError(
             {
                 "url_type": [
-                    f"url_type {records.S3_URL_TYPE} is set only by registering an upload "
+                    f"url_type {resource_fields.S3_URL_TYPE} is set only by registering an upload "
                     "of dcor_depot_upload_urls with resource_create (a new resource)"
                 ]
             }
@@ -346,7 +318,7 @@ def _existing_resource(resource: model.Resource, before: dict[str, Any]) -> None
         resource.url_type, resource.url = before["url_type"], before["url"]
     extras = dict(resource.extras or {})
     old = before["extras"]
-    keys = {k for k in set(extras) | set(old) if records.is_recorded_field(k)}
+    keys = {k for k in set(extras) | set(old) if resource_fields.is_recorded_field(k)}
     if before["has_file"]:
         keys.add("sha256")
         if resource.size != before["size"]:
@@ -368,3 +340,72 @@ def _same_file(resource: model.Resource, before: dict[str, Any]) -> bool:
     if before["url_type"] == "upload":
         return munge_filename(posixpath.basename(new)) == munge_filename(posixpath.basename(old))
     return False
+
+
+def refuse_upload(resource_id: str, path: str, size: int | None) -> None:
+    """Before CKAN's uploader writes (``size``: a new file of that many bytes) or clears
+    (``size`` None) the file at CKAN's ``path`` of a resource: refused for a resource that
+    holds a file (a new file would overwrite the depot copy through the symlink, and
+    clearing would delete the link to it), for an id a new resource may not have, and
+    for a file that does not fit into its circle's quota. A new file is recorded
+    (``depot_files.record_file``) in CKAN's transaction: its bytes count against the
+    quota whatever CKAN does with the resource's row, until the file is pruned."""
+    before = ckan_rows.committed_resources([resource_id]).get(resource_id)
+    if os.path.lexists(path) or (before is not None and before["has_file"]):
+        name = (before or {}).get("url") or os.path.basename(path)
+        raise tk.ValidationError({"upload": [REPLACE_REFUSED.format(id=resource_id, name=name)]})
+    if size is None:
+        return
+    if before is None and not ckan_rows.WRITING.get():
+        refuse_new_file_id(resource_id)
+    # the resource's row is in CKAN's session, not committed: CKAN 2.12 uploads before
+    # its IPackageController.edit, 2.11's resource_create after
+    resource = model.Session.get(model.Resource, resource_id)
+    package = resource.package if resource is not None else None
+    if package is None:
+        return
+    if package.owner_org:
+        grants.lock_circle(package.owner_org)
+        upload_route.check_quota(package, size, "upload", resource_id)
+    depot_files.record_file(package.id, resource_id, False, size, package.owner_org)
+
+
+def file_uploaded(resource_id: str, path: str) -> None:
+    """CKAN's uploader wrote the file of a resource at ``path``: it is removed again if the
+    transaction rolls back, and its jobs are queued once it commits (the extension's own
+    writes run their jobs themselves)."""
+    model.Session().info.setdefault(_UPLOADED, {})[resource_id] = path
+    resource = model.Session.get(model.Resource, resource_id)
+    if resource is not None and not ckan_rows.WRITING.get():
+        resource_jobs.file_arrived(resource, registered=False)
+
+
+_UPLOADED = "dcor_depot_uploaded_files"
+
+
+def _uploads_committed(session) -> None:
+    if not session.in_nested_transaction():  # not a savepoint: the files stay
+        session.info.pop(_UPLOADED, None)
+
+
+def _uploads_rolled_back(session) -> None:
+    """Remove the files this transaction wrote (CKAN writes an upload before the rules
+    that may refuse it run): a refused request leaves nothing on the disk that no quota
+    counts and no prune removes."""
+    if session.in_nested_transaction():
+        return
+    for path in session.info.pop(_UPLOADED, {}).values():
+        with contextlib.suppress(FileNotFoundError):
+            if not os.path.islink(path):
+                os.remove(path)
+
+
+if not sa.event.contains(model.Session, "after_rollback", _uploads_rolled_back):
+    sa.event.listen(model.Session, "after_commit", _uploads_committed)
+    sa.event.listen(model.Session, "after_rollback", _uploads_rolled_back)
+
+
+def uploaded_here(resource_id: str) -> bool:
+    """This request (CKAN's database session) wrote the resource's file at CKAN's path:
+    a file found there that it did not write was stored under the id before."""
+    return resource_id in model.Session().info.get(_UPLOADED, ())
