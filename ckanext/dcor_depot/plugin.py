@@ -4,9 +4,10 @@ Data flow: a CKAN event reaches a hook here, the hook queues jobs
 (``jobs/queue.py``) once CKAN has committed, the jobs move files with the
 storage layer (``storage/depot.py``, ``storage/s3/``). The hooks only
 queue: no hashing in the request; when a direct-to-S3 upload is registered,
-a HEAD of the staged object, its server-side copy into the circle bucket and a HEAD
-of the copy (``logic/upload_route.py``, ``storage/s3/staging.py``). Actions and
-auth functions live in ``logic/``, the download view in ``views.py``.
+one HEAD of the staged object and its server-side copy into the circle bucket,
+whose answer names the copy's ETag (``logic/upload_route.py``,
+``storage/s3/staging.py``). The write rules live in ``logic/rules.py``, actions and
+auth functions in ``logic/``, the download view in ``views.py``.
 """
 
 from __future__ import annotations

@@ -295,7 +295,18 @@ def test_the_registration_copy_keeps_nothing_a_client_added(store, staging, circ
         "ContentType": "application/x-hdf5",
         "ContentDisposition": 'attachment; filename="cells.rtdc"',
     }
-    store.copy_staged(key, info, bucket, target, {"dcor-dataset-id": "mine"}, served)
+    sent = []
+
+    def count(model, **kwargs):
+        sent.append(model.name)
+
+    store.client.meta.events.register("before-call.s3", count)
+    try:
+        store.copy_staged(key, info, bucket, target, {"dcor-dataset-id": "mine"}, served)
+    finally:
+        store.client.meta.events.unregister("before-call.s3", count)
+    # checked by the ETag CopyObject answers: no HEAD of the copy
+    assert "HeadObject" not in sent and sent.count("CopyObject") == 1
     head = store.client.head_object(Bucket=bucket, Key=target)
     assert head["Metadata"] == {"dcor-dataset-id": "mine"}
     assert "WebsiteRedirectLocation" not in head

@@ -249,16 +249,17 @@ class Staging:
         """Copy the staged object that ``info`` (a HEAD) describes to
         ``s3://bucket/target_key`` with the extension's identity: the extension's
         ``metadata`` and ``served`` headers, a private ACL, no tags. The copy must have
-        the size and ETag the staged object was checked with (Ceph RGW 16 ignores
-        ``x-amz-copy-source-if-match``; its copy keeps the ETag): a staged key written
-        again meanwhile is not put in place. The staged object stays (the s3-sha256 job
+        the ETag the staged object was checked with (Ceph RGW 16 ignores
+        ``x-amz-copy-source-if-match``; its copy keeps the ETag, single or multipart, and
+        CopyObject answers it: no HEAD of the copy): a staged key written again meanwhile
+        is not put in place. The staged object stays (the s3-sha256 job
         deletes it once the registration committed): a registration whose transaction
         rolls back can be made again."""
         staging = self.settings.staging_bucket
         self.ensure_bucket(bucket)
         where = f"copy the staged upload s3://{staging}/{key} to s3://{bucket}/{target_key}"
         with self._errors(where):
-            self.client.copy_object(
+            answer = self.client.copy_object(
                 Bucket=bucket,
                 Key=target_key,
                 CopySource={"Bucket": staging, "Key": key},
@@ -270,8 +271,8 @@ class Staging:
                 ACL="private",
                 **served,
             )
-        copied = self.object_info(bucket, target_key)
-        if copied is None or (copied.etag, copied.size) != (info.etag, info.size):
+        copied = answer.get("CopyObjectResult", {}).get("ETag", "").strip('"')
+        if copied != info.etag.strip('"'):
             self.delete_object(bucket, target_key)
             raise StagedObjectChanged(
                 "The uploaded file was written again while it was registered: register it again"
