@@ -47,7 +47,8 @@ def child_switches(args) -> None:
     import requests
     from ckan.lib.jobs import get_queue
 
-    from ckanext.dcor_depot import config, placement, records
+    from ckanext.dcor_depot import config, placement
+    from ckanext.dcor_depot.model import ckan_rows, depot_files
     from ckanext.dcor_depot.operations.append import append_resource
 
     app = ckan_app(args.ini)
@@ -55,7 +56,7 @@ def child_switches(args) -> None:
         from lifecycle import create_resource, new_dataset
 
         store = config.object_store()
-        context = records.job_context
+        context = ckan_rows.job_context
         _, dataset = new_dataset(private=False)
         small = Path(args.file).with_name("small.bin")
         resource = append_resource(store, small, dataset["id"], dc_check=False).resource
@@ -87,7 +88,7 @@ def child_switches(args) -> None:
 
         def free_space() -> None:
             """Delete the busy uploads that are done (RGW reclaims them after 30 s)."""
-            for row in records.file_records(package_ids=[busy["id"]]):
+            for row in depot_files.file_records(package_ids=[busy["id"]]):
                 if row.bucket and store.object_info(row.bucket, row.key):
                     store.delete_object(row.bucket, row.key)
 
@@ -108,8 +109,9 @@ def child_move(args) -> None:
     job after the dataset's circle changed, and the move command (back and forth)."""
     import ckan.plugins.toolkit as tk
 
-    from ckanext.dcor_depot import config, placement, records
+    from ckanext.dcor_depot import config, placement
     from ckanext.dcor_depot.jobs import move
+    from ckanext.dcor_depot.model import ckan_rows
     from ckanext.dcor_depot.operations.append import append_resource
     from ckanext.dcor_depot.operations.circle_move import move_to_circle
     from ckanext.dcor_depot.storage.s3 import ObjectStore
@@ -124,7 +126,7 @@ def child_move(args) -> None:
         by_parts = ObjectStore(dataclasses.replace(store.settings, copy_object_max=0))
         org_a, dataset = new_dataset(private=False)
         org_b = tk.get_action("organization_create")(
-            records.job_context(), {"name": f"{org_a['name']}-b"}
+            ckan_rows.job_context(), {"name": f"{org_a['name']}-b"}
         )
         circles = [org_b, org_a]
         resource = append_resource(store, Path(args.file), dataset["id"], dc_check=False).resource
@@ -156,7 +158,7 @@ def child_move(args) -> None:
             variant = ("job", "command", "command --verify-checksum")[turn // args.rounds]
             if variant == "job":
                 tk.get_action("package_patch")(
-                    records.job_context(), {"id": dataset["id"], "owner_org": target}
+                    ckan_rows.job_context(), {"id": dataset["id"], "owner_org": target}
                 )
                 row[variant] = timed(move.move_objects, store, dataset["id"])
             else:

@@ -100,9 +100,9 @@ def child(args) -> None:
 def _resource_ids(package_name: str) -> list[str]:
     import ckan.plugins.toolkit as tk
 
-    from ckanext.dcor_depot import records
+    from ckanext.dcor_depot.model import ckan_rows
 
-    package = tk.get_action("package_show")(records.job_context(), {"id": package_name})
+    package = tk.get_action("package_show")(ckan_rows.job_context(), {"id": package_name})
     return [r["id"] for r in package["resources"]]
 
 

@@ -2,7 +2,7 @@
 
 In one run, one dataset gets ``--resources`` link resources (one package_create),
 then the fields a job records (SHA-256, size, ETag, S3 URL) are written
-  (a) on the 1st resource with ``records.patch_resource`` (the baseline),
+  (a) on the 1st resource with ``index.patch_resource`` (the baseline),
   (b) on the last resource the same way,
   (c) on the last resource through ``package_update`` of the whole dataset (how the
       jobs recorded before: read, validate and index the whole dataset),
@@ -50,7 +50,8 @@ def main() -> int:
         with app._wsgi_app.test_request_context():
             import ckan.plugins.toolkit as tk
 
-            from ckanext.dcor_depot import records
+            from ckanext.dcor_depot.jobs import index
+            from ckanext.dcor_depot.model import ckan_rows
 
             context = {"ignore_auth": True, "user": site_user()}
             org = tk.get_action("organization_create")(
@@ -66,12 +67,12 @@ def main() -> int:
             first, last = dataset["resources"][0]["id"], dataset["resources"][-1]["id"]
 
             def the_old_way(n: int) -> None:
-                package = records.show_package(dataset["id"], fresh=True)
+                package = ckan_rows.show_package(dataset["id"], fresh=True)
                 package["resources"][-1].update(fields(n))
-                records.write_action("package_update", package)
+                ckan_rows.write_action("package_update", package)
 
-            a = timed(lambda n: records.patch_resource(first, fields(n)), args.repeat)
-            b = timed(lambda n: records.patch_resource(last, fields(n + 1000)), args.repeat)
+            a = timed(lambda n: index.patch_resource(first, fields(n)), args.repeat)
+            b = timed(lambda n: index.patch_resource(last, fields(n + 1000)), args.repeat)
             c = timed(the_old_way, args.repeat)
     print(
         f"\nRecording benchmark (one dataset of {args.resources} resources, "
