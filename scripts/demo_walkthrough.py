@@ -418,7 +418,8 @@ def anonymous_status(url: str) -> int:
 def walkthrough(args: argparse.Namespace) -> None:
     import ckan.plugins.toolkit as tk
 
-    from ckanext.dcor_depot import config, placement, records
+    from ckanext.dcor_depot import config, placement
+    from ckanext.dcor_depot.model import ckan_rows
     from ckanext.dcor_depot.storage.s3 import sha256_of_file
 
     store = config.object_store()
@@ -464,7 +465,7 @@ def walkthrough(args: argparse.Namespace) -> None:
         wait_for_jobs(rid, ("file",))
 
         step("Where the file lives now")
-        resource = records.show_resource(rid)
+        resource = ckan_rows.show_resource(rid)
         link = placement.ckan_path(rid)
         target = link.resolve()
         check(link.is_symlink(), "CKAN's path", link, f"{link} is not a symlink")
