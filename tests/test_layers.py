@@ -53,6 +53,10 @@ def _inner_imports(tree: ast.AST) -> list[str]:
                     node.level or (node.module or "").startswith("ckanext.dcor_depot")
                 ):
                     found.append(f"line {node.lineno}: {ast.unparse(node)}")
+                elif isinstance(node, ast.Import) and any(
+                    alias.name.startswith("ckanext.dcor_depot") for alias in node.names
+                ):
+                    found.append(f"line {node.lineno}: {ast.unparse(node)}")
     return found
 
 
@@ -62,8 +66,11 @@ def test_no_module_imports_the_extension_inside_a_function():
 
 
 def test_the_check_for_inner_imports_finds_them():
-    code = "def f():\n    from .jobs import move\n"
-    assert _inner_imports(ast.parse(code)) == ["line 2: from .jobs import move"]
+    code = "def f():\n    from .jobs import move\n    import ckanext.dcor_depot.jobs.move\n"
+    assert _inner_imports(ast.parse(code)) == [
+        "line 2: from .jobs import move",
+        "line 3: import ckanext.dcor_depot.jobs.move",
+    ]
 
 
 def test_the_scripts_and_benchmarks_import_what_exists():

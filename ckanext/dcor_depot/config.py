@@ -91,6 +91,11 @@ def job_timeout(queue: str) -> int:
     return int(tk.config[f"ckanext.dcor_depot.job_timeout_{queue.removeprefix('dcor-')}"])
 
 
+def longest_job_timeout() -> int:
+    """Seconds the longest job may run (``ckanext.dcor_depot.job_timeout_normal``)."""
+    return int(tk.config["ckanext.dcor_depot.job_timeout_normal"])
+
+
 def lease_seconds() -> float:
     """Seconds a lease in Redis lives without renewal (``leases.py``)."""
     return float(tk.config["ckanext.dcor_depot.lease_seconds"])

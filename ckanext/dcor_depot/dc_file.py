@@ -13,8 +13,8 @@ from typing import Any
 
 from rq.timeouts import BaseTimeoutException
 
-#: Resource field that says why dclab could not read the file.
-DC_ERROR_FIELD = "dc_error"
+from .resource_fields import DC_ERROR_FIELD, dc_field
+
 #: The mimetype of DC (.rtdc) files: HDF5.
 DC_MIMETYPE = "application/x-hdf5"
 
@@ -57,7 +57,7 @@ def dc_fields(path: str, verify: bool | str = True) -> dict[str, Any]:
         for section in dclab.dfn.CFG_METADATA:
             if section in ds.config:
                 for key, value in ds.config[section].items():
-                    fields[f"dc:{section}:{key}"] = _json_value(value)
+                    fields[dc_field(section, key)] = _json_value(value)
         fluorescence = "fluorescence" in ds.config or any(
             f.startswith("fl") for f in ds.features_innate
         )

@@ -42,4 +42,4 @@ def command_lock(name: str) -> Lease:
 
 def _wait() -> float:
     """A job waits for another holder at most as long as a job may run."""
-    return float(config.job_timeout("dcor-normal"))
+    return float(config.longest_job_timeout())

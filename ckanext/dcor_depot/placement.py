@@ -30,8 +30,8 @@ import ckan.plugins.toolkit as tk
 from . import config, resource_fields
 from .errors import JobError, NoCircle, failure_text
 from .model import ckan_rows, depot_files
-from .resource_fields import FILE_URL_TYPES, S3_UPLOAD_ERROR_FIELD, S3_URL_TYPE
-from .storage.depot import backup_path_for, depot_path_for, figshare_depot_path
+from .resource_fields import FILE_URL_TYPES, S3_UPLOAD_ERROR_FIELD
+from .storage.depot import artifact_path, backup_path_for, depot_path_for, figshare_depot_path
 from .storage.s3 import ARTIFACTS, ObjectStore, UploadResult, object_key
 
 
@@ -52,11 +52,27 @@ class ObjectLocation(NamedTuple):
         return f"s3://{self.bucket}/{self.key}"
 
 
+def circle_bucket(store: ObjectStore, owner_org: str) -> str:
+    """The bucket of a circle."""
+    return store.circle_bucket(owner_org)
+
+
+def staged_key(resource_id: str) -> str:
+    """The key of a resource's upload in the staging bucket."""
+    return object_key("resource", resource_id)
+
+
+def local_artifact(ckan_file: Path, artifact: str) -> Path:
+    """Where an artifact of a file uploaded to CKAN lies beside it (``PATH_condensed.rtdc``,
+    ``PATH_preview.jpg``; the resource: the file itself)."""
+    return artifact_path(ckan_file, artifact)
+
+
 def object_location(
     store: ObjectStore, owner_org: str, resource_id: str, artifact: str = "resource"
 ) -> ObjectLocation:
     """Which bucket and key an artifact of a resource of a dataset in circle ``owner_org`` has."""
-    return ObjectLocation(store.circle_bucket(owner_org), object_key(artifact, resource_id))
+    return ObjectLocation(circle_bucket(store, owner_org), object_key(artifact, resource_id))
 
 
 def readable_by_all(
@@ -79,24 +95,16 @@ def readable_by_all(
     )
 
 
-def is_public(package: Mapping[str, Any], resource: Mapping[str, Any]) -> bool:
-    """:func:`readable_by_all` for the dicts of CKAN's actions (what a download checked)."""
+def is_public(package: Mapping[str, Any], resource: Mapping[str, Any], placed: PlacedFile) -> bool:
+    """:func:`readable_by_all` for the dicts of CKAN's actions (what a download checked)
+    and the file as placed: verified when its object is recorded in the extension's
+    table (not by the resource's fields)."""
     return readable_by_all(
         package["private"],
         package["state"],
         resource["state"],
-        verified=not awaits_verification(resource),
+        verified=placed.recorded is not None,
         refused=bool(resource.get(S3_UPLOAD_ERROR_FIELD)),
-    )
-
-
-def awaits_verification(resource: Mapping[str, Any]) -> bool:
-    """A file uploaded straight to S3 whose SHA-256 is not recorded yet, or that was refused.
-
-    Nobody gets it (it stays private, downloads are refused) until then.
-    """
-    return resource.get("url_type") == S3_URL_TYPE and (
-        not resource.get("s3_available") or bool(resource.get(S3_UPLOAD_ERROR_FIELD))
     )
 
 
@@ -226,6 +234,12 @@ class PlacedFile:
             raise NoCircle(dataset_name)
         return self.location
 
+    def require_wanted(self, dataset_name: str) -> ObjectLocation:
+        """:attr:`wanted`; :class:`NoCircle` when the file belongs nowhere (no circle)."""
+        if self.wanted is None:
+            raise NoCircle(dataset_name)
+        return self.wanted
+
     @property
     def needs_move(self) -> bool:
         """The verified object lies in another circle's bucket than the dataset's."""
@@ -238,9 +252,6 @@ class DatasetFiles:
     #: None when CKAN has no row of the dataset any more (purged)
     name: str | None
     owner_org: str | None
-    state: str | None
-    #: the dataset is public and active
-    public: bool
     files: list[PlacedFile]
 
     def file(self, resource_id: str, artifact: str = "resource") -> PlacedFile | None:
@@ -268,12 +279,9 @@ def dataset_files(
         found = resource_files(store, package, resources.get(rid), by_resource.get(rid, {}), rid)
         files.extend(found.values())
     if package is None:
-        dataset = DatasetFiles(package_id, None, None, None, False, files)
+        dataset = DatasetFiles(package_id, None, None, files)
     else:
-        public = readable_by_all(package.private, package.state)
-        dataset = DatasetFiles(
-            package_id, package.name, package.owner_org, package.state, public, files
-        )
+        dataset = DatasetFiles(package_id, package.name, package.owner_org, files)
     model.Session.rollback()
     return dataset
 

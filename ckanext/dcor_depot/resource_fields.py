@@ -8,7 +8,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .dc_file import DC_ERROR_FIELD
 from .storage.s3 import MD5_METADATA_KEY, content_disposition
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -31,6 +30,22 @@ DECLARED_SHA256_METADATA = "dcor-declared-sha256"
 ISSUED_METADATA = (DATASET_METADATA, SIZE_METADATA, MD5_METADATA_KEY)
 _ARTIFACT_FIELD_RE = re.compile(r"^s3_[a-z]+_(sha256|size)$")
 
+#: Resource field that says why dclab could not read the file.
+DC_ERROR_FIELD = "dc_error"
+#: The prefix of the fields of a DC file's metadata (``dc:<section>:<key>``).
+DC_PREFIX = "dc:"
+
+
+def dc_field(section: str, key: str) -> str:
+    """The resource field of one item of a DC file's metadata."""
+    return f"{DC_PREFIX}{section}:{key}"
+
+
+def has_dc_metadata(fields: Mapping[str, Any]) -> bool:
+    """The DC metadata step recorded its result in these fields (metadata or an error)."""
+    return DC_ERROR_FIELD in fields or any(k.startswith(DC_PREFIX) for k in fields)
+
+
 #: The ``url_type`` of resources whose file the extension keeps.
 FILE_URL_TYPES = ("upload", S3_URL_TYPE)
 
@@ -41,7 +56,7 @@ def is_recorded_field(name: str) -> bool:
     return (
         name in JOB_FIELDS
         or name == DC_ERROR_FIELD
-        or name.startswith("dc:")
+        or name.startswith(DC_PREFIX)
         or bool(_ARTIFACT_FIELD_RE.match(name))
     )
 

@@ -53,8 +53,8 @@ def download(id: str, resource_id: str, filename: str | None = None):
         return tk.abort(403, tk._("Not authorized to download resource"))
     if resource["package_id"] != package["id"] or placed.location is None:
         return tk.abort(404, tk._("Resource not found"))
-    if placement.awaits_verification(resource) or placed.recorded is None:
-        refused = resource.get(resource_fields.S3_UPLOAD_ERROR_FIELD)
+    refused = resource.get(resource_fields.S3_UPLOAD_ERROR_FIELD)
+    if refused or placed.recorded is None:  # a file nobody gets until it is verified
         return tk.abort(
             409,
             refused or "The file is still being verified after its upload; try again later",
@@ -66,10 +66,10 @@ def download(id: str, resource_id: str, filename: str | None = None):
         # file: a short presigned URL, after CKAN's check
         # public or not as CKAN's check saw the dataset, not as it was read before it
         # (a switch meanwhile must not give a stranger a presigned URL)
-        if placement.is_public(package, resource):
+        if placement.is_public(package, resource, placed):
             if not store.visibility(*placed.recorded):
                 return _being_published()
-            url = store.object_url(*placed.recorded)
+            url = placement.s3_url(store, placed.recorded)
         else:
             # a presigned URL is made here without the store: ask it first, so that
             # a store that cannot be reached gets CKAN's 503, not a broken redirect

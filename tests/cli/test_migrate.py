@@ -355,7 +355,7 @@ def test_visibility_changed_during_the_upload_is_applied_when_recording(
 ):
     resource = on_block_storage(name="public.bin")
     (candidate,) = candidates(store)
-    assert placement.dataset_files(store, candidate.package_id).public  # the dataset is
+    assert not helpers.call_action("package_show", id=candidate.package_id)["private"]
     options = Options(delete_after_migration=True)
     outcome = migrate_resource(candidate, placement.ckan_path(resource["id"]), store, options)
     url = outcome.fields["s3_url"]

@@ -14,7 +14,8 @@ import pytest
 from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot import config
-from ckanext.dcor_depot.cli import dcor_import_figshare, import_figshare, reference_datasets
+from ckanext.dcor_depot.cli import dcor_import_figshare, import_figshare
+from ckanext.dcor_depot.operations import figshare_import
 from ckanext.dcor_depot.operations.figshare_import import BUNDLED_DOIS, read_dois
 from ckanext.dcor_depot.placement import ckan_path
 from ckanext.dcor_depot.storage.figshare_api import FigshareClient
@@ -34,7 +35,7 @@ def figshare(figshare_server, ckan_config, monkeypatch):
     # the local server asks for no pause between API requests (figshare's second between
     # two of them: tests/storage/test_figshare_api.py)
     monkeypatch.setattr(
-        reference_datasets, "FigshareClient", functools.partial(FigshareClient, interval=0)
+        figshare_import, "FigshareClient", functools.partial(FigshareClient, interval=0)
     )
     return figshare_server
 
@@ -83,7 +84,7 @@ def test_import_maps_the_article_and_verifies_every_file(
     figshare, rtdc_file, tmp_path, store, clean_circles, cli, monkeypatch
 ):
     # the command's own client, with figshare's pause between two API requests
-    monkeypatch.setattr(reference_datasets, "FigshareClient", FigshareClient)
+    monkeypatch.setattr(figshare_import, "FigshareClient", FigshareClient)
     rtdc = [rtdc_file(name=f"M{i}_data.rtdc", fluorescence=i == 0) for i in range(3)]
     texts = []
     for i in range(9):

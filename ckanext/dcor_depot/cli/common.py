@@ -68,17 +68,6 @@ def exit_on_failures(failures: list[str]) -> None:
         sys.exit(1)
 
 
-def human_size(size: int) -> str:
-    if size < 1024:
-        return f"{size} bytes"
-    value = float(size)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            break
-    return f"{value:.1f} {unit}"
-
-
 #: ``--modified-days N`` of the commands that work through the resources.
 modified_days_option = click.option(
     "--modified-days",

@@ -6,10 +6,11 @@ import sys
 
 import click
 
+from ..operations import human_size
 from ..operations.circle_move import CircleMoveError, move_to_circle, plan
 from ..placement import dataset_files
 from ..storage.s3 import S3Error
-from .common import exit_on_failures, human_size, require_object_store
+from .common import exit_on_failures, require_object_store
 
 
 @click.command("dcor-move-dataset-to-circle")

@@ -6,14 +6,13 @@ import datetime
 import json
 import sys
 
-import ckan.model as model
 import click
 
 from .. import config
 from ..errors import JobError
-from ..operations import audit, prune
+from ..operations import audit, human_size, prune
 from ..storage.s3 import MiB, S3Error, circle_bucket_prefix
-from .common import exit_on_failures, human_size, require_object_store, single_run
+from .common import exit_on_failures, require_object_store, single_run
 
 
 @click.command("dcor-check-object-store")
@@ -61,28 +60,13 @@ def dcor_prune_stale_multipart_uploads(initiated_before_days: int, dry_run: bool
     cutoff = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
         days=initiated_before_days
     )
-    prefix = circle_bucket_prefix(store.settings.bucket_name_template)
     try:
-        buckets = store.list_buckets(prefix=prefix)
+        buckets, total, failures = prune.prune_multipart(store, cutoff, dry_run, click.echo)
     except S3Error as exc:
         raise click.ClickException(str(exc)) from exc
-    total = 0
-    failures = []
-    for bucket in buckets:
-        try:
-            stale = store.prune_multipart_uploads(bucket, cutoff, dry_run=dry_run)
-        except S3Error as exc:
-            failures.append(f"{bucket}: {exc}")
-            continue
-        for upload in stale:
-            click.echo(
-                f"{'would abort' if dry_run else 'aborted'} {upload.bucket}:{upload.key} "
-                f"(upload {upload.upload_id}, started {upload.initiated:%Y-%m-%d %H:%M} UTC)"
-            )
-        total += len(stale)
     verb = "would be aborted" if dry_run else "aborted"
     click.echo(
-        f"{len(buckets)} circle buckets: {total} multipart uploads started before "
+        f"{buckets} circle buckets: {total} multipart uploads started before "
         f"{cutoff:%Y-%m-%d %H:%M} UTC {verb}, {len(failures)} buckets failed"
     )
     exit_on_failures(failures)
@@ -121,16 +105,10 @@ def dcor_verify_object_store(
     --budget-minutes 300
     """
     store = require_object_store()
-    package_id = None
-    if dataset is not None:
-        package = model.Package.get(dataset)
-        if package is None:
-            raise click.ClickException(f"There is no dataset {dataset!r}: check its name or id")
-        if package.state == "deleted":
-            raise click.ClickException(
-                f"Dataset {package.name} is deleted: its copies are no longer audited"
-            )
-        package_id = package.id
+    try:
+        package_id = None if dataset is None else audit.audited_dataset(dataset)
+    except JobError as exc:
+        raise click.ClickException(str(exc)) from None
 
     def progress(copies):
         if as_json:  # for monitoring: the JSON document alone

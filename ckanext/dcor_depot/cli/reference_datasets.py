@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import ckan.plugins.toolkit as tk
 import click
 
 from .. import config
-from ..operations.figshare_import import (
-    BUNDLED_DOIS,
-    ArticleImport,
-    FigshareImportError,
-    ensure_organization,
-    read_dois,
-)
-from ..storage.depot import DepotError
-from ..storage.figshare_api import FigshareClient, FigshareError, parse_doi
-from ..storage.s3 import S3Error
-from .common import exit_on_failures, human_size, single_run
+from ..operations.figshare_import import BUNDLED_DOIS, import_all, read_dois
+from ..storage.figshare_api import FigshareError, parse_doi
+from .common import exit_on_failures, single_run
 
 
 @click.command("import-figshare")
@@ -58,45 +49,9 @@ def import_figshare(dois: tuple[str, ...], dois_file: Path | None, limit: int | 
             raise click.ClickException(str(exc)) from exc
     wanted = list(dict.fromkeys(wanted))[:limit]
     store = config.object_store()
-    where = (
-        "the circle's bucket" if store else f"{config.depots_path() / 'figshare'} (no object store)"
-    )
     with single_run("import-figshare"):
-        failures = _run(wanted, store, where)
+        _counts, failures = import_all(wanted, store, click.echo)
     exit_on_failures(failures)
-
-
-def _run(dois: list[str], store, where: str) -> list[str]:
-    api_url = config.figshare_api_url()
-    click.echo(f"Importing {len(dois)} datasets from {api_url} into {where}")
-    organization = ensure_organization()
-    importer = ArticleImport(FigshareClient(api_url), store, organization, click.echo)
-    counts = dict.fromkeys(("imported", "completed", "repaired", "unchanged", "failed"), 0)
-    failures = []
-    for doi in dois:
-        click.echo(f"{doi}:")
-        try:
-            report = importer.run(doi)
-        except (FigshareImportError, S3Error, DepotError, OSError, tk.ValidationError) as exc:
-            problem = str(getattr(exc, "error_summary", None) or exc)
-            if not problem.startswith(doi):
-                problem = f"{doi}: {type(exc).__name__}: {problem}"
-            counts["failed"] += 1
-            failures.append(problem)
-            click.echo(f"  failed: {problem}")
-            continue
-        counts[report.outcome] += 1
-        if report.outcome == "unchanged":
-            done = "already imported, nothing changed"
-        else:
-            done = f"{report.outcome}, {len(report.files)} files ({human_size(report.bytes)}) added"
-        if report.repaired:
-            done += f", visibility of {report.repaired} objects repaired"
-        click.echo(f"  {report.name}: {done}")
-        for skipped in report.skipped:
-            click.echo(f"  skipped {skipped}")
-    click.echo("Done: " + ", ".join(f"{n} {outcome}" for outcome, n in counts.items()))
-    return failures
 
 
 #: The same command under the name DCOR used before.

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
-import ckan.model as model
 import click
 
-from .. import errors, placement
+from .. import errors
 from ..model import ckan_rows
+from ..operations import human_size, listing
 from ..operations.append import AppendError
 from ..operations.append import append_resource as append
-from ..storage.s3 import ARTIFACTS, S3Error
-from .common import exit_on_failures, human_size, require_object_store
+from ..storage.s3 import S3Error
+from .common import exit_on_failures, require_object_store
 
 _VISIBILITY_COLOURS = {"public": "green", "private": "yellow", "missing": "red"}
 
@@ -93,63 +92,16 @@ def dcor_list_s3_objects_for_dataset(dataset: str):
     Example: ckan -c /etc/ckan/default/ckan.ini dcor-list-s3-objects-for-dataset my-dataset
     """
     store = require_object_store()
-    package = model.Package.get(dataset)
-    if package is None:
-        raise click.ClickException(f"There is no dataset {dataset!r}: check its name or id")
     try:
-        placement.require_circle(package.name, package.owner_org)
-    except errors.NoCircle as exc:
+        name, objects, failures = listing.dataset_objects(store, dataset)
+    except (errors.JobError, S3Error) as exc:
         raise click.ClickException(str(exc)) from None
-    files = placement.dataset_files(store, package.id)
     counts = dict.fromkeys(_VISIBILITY_COLOURS, 0)
-    failures = []
-    try:
-        for placed in _every_artifact(store, files):
-            if placed.problem:
-                failures.append(
-                    f"resource {placed.resource_id} ({placed.artifact}): {placed.problem}"
-                )
-            if placed.location is None:
-                continue
-            bucket, key = placed.location
-            info = store.object_info(bucket, key)
-            visible = store.visibility(bucket, key) if info else None
-            state = "missing" if visible is None else ("public" if visible else "private")
-            counts[state] += 1
-            size = human_size(info.size) if info else "-"
-            label = click.style(f"{state:<7}", fg=_VISIBILITY_COLOURS[state])
-            notes = []
-            if placed.resource_state != "active":
-                notes.append(f"resource {placed.resource_state}")
-            if placed.needs_move:
-                notes.append(f"to be moved to {placed.wanted.bucket}")
-            if placed.recorded is None and placed.artifact == "resource":
-                notes.append("not uploaded or verified yet")
-            note = f" ({'; '.join(notes)})" if notes else ""
-            click.echo(f"{bucket}:{key}  {label}  {size}{note}")
-    except S3Error as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(
-        f"Dataset {package.name}: " + ", ".join(f"{n} {state}" for state, n in counts.items())
-    )
+    for found in objects:
+        counts[found.state] += 1
+        size = human_size(found.size) if found.size is not None else "-"
+        label = click.style(f"{found.state:<7}", fg=_VISIBILITY_COLOURS[found.state])
+        note = f" ({'; '.join(found.notes)})" if found.notes else ""
+        click.echo(f"{found.bucket}:{found.key}  {label}  {size}{note}")
+    click.echo(f"Dataset {name}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
     exit_on_failures(failures)
-
-
-def _every_artifact(store, files: placement.DatasetFiles) -> list[placement.PlacedFile]:
-    """The files of each resource with a file, and where its missing artifacts would be."""
-    listed = []
-    for placed in files.files:
-        if placed.artifact != "resource" and files.file(placed.resource_id) is None:
-            listed.append(placed)  # a recorded artifact of a resource without its own file
-        if placed.artifact != "resource":
-            continue
-        for artifact in ARTIFACTS:
-            found = files.file(placed.resource_id, artifact)
-            if found is None and placed.wanted is not None:
-                wanted = placement.object_location(
-                    store, files.owner_org, placed.resource_id, artifact
-                )
-                found = dataclasses.replace(placed, artifact=artifact, wanted=wanted, recorded=None)
-            if found is not None:
-                listed.append(found)
-    return listed

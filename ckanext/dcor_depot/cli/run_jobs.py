@@ -7,7 +7,6 @@ import sys
 import click
 
 from .. import config
-from ..jobs.queue import forget_failures
 from ..operations import catch_up, sweep
 from .common import exit_on_failures, modified_days_option
 
@@ -49,8 +48,10 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
         f"{caught.total} resources: {caught.done} {verb}, {caught.fine} already fine, "
         f"{len(failures)} failed"
     )
-    if not dry_run and (cleared := forget_failures(caught.settled)):
-        click.echo(f"{cleared} failed jobs of resources that are fine now: removed from RQ's list")
+    if caught.cleared:
+        click.echo(
+            f"{caught.cleared} failed jobs of resources that are fine now: removed from RQ's list"
+        )
     if store is not None:
         click.echo("Sweeping the object store: every dataset's objects against CKAN")
         swept = sweep.sweep(store, dry_run=dry_run, echo=click.echo)
@@ -63,8 +64,8 @@ def run_jobs_dcor_depot(modified_days: int | None, dry_run: bool):
             f"{'would be made' if dry_run else 'made'} private; "
             f"{len(swept.failures)} failed"
         )
-        if not dry_run and (cleared := forget_failures(swept.settled)):
+        if swept.cleared:
             click.echo(
-                f"{cleared} failed jobs of datasets that are fine now: removed from RQ's list"
+                f"{swept.cleared} failed jobs of datasets that are fine now: removed from RQ's list"
             )
     exit_on_failures(failures)

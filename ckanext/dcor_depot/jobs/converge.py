@@ -12,10 +12,11 @@ move job (``move.py``) on dcor-normal, so that a long copy never delays a
 private switch.
 
 Runs for one dataset never overlap, on any host: each holds the dataset's
-lease (``leases.py``). A change is announced by a fresh token in Redis
-(:func:`request_convergence`); a run consumes the token it read only after
-converging, and whoever releases the lease looks for a newer token, so a
-change committed while a run is under way is converged again.
+lease (``locks.dataset_lock``, a lease in Redis: ``leases.py``). A change is
+announced by a fresh token in Redis (:func:`request_convergence`); a run
+consumes the token it read only after converging, and whoever releases the
+lease looks for a newer token, so a change committed while a run is under way
+is converged again.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ import warnings
 from typing import Any
 
 from .. import config, errors, placement, resource_fields
-from ..dc_file import DC_ERROR_FIELD, read_dc_fields
+from ..dc_file import read_dc_fields
 from ..model import ckan_rows
+from ..resource_fields import DC_ERROR_FIELD
 from . import index
 
 log = logging.getLogger(__name__)

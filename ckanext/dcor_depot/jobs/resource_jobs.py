@@ -18,7 +18,10 @@ import ckan.model as model
 from rq.timeouts import BaseTimeoutException
 
 from .. import config, errors, resource_fields
-from . import queue
+
+# the steps' modules, imported here so that the layers' linter sees what this module
+# runs (their functions come from the table of jobs)
+from . import backup, checksum, dc_metadata, queue, symlink, upload  # noqa: F401
 from .queue import after_commit, enqueue, transaction_list
 
 log = logging.getLogger(__name__)
@@ -106,10 +109,10 @@ def enqueue_resource_jobs(resource: Mapping[str, Any]) -> list[str]:
 def enqueue_registered_jobs(resource: Mapping[str, Any]) -> list[str]:
     """The jobs of a file uploaded straight to S3: SHA-256 and visibility, DC metadata, backup."""
     rid = resource["id"]
-    checksum = enqueue("s3-sha256", rid)
-    jobs = [checksum]
+    sha256_job = enqueue("s3-sha256", rid)
+    jobs = [sha256_job]
     if resource_fields.is_dc_file(resource):
         jobs.append(enqueue("dc-metadata", rid))
     if config.local_backup_location() is not None:
-        jobs.append(enqueue("backup", rid, checksum, allow_failure=False))
+        jobs.append(enqueue("backup", rid, sha256_job, allow_failure=False))
     return jobs

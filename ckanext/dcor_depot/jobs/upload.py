@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 
-from .. import config, errors, locks, placement, resource_fields
+from .. import config, locks, placement, resource_fields
 from ..model import ckan_rows
 from .verified import record_verified_file
 
@@ -24,8 +24,7 @@ def upload_resource(resource_id: str) -> str:
     resource = ckan_rows.show_resource(resource_id)
     package = ckan_rows.dataset_names(resource["package_id"])
     placed = placement.file_of(store, package.id, resource_id)
-    if placed.wanted is None:
-        raise errors.NoCircle(package.name)
+    placed.require_wanted(package.name)
     if _verified(store, placed):
         return f"resource {resource_id}: already verified at {placed.recorded}"
     path = placed.local

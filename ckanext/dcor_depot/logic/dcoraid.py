@@ -9,7 +9,7 @@
   circle and to the user who asked, and is bound to the dataset it is registered in.
 - The registration as DCOR-Aid sends it (``package_revise`` with
   ``update__resources__extend: [{id, name, s3_available}]``, no ``url_type``) is checked
-  like any other (``rules.py``, ``upload_route.register``).
+  like any other (``rules.py``, ``rules.register``).
 - ``package_create`` without ``name`` gets one made from the title; ``state: draft``
   is kept for the creator (CKAN drops it for users who are not sysadmins).
 - ``supported_resource_suffixes`` and ``resource_schema_supplements`` answer what its

@@ -18,7 +18,8 @@ with its committed row:
   file was stored under it before (CKAN's path, the extension's table);
 - ``url_type`` ``s3_upload`` is set only on a new resource whose id has a
   pending upload grant of this dataset, with the object it issued
-  (:func:`logic.upload_route.register`, which uses the grant up); the id of
+  (:func:`register`: one HEAD of the staged object, which it copies into the circle
+  bucket, and uses the grant up); the id of
   a pending grant is not taken by any other new resource.
 
 The extension's own writes (:func:`ckan_rows.write_action`) pass unchanged.
@@ -43,11 +44,19 @@ import ckan.plugins.toolkit as tk
 import sqlalchemy as sa
 from ckan.lib.munge import munge_filename
 
-from .. import placement, resource_fields
+from .. import config, placement, resource_fields
 from ..dc_file import mimetype_for
 from ..errors import JobError
 from ..jobs import resource_jobs
 from ..model import ckan_rows, depot_files, grants
+from ..resource_fields import DATASET_METADATA, DECLARED_SHA256_METADATA, SIZE_METADATA
+from ..storage.s3 import (
+    MD5_METADATA_KEY,
+    ObjectStore,
+    S3Error,
+    StagedObjectChanged,
+    StagedObjectUnreadable,
+)
 from . import upload_route
 
 REPLACE_REFUSED = (
@@ -240,7 +249,7 @@ def _new_resource(package: model.Package, resource: model.Resource) -> None:
                 {"sha256": [f"sha256 is {declared!r}: give the file's SHA-256 as 64 hex digits"]}
             )
         # raises when the grant or its object is not right; uses the grant up
-        resource.size, resource.url = upload_route.register(
+        resource.size, resource.url = register(
             resource.id, package, resource.size, resource.name, sha256, _acting_user_id()
         )
         if not resource.mimetype:
@@ -409,3 +418,144 @@ def uploaded_here(resource_id: str) -> bool:
     """This request (CKAN's database session) wrote the resource's file at CKAN's path:
     a file found there that it did not write was stored under the id before."""
     return resource_id in model.Session().info.get(_UPLOADED, ())
+
+
+# what the registration of an upload must show
+
+
+def register(
+    resource_id: str,
+    package: model.Package,
+    given_size: Any,
+    name: str | None,
+    declared_sha256: str | None = None,
+    acting_user_id: str | None = None,
+) -> tuple[int, str]:
+    """Check a new ``s3_upload`` resource as it is written (``rules.py``) against its
+    grant, put its file in place and use the grant up: ``(size, url)`` of the object.
+    A grant of a circle (DCOR-Aid) is registered by its user (``acting_user_id``) in a
+    dataset of that circle, and bound to it.
+
+    A staged upload must be there with the granted size; it is copied into the
+    circle bucket with the extension's metadata (the dataset, the size, the
+    MD5 declared at the grant and ``declared_sha256``, which the s3-sha256 job
+    checks); the grant is marked registered. An upload granted before the staging
+    area is refused. A dataset that moved to another circle since its grant must
+    fit that circle's quota.
+    """
+    store = config.object_store()
+    if store is None:
+        raise tk.ValidationError(
+            {"url_type": ["This site has no object store: s3_upload resources are off"]}
+        )
+    if package is None:
+        raise tk.ValidationError({"package_id": ["The dataset does not exist"]})
+    upload_route.require_circle(package)
+    grant = grants.get(resource_id, lock=True)
+    if grant is None:
+        raise tk.ValidationError(
+            {
+                "id": [
+                    f"No upload of resource {resource_id} is pending (never granted, or "
+                    "pruned after it expired): register with the resource id that "
+                    "dcor_depot_upload_urls returned, or ask it for an upload"
+                ]
+            }
+        )
+    if grant.package_id is None:  # granted to a circle: by its user, into that circle
+        if (
+            grant.owner_org != package.owner_org
+            or grant.user_id is None
+            or grant.user_id != acting_user_id
+        ):
+            raise tk.ValidationError(
+                {
+                    "id": [
+                        f"The upload of resource {resource_id} was issued to another user or circle"
+                    ]
+                }
+            )
+    elif grant.package_id != package.id:
+        raise tk.ValidationError(
+            {"id": [f"The upload of resource {resource_id} was issued for another dataset"]}
+        )
+    upload_route.refuse_ended(grant, field="id", rollback=False)
+    upload_route.refuse_unstaged(store, grant, field="id")
+    if grant.owner_org != package.owner_org:  # moved while the upload was pending
+        grants.lock_circle(package.owner_org)
+        upload_route.check_quota(package, grant.size, "id", resource_id)
+    location = placement.object_location(store, package.owner_org, resource_id)
+    try:
+        size = _put_in_place(store, grant, package.id, location, given_size, name, declared_sha256)
+    except S3Error as exc:
+        raise upload_route.store_failed("id", exc) from exc
+    # committed with the new resource; the s3-sha256 job deletes its staged object
+    grants.update(resource_id, state=grants.REGISTERED, package_id=package.id)
+    return size, upload_route.download_url(package.id, resource_id, name)
+
+
+def _put_in_place(
+    store: ObjectStore,
+    grant: grants.Grant,
+    package_id: str,
+    location: placement.ObjectLocation,
+    given_size: Any,
+    name: str | None,
+    declared_sha256: str | None,
+) -> int:
+    """Check the staged object and copy it to ``location`` (``storage/s3/staging.py``)."""
+    try:
+        info = store.staged_info(grant.key)
+    except StagedObjectUnreadable as exc:
+        raise tk.ValidationError(
+            {
+                "id": [
+                    f"{exc}: ask dcor_depot_upload_urls with resource_id "
+                    f"{grant.resource_id} for a new URL, send the file, then register it"
+                ]
+            }
+        ) from None
+    if info is None:
+        raise tk.ValidationError(
+            {
+                "id": [
+                    f"No file was uploaded for resource {grant.resource_id}: send it with the "
+                    "URLs of dcor_depot_upload_urls (a multipart upload must also be "
+                    "completed), then register it"
+                ]
+            }
+        )
+    _refuse_other_size(grant, info.size, given_size)
+    metadata = {DATASET_METADATA: package_id, SIZE_METADATA: str(info.size)}
+    if grant.md5:
+        metadata[MD5_METADATA_KEY] = grant.md5
+    if declared_sha256:
+        metadata[DECLARED_SHA256_METADATA] = declared_sha256
+    try:
+        store.copy_staged(
+            grant.key, info, *location, metadata, upload_route.served_headers(name or grant.name)
+        )
+    except StagedObjectChanged as exc:
+        raise tk.ValidationError({"id": [str(exc)]}) from exc
+    return info.size
+
+
+def _refuse_other_size(grant: grants.Grant, size: int, given: Any) -> None:
+    if size != grant.size:
+        raise tk.ValidationError(
+            {
+                "size": [
+                    f"The uploaded object has {size} bytes, the upload was issued for "
+                    f"{grant.size}: parts are missing; upload the file again with new URLs"
+                ]
+            }
+        )
+    if given not in (None, "") and str(given) != str(size):
+        raise tk.ValidationError(
+            {
+                "size": [
+                    f"size is {given}, but the uploaded file of resource {grant.resource_id} "
+                    f"has {size} bytes"
+                ]
+            }
+        )

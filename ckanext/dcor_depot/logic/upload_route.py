@@ -27,18 +27,14 @@ import ckan.plugins.toolkit as tk
 from .. import config, errors, placement, resource_fields
 from ..dc_file import mimetype_for
 from ..model import ckan_rows, grants
-from ..resource_fields import DATASET_METADATA, DECLARED_SHA256_METADATA, SIZE_METADATA
 from ..storage.s3 import (
-    MD5_METADATA_KEY,
     NoUploadIdentity,
     ObjectStore,
     PresignedUpload,
     S3Error,
-    StagedObjectChanged,
     StagedObjectUnreadable,
     UploadGoneError,
     content_disposition,
-    object_key,
 )
 
 log = logging.getLogger(__name__)
@@ -91,13 +87,13 @@ def _grant(
     _check_circle_quota(owner_org, size, "size", f"a file of {size} bytes")
     _check_pending(user_id)
     resource_id = str(uuid.uuid4())
-    key = object_key("resource", resource_id)
+    key = placement.staged_key(resource_id)
     expiry = config.upload_url_expiry()
     try:
         part_size, upload_id = store.start_upload(key, size, part_size)
     except S3Error as exc:
         model.Session.rollback()
-        raise _store_failed("upload", exc) from exc
+        raise store_failed("upload", exc) from exc
     now = grants.utcnow()
     grant = grants.Grant(
         resource_id=resource_id,
@@ -122,7 +118,7 @@ def _grant(
             key, size, part_size, upload_id, expiry, md5, write_once=package is not None
         )
     except S3Error as exc:
-        raise _store_failed("upload", exc) from exc  # the grant can be resumed
+        raise store_failed("upload", exc) from exc  # the grant can be resumed
     return resource_id, upload
 
 
@@ -142,9 +138,9 @@ def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
                 ]
             }
         )
-    _refuse_ended(grant)
+    refuse_ended(grant)
     left = int((grant.expires - grants.utcnow()).total_seconds())
-    _refuse_unstaged(store, grant)
+    refuse_unstaged(store, grant)
     try:
         if _staged(store, grant):
             upload = _done(grant)
@@ -159,17 +155,17 @@ def resume_upload_urls(package_id: str, resource_id: str) -> dict[str, Any]:
             completed = _staged(store, grant)  # completed meanwhile
         except S3Error as exc:
             model.Session.rollback()
-            raise _store_failed("upload", exc) from exc
+            raise store_failed("upload", exc) from exc
         if completed:
             model.Session.rollback()
             return resume_upload_urls(package_id, resource_id)
         grants.update(resource_id, state=grants.ABORTED)
         model.Session.commit()
-        _refuse_ended(dataclasses.replace(grant, state=grants.ABORTED))
+        refuse_ended(dataclasses.replace(grant, state=grants.ABORTED))
         raise  # not reached
     except S3Error as exc:
         model.Session.rollback()
-        raise _store_failed("upload", exc) from exc
+        raise store_failed("upload", exc) from exc
     model.Session.rollback()
     return _answer(resource_id, package, grant.name, upload)
 
@@ -184,7 +180,7 @@ def _staged(store: ObjectStore, grant: grants.Grant) -> bool:
         return False
 
 
-def _refuse_unstaged(store: ObjectStore, grant: grants.Grant, field: str = "resource_id") -> None:
+def refuse_unstaged(store: ObjectStore, grant: grants.Grant, field: str = "resource_id") -> None:
     """Refuse a grant whose URLs wrote the circle bucket itself (issued before the staging
     area): they were signed by the extension's own identity, and what they wrote may be a
     copy of anything it can read (``x-amz-copy-source``), with any metadata."""
@@ -210,7 +206,7 @@ def _done(grant: grants.Grant) -> PresignedUpload:
     )
 
 
-def _store_failed(field: str, exc: S3Error) -> tk.ValidationError:
+def store_failed(field: str, exc: S3Error) -> tk.ValidationError:
     """The answer to a user when the store failed: what the operator must fix goes to the log.
 
     The store's messages name its (internal) address, the options to check, its buckets:
@@ -249,13 +245,19 @@ def _store(field: str) -> ObjectStore:
     return store
 
 
+def require_circle(package: model.Package) -> None:
+    try:
+        placement.require_circle(package.name, package.owner_org)
+    except errors.NoCircle as exc:
+        raise tk.ValidationError({"package_id": [str(exc)]}) from None
+
+
 def _store_and_dataset(package_id: str) -> tuple[ObjectStore, model.Package]:
     store = _store("package_id")
     package = model.Package.get(package_id)
     if package.state == "deleted":
         raise tk.ValidationError({"package_id": [f"Dataset {package.name} is deleted"]})
-    if not package.owner_org:
-        raise tk.ValidationError({"package_id": [str(errors.NoCircle(package.name))]})
+    require_circle(package)
     return store, package
 
 
@@ -299,7 +301,7 @@ def _check_circle_quota(
     if quota is None:
         return
     store = config.object_store()
-    bucket = store.circle_bucket(owner_org) if store is not None else None
+    bucket = placement.circle_bucket(store, owner_org) if store is not None else None
     recorded, pending = grants.circle_usage(owner_org, bucket, resource_id, excluding_package)
     if recorded + pending + size > quota:
         model.Session.rollback()
@@ -335,7 +337,7 @@ def _check_pending(user_id: str | None) -> None:
     )
 
 
-def _refuse_ended(grant: grants.Grant, field: str = "resource_id", rollback: bool = True) -> None:
+def refuse_ended(grant: grants.Grant, field: str = "resource_id", rollback: bool = True) -> None:
     """Refuse an expired, aborted or registered grant, saying what to do."""
     if grant.state == grants.REGISTERED:
         if rollback:
@@ -420,143 +422,6 @@ def _answer(
         },
     }
     return answer
-
-
-def register(
-    resource_id: str,
-    package: model.Package,
-    given_size: Any,
-    name: str | None,
-    declared_sha256: str | None = None,
-    acting_user_id: str | None = None,
-) -> tuple[int, str]:
-    """Check a new ``s3_upload`` resource as it is written (``rules.py``) against its
-    grant, put its file in place and use the grant up: ``(size, url)`` of the object.
-    A grant of a circle (DCOR-Aid) is registered by its user (``acting_user_id``) in a
-    dataset of that circle, and bound to it.
-
-    A staged upload must be there with the granted size; it is copied into the
-    circle bucket with the extension's metadata (the dataset, the size, the
-    MD5 declared at the grant and ``declared_sha256``, which the s3-sha256 job
-    checks); the grant is marked registered. An upload granted before the staging
-    area is refused. A dataset that moved to another circle since its grant must
-    fit that circle's quota.
-    """
-    store = config.object_store()
-    if store is None:
-        raise tk.ValidationError(
-            {"url_type": ["This site has no object store: s3_upload resources are off"]}
-        )
-    if package is None:
-        raise tk.ValidationError({"package_id": ["The dataset does not exist"]})
-    if not package.owner_org:
-        raise tk.ValidationError({"package_id": [str(errors.NoCircle(package.name))]})
-    grant = grants.get(resource_id, lock=True)
-    if grant is None:
-        raise tk.ValidationError(
-            {
-                "id": [
-                    f"No upload of resource {resource_id} is pending (never granted, or "
-                    "pruned after it expired): register with the resource id that "
-                    "dcor_depot_upload_urls returned, or ask it for an upload"
-                ]
-            }
-        )
-    if grant.package_id is None:  # granted to a circle: by its user, into that circle
-        if (
-            grant.owner_org != package.owner_org
-            or grant.user_id is None
-            or grant.user_id != acting_user_id
-        ):
-            raise tk.ValidationError(
-                {
-                    "id": [
-                        f"The upload of resource {resource_id} was issued to another user or circle"
-                    ]
-                }
-            )
-    elif grant.package_id != package.id:
-        raise tk.ValidationError(
-            {"id": [f"The upload of resource {resource_id} was issued for another dataset"]}
-        )
-    _refuse_ended(grant, field="id", rollback=False)
-    _refuse_unstaged(store, grant, field="id")
-    if grant.owner_org != package.owner_org:  # moved while the upload was pending
-        grants.lock_circle(package.owner_org)
-        check_quota(package, grant.size, "id", resource_id)
-    location = placement.object_location(store, package.owner_org, resource_id)
-    try:
-        size = _put_in_place(store, grant, package.id, location, given_size, name, declared_sha256)
-    except S3Error as exc:
-        raise _store_failed("id", exc) from exc
-    # committed with the new resource; the s3-sha256 job deletes its staged object
-    grants.update(resource_id, state=grants.REGISTERED, package_id=package.id)
-    return size, download_url(package.id, resource_id, name)
-
-
-def _put_in_place(
-    store: ObjectStore,
-    grant: grants.Grant,
-    package_id: str,
-    location: placement.ObjectLocation,
-    given_size: Any,
-    name: str | None,
-    declared_sha256: str | None,
-) -> int:
-    """Check the staged object and copy it to ``location`` (``storage/s3/staging.py``)."""
-    try:
-        info = store.staged_info(grant.key)
-    except StagedObjectUnreadable as exc:
-        raise tk.ValidationError(
-            {
-                "id": [
-                    f"{exc}: ask dcor_depot_upload_urls with resource_id "
-                    f"{grant.resource_id} for a new URL, send the file, then register it"
-                ]
-            }
-        ) from None
-    if info is None:
-        raise tk.ValidationError(
-            {
-                "id": [
-                    f"No file was uploaded for resource {grant.resource_id}: send it with the "
-                    "URLs of dcor_depot_upload_urls (a multipart upload must also be "
-                    "completed), then register it"
-                ]
-            }
-        )
-    _refuse_other_size(grant, info.size, given_size)
-    metadata = {DATASET_METADATA: package_id, SIZE_METADATA: str(info.size)}
-    if grant.md5:
-        metadata[MD5_METADATA_KEY] = grant.md5
-    if declared_sha256:
-        metadata[DECLARED_SHA256_METADATA] = declared_sha256
-    try:
-        store.copy_staged(grant.key, info, *location, metadata, served_headers(name or grant.name))
-    except StagedObjectChanged as exc:
-        raise tk.ValidationError({"id": [str(exc)]}) from exc
-    return info.size
-
-
-def _refuse_other_size(grant: grants.Grant, size: int, given: Any) -> None:
-    if size != grant.size:
-        raise tk.ValidationError(
-            {
-                "size": [
-                    f"The uploaded object has {size} bytes, the upload was issued for "
-                    f"{grant.size}: parts are missing; upload the file again with new URLs"
-                ]
-            }
-        )
-    if given not in (None, "") and str(given) != str(size):
-        raise tk.ValidationError(
-            {
-                "size": [
-                    f"size is {given}, but the uploaded file of resource {grant.resource_id} "
-                    f"has {size} bytes"
-                ]
-            }
-        )
 
 
 def download_url(package_id: str, resource_id: str, name: str | None) -> str:

@@ -9,3 +9,15 @@ the jobs, they read and write the database through ``model/``, ask
 (``logic/rules.py``) for the ids they derive, and move bytes with the storage
 layer.
 """
+
+
+def human_size(size: int) -> str:
+    """A size for people: bytes, KiB, MiB, GiB or TiB."""
+    if size < 1024:
+        return f"{size} bytes"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"

@@ -580,7 +580,8 @@ def _orphans(store: ObjectStore, audit: Audit) -> None:
     known = ckan_rows.all_resource_ids()
     known |= {row.resource_id for row in depot_files.file_records()}
     circles = {
-        store.circle_bucket(org_id): name for org_id, name in ckan_rows.circle_names().items()
+        placement.circle_bucket(store, org_id): name
+        for org_id, name in ckan_rows.circle_names().items()
     }
     model.Session.rollback()
     try:
@@ -599,3 +600,16 @@ def _orphans(store: ObjectStore, audit: Audit) -> None:
             audit.add(Finding("orphan", "object", location, detail, circle))
     except S3Error as exc:
         audit.add(Finding("error", "object", "", f"listing the buckets failed: {exc}"))
+
+
+def audited_dataset(dataset: str) -> str:
+    """The id of a dataset whose copies are audited (``--dataset``); :class:`JobError` when
+    there is no such dataset or it is deleted."""
+    package = model.Package.get(dataset)
+    if package is None:
+        raise errors.JobError(f"There is no dataset {dataset!r}: check its name or id")
+    if package.state == "deleted":
+        raise errors.JobError(
+            f"Dataset {package.name} is deleted: its copies are no longer audited"
+        )
+    return package.id

@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager as ContextManager
 from typing import Any
 
 from ..errors import one_item_failed
+from ..jobs.queue import forget_failures
 from ..jobs.resource_jobs import run_steps
 from ..resource_fields import S3_URL_TYPE
 from ..storage.s3 import ObjectStore
@@ -33,6 +34,8 @@ class CaughtUp:
     failures: list[str] = dataclasses.field(default_factory=list)
     #: resources whose work is done: their failed jobs may leave RQ's failed list
     settled: list[str] = dataclasses.field(default_factory=list)
+    #: failed jobs of settled resources removed from RQ's failed list
+    cleared: int = 0
 
 
 def _as_is(items: list[Candidate]) -> ContextManager[Iterable[Candidate]]:
@@ -75,4 +78,6 @@ def catch_up(
                 caught.done += 1
                 caught.settled.append(candidate.resource_id)
                 echo(f"\n{where}: ran {', '.join(missing)}")
+    if not dry_run:
+        caught.cleared = forget_failures(caught.settled)
     return caught

@@ -33,9 +33,10 @@ from ..jobs import converge
 from ..jobs.verified import record_verified_file
 from ..logic import rules
 from ..model import ckan_rows, depot_files
-from ..storage.depot import move_into_depot
+from ..storage.depot import FIGSHARE_DEPOT, DepotError, move_into_depot
 from ..storage.figshare_api import Article, FigshareClient, FigshareError, FigshareFile
-from ..storage.s3 import ObjectConflictError, ObjectStore, UploadResult, sha256_of_file
+from ..storage.s3 import ObjectConflictError, ObjectStore, S3Error, UploadResult, sha256_of_file
+from . import human_size
 
 ORGANIZATION_NAME = "figshare-import"
 ORGANIZATION_TITLE = "Figshare mirror"
@@ -407,3 +408,47 @@ class _InOrder:
 def _deleted_here(resource_id: str) -> bool:
     resource = model.Resource.get(resource_id)
     return resource is not None and resource.state == "deleted"
+
+
+def import_all(
+    dois: list[str],
+    store: ObjectStore | None,
+    echo: Callable[[str], None] = print,
+) -> tuple[dict[str, int], list[str]]:
+    """Import each DOI in turn (one that fails is one failed item, the others go on):
+    the counts by outcome, and one line per failed DOI. ``echo`` gets what was done."""
+    api_url = config.figshare_api_url()
+    where = (
+        "the circle's bucket"
+        if store
+        else f"{config.depots_path() / FIGSHARE_DEPOT} (no object store)"
+    )
+    echo(f"Importing {len(dois)} datasets from {api_url} into {where}")
+    organization = ensure_organization()
+    importer = ArticleImport(FigshareClient(api_url), store, organization, echo)
+    counts = dict.fromkeys(("imported", "completed", "repaired", "unchanged", "failed"), 0)
+    failures = []
+    for doi in dois:
+        echo(f"{doi}:")
+        try:
+            report = importer.run(doi)
+        except (FigshareImportError, S3Error, DepotError, OSError, tk.ValidationError) as exc:
+            problem = str(getattr(exc, "error_summary", None) or exc)
+            if not problem.startswith(doi):
+                problem = f"{doi}: {type(exc).__name__}: {problem}"
+            counts["failed"] += 1
+            failures.append(problem)
+            echo(f"  failed: {problem}")
+            continue
+        counts[report.outcome] += 1
+        if report.outcome == "unchanged":
+            done = "already imported, nothing changed"
+        else:
+            done = f"{report.outcome}, {len(report.files)} files ({human_size(report.bytes)}) added"
+        if report.repaired:
+            done += f", visibility of {report.repaired} objects repaired"
+        echo(f"  {report.name}: {done}")
+        for skipped in report.skipped:
+            echo(f"  skipped {skipped}")
+    echo("Done: " + ", ".join(f"{n} {outcome}" for outcome, n in counts.items()))
+    return counts, failures

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from .. import config, errors, locks, placement, resource_fields
 from ..jobs.verified import record_verified
 from ..model import checks
-from ..storage.depot import DepotError, artifact_path, behind, file_state, remove_local
+from ..storage.depot import DepotError, behind, file_state, remove_local
 from ..storage.s3 import (
     ARTIFACTS,
     ObjectConflictError,
@@ -92,14 +92,16 @@ def migrate_resource(
 ) -> Outcome:
     """Upload and verify the objects of one resource; never raises."""
     outcome = Outcome(candidate)
-    if not candidate.owner_org:
-        outcome.errors.append(str(errors.NoCircle(candidate.package_name)))
+    try:
+        placement.require_circle(candidate.package_name, candidate.owner_org)
+    except errors.NoCircle as exc:
+        outcome.errors.append(str(exc))
         return outcome
     # the upload job of this resource (or another run) must not upload at the same time
     with locks.upload_lock(candidate.resource_id):
         for artifact in ARTIFACTS:
             try:
-                path = artifact_path(ckan_path, artifact)
+                path = placement.local_artifact(ckan_path, artifact)
                 _migrate_artifact(outcome, artifact, path, store, options)
             except (S3Error, DepotError, OSError) as exc:
                 outcome.errors.append(f"{artifact}: {exc}")
@@ -253,8 +255,9 @@ def record(
 ) -> list[Outcome]:
     """Record the outcomes of one dataset's resources, then delete the verified local files.
 
-    The objects are recorded in the extension's table and on the resources,
-    then get the visibility the dataset has now (they were uploaded private).
+    The objects are recorded (``jobs/verified.record_verified``): in the extension's
+    table, then with the visibility the dataset has now (they were uploaded private),
+    then on the resources.
     Returns the outcomes (their errors say what could not be recorded or deleted).
     """
     if options.dry_run:

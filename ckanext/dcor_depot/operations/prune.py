@@ -25,7 +25,7 @@ import ckan.model as model
 from .. import config, errors, placement, resource_fields
 from ..model import depot_files, grants
 from ..storage.depot import remove_purged
-from ..storage.s3 import ObjectStore, S3Error
+from ..storage.s3 import ObjectStore, S3Error, circle_bucket_prefix
 from . import sweep
 
 
@@ -210,3 +210,30 @@ def _remove_copies(
     for path in paths:
         removed += [str(p) for p in remove_purged(path, config.depots_path(), dry_run)]
     return removed
+
+
+def prune_multipart(
+    store: ObjectStore,
+    cutoff: datetime.datetime,
+    dry_run: bool = False,
+    echo: Callable[[str], None] = print,
+) -> tuple[int, int, list[str]]:
+    """Abort the multipart uploads started before ``cutoff`` in every circle bucket (a
+    bucket that fails is one failed item, the others go on): the number of buckets, of
+    uploads aborted (or that would be), and one line per bucket that failed."""
+    buckets = store.list_buckets(prefix=circle_bucket_prefix(store.settings.bucket_name_template))
+    total = 0
+    failures = []
+    for bucket in buckets:
+        try:
+            stale = store.prune_multipart_uploads(bucket, cutoff, dry_run=dry_run)
+        except S3Error as exc:
+            failures.append(f"{bucket}: {exc}")
+            continue
+        for upload in stale:
+            echo(
+                f"{'would abort' if dry_run else 'aborted'} {upload.bucket}:{upload.key} "
+                f"(upload {upload.upload_id}, started {upload.initiated:%Y-%m-%d %H:%M} UTC)"
+            )
+        total += len(stale)
+    return len(buckets), total, failures

@@ -9,7 +9,6 @@ from typing import Any
 import ckan.model as model
 
 from .. import errors, placement, resource_fields
-from ..dc_file import DC_ERROR_FIELD
 from ..model import ckan_rows, depot_files
 from ..storage.s3 import ObjectStore
 
@@ -142,7 +141,5 @@ def _missing_for_file_in_s3(candidate: Candidate, store: ObjectStore | None) -> 
 
 
 def _missing_dc_metadata(candidate: Candidate) -> list[str]:
-    recorded = DC_ERROR_FIELD in candidate.extras or any(
-        k.startswith("dc:") for k in candidate.extras
-    )
+    recorded = resource_fields.has_dc_metadata(candidate.extras)
     return ["dc-metadata"] if resource_fields.is_dc_file(candidate.fields) and not recorded else []

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 from .. import errors, placement
 from ..jobs import converge, move
+from ..jobs.queue import forget_failures
 from ..model import depot_files, grants
 from ..storage.s3 import ObjectInfo, ObjectStore, S3Error, circle_bucket_prefix
 
@@ -31,6 +32,8 @@ class Swept:
     failures: list[str] = dataclasses.field(default_factory=list)
     #: ids of the datasets whose objects follow CKAN now (their failed jobs are stale)
     settled: list[str] = dataclasses.field(default_factory=list)
+    #: failed jobs of settled datasets removed from RQ's failed list
+    cleared: int = 0
 
 
 def sweep(store: ObjectStore, dry_run: bool = False, echo: Callable[[str], None] = print) -> Swept:
@@ -73,6 +76,8 @@ def sweep(store: ObjectStore, dry_run: bool = False, echo: Callable[[str], None]
                     store.set_public(info.bucket, info.key, False)
     except S3Error as exc:
         swept.failures.append(f"listing the circle buckets: {exc}")
+    if not dry_run:
+        swept.cleared = forget_failures(swept.settled)
     return swept
 
 
