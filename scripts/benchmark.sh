@@ -25,4 +25,6 @@ for name in upload lifecycle migrate figshare convergence client recording worke
         "$REPO_DIR/.venv/bin/python" "$REPO_DIR/benchmarks/$name.py" "$@" || status=1
     fi
 done
+say "Removing what the benchmarks left on the object store"
+"$REPO_DIR/.venv/bin/python" "$REPO_DIR/benchmarks/cleanup.py" || status=1
 exit $status

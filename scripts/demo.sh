@@ -130,10 +130,10 @@ fi
 stop_pid "$WEB_PID" "CKAN web server"
 stop_pid "$WORKER_PID" "RQ worker"
 stop_pid "$CONVERGE_PID" "RQ worker of dcor-converge"
-say "Starting the RQ workers: one on dcor-converge, one on dcor-short and dcor-normal"
+say "Starting the RQ workers: one on dcor-converge and dcor-index, one on dcor-short and dcor-normal"
 : >"$DEMO_DIR/ckan-worker.log"
 : >"$DEMO_DIR/ckan-converge-worker.log"
-setsid nohup "$CKAN" -c "$INI" dcor-depot-worker dcor-converge \
+setsid nohup "$CKAN" -c "$INI" dcor-depot-worker dcor-converge dcor-index \
     >>"$DEMO_DIR/ckan-converge-worker.log" 2>&1 &
 echo $! >"$CONVERGE_PID"
 setsid nohup "$CKAN" -c "$INI" dcor-depot-worker dcor-short dcor-normal \

@@ -190,7 +190,7 @@ def test_a_dataset_job_queued_again_since_it_failed_is_no_failure_and_a_dead_job
     helpers.call_action("package_patch", id=dataset["id"], private=True)
     unreachable = str(derived_ini(tmp_path, **{"dcor_object_store.endpoint_url": UNREACHABLE}))
     (failure,) = run_worker(unreachable, failures_allowed=True)
-    assert failure.startswith(f"dcor-depot-converge-{dataset['id']}-")
+    assert failure.startswith(f"dcor-depot-converge-{dataset['owner_org']}-")  # its circle's turn
     (failed,) = [e for e in health.listing("failed")[0] if e.what == "converge"]
     assert failed.package_name == dataset["name"] and "127.0.0.1:9" in failed.detail
     page = get(app, "/ckan-admin/depot/failed", admin).get_data(as_text=True)
@@ -212,7 +212,7 @@ def test_a_dataset_job_queued_again_since_it_failed_is_no_failure_and_a_dead_job
     # the dataset changes again and its convergence succeeds; RQ forgets the finished
     # job after its result_ttl: the old failure is not listed (the latest did not fail)
     helpers.call_action("package_patch", id=dataset["id"], private=True)
-    latest = connect_to_redis().get(_latest_key("converge", dataset["id"])).decode()
+    latest = connect_to_redis().get(_latest_key("converge", dataset["owner_org"])).decode()
     run_worker()
     assert Job.fetch(latest, connection=connect_to_redis()).get_status() == "finished"
     assert [e.what for e in health.listing("failed")[0]] == []

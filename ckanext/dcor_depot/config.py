@@ -87,8 +87,12 @@ def local_backup_location() -> Path | None:
 
 
 def job_timeout(queue: str) -> int:
-    """Seconds a job on one of the depot's queues may run (dcor-converge, -short, -normal)."""
-    return int(tk.config[f"ckanext.dcor_depot.job_timeout_{queue.removeprefix('dcor-')}"])
+    """Seconds a job on one of the depot's queues may run (dcor-converge, -short, -normal;
+    dcor-index takes dcor-converge's)."""
+    name = queue.removeprefix("dcor-")
+    return int(
+        tk.config[f"ckanext.dcor_depot.job_timeout_{'converge' if name == 'index' else name}"]
+    )
 
 
 def longest_job_timeout() -> int:

@@ -22,9 +22,10 @@ from . import config
 log = logging.getLogger(__name__)
 
 #: The kinds of the extension's Redis keys, each named here only (:func:`redis_key`):
-#: leases; a dataset's convergence requested; the latest job of a kind for an object; the
-#: guard while one process queues a job; a dataset's visibility fingerprint.
-REDIS_KEY_KINDS = ("lease", "converge", "job", "enqueue", "fingerprint")
+#: leases; a dataset's convergence requested; a circle's line of datasets to converge; the
+#: latest job of a kind for an object; the guard while one process queues a job; a
+#: dataset's visibility fingerprint.
+REDIS_KEY_KINDS = ("lease", "converge", "line", "job", "enqueue", "fingerprint")
 
 
 def redis_key(kind: str, name: str) -> str:
@@ -100,6 +101,10 @@ class Lease:
                 return False
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 1.0)
+
+    def remaining(self) -> float:
+        """Seconds until the lease ends unless its holder renews it (0 when it is free)."""
+        return max(0, self._redis().pttl(self.key)) / 1000
 
     def release(self) -> None:
         self._stop.set()

@@ -71,5 +71,5 @@ def _announce(name_or_id: str) -> None:
     key = redis_key("fingerprint", found.id)
     if connection_to_redis().get(key) == fingerprint.encode():
         return
-    converge.request_convergence(found.id)
+    converge.request_convergence(found.id, found.owner_org or converge.NO_CIRCLE_LINE)
     connection_to_redis().set(key, fingerprint, ex=30 * 86400)

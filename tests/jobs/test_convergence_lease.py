@@ -1,4 +1,5 @@
-"""Convergence driven by a burst worker alone: the dataset's lease and lookups by id.
+"""Convergence driven by a burst worker alone (or one worker of the test's own): the
+dataset's lease, a dead holder's, lookups by id, the circles' turns.
 
 Kept apart from ``test_convergence.py``, whose module-wide workers (the ``workers``
 fixture) would take these tests' jobs while they run: a test that drives the jobs with
@@ -6,13 +7,18 @@ fixture) would take these tests' jobs while they run: a test that drives the job
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
 from ckan.tests import factories, helpers
 
+from ckanext.dcor_depot import leases, locks
 from ckanext.dcor_depot.cli import append_resource
-from ckanext.dcor_depot.jobs import converge
+from ckanext.dcor_depot.jobs import converge, queue
 
-from ..conftest import anonymous_status, appended
+from ..conftest import Workers, anonymous_status, appended
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -55,3 +61,96 @@ def test_a_dataset_named_after_another_ones_id_gets_none_of_its_convergence(
     helpers.call_action("package_patch", id=dataset["id"], private=True)
     run_worker()
     assert anonymous_status(url) == 403
+
+
+def _turns_ended() -> set[str]:
+    from ckan.lib.jobs import get_queue
+
+    return set(get_queue(queue.CONVERGE).finished_job_registry.get_job_ids())
+
+
+def _converged_in_order(before: set[str]) -> list[str]:
+    """The datasets the circles' turns converged, in the order the turns ended (turns
+    that ended ``before`` left out)."""
+    from ckan.lib.redis import connect_to_redis
+    from rq.job import Job
+
+    ids = sorted(_turns_ended() - before)
+    turns = [j for j in Job.fetch_many(ids, connection=connect_to_redis()) if j]
+    # a turn names the dataset it converged (a dataset's own job, as before turns: its id)
+    ran = sorted((job.ended_at, job.meta.get("dataset") or job.args[0]) for job in turns)
+    return [dataset for _, dataset in ran]
+
+
+def test_circles_take_turns_so_one_users_switches_delay_another_circle_by_one_dataset(
+    cli, random_file, run_worker
+):
+    """One user switches six datasets of their circle private at once, then another user
+    of another circle switches one: that switch is converged second, not seventh."""
+    busy = factories.Organization()
+    theirs = [factories.Dataset(owner_org=busy["id"]) for _ in range(6)]
+    for dataset in theirs:
+        appended(cli, dataset, random_file(1000))
+    mine = factories.Dataset(owner_org=factories.Organization()["id"])
+    url = appended(cli, mine, random_file(1000))["s3_url"]
+    run_worker()
+    assert anonymous_status(url) == 200
+    before = _turns_ended()
+    for dataset in theirs:
+        helpers.call_action("package_patch", id=dataset["id"], private=True)
+    helpers.call_action("package_patch", id=mine["id"], private=True)
+    run_worker()  # one worker: the turns run one after the other
+    switched = {mine["id"], *(d["id"] for d in theirs)}
+    order = [dataset for dataset in _converged_in_order(before) if dataset in switched]
+    assert sorted(order) == sorted(switched)
+    assert order.index(mine["id"]) == 1, order  # after one dataset of the busy circle
+    assert anonymous_status(url) == 403
+
+
+HOLDER = """
+import sys, time, uuid, redis
+client = redis.Redis.from_url(sys.argv[1])
+assert client.set(sys.argv[2], uuid.uuid4().hex, nx=True, px=3000)
+print("holding", flush=True)
+while True:  # renewed, as a live holder does, until the process is killed
+    time.sleep(1)
+    client.pexpire(sys.argv[2], 3000)
+"""
+
+
+def test_a_change_left_to_a_holder_that_was_killed_is_converged_when_its_lease_ends(
+    cli, random_file, ckan_config
+):
+    """A convergence that finds the dataset's lease held leaves the change to the holder;
+    a holder that is killed converges nothing: the change must be converged as soon as its
+    lease (3 s here) ends, with no other change and no sweep."""
+    dataset = factories.Dataset(owner_org=factories.Organization()["id"])
+    url = appended(cli, dataset, random_file(1000))["s3_url"]
+    assert anonymous_status(url) == 200
+    lease = locks.dataset_lock(dataset["id"]).key
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, ckan_config["ckan.redis.url"], lease],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    workers = Workers(1)
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        helpers.call_action("package_patch", id=dataset["id"], private=True)
+        line = leases.redis_key("line", dataset["owner_org"])
+        deadline = time.monotonic() + 60
+        # the turn found the lease held: the dataset waits in line until the lease ends
+        while (leases.connection().zscore(line, dataset["id"]) or 0) <= time.time():
+            assert time.monotonic() < deadline, workers.log()
+            time.sleep(0.05)  # polling for the worker's turn
+        assert anonymous_status(url) == 200
+        holder.kill()
+        holder.wait()
+        killed = time.monotonic()
+        while anonymous_status(url) != 403:
+            assert time.monotonic() - killed < 3 + 5, "not converged after the lease ended"
+            time.sleep(0.1)  # polling for the scheduled turn
+        workers.drain()
+    finally:
+        holder.kill()
+        workers.stop()

@@ -16,7 +16,7 @@ def dcor_depot_worker(burst: bool, no_scheduler: bool, queues: tuple[str, ...]):
     """Run the depot's jobs: like `ckan jobs worker QUEUES`, without reloading CKAN per job.
 
     QUEUES: the queues to take jobs from, most urgent first; by default the
-    depot's three (dcor-converge dcor-short dcor-normal). Each job runs in a
+    depot's four (dcor-converge dcor-index dcor-short dcor-normal). Each job runs in a
     process of its own, forked from this one, which loaded CKAN once when it
     started (0.15-0.35 s saved per job); restart the worker after a change of
     the ini file.

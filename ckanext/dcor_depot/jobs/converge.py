@@ -17,6 +17,15 @@ announced by a fresh token in Redis (:func:`request_convergence`); a run
 consumes the token it read only after converging, and whoever releases the
 lease looks for a newer token, so a change committed while a run is under way
 is converged again.
+
+Circles take turns: an announced dataset waits in its circle's line (a sorted
+set in Redis), and the queue holds one job per circle (:func:`converge_turn`),
+which converges the first dataset due in that line and, while more are due,
+queues the circle's turn again behind the other circles'. However many changes
+one user makes, another circle's private switch waits for at most one dataset's
+convergence of each other circle. A dataset whose lease is held waits in the
+line until the lease ends: when the holder died, its change is converged then
+(the worker's scheduler queues the turn at that time).
 """
 
 from __future__ import annotations
@@ -24,12 +33,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 
+from rq import get_current_job
+
 from .. import config, errors, locks, placement
 from ..leases import connection, redis_key
-from ..model import depot_files
+from ..model import ckan_rows, depot_files
 from ..storage.depot import make_unreadable
 from ..storage.s3 import ObjectStore, S3Error, UploadResult
 from . import queue
@@ -75,20 +87,72 @@ class Converged:
         return f"dataset {self.name}: " + ", ".join(parts)
 
 
-def request_convergence(package_id: str) -> None:
-    """Announce that a dataset changed: a convergence job runs (again) for it."""
+def request_convergence(package_id: str, circle: str | None = None) -> None:
+    """Announce that a dataset changed: it is converged (again) in its circle's turn
+    (``circle``: its circle as committed, when the caller knows it)."""
     if config.s3_settings() is None:
         return
     connection().set(redis_key("converge", package_id), uuid.uuid4().hex)
-    queue.enqueue_unless_waiting("converge", package_id)
+    wait_in_line(package_id, circle)
+
+
+#: The line of the datasets without a circle.
+NO_CIRCLE_LINE = "-"
+
+
+def wait_in_line(package_id: str, circle: str | None = None, at: float | None = None) -> None:
+    """Put the dataset in its circle's line, due now (or at the time ``at``; a dataset
+    already waiting keeps the earlier time), and queue the circle's turn."""
+    if circle is None:
+        circle = ckan_rows.committed_circle(package_id)[1] or NO_CIRCLE_LINE
+    due = time.time() if at is None else at
+    connection().zadd(redis_key("line", circle), {package_id: due}, lt=True)
+    _queue_turn(circle)
+
+
+def _queue_turn(circle: str) -> None:
+    """Queue the circle's turn when its first dataset is due, else schedule it for then."""
+    first = connection().zrange(redis_key("line", circle), 0, 0, withscores=True)
+    if not first:
+        return
+    due = first[0][1]
+    if due <= time.time():
+        queue.enqueue_unless_waiting("converge", circle)
+    else:
+        queue.enqueue_at(due, "converge", circle)
+
+
+def converge_turn(circle: str) -> str:
+    """The job: one turn of a circle, the convergence of the first dataset due in its line
+    (:func:`converge_dataset`); while more are due, the circle's next turn is queued
+    behind the other circles' turns. A failed convergence fails the job, named by its
+    dataset (``job.meta["dataset"]``), and the turns go on."""
+    line = redis_key("line", circle)
+    due = connection().zrangebyscore(line, "-inf", time.time(), start=0, num=1)
+    if not due:
+        _queue_turn(circle)
+        return f"circle {circle}: nothing due"
+    package_id = due[0].decode()
+    job = get_current_job()
+    if job is not None:
+        job.meta["dataset"] = package_id
+        job.save_meta()
+    connection().zrem(line, package_id)  # announced again during the run: back in line
+    try:
+        return converge_dataset(package_id, circle)
+    finally:
+        _queue_turn(circle)
 
 
 def pending(package_id: str) -> bool:
     return bool(connection().exists(redis_key("converge", package_id)))
 
 
-def converge_dataset(package_id: str) -> str:
-    """The job: converge the dataset as long as changes are announced for it."""
+def converge_dataset(package_id: str, circle: str | None = None) -> str:
+    """Converge the dataset as long as changes are announced for it. When another run
+    holds its lease, that run converges the change; if it died, its lease ends within
+    ``ckanext.dcor_depot.lease_seconds``, and the dataset waits in its circle's line
+    until then."""
     store = config.object_store()
     if store is None:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
@@ -97,7 +161,12 @@ def converge_dataset(package_id: str) -> str:
     while pending(package_id):
         lease = locks.dataset_lock(package_id)
         if not lease.acquire():
-            return f"dataset {package_id}: another run holds it and converges this change"
+            ends = time.time() + lease.remaining() + 0.1
+            wait_in_line(package_id, circle, at=ends)
+            return (
+                f"dataset {package_id}: another run holds it and converges this change; "
+                "if that run stopped, it is converged when its lease ends"
+            )
         try:
             while (token := connection().get(key)) is not None:
                 done.append(converge_files(store, placement.dataset_files(store, package_id)))

@@ -32,12 +32,15 @@ from ..leases import redis_key
 
 log = logging.getLogger(__name__)
 
-#: Convergence of datasets (tags, deletions): quick, and never behind a long copy or upload.
+#: Convergence of datasets (tags, deletions), one turn per circle: quick, and never behind
+#: a long copy or upload.
 CONVERGE = "dcor-converge"
+#: Search-index updates after jobs recorded fields: behind every convergence.
+INDEX = "dcor-index"
 SHORT = "dcor-short"
 NORMAL = "dcor-normal"
 #: The depot's queues, most urgent first.
-QUEUES = (CONVERGE, SHORT, NORMAL)
+QUEUES = (CONVERGE, INDEX, SHORT, NORMAL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +59,10 @@ _JOBS = "ckanext.dcor_depot.jobs"
 #: Each function takes the id of a resource or dataset and returns what it did. A file
 #: uploaded through CKAN: ``file`` (its steps ``symlink``, ``s3-upload``,
 #: ``dc-metadata``); uploaded straight to S3: ``s3-sha256``, ``dc-metadata``,
-#: ``backup``; a dataset: ``converge``, ``index``, ``move``.
+#: ``backup``; a dataset: ``index``, ``move``; a circle's turn of convergence: ``converge``.
 JOBS: dict[str, Kind] = {
-    "converge": Kind(f"{_JOBS}.converge.converge_dataset", CONVERGE),
-    "index": Kind(f"{_JOBS}.index.index_dataset", CONVERGE),
+    "converge": Kind(f"{_JOBS}.converge.converge_turn", CONVERGE),
+    "index": Kind(f"{_JOBS}.index.index_dataset", INDEX),
     "move": Kind(f"{_JOBS}.move.move_dataset", NORMAL),
     "file": Kind(f"{_JOBS}.resource_jobs.process_file", NORMAL),
     "symlink": Kind(f"{_JOBS}.symlink.symlink_resource", None),
@@ -170,6 +173,28 @@ def enqueue_unless_waiting(kind: str, object_id: str) -> str | None:
     )
     # kept as long as RQ keeps a failed job (a year), which this one supersedes
     _redis_with_timeouts().set(marker, jid, ex=400 * 86400)
+    return jid
+
+
+def enqueue_at(when: float, kind: str, object_id: str) -> str:
+    """Schedule the job of this kind for ``object_id`` at the time ``when`` (the worker's
+    scheduler queues it then); one per second and object. A scheduled job does not count
+    as waiting for :func:`enqueue_unless_waiting`: a change meanwhile runs at once."""
+    jid = f"{job_id(kind, object_id)}-at-{int(when)}"
+    try:
+        if Job.fetch(jid, connection=connect_to_redis()).get_status() in _WAITING:
+            return jid
+    except NoSuchJobError:
+        pass
+    queue = queue_of(kind)
+    get_queue(queue).enqueue_at(
+        datetime.datetime.fromtimestamp(when, datetime.timezone.utc),
+        JOBS[kind].function,
+        object_id,
+        job_id=jid,
+        job_timeout=config.job_timeout(queue),
+        meta={"title": f"dcor_depot {kind}"},
+    )
     return jid
 
 
@@ -313,13 +338,14 @@ def depot_jobs() -> list[QueuedJob]:
                 if job is None or not job.args or not isinstance(job.args[0], str):
                     continue
                 kind = _kind(job)
+                object_id = _object_of(job)
                 if state == "failed":
                     # a job queued again under the same id is no longer a failure, nor
                     # is a dataset's job queued again under a new id
                     if job.get_status(refresh=False) != JobStatus.FAILED or _superseded(job, kind):
                         continue
                     reason = _reason(job)
-                    found.append(QueuedJob(job.id, state, kind, job.args[0], job.ended_at, reason))
+                    found.append(QueuedJob(job.id, state, kind, object_id, job.ended_at, reason))
                 elif state == "abandoned":
                     if _superseded(job, kind):
                         continue
@@ -328,9 +354,9 @@ def depot_jobs() -> list[QueuedJob]:
                         "went down); run-jobs-dcor-depot runs it again"
                     )
                     when = job.started_at
-                    found.append(QueuedJob(job.id, "failed", kind, job.args[0], when, reason))
+                    found.append(QueuedJob(job.id, "failed", kind, object_id, when, reason))
                 else:
-                    found.append(QueuedJob(job.id, state, kind, job.args[0], job.enqueued_at))
+                    found.append(QueuedJob(job.id, state, kind, object_id, job.enqueued_at))
     return found
 
 
@@ -342,6 +368,12 @@ def _ids(registry) -> list[tuple[str, float]]:
     return [(parse(entry) if parse else entry.decode(), score) for entry, score in raw]
 
 
+def _object_of(job: Job) -> str:
+    """The resource or dataset a job is for: a circle's turn of convergence names the
+    dataset it converged (``meta["dataset"]``), else its circle."""
+    return job.meta.get("dataset") or job.args[0]
+
+
 def _kind(job: Job) -> str:
     return (job.meta.get("title") or job.func_name).removeprefix("dcor_depot ")
 
@@ -350,7 +382,10 @@ def _superseded(job: Job, kind: str) -> bool:
     """A job queued under a new id each time (:func:`enqueue_unless_waiting`): a later
     one of its kind for the same dataset was queued and waits, runs or succeeded; or
     RQ forgot it, as it forgets a job that succeeded after its ``result_ttl`` (a failed
-    one it keeps for a year)."""
+    one it keeps for a year). A circle's turn that failed on a dataset: that dataset
+    was converged since (no change of it is announced any more)."""
+    if kind == "converge" and job.meta.get("dataset"):
+        return not _redis_with_timeouts().exists(redis_key("converge", job.meta["dataset"]))
     latest = _redis_with_timeouts().get(_latest_key(kind, job.args[0]))
     if latest is None or latest.decode() == job.id:
         return False
@@ -381,7 +416,7 @@ def forget_failures(object_ids: Iterable[str]) -> int:
         registry = get_queue(name).failed_job_registry
         job_ids = [jid for jid, _ in _ids(registry)]
         for job in Job.fetch_many(job_ids, connection=registry.connection):
-            if job is not None and job.args and job.args[0] in ids:
+            if job is not None and job.args and _object_of(job) in ids:
                 registry.remove(job, delete_job=True)
                 removed += 1
     return removed

@@ -86,7 +86,8 @@ def dataset_purge(original, context: Context, data_dict: DataDict):
         depot_files.record_file(package_id, resource_id, False, size, owner_org)
     depot_files.mark_purged(kept, commit=False)
     result = original(context, data_dict)
-    queue.queue_or_log(converge.request_convergence, package_id)
+    circle = owner_org or converge.NO_CIRCLE_LINE  # its row is gone: named here
+    queue.queue_or_log(converge.request_convergence, package_id, circle)
     return result
 
 

@@ -10,6 +10,7 @@ import datetime
 
 import ckan.model as model
 
+from ..jobs.converge import NO_CIRCLE_LINE
 from ..jobs.queue import depot_jobs
 from ..model import checks, ckan_rows, depot_files
 from ..model.checks import NO_CIRCLE, RESULTS
@@ -153,10 +154,14 @@ def entries(datasets: dict[str, tuple[str, str, str]], last: dict | None) -> dic
                 )
     jobs = depot_jobs()
     packages = ckan_rows.datasets_of(job.object_id for job in jobs)
+    circles = ckan_rows.circle_names()
     for job in jobs:
         detail = job.reason or job.state
         if job.object_id in packages:
             found = entry(packages[job.object_id], job.object_id, job.kind, detail, job.when)
+        elif job.object_id in circles or job.object_id == NO_CIRCLE_LINE:  # a circle's turn
+            circle = circles.get(job.object_id, NO_CIRCLE)
+            found = Entry(circle, None, None, job.kind, detail, job.when)
         else:  # a dataset's job (convergence, index)
             found = entry(job.object_id, None, job.kind, detail, job.when)
         lists["failed" if job.state == "failed" else "waiting"].append(found)
