@@ -167,7 +167,7 @@ def timeline(package_id: str, committed: float) -> dict:
         if mine:
             break
         if time.monotonic() > deadline:
-            return {"queued": None, "started": None, "ended": None, "before": []}
+            return {"job": None, "queued": None, "started": None, "ended": None, "before": []}
         time.sleep(0.05)  # the turn's end is recorded just after the store answered
     turn = min(mine, key=lambda job: _epoch(job.started_at))
     start = _epoch(turn.started_at)
@@ -177,6 +177,7 @@ def timeline(package_id: str, committed: float) -> dict:
         if _epoch(job.ended_at) > committed and _epoch(job.started_at) < start
     ]
     return {
+        "job": turn.id,
         "queued": _epoch(turn.enqueued_at) - committed,
         "started": start - committed,
         "ended": _epoch(turn.ended_at) - committed,
@@ -292,7 +293,8 @@ def measure_switches(args, folder: Path, ini: Path) -> dict:
     ready = json.loads(child.stdout.readline())
     workers = [
         subprocess.Popen(
-            [CKAN, "-c", str(ini), "dcor-depot-worker", *queues], stderr=subprocess.DEVNULL
+            [CKAN, "-c", str(ini), "dcor-depot-worker", *queues],
+            stderr=open(folder / f"worker-{queues[0]}.log", "w"),  # noqa: SIM115
         )
         for queues in (["dcor-converge", "dcor-index"], ["dcor-short", "dcor-normal"])
     ]
@@ -321,7 +323,7 @@ def main() -> int:
     parser.add_argument("--others", type=int, default=50, help="datasets of the second user")
     parser.add_argument("--files", type=int, default=20, help="files in each of them")
     parser.add_argument("--upload-gib", type=int, default=2, help="size of the busy uploads")
-    parser.add_argument("--uploads", type=int, default=12, help="busy uploads queued")
+    parser.add_argument("--uploads", type=int, default=60, help="busy uploads queued")
     parser.add_argument("--move-gib", type=int, default=1, help="size of the moved file")
     parser.add_argument("--rounds", type=int, default=3, help="moves per variant")
     parser.add_argument("--only", choices=["switches", "move"], help="run one part only")
@@ -354,7 +356,10 @@ def main() -> int:
             moves = json.loads(child.communicate()[0].strip().splitlines()[-1])
             assert child.returncode == 0
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if os.environ.get("DCOR_BENCH_KEEP"):  # the workers' logs, to look into
+            print(f"  kept {folder}", file=sys.stderr)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
     return report(args, switches, moves)
 
 
@@ -390,14 +395,15 @@ def report_switches(args, switches: dict) -> dict[str, bool]:
         "\nThe slowest switches: when the turn that converged it was queued, started and "
         "ended (s after the commit), and the jobs its worker ran before it\n"
     )
-    print("| refused after (s) | queued | started | ended | jobs before it |")
-    print("|---|---|---|---|---|")
+    print("| refused after (s) | queued | started | ended | jobs before it | turn |")
+    print("|---|---|---|---|---|---|")
     for row in sorted(rows, key=lambda r: -r["latency"])[:5]:
         times = [row[k] for k in ("queued", "started", "ended")]
         shown = " | ".join("-" if t is None else f"{t:.2f}" for t in times)
         kinds = collections.Counter(row["before"])
         before = ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "none"
-        print(f"| {row['latency']:.2f} | {shown} | {before} |")
+        scheduled = "scheduled" if "-at-" in (row.get("job") or "") else "queued"
+        print(f"| {row['latency']:.2f} | {shown} | {before} | {scheduled} |")
     return {
         "p95 of a private switch under 1 s under load": p95 < 1.0,
         "every private switch refused within 5 s under load": latencies[-1] < 5.0,

@@ -36,6 +36,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from rq import get_current_job
 
@@ -43,7 +44,7 @@ from .. import config, errors, locks, placement
 from ..leases import connection, redis_key
 from ..model import ckan_rows, depot_files
 from ..storage.depot import make_unreadable
-from ..storage.s3 import ObjectStore, S3Error, UploadResult
+from ..storage.s3 import PUBLIC_TAG, ObjectStore, S3Error, UploadResult
 from . import queue
 
 log = logging.getLogger(__name__)
@@ -244,9 +245,14 @@ def converge_files(
     done.lost = len(lost)
     if lost and not dry_run:
         depot_files.mark_purged(lost)
+    # the tags first, many at once (a private switch of a dataset of many files waits for
+    # the last of them); then the rest of each file, in order
+    tagged = _tag_all(store, files.files, done, dry_run)
     for placed in files.files:
         what = f"resource {placed.resource_id} ({placed.artifact})"
         try:
+            if (problem := tagged.get((placed.resource_id, placed.artifact))) is not None:
+                raise problem
             _converge_file(store, files.package_id, placed, done, dry_run)
         except (S3Error, errors.JobError, OSError) as exc:
             done.problems.append(f"{what}: {exc}")
@@ -269,21 +275,6 @@ def _converge_file(
         if not dry_run:
             result = UploadResult(*placed.recorded, placed.size, placed.sha256, placed.etag or "")
             depot_files.record_object(package_id, placed.resource_id, placed.artifact, result)
-    tags = []
-    if placed.recorded:
-        tags.append((placed.recorded, placed.public))
-    if placed.wanted and placed.wanted != placed.recorded:
-        tags.append((placed.wanted, False))  # a copy nobody recorded there: private
-    for location, public in tags:
-        current = store.visibility(*location)
-        if current is None:
-            continue
-        if current == public:
-            done.right += 1
-            continue
-        done.tagged += 1
-        if not dry_run:
-            store.set_public(*location, public)
     if placed.moved_from and placed.recorded:
         new = store.object_info(*placed.recorded)
         if new is not None and new.size == placed.size:
@@ -299,6 +290,48 @@ def _converge_file(
         for path in _local_copies(placed):
             if make_unreadable(path, dry_run):
                 done.locked += 1
+
+
+#: Tag requests a convergence sends at once.
+TAGGING_THREADS = 8
+
+
+def _tag_all(
+    store: ObjectStore, files: list[placement.PlacedFile], done: Converged, dry_run: bool
+) -> dict[tuple[str, str], Exception]:
+    """Give every object of ``files`` the visibility it must have, in parallel (one GET of
+    its tags, and a write only when they differ); the errors by file."""
+    work = []
+    for placed in files:
+        if placed.recorded:
+            work.append((placed, placed.recorded, placed.public))
+        if placed.wanted and placed.wanted != placed.recorded:
+            work.append((placed, placed.wanted, False))  # a copy nobody recorded there
+
+    def tag(location: placement.ObjectLocation, public: bool) -> str:
+        current = store.tags(*location)
+        if current is None:
+            return "missing"
+        if (PUBLIC_TAG in current) == public:
+            return "right"
+        if not dry_run:
+            store.set_public(*location, public, current=current)
+        return "tagged"
+
+    problems: dict[tuple[str, str], Exception] = {}
+    with ThreadPoolExecutor(min(TAGGING_THREADS, max(1, len(work)))) as pool:
+        futures = [
+            (placed, pool.submit(tag, location, public)) for placed, location, public in work
+        ]
+        for placed, future in futures:
+            try:
+                outcome = future.result()
+            except (S3Error, OSError) as exc:
+                problems.setdefault((placed.resource_id, placed.artifact), exc)
+                continue
+            done.right += outcome == "right"
+            done.tagged += outcome == "tagged"
+    return problems
 
 
 def _local_copies(placed: placement.PlacedFile) -> list:

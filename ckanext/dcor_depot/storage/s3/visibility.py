@@ -11,10 +11,14 @@ PUBLIC_TAG = {"Key": "public", "Value": "true"}
 
 
 class Visibility:
-    def set_public(self, bucket: str, key: str, public: bool) -> None:
-        """Tag an object ``public=true`` (anonymously readable) or remove that tag."""
+    def set_public(
+        self, bucket: str, key: str, public: bool, current: list[dict] | None = None
+    ) -> None:
+        """Tag an object ``public=true`` (anonymously readable) or remove that tag
+        (``current``: its tags, as :meth:`tags` read them just before)."""
         with self._errors(f"change visibility of s3://{bucket}/{key}"):
-            current = self.client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
+            if current is None:
+                current = self.client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
             tags = [t for t in current if t["Key"] != PUBLIC_TAG["Key"]]
             if public:
                 tags.append(dict(PUBLIC_TAG))
@@ -33,11 +37,15 @@ class Visibility:
 
     def visibility(self, bucket: str, key: str) -> bool | None:
         """True when the object is tagged public, False when not, None when it does not exist."""
+        tags = self.tags(bucket, key)
+        return None if tags is None else PUBLIC_TAG in tags
+
+    def tags(self, bucket: str, key: str) -> list[dict] | None:
+        """The object's tags; None when it does not exist."""
         with self._errors(f"read tags of s3://{bucket}/{key}"):
             try:
-                tags = self.client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
+                return self.client.get_object_tagging(Bucket=bucket, Key=key).get("TagSet", [])
             except botocore.exceptions.ClientError as exc:
                 if _is_missing(exc):
                     return None
                 raise
-        return PUBLIC_TAG in tags
