@@ -107,8 +107,18 @@ def wait_in_line(package_id: str, circle: str | None = None, at: float | None = 
     if circle is None:
         circle = ckan_rows.committed_circle(package_id)[1] or NO_CIRCLE_LINE
     due = time.time() if at is None else at
-    connection().zadd(redis_key("line", circle), {package_id: due}, lt=True)
+    # the earlier time wins (Redis 6.2's ZADD LT, written out for older Redis)
+    connection().eval(_ENTER_LINE, 1, redis_key("line", circle), package_id, repr(due))
     _queue_turn(circle)
+
+
+_ENTER_LINE = """
+local current = redis.call('zscore', KEYS[1], ARGV[1])
+if (not current) or tonumber(ARGV[2]) < tonumber(current) then
+  redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
+end
+return 0
+"""
 
 
 def _queue_turn(circle: str) -> None:
