@@ -23,8 +23,9 @@ set in Redis), and the queue holds one job per circle (:func:`converge_turn`),
 which converges the first dataset due in that line and, while more are due,
 queues the circle's turn again behind the other circles'. However many changes
 one user makes, another circle's private switch waits for at most two turns of each
-other circle (the one running, and one queued while it ran). A dataset whose lease is held waits in the
-line until the lease ends: when the holder died, its change is converged then
+other circle (the one running, and one queued while it ran). A dataset whose lease
+is held waits in the line until the lease ends: when the holder died, its change is
+converged then
 (the worker's scheduler queues the turn at that time).
 """
 
