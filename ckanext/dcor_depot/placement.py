@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import os
 import socket
 import uuid
@@ -162,20 +163,29 @@ def ckan_path(resource_id: str) -> Path:
     root = tk.config.get("ckan.storage_path")
     if not root:
         raise JobError("ckan.storage_path is not set: CKAN stores no uploaded files here")
-    directory = os.path.join(
-        os.path.realpath(os.path.join(root, "resources")), resource_id[:3], resource_id[3:6]
-    )
-    path = os.path.join(directory, resource_id[6:])
-    real = os.path.realpath(path)
-    depots = os.path.realpath(config.depots_path())
-    if directory != os.path.realpath(directory) or (
-        real != path and os.path.commonpath([depots, real]) != depots
-    ):
+    parts = (resource_id[:3], resource_id[3:6], resource_id[6:])
+    if any(not part or part in (".", "..") or "/" in part or "\0" in part for part in parts):
+        raise JobError(f"{resource_id!r} is no resource id CKAN keeps a file under")
+    first = os.path.join(_real(os.path.join(root, "resources")), parts[0])
+    directory = os.path.join(first, parts[1])
+    path = os.path.join(directory, parts[2])
+    # the root's real path is known: only the id's own components may be symlinks
+    linked_folder = os.path.islink(first) or os.path.islink(directory)
+    real = os.path.realpath(path) if linked_folder or os.path.islink(path) else path
+    depots = _real(config.depots_path())
+    if linked_folder or (real != path and os.path.commonpath([depots, real]) != depots):
         raise JobError(
             f"CKAN's path of resource {resource_id} is a symlink that leads outside the "
             "depots (ckanext.dcor_depot.depots_path); check it by hand"
         )
     return Path(path)
+
+
+@functools.lru_cache(maxsize=16)
+def _real(folder: str) -> str:
+    """The real path of a configured folder (the storage and depots roots), once per
+    process: every upload asks for it several times."""
+    return os.path.realpath(folder)
 
 
 def missing_local_file(resource_id: str, path: Path | None) -> JobError:

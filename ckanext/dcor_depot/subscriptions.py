@@ -20,7 +20,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import ckan.model as model
 import ckan.plugins.toolkit as tk
+import sqlalchemy as sa
 
 from .jobs import converge, queue
 from .leases import connection as connection_to_redis
@@ -46,21 +48,59 @@ def dataset_changed(sender: str, **kwargs: Any) -> None:
     if not isinstance(package_id, str):
         package_id = data_dict.get("id")
     if package_id:
-        queue.after_commit(_announce, package_id)
+        _announce_after_commit(package_id)
 
 
 def datasets_changed(sender: str, **kwargs: Any) -> None:
     for package_id in (kwargs.get("data_dict") or {}).get("datasets", []):
-        queue.after_commit(_announce, package_id)
+        _announce_after_commit(package_id)
+
+
+#: the datasets to read before CKAN's transaction commits, and what was read (kept until
+#: the session begins its next transaction)
+_TO_READ = "dcor_depot_announce_read"
+_READ = "dcor_depot_announce_visibility"
+
+
+def _announce_after_commit(package_id: str) -> None:
+    if queue.commit_pending():  # read what the commit makes of it in CKAN's transaction
+        queue.transaction_list(_TO_READ).append(package_id)
+    queue.after_commit(_announce, package_id)
+
+
+def _read_before_commit(session) -> None:
+    if session.in_nested_transaction() or not session.info.get(_TO_READ):
+        return
+    read = {}
+    for name_or_id in dict.fromkeys(session.info[_TO_READ]):
+        read[name_or_id] = ckan_rows.visibility_to_commit(name_or_id)
+    session.info[_READ] = read  # valid until the session runs a statement again
+
+
+def _forget_read(session, *args) -> None:
+    session.info.pop(_READ, None)
+
+
+if not sa.event.contains(model.Session, "before_commit", _read_before_commit):
+    sa.event.listen(model.Session, "before_commit", _read_before_commit)
+    sa.event.listen(model.Session, "after_flush", _forget_read)
+    sa.event.listen(model.Session, "after_begin", _forget_read)
+    sa.event.listen(model.Session, "after_rollback", _forget_read)
 
 
 def _announce(name_or_id: str) -> None:
     """Request a convergence when what decides the dataset's objects differs from last time.
 
-    Runs once CKAN committed, on a connection of its own: it reads the
-    committed state and leaves no transaction open in CKAN's session.
+    Runs once CKAN committed. What the commit made of the dataset was read in CKAN's
+    transaction just before it committed (a transaction that changes a dataset
+    holds its row until then); a signal after an action that committed reads on a
+    connection of its own, and leaves no transaction open in CKAN's session.
     """
-    found = ckan_rows.committed_visibility(name_or_id)
+    read = model.Session().info.get(_READ, {})
+    if name_or_id in read:
+        found = read[name_or_id]
+    else:
+        found = ckan_rows.committed_visibility(name_or_id)
     if found is None:
         return
     text = "|".join(

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import ckan.model as model
-import ckan.plugins.toolkit as tk
 import redis
 import sqlalchemy as sa
 from ckan.lib.jobs import get_queue
@@ -113,31 +112,61 @@ def enqueue(
     """
     queue = queue_of(kind)
     jid = job_id(kind, object_id)
-    # one process at a time decides whether to queue this job id; with short
-    # timeouts, so that an unreachable Redis fails fast instead of hanging
+    # one process at a time decides whether to queue this job id (the guard, with short
+    # timeouts, so that an unreachable Redis fails fast instead of hanging); the guard
+    # and the job's status in one round trip
     guard = redis_key("enqueue", jid)
-    if not _redis_with_timeouts().set(guard, "1", nx=True, ex=30):
+    claimed, status = _claim(keys=[guard, Job.key_for(jid)], client=_redis_with_timeouts())
+    if not claimed:
         return jid
+    released = False
     try:
         waiting = _WAITING | ({JobStatus.STARTED} if skip_running else set())
-        try:
-            if Job.fetch(jid, connection=connect_to_redis()).get_status() in waiting:
-                return jid
-        except NoSuchJobError:
-            pass
-        rq_kwargs: dict[str, Any] = {"job_id": jid, "timeout": config.job_timeout(queue)}
+        if status and JobStatus(status.decode()) in waiting:
+            return jid
         if depends_on:
-            rq_kwargs["depends_on"] = Dependency(jobs=[depends_on], allow_failure=allow_failure)
-        tk.enqueue_job(
-            JOBS[kind].function,
-            [object_id],
-            title=f"dcor_depot {kind}",
-            queue=queue,
-            rq_kwargs=rq_kwargs,
-        )
+            dependency = Dependency(jobs=[depends_on], allow_failure=allow_failure)
+            _enqueue_call(kind, queue, jid, object_id, depends_on=dependency)
+        else:  # the job and the guard's release in one round trip
+            pipe = connect_to_redis().pipeline()
+            _enqueue_call(kind, queue, jid, object_id, pipeline=pipe)
+            pipe.delete(guard)
+            pipe.execute()
+            released = True
         return jid
     finally:
-        _redis_with_timeouts().delete(guard)
+        if not released:
+            _redis_with_timeouts().delete(guard)
+
+
+#: Takes the guard of a job id (KEYS[1]) unless another process holds it; returns
+#: whether it did, and the status of the job (KEYS[2], RQ's hash; "" when there is none).
+_CLAIM_SCRIPT = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', 30) then
+  return {1, redis.call('HGET', KEYS[2], 'status') or ''}
+end
+return {0, ''}
+"""
+
+
+def _claim(keys: list[str], client) -> tuple[bool, bytes]:
+    claimed, status = client.eval(_CLAIM_SCRIPT, len(keys), *keys)
+    return bool(claimed), status
+
+
+def _enqueue_call(kind: str, queue: str, jid: str, object_id: str, **rq_kwargs: Any) -> None:
+    """Queue the job of this kind for ``object_id`` as CKAN's ``enqueue_job`` does (its
+    title in the job's meta, the same log line), in one write of the job."""
+    title = f"dcor_depot {kind}"
+    get_queue(queue).enqueue_call(
+        func=JOBS[kind].function,
+        args=[object_id],
+        job_id=jid,
+        timeout=config.job_timeout(queue),
+        meta={"title": title},
+        **rq_kwargs,
+    )
+    log.info('Added background job %s ("%s") to queue "%s"', jid, title, queue)
 
 
 def _latest_key(kind: str, object_id: str) -> str:
@@ -163,14 +192,7 @@ def enqueue_unless_waiting(kind: str, object_id: str) -> str | None:
         if status in _WAITING:
             return None
     jid = f"{job_id(kind, object_id)}-{uuid.uuid4().hex[:8]}"
-    queue = queue_of(kind)
-    tk.enqueue_job(
-        JOBS[kind].function,
-        [object_id],
-        title=f"dcor_depot {kind}",
-        queue=queue,
-        rq_kwargs={"job_id": jid, "timeout": config.job_timeout(queue)},
-    )
+    _enqueue_call(kind, queue_of(kind), jid, object_id)
     # kept as long as RQ keeps a failed job (a year), which this one supersedes
     _redis_with_timeouts().set(marker, jid, ex=400 * 86400)
     return jid
@@ -204,18 +226,31 @@ def after_commit(fn: Callable[..., Any], *args: Any) -> None:
     CKAN calls the plugin's hooks before it commits: a job queued right away
     could run on the state before the change (and not find a new resource).
     A transaction that has written nothing yet (a signal after an action that
-    committed) calls it now. Dropped when the transaction rolls back. A Redis
-    error is logged, never raised: the user's change stands,
-    ``run-jobs-dcor-depot`` catches up.
+    committed) calls it now; the same call is made once per transaction. Dropped
+    when the transaction rolls back. A Redis error is logged, never raised: the
+    user's change stands, ``run-jobs-dcor-depot`` catches up.
     """
     session = model.Session()
     if session.info.get(_WRITTEN):
-        session.info.setdefault(_PENDING, []).append((fn, args))
-    else:
+        pending = session.info.setdefault(_PENDING, [])
+        if (fn, args) not in pending:  # e.g. a dataset announced by each nested action
+            pending.append((fn, args))
+        return
+    done = session.info.setdefault(_DONE, [])
+    if (fn, args) not in done:  # not when it ran at the commit, nothing written since
+        done.append((fn, args))
         queue_or_log(fn, *args)
 
 
+def commit_pending() -> bool:
+    """CKAN's current transaction has written: :func:`after_commit` calls wait for its
+    commit."""
+    return bool(model.Session().info.get(_WRITTEN))
+
+
 _PENDING = "dcor_depot_jobs_after_commit"
+#: the calls made at the last commit, while no statement ran since
+_DONE = "dcor_depot_jobs_done"
 _WRITTEN = "dcor_depot_written"
 #: names of :func:`transaction_list` lists in the session's info
 _SCOPED: set[str] = set()
@@ -268,6 +303,13 @@ _REDIS_FAILED = "dcor_depot_redis_failed"
 
 def _written(session, flush_context) -> None:
     session.info[_WRITTEN] = True
+    session.info.pop(_DONE, None)
+
+
+def _begun(session, transaction, connection) -> None:
+    # a statement after the commit (it may write with plain SQL, which no flush announces,
+    # as CKAN 2.11's bulk actions do): the calls made at the commit are no longer current
+    session.info.pop(_DONE, None)
 
 
 def _run_pending(session) -> None:
@@ -279,6 +321,7 @@ def _run_pending(session) -> None:
     pending = session.info.pop(_PENDING, [])
     for name in _SCOPED:  # the calls hold the lists they read
         session.info.pop(name, None)
+    session.info[_DONE] = list(pending)
     for fn, args in pending:
         queue_or_log(fn, *args)
 
@@ -288,12 +331,14 @@ def _drop_pending(session) -> None:
         return  # a savepoint rolled back: the outer transaction decides
     session.info.pop(_WRITTEN, None)
     session.info.pop(_PENDING, None)
+    session.info.pop(_DONE, None)
     for name in _SCOPED:
         session.info.pop(name, None)
 
 
 if not sa.event.contains(model.Session, "after_commit", _run_pending):
     sa.event.listen(model.Session, "after_flush", _written)
+    sa.event.listen(model.Session, "after_begin", _begun)
     sa.event.listen(model.Session, "after_commit", _run_pending)
     sa.event.listen(model.Session, "after_rollback", _drop_pending)
 

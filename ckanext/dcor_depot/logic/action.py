@@ -15,7 +15,7 @@ from ckan.types import Context, DataDict
 from .. import resource_fields
 from ..jobs import converge, queue
 from ..model import ckan_rows, depot_files
-from . import schema, upload_route
+from . import rules, schema, upload_route
 
 __all__ = ["dcor_depot_upload_urls", "dataset_purge", "package_owner_org_update"]
 
@@ -98,6 +98,8 @@ def package_owner_org_update(original, context: Context, data_dict: DataDict):
     uploads fit the new circle's quota (``ckanext.dcor_depot.circle_quota_gib``)."""
     package = model.Package.get(data_dict.get("id") or "")
     organization_id = data_dict.get("organization_id")
+    if package is not None and organization_id == rules.owner_org_before(package):
+        organization_id = None  # the circle stays (every package_update says so): no move
     org = model.Group.get(organization_id) if organization_id else None
     if package is not None and org is not None and org.is_organization:
         tk.check_access("package_owner_org_update", context, data_dict)

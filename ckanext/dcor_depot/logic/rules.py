@@ -68,23 +68,25 @@ REPLACE_REFUSED = (
 
 def keep_records(package: model.Package, created: bool = False) -> None:
     """Bring the resources of ``package`` (not yet committed; ``created``: a new dataset) in
-    line with the rules above."""
-    refuse_resources_of_other_datasets(package)
-    if ckan_rows.WRITING.get():
-        return
-    if created:
+    line with the rules above. Only the resources this transaction adds or changes are
+    compared (:func:`_changed_resources`): the others are not written, and an upload
+    into a dataset of hundreds of files costs what it costs in a dataset of one."""
+    if created and not ckan_rows.WRITING.get():
         refuse_other_id_forms("Dataset", package.id, "id")
-    resources = [resource for resource in package.resources_all if resource.id]
+    resources = _changed_resources(package)
     if not resources:
         return
-    # a job that read the dataset before has committed; one that reads later waits
-    ckan_rows.lock_dataset(package.id)
-    committed = ckan_rows.committed_resources(resource.id for resource in resources)
+    ids = [resource.id for resource in resources]
+    if ckan_rows.WRITING.get():  # the extension's own write: it holds the dataset's lock
+        refuse_resources_of_other_datasets(package.id, ckan_rows.committed_resources(ids))
+        return
+    committed = _committed(package.id, ids)
+    refuse_resources_of_other_datasets(package.id, committed)
     try:
         for resource in resources:
-            before = committed.get(resource.id)
-            if before is None:
-                _new_resource(package, resource)
+            before = committed[resource.id]
+            if not _known(before):
+                _new_resource(package, resource, before)
             elif not before["row"]:  # CKAN dropped the row; the file stays until pruned
                 raise _used_before(resource.id)
             else:
@@ -97,20 +99,105 @@ def keep_records(package: model.Package, created: bool = False) -> None:
         raise
 
 
-def refuse_resources_of_other_datasets(package: model.Package) -> None:
+def _known(before: dict[str, Any]) -> bool:
+    """Something is committed under the id: a resource's row, or a file recorded of it."""
+    return before["row"] or bool(before["recorded_for"])
+
+
+def refuse_resources_of_other_datasets(package_id: str, committed: dict[str, dict]) -> None:
     """A resource id never moves to another dataset, not even one of a deleted or purged one.
 
     CKAN lets a dataset update reuse the id of a deleted resource and moves
     that row over; its objects would then be served as the new dataset's.
     """
-    ids = [resource.id for resource in package.resources_all if resource.id]
-    if not ids:
-        return
-    taken = ckan_rows.id_of_another_dataset(ids, package.id)
-    if taken is not None:
-        raise tk.ValidationError(
-            {"resources": [f"Resource id {taken} belongs to another dataset: choose a new id"]}
-        )
+    for resource_id, before in committed.items():
+        others = {before["package_id"]} if before["row"] else set()
+        if (others | set(before["recorded_for"])) - {package_id}:
+            raise tk.ValidationError(
+                {
+                    "resources": [
+                        f"Resource id {resource_id} belongs to another dataset: choose a new id"
+                    ]
+                }
+            )
+
+
+# what this transaction changed, and what was committed before it (both live as long
+# as CKAN's transaction)
+_CHANGED = "dcor_depot_changed_resources"
+_INSERTED = "dcor_depot_inserted_resources"
+_OWNERS = "dcor_depot_circles_before"
+_COMMITTED = "dcor_depot_committed_resources"
+_LOCKED = "dcor_depot_locked_datasets"
+
+
+def _note_changes(session, flush_context, instances) -> None:
+    """Before each flush: the resources the flush adds or changes (SQLAlchemy forgets which
+    once they are written, and CKAN flushes before it calls the plugin's hooks)."""
+    noted = session.info.setdefault(_CHANGED, [])
+    inserted = session.info.setdefault(_INSERTED, [])
+    owners = session.info.setdefault(_OWNERS, {})
+    for obj in session.new:
+        if isinstance(obj, model.Resource):
+            noted.append(obj)
+            inserted.append(obj)
+    for obj in session.dirty:
+        if isinstance(obj, model.Resource) and session.is_modified(obj):
+            noted.append(obj)
+        elif isinstance(obj, model.Package) and obj.id not in owners:
+            # (a marker of SQLAlchemy's when the row was not loaded: never a circle's id)
+            owners[obj.id] = sa.inspect(obj).committed_state.get("owner_org", obj.owner_org)
+
+
+def owner_org_before(package: model.Package) -> object:
+    """The dataset's circle as this transaction found it (before it changed it, flushed or
+    not), or a marker that is no circle's id when that is not known."""
+    found = model.Session().info.get(_OWNERS, {})
+    if package.id in found:
+        return found[package.id]
+    return sa.inspect(package).committed_state.get("owner_org", package.owner_org)
+
+
+def _changed_resources(package: model.Package) -> list[model.Resource]:
+    """The resources of ``package`` this transaction added or changed (flushed or not)."""
+    session = model.Session()
+    noted = {id(obj) for obj in session.info.get(_CHANGED, ())}
+    noted.update(id(obj) for obj in session.new)
+    noted.update(id(obj) for obj in session.dirty if session.is_modified(obj))
+    return [resource for resource in package.resources_all if resource.id and id(resource) in noted]
+
+
+def _committed(package_id: str, resource_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """:func:`ckan_rows.committed_resources` of ids of a dataset, read after its row is locked
+    (once per transaction): a job that read the dataset before has committed, one that reads
+    later waits. Each id is read once per transaction, before the transaction records
+    anything under it; until it ends, no job writes them.
+
+    Ids whose resource rows this transaction inserted (a new resource, flushed: no
+    committed row can have its id) are read in CKAN's own transaction, with the lock in
+    the same statement; the others on a connection of their own (this transaction's
+    changes of their rows are not what was committed)."""
+    session = model.Session()
+    info = session.info
+    locked = info.setdefault(_LOCKED, set())
+    cache = info.setdefault(_COMMITTED, {})
+    missing = [rid for rid in resource_ids if rid not in cache]
+    inserted = {obj.id for obj in info.get(_INSERTED, ()) if obj.id and obj not in session.new}
+    if missing and set(missing) <= inserted:
+        cache.update(ckan_rows.new_resource_ids(package_id, missing, lock=package_id not in locked))
+        locked.add(package_id)
+    if package_id not in locked:
+        ckan_rows.lock_dataset(package_id)
+        locked.add(package_id)
+    missing = [rid for rid in resource_ids if rid not in cache]
+    if missing:
+        cache.update(ckan_rows.committed_resources(missing))
+    return {rid: cache[rid] for rid in resource_ids}
+
+
+def _forget_transaction(session) -> None:
+    for name in (_CHANGED, _INSERTED, _OWNERS, _COMMITTED, _LOCKED):
+        session.info.pop(name, None)
 
 
 def refuse_replacing(current: dict[str, Any], resource: dict[str, Any]) -> None:
@@ -119,8 +206,8 @@ def refuse_replacing(current: dict[str, Any], resource: dict[str, Any]) -> None:
     2.12) touches it."""
     if not (resource.get("clear_upload") or _is_file(resource.get("upload"))):
         return
-    before = ckan_rows.committed_resources([current["id"]]).get(current["id"])
-    if before is not None and before["has_file"]:
+    before = ckan_rows.committed_resources([current["id"]])[current["id"]]
+    if before["has_file"]:
         name = posixpath.basename(before["url"] or "") or current["id"]
         raise tk.ValidationError({"upload": [REPLACE_REFUSED.format(id=current["id"], name=name)]})
 
@@ -221,7 +308,7 @@ def refuse_chosen_id(resource_id: str) -> None:
         )
 
 
-def _new_resource(package: model.Package, resource: model.Resource) -> None:
+def _new_resource(package: model.Package, resource: model.Resource, before: dict[str, Any]) -> None:
     refuse_chosen_id(resource.id)
     refuse_used_id(resource.id)
     extras = dict(resource.extras or {})
@@ -237,7 +324,7 @@ def _new_resource(package: model.Package, resource: model.Resource) -> None:
         resource.extras = kept
     if resource.size is not None and resource.size < 0:
         resource.size = None
-    grant = grants.get(resource.id, lock=True)
+    grant = grants.get(resource.id, lock=True) if before["granted"] else None
     if grant is not None and grant.package_id is None and not resource.url_type:
         # an upload granted to a circle (DCOR-Aid's resource_upload_s3_urls), registered as
         # DCOR-Aid does: the issued id, a name, no url_type (its s3_available is dropped)
@@ -272,13 +359,13 @@ def _reserved(resource_id: str) -> tk.ValidationError:
     )
 
 
-def refuse_new_file_id(resource_id: str) -> None:
+def refuse_new_file_id(resource_id: str, granted: bool) -> None:
     """Before CKAN's uploader writes the file of a resource id that has no row yet (CKAN
     writes it before the IPackageController hooks run): the rules of a new resource's
     id (:func:`refuse_chosen_id`, an id reserved for a pending upload), so that a
     refused id leaves no file behind."""
     refuse_chosen_id(resource_id)
-    if grants.get(resource_id) is not None:
+    if granted:
         raise _reserved(resource_id)
 
 
@@ -359,21 +446,24 @@ def refuse_upload(resource_id: str, path: str, size: int | None) -> None:
     for a file that does not fit into its circle's quota. A new file is recorded
     (``depot_files.record_file``) in CKAN's transaction: its bytes count against the
     quota whatever CKAN does with the resource's row, until the file is pruned."""
-    before = ckan_rows.committed_resources([resource_id]).get(resource_id)
-    if os.path.lexists(path) or (before is not None and before["has_file"]):
-        name = (before or {}).get("url") or os.path.basename(path)
-        raise tk.ValidationError({"upload": [REPLACE_REFUSED.format(id=resource_id, name=name)]})
-    if size is None:
-        return
-    if before is None and not ckan_rows.WRITING.get():
-        refuse_new_file_id(resource_id)
     # the resource's row is in CKAN's session, not committed: CKAN 2.12 uploads before
     # its IPackageController.edit, 2.11's resource_create after
     resource = model.Session.get(model.Resource, resource_id)
     package = resource.package if resource is not None else None
+    if package is not None:
+        before = _committed(package.id, [resource_id])[resource_id]
+    else:
+        before = ckan_rows.committed_resources([resource_id])[resource_id]
+    if os.path.lexists(path) or before["has_file"]:
+        name = before["url"] or os.path.basename(path)
+        raise tk.ValidationError({"upload": [REPLACE_REFUSED.format(id=resource_id, name=name)]})
+    if size is None:
+        return
+    if not _known(before) and not ckan_rows.WRITING.get():
+        refuse_new_file_id(resource_id, before["granted"])
     if package is None:
         return
-    if package.owner_org:
+    if package.owner_org and config.circle_quota() is not None:
         grants.lock_circle(package.owner_org)
         upload_route.check_quota(package, size, "upload", resource_id)
     depot_files.record_file(package.id, resource_id, False, size, package.owner_org)
@@ -395,12 +485,15 @@ _UPLOADED = "dcor_depot_uploaded_files"
 def _uploads_committed(session) -> None:
     if not session.in_nested_transaction():  # not a savepoint: the files stay
         session.info.pop(_UPLOADED, None)
+        _forget_transaction(session)
 
 
 def _uploads_rolled_back(session) -> None:
     """Remove the files this transaction wrote (CKAN writes an upload before the rules
     that may refuse it run): a refused request leaves nothing on the disk that no quota
     counts and no prune removes."""
+    # a savepoint rolled back released the locks taken in it (PostgreSQL)
+    _forget_transaction(session)
     if session.in_nested_transaction():
         return
     for path in session.info.pop(_UPLOADED, {}).values():
@@ -410,6 +503,7 @@ def _uploads_rolled_back(session) -> None:
 
 
 if not sa.event.contains(model.Session, "after_rollback", _uploads_rolled_back):
+    sa.event.listen(model.Session, "before_flush", _note_changes)
     sa.event.listen(model.Session, "after_commit", _uploads_committed)
     sa.event.listen(model.Session, "after_rollback", _uploads_rolled_back)
 

@@ -18,7 +18,6 @@ from ckan.lib.dictization import model_dictize
 
 from ..errors import JobError
 from ..resource_fields import FILE_URL_TYPES, JOB_CONTEXT_KEY
-from .tables import file_table
 
 #: True while the extension itself writes through a CKAN action (:func:`write_action`).
 WRITING: contextvars.ContextVar[bool] = contextvars.ContextVar("dcor_depot_writing", default=False)
@@ -200,47 +199,84 @@ def lock_dataset(package_id: str) -> None:
 
 
 def committed_resources(resource_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """The committed rows of resources (as another connection sees them), with
-    ``has_file``: the resource holds a file, now or before (a file the extension
-    recorded counts, also when CKAN lost the resource's row: ``row`` False)."""
-    ids = list(resource_ids)
+    """What is committed (as another connection sees it) under each of ``resource_ids``,
+    in one statement: the resource's row (``row``; its dataset ``package_id``, ``url``,
+    ``url_type``, ``size``, ``extras``, ``state``), the datasets the extension recorded a
+    file of it for (``recorded_for``), a pending upload grant (``granted``), and
+    ``has_file``: the resource holds a file, now or before (a file the extension recorded
+    counts, also when CKAN lost the resource's row)."""
+    ids = list(dict.fromkeys(resource_ids))
+    if not ids:
+        return {}
     with model.meta.engine.connect() as connection:
         rows = connection.execute(
             sa.text(
-                "SELECT id, url, url_type, size, extras, state FROM resource WHERE id = ANY(:ids)"
+                "SELECT i.id, r.id IS NOT NULL AS row, r.package_id, r.url, r.url_type, "
+                "r.size, r.extras, r.state, "
+                "ARRAY(SELECT DISTINCT f.package_id FROM dcor_depot_file f "
+                "WHERE f.resource_id = i.id) AS recorded_for, "
+                "EXISTS(SELECT 1 FROM dcor_depot_upload u WHERE u.resource_id = i.id) AS granted "
+                "FROM unnest(CAST(:ids AS text[])) AS i(id) LEFT JOIN resource r ON r.id = i.id"
             ),
             {"ids": ids},
         ).all()
-        with_records = set(
-            connection.execute(
-                sa.select(file_table.c.resource_id).where(file_table.c.resource_id.in_(ids))
-            ).scalars()
-        )
     committed = {}
     for row in rows:
         extras = row.extras
         if isinstance(extras, str):
             extras = json.loads(extras or "{}")
         committed[row.id] = {
+            "row": row.row,
+            "package_id": row.package_id,
             "url": row.url,
             "url_type": row.url_type,
             "size": row.size,
             "extras": dict(extras or {}),
-            "has_file": row.url_type in FILE_URL_TYPES or row.id in with_records,
             "state": row.state,
-            "row": True,
+            "recorded_for": list(row.recorded_for),
+            "granted": row.granted,
+            "has_file": row.url_type in FILE_URL_TYPES or bool(row.recorded_for),
         }
-    for resource_id in with_records - set(committed):  # CKAN lost the row, the file stays
-        committed[resource_id] = {
-            "has_file": True,
+    return committed
+
+
+def new_resource_ids(
+    package_id: str, resource_ids: list[str], lock: bool
+) -> dict[str, dict[str, Any]]:
+    """:func:`committed_resources` of ids whose resource rows CKAN's transaction inserted
+    (so no committed row has them), read in that transaction in one statement, before it
+    records anything under them; ``lock``: the dataset's row is locked in the same
+    statement (:func:`lock_dataset`)."""
+    ids = "unnest(CAST(:ids AS text[])) AS i(id)"
+    if lock:  # the locked row is read, joined to every id (or none)
+        ids = (
+            f"(SELECT 1 FROM package WHERE id = :package FOR UPDATE) AS l RIGHT JOIN {ids} ON true"
+        )
+    rows = model.Session.execute(
+        sa.text(
+            "SELECT i.id, "
+            "ARRAY(SELECT DISTINCT f.package_id FROM dcor_depot_file f "
+            "WHERE f.resource_id = i.id) AS recorded_for, "
+            "EXISTS(SELECT 1 FROM dcor_depot_upload u WHERE u.resource_id = i.id) AS granted "
+            f"FROM {ids}"
+        ),
+        {"ids": resource_ids, "package": package_id},
+    ).all()
+    return {
+        row.id: {
+            "row": False,
+            "package_id": None,
             "url": None,
             "url_type": None,
             "size": None,
             "extras": {},
             "state": None,
-            "row": False,
+            "recorded_for": list(row.recorded_for),
+            "granted": row.granted,
+            "has_file": bool(row.recorded_for),
         }
-    return committed
+        for row in rows
+    }
 
 
 def datasets_holding_id(resource_id: str) -> list[str]:
@@ -259,22 +295,6 @@ def datasets_holding_id(resource_id: str) -> list[str]:
         )
 
 
-def id_of_another_dataset(resource_ids: Iterable[str], package_id: str) -> str | None:
-    """One of ``resource_ids`` that (committed) is a resource of another dataset than
-    ``package_id``, or names a file recorded for another dataset; None."""
-    ids = list(resource_ids)
-    with model.meta.engine.connect() as connection:
-        taken = connection.execute(
-            sa.text(
-                "SELECT id FROM resource WHERE id = ANY(:ids) AND package_id != :package "
-                "UNION SELECT resource_id FROM dcor_depot_file "
-                "WHERE resource_id = ANY(:ids) AND package_id != :package"
-            ),
-            {"ids": ids, "package": package_id},
-        ).first()
-    return None if taken is None else taken[0]
-
-
 @dataclasses.dataclass(frozen=True)
 class Visibility:
     """What decides where a dataset's files belong and who may read them (committed)."""
@@ -288,27 +308,41 @@ class Visibility:
 
 
 def committed_visibility(name_or_id: str) -> Visibility | None:
-    """:class:`Visibility` of a dataset as committed, on a connection of its own (leaves
-    no transaction open in CKAN's session); None when there is no such dataset."""
+    """:class:`Visibility` of a dataset as committed, in one statement on a connection of
+    its own (leaves no transaction open in CKAN's session); None when there is no such
+    dataset."""
     with model.meta.engine.connect() as connection:
-        found = connection.execute(
-            sa.text(
-                "SELECT id, owner_org, private, state FROM package WHERE id = :x OR name = :x "
-                "ORDER BY id = :x DESC LIMIT 1"  # the id first: names are free to choose
-            ),
-            {"x": name_or_id},
-        ).first()
-        if found is None:
-            return None
-        inactive = connection.execute(
-            sa.text(
-                "SELECT id, state FROM resource WHERE package_id = :id AND state != 'active' "
-                "ORDER BY id"
-            ),
-            {"id": found.id},
-        ).all()
+        return _visibility(connection, name_or_id)
+
+
+def visibility_to_commit(name_or_id: str) -> Visibility | None:
+    """:class:`Visibility` of a dataset as CKAN's transaction is about to commit it (read
+    in that transaction, its changes flushed): what the commit makes of it, because a
+    transaction that changes a dataset holds its row until it ends."""
+    model.Session.flush()
+    return _visibility(model.Session, name_or_id)
+
+
+def _visibility(connection, name_or_id: str) -> Visibility | None:
+    inactive = "FROM resource r WHERE r.package_id = p.id AND r.state != 'active' ORDER BY r.id"
+    found = connection.execute(
+        sa.text(
+            "SELECT p.id, p.owner_org, p.private, p.state, "
+            f"ARRAY(SELECT r.id {inactive}) AS inactive_ids, "
+            f"ARRAY(SELECT r.state {inactive}) AS inactive_states "
+            "FROM package p WHERE p.id = :x OR p.name = :x "
+            "ORDER BY p.id = :x DESC LIMIT 1"  # the id first: names are free to choose
+        ),
+        {"x": name_or_id},
+    ).first()
+    if found is None:
+        return None
     return Visibility(
-        found.id, found.owner_org, found.private, found.state, [tuple(r) for r in inactive]
+        found.id,
+        found.owner_org,
+        found.private,
+        found.state,
+        list(zip(found.inactive_ids, found.inactive_states, strict=True)),
     )
 
 
