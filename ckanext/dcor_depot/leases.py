@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 #: leases; a dataset's convergence requested; a circle's line of datasets to converge; the
 #: latest job of a kind for an object; the guard while one process queues a job; a
 #: dataset's visibility fingerprint.
-REDIS_KEY_KINDS = ("lease", "converge", "line", "job", "enqueue", "fingerprint")
+REDIS_KEY_KINDS = ("lease", "converge", "line", "job", "enqueue", "fingerprint", "bucket", "upload")
 
 
 def redis_key(kind: str, name: str) -> str:

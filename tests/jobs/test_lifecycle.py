@@ -27,6 +27,7 @@ from ..conftest import (
     anonymous_status,
     derived_ini,
     kill_tree,
+    object_sha256,
     sha256_hex,
     sha256_path,
     stop_at,
@@ -380,3 +381,29 @@ def test_the_file_of_a_resource_cannot_be_replaced(circle, api_upload, random_fi
     assert response.status_code == 409
     assert "add a new resource" in response.json["error"]["upload"][0]
     assert placement.ckan_path(resource["id"]).stat().st_size == 1000
+
+
+@pytest.mark.usefixtures("clean_circles")
+def test_a_circle_bucket_removed_behind_the_extension_s_back_is_made_again(
+    circle, api_upload, run_worker, random_file, store
+):
+    """The workers take a bucket one of them made ready as ready for a while (each job is
+    a new work horse): an upload into a bucket removed meanwhile makes it again, with the
+    extension's policy, instead of failing."""
+    user, org, dataset = circle
+    first = api_upload(user, dataset["id"], random_file(1000, name="first.bin"))
+    run_worker()
+    bucket = store.circle_bucket(org["id"])
+    assert store.object_info(bucket, object_key("resource", first["id"])) is not None
+    for obj in list(store.iter_objects(bucket)):
+        store.delete_object(bucket, obj.key)
+    store.client.delete_bucket(Bucket=bucket)
+
+    path = random_file(2000, name="second.bin")
+    second = api_upload(user, dataset["id"], path)
+    run_worker()
+    assert object_sha256(store, bucket, object_key("resource", second["id"])) == sha256_path(path)
+    assert store.client.get_bucket_policy(Bucket=bucket)["Policy"]
+    helpers.call_action("package_patch", id=dataset["id"], private=False)
+    run_worker()
+    assert anonymous_status(store.object_url(bucket, object_key("resource", second["id"]))) == 200

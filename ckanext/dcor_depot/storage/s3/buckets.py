@@ -74,13 +74,14 @@ class Buckets:
         """The name of a circle's bucket (not created by this call)."""
         return circle_bucket_name(self.settings.bucket_name_template, organization_id)
 
-    def ensure_bucket(self, bucket: str) -> None:
+    def ensure_bucket(self, bucket: str, again: bool = False) -> None:
         """Create the bucket if missing; put the extension's statement and rule in its
-        policy and lifecycle configuration, keeping the others (module docstring)."""
-        if bucket in self._ready_buckets:
+        policy and lifecycle configuration, keeping the others (module docstring). Once
+        per bucket and process, unless ``again``."""
+        if bucket in self._ready_buckets and not again:
             return
         with self._lock:
-            if bucket in self._ready_buckets:
+            if bucket in self._ready_buckets and not again:
                 return
             with self._errors(f"create bucket {bucket}"):
                 try:
@@ -107,6 +108,10 @@ class Buckets:
                         Bucket=bucket, LifecycleConfiguration={"Rules": wanted}
                     )
             self._ready_buckets.add(bucket)
+
+    def bucket_is_ready(self, bucket: str) -> None:
+        """Another process made the bucket ready (:meth:`ensure_bucket`) moments ago."""
+        self._ready_buckets.add(bucket)
 
     def _abort_rule(self) -> dict[str, Any]:
         """The extension's lifecycle rule: the store aborts forgotten multipart uploads."""
