@@ -218,7 +218,7 @@ def child_move(args) -> None:
     import ckan.plugins.toolkit as tk
 
     from ckanext.dcor_depot import config, placement
-    from ckanext.dcor_depot.jobs import move
+    from ckanext.dcor_depot.jobs import converge, move
     from ckanext.dcor_depot.model import ckan_rows
     from ckanext.dcor_depot.operations.append import append_resource
     from ckanext.dcor_depot.operations.circle_move import move_to_circle
@@ -268,6 +268,9 @@ def child_move(args) -> None:
                 tk.get_action("package_patch")(
                     ckan_rows.job_context(), {"id": dataset["id"], "owner_org": target}
                 )
+                # as on a site: the convergence the change asks for runs first, and queues
+                # the move job (left in its queue here), which is timed alone
+                converge.converge_dataset(dataset["id"])
                 row[variant] = timed(move.move_objects, store, dataset["id"])
             else:
                 rehash = variant.endswith("checksum")
@@ -275,6 +278,12 @@ def child_move(args) -> None:
             assert store.object_info(*source) is None  # the old copy is gone
             rows.append(row)
         store.client.delete_bucket(Bucket=scratch)
+        from ckan.lib.jobs import get_queue
+
+        from ckanext.dcor_depot.jobs.queue import QUEUES
+
+        for name in QUEUES:  # the move and convergence jobs nobody runs here
+            get_queue(name).empty()
     print(json.dumps(rows))
 
 
@@ -433,7 +442,7 @@ def report_moves(args, moves: list[dict]) -> dict[str, bool]:
     for name, label in labels.items():
         print(f"| {label} | {median(name):.2f} | {median(name) / plain:.2f} |")
     return {
-        "a move (job) costs at most 1.2x a plain server-side copy": median("job") / plain <= 1.2
+        "a move (job) costs at most 1.15x a plain server-side copy": median("job") / plain <= 1.15
     }
 
 

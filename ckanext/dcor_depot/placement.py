@@ -278,7 +278,9 @@ def dataset_files(
     ids = None if resource_ids is None else list(resource_ids)
     package, resources = ckan_rows.dataset_rows(package_id, ids)
     table = depot_files.file_records(
-        package_ids=None if ids is not None else [package_id], resource_ids=ids
+        package_ids=None if ids is not None else [package_id],
+        resource_ids=ids,
+        end_transaction=False,  # ended below, once the rows are read
     )
     by_resource: dict[str, dict[str, depot_files.FileRecord]] = {}
     for row in table:

@@ -477,3 +477,29 @@ def test_a_refused_upload_leaves_no_file_behind(app, editor_dataset, random_file
     restored = api(app, "resource_create", restore, sysadmin)
     assert restored.status_code == 200, restored.body
     assert restored.json["result"]["id"] == derived
+
+
+def test_a_savepoint_rolled_back_does_not_make_the_rules_forget_earlier_changes():
+    """The rules compare the resources a transaction changed, noted at each flush. A
+    savepoint rolled back later in the same transaction (CKAN 2.12's package_update does
+    it with ``defer_commit``) must not make them forget a change flushed before it: the
+    recorded fields keep their committed values."""
+    from ckanext.dcor_depot.logic import rules
+
+    org = factories.Organization()
+    dataset = factories.Dataset(owner_org=org["id"])
+    created = helpers.call_action(
+        "resource_create", package_id=dataset["id"], url="https://example.org/a.txt", name="a"
+    )
+    model.Session.rollback()
+    package = model.Package.get(dataset["id"])
+    resource = model.Resource.get(created["id"])
+    resource.extras = {**(resource.extras or {}), "s3_available": True, "s3_url": "http://evil"}
+    model.Session.flush()
+    model.Session.begin_nested().rollback()
+    rules.keep_records(package)
+    model.Session.commit()
+    extras = model.Session.execute(
+        sa.text("SELECT extras FROM resource WHERE id = :id"), {"id": created["id"]}
+    ).scalar()
+    assert not {"s3_available", "s3_url"} & set(json.loads(extras or "{}"))

@@ -244,9 +244,14 @@ def converge_here(store: ObjectStore, package_id: str, dry_run: bool = False) ->
 
 
 def converge_files(
-    store: ObjectStore, files: placement.DatasetFiles, dry_run: bool = False
+    store: ObjectStore,
+    files: placement.DatasetFiles,
+    dry_run: bool = False,
+    verified: frozenset[placement.ObjectLocation] = frozenset(),
 ) -> Converged:
-    """One pass over the files of a dataset; the caller holds the dataset's lease."""
+    """One pass over the files of a dataset; the caller holds the dataset's lease.
+    ``verified``: objects the caller verified under the lease (a move's copies), which
+    are not looked up again before the old copies they replace are deleted."""
     done = Converged(files.name or files.package_id)
     lost = {
         f.resource_id
@@ -264,7 +269,7 @@ def converge_files(
         try:
             if (problem := tagged.get((placed.resource_id, placed.artifact))) is not None:
                 raise problem
-            _converge_file(store, files.package_id, placed, done, dry_run)
+            _converge_file(store, files.package_id, placed, done, dry_run, verified)
         except (S3Error, errors.JobError, OSError) as exc:
             done.problems.append(f"{what}: {exc}")
         if placed.problem:  # made private above, if it has an object
@@ -280,6 +285,7 @@ def _converge_file(
     placed: placement.PlacedFile,
     done: Converged,
     dry_run: bool,
+    verified: frozenset[placement.ObjectLocation] = frozenset(),
 ) -> None:
     if placed.recorded and not placed.in_table:
         done.adopted += 1
@@ -287,8 +293,12 @@ def _converge_file(
             result = UploadResult(*placed.recorded, placed.size, placed.sha256, placed.etag or "")
             depot_files.record_object(package_id, placed.resource_id, placed.artifact, result)
     if placed.moved_from and placed.recorded:
-        new = store.object_info(*placed.recorded)
-        if new is not None and new.size == placed.size:
+        if placed.recorded in verified:
+            intact = True
+        else:
+            new = store.object_info(*placed.recorded)
+            intact = new is not None and new.size == placed.size
+        if intact:
             done.deleted += 1
             if not dry_run:
                 store.delete_object(*placed.moved_from)

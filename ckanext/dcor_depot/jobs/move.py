@@ -130,6 +130,8 @@ def move_object(store: ObjectStore, package_id: str, placed: placement.PlacedFil
         elif result is not None and (now is None or now.recorded != target):
             store.delete_object(*target)  # a copy nobody wants any more
         converge.converge_files(
-            store, placement.dataset_files(store, package_id, [placed.resource_id])
+            store,
+            placement.dataset_files(store, package_id, [placed.resource_id]),
+            verified=frozenset({target} if still else ()),
         )
     return still

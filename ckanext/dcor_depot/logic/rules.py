@@ -168,7 +168,7 @@ def _changed_resources(package: model.Package) -> list[model.Resource]:
 
 
 def _committed(package_id: str, resource_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """:func:`ckan_rows.committed_resources` of ids of a dataset, read after its row is locked
+    """:func:`ckan_rows.committed_resources` of ids of a dataset, read once its row is locked
     (once per transaction): a job that read the dataset before has committed, one that reads
     later waits. Each id is read once per transaction, before the transaction records
     anything under it; until it ends, no job writes them.
@@ -182,7 +182,7 @@ def _committed(package_id: str, resource_ids: list[str]) -> dict[str, dict[str, 
     locked = info.setdefault(_LOCKED, set())
     cache = info.setdefault(_COMMITTED, {})
     missing = [rid for rid in resource_ids if rid not in cache]
-    inserted = {obj.id for obj in info.get(_INSERTED, ()) if obj.id and obj not in session.new}
+    inserted = {obj.id for obj in info.get(_INSERTED, ()) if obj.id and sa.inspect(obj).persistent}
     if missing and set(missing) <= inserted:
         cache.update(ckan_rows.new_resource_ids(package_id, missing, lock=package_id not in locked))
         locked.add(package_id)
@@ -195,8 +195,13 @@ def _committed(package_id: str, resource_ids: list[str]) -> dict[str, dict[str, 
     return {rid: cache[rid] for rid in resource_ids}
 
 
-def _forget_transaction(session) -> None:
-    for name in (_CHANGED, _INSERTED, _OWNERS, _COMMITTED, _LOCKED):
+def _forget_transaction(session, savepoint: bool = False) -> None:
+    """At the end of CKAN's transaction, forget what it changed and read. At the end of a
+    savepoint rolled back, only the reads and locks (PostgreSQL released the locks taken
+    in it): the changes noted before it stay noted (more than changed is compared, never
+    less), and an inserted row counts only while it is still in the session."""
+    everything = (_CHANGED, _INSERTED, _OWNERS, _COMMITTED, _LOCKED)
+    for name in (_COMMITTED, _LOCKED) if savepoint else everything:
         session.info.pop(name, None)
 
 
@@ -492,10 +497,10 @@ def _uploads_rolled_back(session) -> None:
     """Remove the files this transaction wrote (CKAN writes an upload before the rules
     that may refuse it run): a refused request leaves nothing on the disk that no quota
     counts and no prune removes."""
-    # a savepoint rolled back released the locks taken in it (PostgreSQL)
-    _forget_transaction(session)
     if session.in_nested_transaction():
+        _forget_transaction(session, savepoint=True)
         return
+    _forget_transaction(session)
     for path in session.info.pop(_UPLOADED, {}).values():
         with contextlib.suppress(FileNotFoundError):
             if not os.path.islink(path):

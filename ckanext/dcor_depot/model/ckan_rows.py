@@ -246,7 +246,9 @@ def new_resource_ids(
     """:func:`committed_resources` of ids whose resource rows CKAN's transaction inserted
     (so no committed row has them), read in that transaction in one statement, before it
     records anything under them; ``lock``: the dataset's row is locked in the same
-    statement (:func:`lock_dataset`)."""
+    statement (:func:`lock_dataset`), for what the transaction reads later. (The records
+    and grants read here may predate a commit the lock waited for; no such commit writes
+    under an id that no committed resource has.)"""
     ids = "unnest(CAST(:ids AS text[])) AS i(id)"
     if lock:  # the locked row is read, joined to every id (or none)
         ids = (
@@ -318,7 +320,10 @@ def committed_visibility(name_or_id: str) -> Visibility | None:
 def visibility_to_commit(name_or_id: str) -> Visibility | None:
     """:class:`Visibility` of a dataset as CKAN's transaction is about to commit it (read
     in that transaction, its changes flushed): what the commit makes of it, because a
-    transaction that changes a dataset holds its row until it ends."""
+    transaction that changes what decides a dataset's visibility (CKAN updates the
+    dataset's row with every such change) holds its row until it ends. A transaction
+    that did not write the row reads what is committed, as a read after the commit
+    would."""
     model.Session.flush()
     return _visibility(model.Session, name_or_id)
 

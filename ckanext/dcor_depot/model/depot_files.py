@@ -56,8 +56,11 @@ def file_records(
     package_ids: Iterable[str] | None = None,
     resource_ids: Iterable[str] | None = None,
     purged_before: datetime.datetime | None = None,
+    end_transaction: bool = True,
 ) -> list[FileRecord]:
-    """Rows of the table, of some datasets, resources, or purged before a moment (or all)."""
+    """Rows of the table, of some datasets, resources, or purged before a moment (or all).
+    ``end_transaction=False``: the caller ends the read's transaction (a rollback expires
+    the rows it read before)."""
     query = sa.select(file_table)
     if package_ids is not None:
         query = query.where(file_table.c.package_id.in_(list(package_ids)))
@@ -67,7 +70,8 @@ def file_records(
         query = query.where(file_table.c.purged < purged_before)
     with plugin_tables():
         rows = model.Session.execute(query).all()
-        model.Session.rollback()
+        if end_transaction:
+            model.Session.rollback()
     return [FileRecord(**row._mapping) for row in rows]
 
 

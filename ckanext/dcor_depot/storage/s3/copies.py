@@ -48,6 +48,8 @@ class Copies:
         at the target by an interrupted run when its bytes hash to ``sha256``.
         """
         where = f"s3://{source_bucket}/{key} to s3://{bucket}/{key}"
+        if etag and not rehash and self.shallow_copy(size):
+            return self._copy_by_etag(source_bucket, key, bucket, sha256, size, etag, where)
         source = self.object_info(source_bucket, key)
         if source is None:
             raise S3Error(f"Cannot copy {where}: the source object is missing")
@@ -100,6 +102,36 @@ class Copies:
                 self.delete_object(bucket, source.key)
             raise UploadVerificationError(f"Copy of {where} failed verification: {problem}")
         return UploadResult(bucket, source.key, copy.size, sha256, copy.etag)
+
+    def _copy_by_etag(
+        self,
+        source_bucket: str,
+        key: str,
+        bucket: str,
+        sha256: str,
+        size: int,
+        etag: str,
+        where: str,
+    ) -> UploadResult:
+        """One CopyObject, checked by the ETag it answers (Ceph RGW's copy keeps the
+        source's ETag, single or multipart): a copy with the recorded ETag holds the
+        recorded bytes, with their metadata. No HEAD of the source or of the copy."""
+        self.ensure_bucket(bucket)
+        with self._errors(f"copy {where}"):
+            try:
+                answer = self.client.copy_object(
+                    Bucket=bucket, Key=key, CopySource={"Bucket": source_bucket, "Key": key}
+                )
+            except self.client.exceptions.NoSuchKey:
+                raise S3Error(f"Cannot copy {where}: the source object is missing") from None
+        copied = answer.get("CopyObjectResult", {}).get("ETag", "").strip('"')
+        if copied != etag.strip('"'):
+            self.delete_object(bucket, key)
+            raise UploadVerificationError(
+                f"Copy of {where} failed verification: the copy's ETag is {copied}, "
+                f"{etag} is recorded"
+            )
+        return UploadResult(bucket, key, size, sha256, copied)
 
     def _copy_parts(self, source: ObjectInfo, bucket: str, sha256: str, where: str) -> UploadResult:
         key, size = source.key, source.size
