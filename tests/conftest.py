@@ -296,16 +296,6 @@ def kill_tree(pid: int) -> None:
             os.kill(victim, signal.SIGKILL)
 
 
-def release_scheduler_locks() -> None:
-    """After a worker with a scheduler was killed (SIGKILL): its scheduler's locks stay for
-    a minute, and a worker started meanwhile would queue no scheduled job."""
-    from ckan.lib.jobs import get_queue
-    from rq.scheduler import RQScheduler
-
-    for name in QUEUES:
-        connect_to_redis().delete(RQScheduler.get_locking_key(get_queue(name).name))
-
-
 def stop_at(point: str, marker: Path, env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a process that stops itself at ``point`` (``part-file``,
     ``s3-part``: see tests/stop_hook/sitecustomize.py) and then writes its pid to
