@@ -71,21 +71,15 @@ def _announce_after_commit(package_id: str) -> None:
 def _read_before_commit(session) -> None:
     if session.in_nested_transaction() or not session.info.get(_TO_READ):
         return
-    read = {}
-    for name_or_id in dict.fromkeys(session.info[_TO_READ]):
-        read[name_or_id] = ckan_rows.visibility_to_commit(name_or_id)
-    session.info[_READ] = read  # valid until the session runs a statement again
-
-
-def _forget_read(session, *args) -> None:
-    session.info.pop(_READ, None)
+    read = {
+        name_or_id: ckan_rows.visibility_to_commit(name_or_id)  # (flushes first)
+        for name_or_id in dict.fromkeys(session.info[_TO_READ])
+    }
+    queue.until_next_statement(_READ).update(read)
 
 
 if not sa.event.contains(model.Session, "before_commit", _read_before_commit):
     sa.event.listen(model.Session, "before_commit", _read_before_commit)
-    sa.event.listen(model.Session, "after_flush", _forget_read)
-    sa.event.listen(model.Session, "after_begin", _forget_read)
-    sa.event.listen(model.Session, "after_rollback", _forget_read)
 
 
 def _announce(name_or_id: str) -> None:

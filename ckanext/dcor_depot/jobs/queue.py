@@ -251,6 +251,9 @@ def commit_pending() -> bool:
 _PENDING = "dcor_depot_jobs_after_commit"
 #: the calls made at the last commit, while no statement ran since
 _DONE = "dcor_depot_jobs_done"
+#: names of what the session's info keeps from the last commit until the session writes or
+#: runs a statement again (:func:`until_next_statement`)
+_SINCE_COMMIT: set[str] = {_DONE}
 _WRITTEN = "dcor_depot_written"
 #: names of :func:`transaction_list` lists in the session's info
 _SCOPED: set[str] = set()
@@ -301,15 +304,27 @@ REDIS_RETRY_SECONDS = 30
 _REDIS_FAILED = "dcor_depot_redis_failed"
 
 
+def until_next_statement(name: str) -> dict[str, Any]:
+    """A dict in CKAN's session that lives until the session writes or runs a statement
+    again: what was read at a commit stays current for the calls made after it."""
+    _SINCE_COMMIT.add(name)
+    return model.Session().info.setdefault(name, {})
+
+
+def _forget_since_commit(session) -> None:
+    for name in _SINCE_COMMIT:
+        session.info.pop(name, None)
+
+
 def _written(session, flush_context) -> None:
     session.info[_WRITTEN] = True
-    session.info.pop(_DONE, None)
+    _forget_since_commit(session)
 
 
 def _begun(session, transaction, connection) -> None:
     # a statement after the commit (it may write with plain SQL, which no flush announces,
-    # as CKAN 2.11's bulk actions do): the calls made at the commit are no longer current
-    session.info.pop(_DONE, None)
+    # as CKAN 2.11's bulk actions do): what the commit left is no longer current
+    _forget_since_commit(session)
 
 
 def _run_pending(session) -> None:
@@ -331,7 +346,7 @@ def _drop_pending(session) -> None:
         return  # a savepoint rolled back: the outer transaction decides
     session.info.pop(_WRITTEN, None)
     session.info.pop(_PENDING, None)
-    session.info.pop(_DONE, None)
+    _forget_since_commit(session)
     for name in _SCOPED:
         session.info.pop(name, None)
 
