@@ -3,8 +3,9 @@
 In one run it measures
   1. the time from the commit of a private switch (``package_patch``
      returned) until an anonymous GET of the dataset's object is refused, over
-     ``--switches`` switches of one user, with one worker on dcor-converge and
-     dcor-index and one on dcor-short/dcor-normal that uploads ``--upload-gib``
+     ``--switches`` switches of one user, with ``--converge-workers`` workers on
+     dcor-converge and dcor-index (2, as the README deploys them) and one on
+     dcor-short/dcor-normal that uploads ``--upload-gib``
      GiB files meanwhile (the normal queue is kept busy for the whole
      measurement), while a second user of another circle switches ``--others``
      datasets of ``--files`` files each back and forth; for the slowest switches
@@ -20,7 +21,8 @@ In one run it measures
      (UploadPartCopy), for a store whose CopyObject copies data.
 
 Usage: .venv/bin/python benchmarks/convergence.py [--switches 200] [--others 50] [--files 20]
-                                   [--upload-gib 2] [--move-gib 1] [--only switches|move]
+                                   [--upload-gib 2] [--converge-workers 2] [--move-gib 1]
+                                   [--only switches|move]
 Needs the services (``bash scripts/services.sh``); uses its own database
 (dcor_depot_bench), folders and bucket prefix (see lifecycle.py).
 """
@@ -119,7 +121,20 @@ def child_switches(args) -> None:
                 if row.bucket and store.object_info(row.bucket, row.key):
                     store.delete_object(row.bucket, row.key)
 
+        def workers_ready() -> None:
+            """The converging workers run and have done what the set-up queued: the first
+            switch is not timed while they start."""
+            from rq import Worker
+
+            converge = get_queue("dcor-converge")
+            deadline = time.monotonic() + 120
+            while len(Worker.all(queue=converge)) < args.converge_workers or converge.count:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the converging workers did not start within 120 s")
+                time.sleep(0.1)  # polling for the workers to start
+
         switches, busy_during = [], 0
+        workers_ready()
         wait_for(200)
         for _ in range(args.switches):
             committed = time.time()
@@ -182,6 +197,8 @@ def timeline(package_id: str, committed: float) -> dict:
         "started": start - committed,
         "ended": _epoch(turn.ended_at) - committed,
         "before": before,
+        # a turn the worker's scheduler queued: created long before it entered the queue
+        "scheduled": _epoch(turn.enqueued_at) - _epoch(turn.created_at) > 0.5,
     }
 
 
@@ -300,12 +317,13 @@ def measure_switches(args, folder: Path, ini: Path) -> dict:
     make_file(folder / "small.bin", 3000)
     child = run_child(args, "switches", ini, big, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     ready = json.loads(child.stdout.readline())
+    converging = [["dcor-converge", "dcor-index"]] * args.converge_workers
     workers = [
         subprocess.Popen(
             [CKAN, "-c", str(ini), "dcor-depot-worker", *queues],
-            stderr=open(folder / f"worker-{queues[0]}.log", "w"),  # noqa: SIM115
+            stderr=open(folder / f"worker-{queues[0]}-{n}.log", "w"),  # noqa: SIM115
         )
-        for queues in (["dcor-converge", "dcor-index"], ["dcor-short", "dcor-normal"])
+        for n, queues in enumerate([*converging, ["dcor-short", "dcor-normal"]])
     ]
     churn = run_child(args, "churn", ini, big, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
@@ -333,6 +351,12 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=20, help="files in each of them")
     parser.add_argument("--upload-gib", type=int, default=2, help="size of the busy uploads")
     parser.add_argument("--uploads", type=int, default=60, help="busy uploads queued")
+    parser.add_argument(
+        "--converge-workers",
+        type=int,
+        default=2,
+        help="workers on dcor-converge and dcor-index (the README's deployment: 2)",
+    )
     parser.add_argument("--move-gib", type=int, default=1, help="size of the moved file")
     parser.add_argument("--rounds", type=int, default=3, help="moves per variant")
     parser.add_argument("--only", choices=["switches", "move"], help="run one part only")
@@ -391,8 +415,9 @@ def report_switches(args, switches: dict) -> dict[str, bool]:
     p50 = statistics.median(latencies)
     p95 = latencies[max(0, round(0.95 * len(latencies)) - 1)]
     print(
-        f"Private switch -> anonymous GET refused, {len(latencies)} switches of one user; a "
-        f"worker of its own on dcor-converge and dcor-index; {args.upload_gib} GiB uploads on "
+        f"Private switch -> anonymous GET refused, {len(latencies)} switches of one user; "
+        f"{args.converge_workers} worker(s) of their own on dcor-converge and dcor-index; "
+        f"{args.upload_gib} GiB uploads on "
         f"dcor-normal during {switches['busy']} of them; meanwhile a second user of another "
         f"circle switched {args.others} datasets of {args.files} files each back and forth "
         f"({switches['churn']} switches)\n"
@@ -411,7 +436,7 @@ def report_switches(args, switches: dict) -> dict[str, bool]:
         shown = " | ".join("-" if t is None else f"{t:.2f}" for t in times)
         kinds = collections.Counter(row["before"])
         before = ", ".join(f"{n} {kind}" for kind, n in kinds.items()) or "none"
-        scheduled = "scheduled" if "-at-" in (row.get("job") or "") else "queued"
+        scheduled = "scheduled" if row.get("scheduled") else "queued"
         print(f"| {row['latency']:.2f} | {shown} | {before} | {scheduled} |")
     return {
         "p95 of a private switch under 1 s under load": p95 < 1.0,

@@ -296,6 +296,16 @@ def kill_tree(pid: int) -> None:
             os.kill(victim, signal.SIGKILL)
 
 
+def release_scheduler_locks() -> None:
+    """After a worker with a scheduler was killed (SIGKILL): its scheduler's locks stay for
+    a minute, and a worker started meanwhile would queue no scheduled job."""
+    from ckan.lib.jobs import get_queue
+    from rq.scheduler import RQScheduler
+
+    for name in QUEUES:
+        connect_to_redis().delete(RQScheduler.get_locking_key(get_queue(name).name))
+
+
 def stop_at(point: str, marker: Path, env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a process that stops itself at ``point`` (``part-file``,
     ``s3-part``: see tests/stop_hook/sitecustomize.py) and then writes its pid to
@@ -359,7 +369,8 @@ class Workers:
                 raise AssertionError("the depot's jobs did not end: " + self.log())
             queues = list(map(get_queue, QUEUES))
             busy = _unfinished(queues) or any(
-                q.count or q.started_job_registry.count or _deferred(q) for q in queues
+                q.count or q.started_job_registry.count or _deferred(q) or _scheduled_soon(q)
+                for q in queues
             )
             quiet = 0 if busy else quiet + 1
             time.sleep(0.05)  # polling for the queues to empty
@@ -435,6 +446,18 @@ def _unfinished(queues) -> bool:
         origin and origin.decode() in names and status in (b"queued", b"started")
         for status, origin in pipeline.execute()
     )
+
+
+def _scheduled_soon(queue) -> bool:
+    """A job scheduled to run within a few seconds (a circle's turn that the worker's
+    scheduler queues at its time, within a second of it). Later ones (a turn at the
+    end of a dead holder's lease) are what a test waits for itself."""
+    soon = time.time() + SCHEDULED_SOON
+    return bool(connect_to_redis().zcount(queue.scheduled_job_registry.key, "-inf", soon))
+
+
+#: Seconds ahead in which :meth:`Workers.drain` waits for a scheduled job.
+SCHEDULED_SOON = 3
 
 
 def _deferred(queue) -> int:

@@ -24,8 +24,19 @@ log = logging.getLogger(__name__)
 #: The kinds of the extension's Redis keys, each named here only (:func:`redis_key`):
 #: leases; a dataset's convergence requested; a circle's line of datasets to converge; the
 #: latest job of a kind for an object; the guard while one process queues a job; a
-#: dataset's visibility fingerprint.
-REDIS_KEY_KINDS = ("lease", "converge", "line", "job", "enqueue", "fingerprint", "bucket", "upload")
+#: dataset's visibility fingerprint; a bucket the workers made ready; an upload job that
+#: started; a circle's turn of convergence queued or running.
+REDIS_KEY_KINDS = (
+    "lease",
+    "converge",
+    "line",
+    "job",
+    "enqueue",
+    "fingerprint",
+    "bucket",
+    "upload",
+    "turn",
+)
 
 
 def redis_key(kind: str, name: str) -> str:

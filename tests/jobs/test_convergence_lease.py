@@ -7,6 +7,8 @@ fixture) would take these tests' jobs while they run: a test that drives the job
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +20,17 @@ from ckanext.dcor_depot import leases, locks
 from ckanext.dcor_depot.cli import append_resource
 from ckanext.dcor_depot.jobs import converge, queue
 
-from ..conftest import Workers, anonymous_status, appended
+from ..conftest import (
+    Workers,
+    anonymous_status,
+    appended,
+    derived_ini,
+    kill_tree,
+    release_scheduler_locks,
+    stop_at,
+    wait_until_stopped,
+    worker_command,
+)
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -107,6 +119,39 @@ def test_circles_take_turns_so_one_users_switches_delay_another_circle_by_one_da
     assert anonymous_status(url) == 403
 
 
+def test_while_a_circle_s_turn_runs_its_changes_queue_no_other_turn(cli, random_file, run_worker):
+    """A circle holds at most one turn, queued or running: a change of the busy circle made
+    while its turn runs waits for that turn's end, which queues the next; another circle's
+    switch made meanwhile is queued right behind the running turn, not behind a second
+    turn of the busy circle."""
+    from ckan.lib.jobs import get_queue
+    from rq.job import Job, JobStatus
+
+    busy = factories.Organization()
+    first, second = (factories.Dataset(owner_org=busy["id"]) for _ in range(2))
+    mine = factories.Dataset(owner_org=factories.Organization()["id"])
+    datasets = (first, second, mine)
+    urls = [appended(cli, dataset, random_file(1000))["s3_url"] for dataset in datasets]
+    run_worker()
+    turns = get_queue(queue.CONVERGE)
+    helpers.call_action("package_patch", id=first["id"], private=True)
+    (running,) = turns.get_job_ids()
+    job = Job.fetch(running, connection=turns.connection)
+    turns.remove(job)  # a worker takes the busy circle's turn
+    job.set_status(JobStatus.STARTED)
+    helpers.call_action("package_patch", id=second["id"], private=True)
+    helpers.call_action("package_patch", id=mine["id"], private=True)
+    (mine_turn,) = turns.get_job_ids()  # nothing of the busy circle while its turn runs
+    assert mine_turn.startswith(f"dcor-depot-converge-{mine['owner_org']}-"), mine_turn
+    job.perform()  # the turn ends: it converged the first dataset and queues the next turn
+    assert turns.get_job_ids()[0] == mine_turn
+    (next_turn,) = turns.get_job_ids()[1:]
+    assert next_turn.startswith(f"dcor-depot-converge-{busy['id']}-"), next_turn
+    assert anonymous_status(urls[0]) == 403
+    run_worker()
+    assert [anonymous_status(url) for url in urls] == [403, 403, 403]
+
+
 HOLDER = """
 import sys, time, uuid, redis
 client = redis.Redis.from_url(sys.argv[1])
@@ -154,3 +199,78 @@ def test_a_change_left_to_a_holder_that_was_killed_is_converged_when_its_lease_e
     finally:
         holder.kill()
         workers.stop()
+
+
+def test_a_turn_whose_work_horse_is_killed_leaves_its_dataset_in_line(cli, random_file, tmp_path):
+    """The work horse of a circle's turn is killed while it converges a private switch
+    (after it read the object's tags): the dataset waits in line again and the circle's
+    next turn converges it once the dead horse's lease (3 s here) ends, with no other
+    change and no sweep."""
+    dataset = factories.Dataset(owner_org=factories.Organization()["id"])
+    url = appended(cli, dataset, random_file(1000))["s3_url"]
+    assert anonymous_status(url) == 200
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
+    ini = derived_ini(tmp_path, **{"ckanext.dcor_depot.lease_seconds": "3"})
+    marker = tmp_path / "stopped"
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115
+    worker = subprocess.Popen(
+        worker_command(str(ini), burst=False),
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        env=stop_at("s3-tagging", marker),
+    )
+    try:
+        horse = wait_until_stopped(marker, worker, "the turn's read of the tags")
+        os.kill(horse, signal.SIGKILL)
+        killed = time.monotonic()
+        while anonymous_status(url) != 403:
+            assert time.monotonic() - killed < 3 + 10, (tmp_path / "worker.log").read_text()
+            time.sleep(0.1)  # polling for the circle's next turn
+    finally:
+        kill_tree(worker.pid)
+        worker.wait()
+        release_scheduler_locks()
+
+
+def test_a_worker_that_starts_queues_the_turns_a_stopped_worker_left(cli, random_file, run_worker):
+    """A worker stopped while it ran a circle's turn (its job never ended; RQ marks it
+    failed later): the circle's line still holds the switch. The next worker that starts
+    queues the circle's turn: converged without another change or the sweep."""
+    from ckan.lib.jobs import get_queue
+    from rq.job import Job, JobStatus
+
+    dataset = factories.Dataset(owner_org=factories.Organization()["id"])
+    url = appended(cli, dataset, random_file(1000))["s3_url"]
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
+    turns = get_queue(queue.CONVERGE)
+    (taken,) = turns.get_job_ids()
+    job = Job.fetch(taken, connection=turns.connection)
+    turns.remove(job)  # a worker took it and stopped with it
+    job.set_status(JobStatus.FAILED)
+    assert anonymous_status(url) == 200
+    run_worker()
+    assert anonymous_status(url) == 403
+
+
+def test_a_scheduled_turn_whose_time_came_does_not_hold_its_circle(cli, random_file, run_worker):
+    """A circle's turn scheduled for when a lease ends, whose time has come but which RQ's
+    scheduler has not queued yet (it looks once a second): a private switch of the circle
+    made then is queued at once, not left waiting for the scheduler."""
+    from ckan.lib.jobs import get_queue
+
+    circle = factories.Organization()["id"]
+    waiting, switched = (factories.Dataset(owner_org=circle) for _ in range(2))
+    url = appended(cli, switched, random_file(1000))["s3_url"]
+    turns = get_queue(queue.CONVERGE)
+    run_worker()
+    when = time.time() + 0.3
+    converge.wait_in_line(waiting["id"], circle, at=when)  # a lease that ends at `when`
+    assert turns.scheduled_job_registry.count == 1 and not turns.get_job_ids()
+    while time.time() <= when:
+        time.sleep(0.05)  # until the scheduled turn's time has come
+    helpers.call_action("package_patch", id=switched["id"], private=True)
+    (turn,) = turns.get_job_ids()  # queued now, beside the scheduled one
+    assert turn.startswith(f"dcor-depot-converge-{circle}-"), turn
+    run_worker()
+    assert anonymous_status(url) == 403

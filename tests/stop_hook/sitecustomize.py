@@ -8,7 +8,12 @@ file ``DCOR_TEST_STOPPED`` and stops itself (SIGSTOP) the first time it reaches:
 - ``part-file``: a write into a ``.part`` file it created (a file being copied
   into the depot, a local backup copy being written);
 - ``s3-part``: the object store's answer to the first part of a multipart upload
-  (a part sent, or a part copied from another object).
+  (a part sent, or a part copied from another object);
+- ``s3-tagging``: the object store's answer to the first read of an object's tags
+  (a convergence).
+
+Only the first process that reaches the point stops (a work horse forked after it
+does not).
 
 A test then kills it at exactly that point, whatever the size of the file and
 however fast the machine: no file large enough to be caught in time.
@@ -27,6 +32,9 @@ def _stop() -> None:
     if _stopped.is_set():
         return
     _stopped.set()
+    marker = os.environ["DCOR_TEST_STOPPED"]
+    if os.path.exists(marker) and open(marker).read():  # noqa: SIM115
+        return  # another process (a work horse before this one) stopped there: once only
     with open(os.environ["DCOR_TEST_STOPPED"], "w") as marker:
         marker.write(str(os.getpid()))
     os.kill(os.getpid(), signal.SIGSTOP)
@@ -79,5 +87,18 @@ elif _POINT == "s3-part":
 
     botocore.client.BaseClient._make_api_call = _call_stopping
 
+elif _POINT == "s3-tagging":
+    import botocore.client
+
+    _call_tagging = botocore.client.BaseClient._make_api_call
+
+    def _tagging_stopping(self, operation_name, api_params):
+        answer = _call_tagging(self, operation_name, api_params)
+        if operation_name == "GetObjectTagging":
+            _stop()
+        return answer
+
+    botocore.client.BaseClient._make_api_call = _tagging_stopping
+
 elif _POINT:
-    raise SystemExit(f"DCOR_TEST_STOP_AT={_POINT!r}: expected part-file or s3-part")
+    raise SystemExit(f"DCOR_TEST_STOP_AT={_POINT!r}: expected part-file, s3-part or s3-tagging")

@@ -19,14 +19,16 @@ lease looks for a newer token, so a change committed while a run is under way
 is converged again.
 
 Circles take turns: an announced dataset waits in its circle's line (a sorted
-set in Redis), and the queue holds one job per circle (:func:`converge_turn`),
-which converges the first dataset due in that line and, while more are due,
-queues the circle's turn again behind the other circles'. However many changes
-one user makes, another circle's private switch waits for at most two turns of each
-other circle (the one running, and one queued while it ran). A dataset whose lease
+set in Redis), and a circle holds at most one turn (:func:`converge_turn`) that is
+queued or running: the turn converges the first dataset due in that line and, when
+the line holds more, hands the circle to its next turn, queued behind the other
+circles' turns. However many changes one user makes, another circle's private switch
+waits for at most the one turn of each other circle that runs. A dataset whose lease
 is held waits in the line until the lease ends: when the holder died, its change is
-converged then
-(the worker's scheduler queues the turn at that time).
+converged then (the worker's scheduler queues the turn at that time). A turn whose
+work horse is killed puts its dataset back in line and hands the circle on (the
+README's worker, ``jobs/worker.py``); a worker that starts queues the turns of lines
+that a stopped worker left.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from rq import get_current_job
+from rq.job import Job
 
 from .. import config, errors, locks, placement
 from ..leases import connection, redis_key
@@ -104,16 +107,149 @@ NO_CIRCLE_LINE = "-"
 
 def wait_in_line(package_id: str, circle: str | None = None, at: float | None = None) -> None:
     """Put the dataset in its circle's line, due now (or at the time ``at``; a dataset
-    already waiting keeps the earlier time), and queue the circle's turn."""
+    already waiting keeps the earlier time), and queue the circle's turn unless one that
+    runs no later is queued or running (:data:`_ENTER_LINE`)."""
     if circle is None:
         circle = ckan_rows.committed_circle(package_id)[1] or NO_CIRCLE_LINE
-    due = time.time() if at is None else at
-    # the earlier time wins (Redis 6.2's ZADD LT, written out for older Redis)
-    connection().eval(_ENTER_LINE, 1, redis_key("line", circle), package_id, repr(due))
-    _queue_turn(circle)
+    now = time.time()
+    due = now if at is None else at
+    turn = connection().eval(
+        _ENTER_LINE,
+        2,
+        redis_key("line", circle),
+        redis_key("turn", circle),
+        package_id,
+        repr(due),
+        _new_turn_id(circle),
+        TURN_SECONDS,
+        _RQ_JOB_KEY,
+        repr(now),
+    )
+    _queue(circle, turn)
 
 
+#: Seconds for which a circle's turn holds the circle at most: a turn whose job RQ never
+#: marks as ended (its worker's host lost) stops holding it then.
+TURN_SECONDS = 3600
+#: RQ's key of a job is this prefix and the job's id.
+_RQ_JOB_KEY = Job.key_for("")
+_RQ_JOB_KEY = _RQ_JOB_KEY.decode() if isinstance(_RQ_JOB_KEY, bytes) else _RQ_JOB_KEY
+
+#: A circle holds at most one turn that is queued or running (KEYS[2], "<job id> <when>"),
+#: so that another circle's change waits for at most the one that runs. The line
+#: (KEYS[1]) and the turn are written in one script with the turn's end
+#: (:data:`_END_TURN`): a dataset that enters the line while a turn runs is in the line
+#: when that turn ends, and the turn queues the next. A turn whose job ended without
+#: ending the turn (failed, or its work horse was killed) holds nothing; nor does one
+#: that runs later than the dataset is due (scheduled for when a lease ends), nor a
+#: scheduled one whose time has come (RQ's scheduler queues it within a second): a new
+#: turn takes the circle. The earlier due time of a dataset wins (Redis 6.2's ZADD LT,
+#: written out for older Redis). Returns {job id, when} of a turn to queue, or {}.
 _ENTER_LINE = """
+local current = redis.call('zscore', KEYS[1], ARGV[1])
+if (not current) or tonumber(ARGV[2]) < tonumber(current) then
+  redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
+end
+local owner = redis.call('get', KEYS[2])
+if owner then
+  local sep = string.find(owner, ' ', 1, true)
+  local status = redis.call('hget', ARGV[5] .. string.sub(owner, 1, sep - 1), 'status')
+  local when = tonumber(string.sub(owner, sep + 1))
+  -- a scheduled turn whose time has come waits for the scheduler (up to a second): not
+  -- for a dataset due now
+  local alive = status == 'queued' or status == 'started' or status == 'deferred'
+    or (status == 'scheduled' and when > tonumber(ARGV[6]))
+  if alive and when <= tonumber(ARGV[2]) then
+    return {}
+  end
+end
+local first = redis.call('zrange', KEYS[1], 0, 0, 'WITHSCORES')
+local when = math.max(tonumber(first[2]), tonumber(ARGV[6]))
+redis.call('set', KEYS[2], ARGV[3] .. ' ' .. tostring(when), 'EX', ARGV[4])
+return {ARGV[3], tostring(when)}
+"""
+
+#: The end of a circle's turn (ARGV[1]: its job id): when it still holds the circle, the
+#: next turn (ARGV[2]) takes it if the line holds a dataset, else nobody. Returns what
+#: :data:`_ENTER_LINE` returns.
+_END_TURN = """
+local owner = redis.call('get', KEYS[2])
+if (not owner) or string.sub(owner, 1, #ARGV[1] + 1) ~= (ARGV[1] .. ' ') then
+  return {}
+end
+local first = redis.call('zrange', KEYS[1], 0, 0, 'WITHSCORES')
+if #first == 0 then
+  redis.call('del', KEYS[2])
+  return {}
+end
+local when = math.max(tonumber(first[2]), tonumber(ARGV[4]))
+redis.call('set', KEYS[2], ARGV[2] .. ' ' .. tostring(when), 'EX', ARGV[3])
+return {ARGV[2], tostring(when)}
+"""
+
+
+def _new_turn_id(circle: str) -> str:
+    return f"{queue.job_id('converge', circle)}-{uuid.uuid4().hex[:8]}"
+
+
+def _queue(circle: str, turn: list) -> None:
+    """Queue the turn a script handed out (now, or when its first dataset is due)."""
+    if turn:
+        jid, when = (part.decode() if isinstance(part, bytes) else part for part in turn)
+        queue.enqueue_as("converge", circle, jid, float(when))
+
+
+def converge_turn(circle: str) -> str:
+    """The job: one turn of a circle, the convergence of the first dataset due in its line
+    (:func:`converge_dataset`); when the line holds more, the circle's next turn is
+    queued behind the other circles' turns. A failed convergence fails the job, named by
+    its dataset (``job.meta["dataset"]``), and the turns go on."""
+    line = redis_key("line", circle)
+    job = get_current_job()
+    try:
+        due = connection().zrangebyscore(line, "-inf", time.time(), start=0, num=1)
+        if not due:
+            return f"circle {circle}: nothing due"
+        package_id = due[0].decode()
+        if job is not None:
+            job.meta["dataset"] = package_id
+            job.save_meta()
+        connection().zrem(line, package_id)  # announced again during the run: back in line
+        return converge_dataset(package_id, circle)
+    finally:
+        _end_turn(circle, job.id if job is not None else "")
+
+
+def turn_killed(circle: str, job_id: str, package_id: str | None) -> None:
+    """A circle's turn ended without its end (its work horse was killed, or timed out):
+    the dataset it converged waits in line again while its change is announced, and the
+    circle goes to the next turn (``jobs/worker.py`` calls this in the worker)."""
+    line = redis_key("line", circle)
+    if package_id and pending(package_id):
+        connection().eval(_ENTER_LINE_ONLY, 1, line, package_id, repr(time.time()))
+    _end_turn(circle, job_id)
+
+
+def queue_orphaned_turns() -> int:
+    """Queue a turn for every circle whose line holds datasets and whose turn is held by
+    no live job (a worker stopped while it ran one, its job never ended): what happened
+    while no worker ran is converged when one starts. Returns the turns queued."""
+    queued = 0
+    prefix = redis_key("line", "")
+    for key in connection().scan_iter(match=f"{prefix}*", count=1000):
+        circle = key.decode()[len(prefix) :]
+        first = connection().zrange(key, 0, 0)
+        if first:
+            before = connection().get(redis_key("turn", circle))
+            # due "never": its own due time stays, the circle's turn is queued if none lives
+            wait_in_line(first[0].decode(), circle, at=_NEVER)
+            queued += connection().get(redis_key("turn", circle)) != before
+    return queued
+
+
+_NEVER = 1e15
+
+_ENTER_LINE_ONLY = """
 local current = redis.call('zscore', KEYS[1], ARGV[1])
 if (not current) or tonumber(ARGV[2]) < tonumber(current) then
   redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
@@ -122,38 +258,18 @@ return 0
 """
 
 
-def _queue_turn(circle: str) -> None:
-    """Queue the circle's turn when its first dataset is due, else schedule it for then."""
-    first = connection().zrange(redis_key("line", circle), 0, 0, withscores=True)
-    if not first:
-        return
-    due = first[0][1]
-    if due <= time.time():
-        queue.enqueue_unless_waiting("converge", circle)
-    else:
-        queue.enqueue_at(due, "converge", circle)
-
-
-def converge_turn(circle: str) -> str:
-    """The job: one turn of a circle, the convergence of the first dataset due in its line
-    (:func:`converge_dataset`); while more are due, the circle's next turn is queued
-    behind the other circles' turns. A failed convergence fails the job, named by its
-    dataset (``job.meta["dataset"]``), and the turns go on."""
-    line = redis_key("line", circle)
-    due = connection().zrangebyscore(line, "-inf", time.time(), start=0, num=1)
-    if not due:
-        _queue_turn(circle)
-        return f"circle {circle}: nothing due"
-    package_id = due[0].decode()
-    job = get_current_job()
-    if job is not None:
-        job.meta["dataset"] = package_id
-        job.save_meta()
-    connection().zrem(line, package_id)  # announced again during the run: back in line
-    try:
-        return converge_dataset(package_id, circle)
-    finally:
-        _queue_turn(circle)
+def _end_turn(circle: str, job_id: str) -> None:
+    turn = connection().eval(
+        _END_TURN,
+        2,
+        redis_key("line", circle),
+        redis_key("turn", circle),
+        job_id,
+        _new_turn_id(circle),
+        TURN_SECONDS,
+        repr(time.time()),
+    )
+    _queue(circle, turn)
 
 
 def pending(package_id: str) -> bool:

@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import importlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -198,26 +199,24 @@ def enqueue_unless_waiting(kind: str, object_id: str) -> str | None:
     return jid
 
 
-def enqueue_at(when: float, kind: str, object_id: str) -> str:
-    """Schedule the job of this kind for ``object_id`` at the time ``when`` (the worker's
-    scheduler queues it then); one per second and object. A scheduled job does not count
-    as waiting for :func:`enqueue_unless_waiting`: a change meanwhile runs at once."""
-    jid = f"{job_id(kind, object_id)}-at-{int(when)}"
-    try:
-        if Job.fetch(jid, connection=connect_to_redis()).get_status() in _WAITING:
-            return jid
-    except NoSuchJobError:
-        pass
+def enqueue_as(kind: str, object_id: str, jid: str, when: float) -> None:
+    """Queue the job of this kind for ``object_id`` under the id ``jid``: now, or at the
+    time ``when`` (the worker's scheduler queues it then; RQ keeps whole seconds, rounded
+    down: the time is rounded up, so that the job never starts before ``when``). The
+    latest of its kind for the object (:func:`enqueue_unless_waiting`)."""
     queue = queue_of(kind)
-    get_queue(queue).enqueue_at(
-        datetime.datetime.fromtimestamp(when, datetime.timezone.utc),
-        JOBS[kind].function,
-        object_id,
-        job_id=jid,
-        job_timeout=config.job_timeout(queue),
-        meta={"title": f"dcor_depot {kind}"},
-    )
-    return jid
+    if when <= time.time():
+        _enqueue_call(kind, queue, jid, object_id)
+    else:
+        get_queue(queue).enqueue_at(
+            datetime.datetime.fromtimestamp(math.ceil(when), datetime.timezone.utc),
+            JOBS[kind].function,
+            object_id,
+            job_id=jid,
+            job_timeout=config.job_timeout(queue),
+            meta={"title": f"dcor_depot {kind}"},
+        )
+    _redis_with_timeouts().set(_latest_key(kind, object_id), jid, ex=400 * 86400)
 
 
 def after_commit(fn: Callable[..., Any], *args: Any) -> None:

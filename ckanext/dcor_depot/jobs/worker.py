@@ -23,9 +23,19 @@ import ckan.model as model
 from ckan.lib import jobs as ckan_jobs
 
 from ..model import ckan_rows
-from . import queue
+from . import converge, queue
 
 log = logging.getLogger(__name__)
+
+
+def _queue_orphaned_turns() -> None:
+    try:
+        queued = converge.queue_orphaned_turns()
+    except Exception as exc:  # noqa: BLE001 - the worker starts all the same
+        log.warning("Worker: the circles' lines were not looked at: %s", exc)
+        return
+    if queued:
+        log.info("Worker: queued %d circles' turns left by a worker that stopped", queued)
 
 
 def warm_up() -> None:
@@ -49,7 +59,20 @@ def warm_up() -> None:
 class Worker(ckan_jobs.Worker):
     def work(self, *args: Any, **kwargs: Any) -> Any:
         warm_up()
+        if ckan_jobs.get_queue(queue.CONVERGE).name in self.queue_names():
+            _queue_orphaned_turns()
         return super().work(*args, **kwargs)
+
+    def handle_work_horse_killed(self, job: Any, retpid: Any, ret_val: Any, rusage: Any) -> None:
+        # a circle's turn cut off (killed, timed out) before its end: its dataset waits in
+        # line again and the circle goes on to its next turn
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        if job.func_name == queue.JOBS["converge"].function:
+            try:
+                job.refresh()  # the dataset the horse named in the job's meta
+                converge.turn_killed(job.args[0], job.id, job.meta.get("dataset"))
+            except Exception:  # noqa: BLE001 - the worker goes on; the sweep catches up
+                log.exception("Worker: the turn of circle %s was not handed on", job.args[0])
 
     def main_work_horse(self, job: Any, queue: Any) -> Any:
         # rq's own horse entry point, not CKAN's, which reloads the environment first
