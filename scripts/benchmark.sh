@@ -7,19 +7,20 @@
 # benchmarks/client.py (the README's direct-to-S3 client against boto3) and
 # benchmarks/recording.py (a job's recording at the 1st and the 300th resource) and
 # benchmarks/workers.py (200 uploads of 1 MiB with 1, 2 and 4 workers) and
-# benchmarks/fixity.py (hashing an object in parallel ranged GETs against boto3's download).
-# Usage: scripts/benchmark.sh [upload|lifecycle|migrate|figshare|convergence|client|recording|workers|fixity|all] [arguments for the benchmark]
+# benchmarks/fixity.py (hashing an object in parallel ranged GETs against boto3's download) and
+# benchmarks/registration.py (registering a staged 10 GiB file against a plain server-side copy).
+# Usage: scripts/benchmark.sh [upload|lifecycle|migrate|figshare|convergence|client|recording|workers|fixity|registration|all] [arguments for the benchmark]
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 which=${1:-all}
 case "$which" in
-    upload|lifecycle|migrate|figshare|convergence|client|recording|workers|fixity) shift ;;
-    all) [ $# -gt 0 ] && shift; [ $# -gt 0 ] && die "arguments go with one benchmark: upload, lifecycle, migrate, figshare, convergence, client, recording, workers or fixity" ;;
-    *) die "unknown benchmark '$which': use upload, lifecycle, migrate, figshare, convergence, client, recording, workers, fixity or all" ;;
+    upload|lifecycle|migrate|figshare|convergence|client|recording|workers|fixity|registration) shift ;;
+    all) [ $# -gt 0 ] && shift; [ $# -gt 0 ] && die "arguments go with one benchmark: upload, lifecycle, migrate, figshare, convergence, client, recording, workers, fixity or registration" ;;
+    *) die "unknown benchmark '$which': use upload, lifecycle, migrate, figshare, convergence, client, recording, workers, fixity, registration or all" ;;
 esac
 bash "$REPO_DIR/scripts/services.sh"
 bash "$REPO_DIR/scripts/venv.sh" 2.12
 status=0
-for name in upload lifecycle migrate figshare convergence client recording workers fixity; do
+for name in upload lifecycle migrate figshare convergence client recording workers fixity registration; do
     if [ "$which" = all ] || [ "$which" = "$name" ]; then
         say "Benchmark: $name"
         "$REPO_DIR/.venv/bin/python" "$REPO_DIR/benchmarks/$name.py" "$@" || status=1
