@@ -212,8 +212,11 @@ def child_end_to_end(args) -> None:
             resource = create_resource(dataset["id"], path)
             uploaded = time.time()
             job = Job.fetch(job_id("file", resource["id"]), connection=connect_to_redis())
-            if job.latest_result(timeout=600) is None:
-                raise SystemExit("the file job did not end within 10 minutes: is a worker up?")
+            # blocking reads shorter than the Redis connection's socket timeout
+            deadline = time.monotonic() + 600
+            while job.latest_result(timeout=1) is None:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the file job did not end within 10 minutes: is a worker up?")
             job.refresh()
             recorded = model.Session.execute(
                 sa.text(
@@ -240,6 +243,10 @@ def child_end_to_end(args) -> None:
             )
             key = placement.object_location(store, org["id"], resource["id"]).key
             store.delete_object(bucket, key)
+            # and its depot file (CKAN's path is a symlink to it): one round's file at a time
+            link = placement.ckan_path(resource["id"])
+            link.resolve().unlink()
+            link.unlink()
         for obj in list(store.iter_objects(bucket)):
             store.delete_object(bucket, obj.key)
         store.client.delete_bucket(Bucket=bucket)
@@ -267,12 +274,14 @@ def run_child(args, mode: str, ini: Path, file: Path, plugins: str = "") -> list
             "--rounds",
             str(args.rounds),
         ],
-        check=True,
         capture_output=True,
         text=True,
         env=os.environ,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    )
+    if out.returncode != 0:  # what the child said, then fail
+        sys.stderr.write(out.stderr[-4000:])
+        raise SystemExit(f"the benchmark's {mode} process failed (exit {out.returncode})")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def make_file(path: Path, size: int) -> Path:
