@@ -10,10 +10,10 @@ demo-once:  ## the same, then stops the web server and the worker
 test:       ## lint + the whole test suite on CKAN 2.12 and 2.11
 	bash scripts/test.sh
 
-services:   ## only start PostgreSQL, Redis, Ceph RGW (S3) and the Solr stand-in
+services:   ## only start PostgreSQL, Redis, Ceph RGW (S3) and Solr
 	bash scripts/services.sh
 
-stop:       ## stop the demo's web server and worker, the Ceph daemons and the Solr stand-in
+stop:       ## stop the demo's web server and worker, the Ceph daemons and Solr
 	bash scripts/demo.sh stop
 
 lint:

@@ -19,6 +19,7 @@ case "$which" in
 esac
 bash "$REPO_DIR/scripts/services.sh"
 bash "$REPO_DIR/scripts/venv.sh" 2.12
+bash "$REPO_DIR/scripts/solr.sh" core ckan "$REPO_DIR/.venv"
 status=0
 for name in upload lifecycle migrate figshare convergence client recording workers fixity registration; do
     if [ "$which" = all ] || [ "$which" = "$name" ]; then

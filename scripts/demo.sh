@@ -7,7 +7,7 @@
 # before and after the dataset is made public).
 # Usage: scripts/demo.sh [--once]   the site stays up for browsing; --once
 #                                   stops the web server and worker at the end
-#        scripts/demo.sh stop       stops the web server, worker, Ceph, Solr stand-in
+#        scripts/demo.sh stop       stops the web server, worker, Ceph, Solr
 # DCOR_DEMO_HOST=0.0.0.0: the web server listens on every address (default 127.0.0.1).
 # Idempotent: a second start restarts the web server and worker with the
 # current code and walks a new dataset through; the sysadmin and data are kept.
@@ -44,17 +44,14 @@ if [ "$mode" = stop ]; then
     stop_pid "$WORKER_PID" "RQ worker"
     stop_pid "$CONVERGE_PID" "RQ worker of dcor-converge"
     bash "$REPO_DIR/scripts/ceph-rgw.sh" stop
-    if [ -f "$STATE_DIR/solr/pid" ]; then
-        kill "$(cat "$STATE_DIR/solr/pid")" 2>/dev/null || true
-        rm -f "$STATE_DIR/solr/pid"
-        say "Solr stand-in stopped"
-    fi
+    bash "$REPO_DIR/scripts/solr.sh" stop
     say "Stopped. PostgreSQL and Redis are left running."
     exit 0
 fi
 
 bash "$REPO_DIR/scripts/services.sh"
 bash "$REPO_DIR/scripts/venv.sh" 2.12
+bash "$REPO_DIR/scripts/solr.sh" core ckan "$REPO_DIR/.venv"
 CKAN="$REPO_DIR/.venv/bin/ckan"
 mkdir -p "$DEMO_DIR"/{storage,depots,tmp,backup}
 
@@ -162,7 +159,7 @@ if [ "$mode" = --once ]; then
     stop_pid "$WEB_PID" "CKAN web server"
     stop_pid "$WORKER_PID" "RQ worker"
     stop_pid "$CONVERGE_PID" "RQ worker of dcor-converge"
-    say "Done (--once). The services (PostgreSQL, Redis, Ceph, Solr stand-in) are left running; bash scripts/demo.sh stop stops Ceph and the Solr stand-in"
+    say "Done (--once). The services (PostgreSQL, Redis, Ceph, Solr) are left running; bash scripts/demo.sh stop stops Ceph and Solr"
     exit 0
 fi
 

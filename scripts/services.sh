@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the services the extension needs, installing what is missing:
-# PostgreSQL, Redis, Ceph RADOS Gateway (S3) and the Solr stand-in.
+# PostgreSQL, Redis, Ceph RADOS Gateway (S3) and Apache Solr.
 # Idempotent: starts only what is down, then writes services.ini with the
 # connection settings (and S3 credentials, mode 600) for test.ini and demo.ini.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -55,19 +55,10 @@ bash "$REPO_DIR/scripts/ceph-rgw.sh" start
 # shellcheck disable=SC1091
 source "$STATE_DIR/ceph/s3.env"
 
-# Solr stand-in (tests and demo only; production needs a real Solr)
+# Apache Solr 9 with CKAN's schema (scripts/solr.sh; the cores are made by the scripts that
+# install CKAN's versions: test.sh, demo.sh, benchmark.sh)
+bash "$REPO_DIR/scripts/solr.sh" start
 solr_url="http://127.0.0.1:$SOLR_PORT/solr/ckan"
-solr_ping() { curl -sf "$solr_url/select?q=*:*&rows=0&wt=json"; }
-if ! solr_ping >/dev/null 2>&1; then
-    mkdir -p "$STATE_DIR/solr"
-    nohup python3 "$REPO_DIR/scripts/solr_standin.py" --host 127.0.0.1 --port "$SOLR_PORT" \
-        --data-file "$STATE_DIR/solr/index.json" >>"$STATE_DIR/solr/solr.log" 2>&1 &
-    echo $! >"$STATE_DIR/solr/pid"
-    wait_for 30 "Solr stand-in" solr_ping
-    say "Solr stand-in started"
-else
-    say "Solr stand-in already running"
-fi
 
 umask 077
 cat >"$REPO_DIR/services.ini" <<INI

@@ -47,6 +47,7 @@ index=2  # Redis database 1 is the demo's
 for series in "${all_series[@]}"; do
     bash scripts/venv.sh "$series"
     venv=.venv; [ "$series" = 2.12 ] || venv=.venv-$series
+    bash scripts/solr.sh core "ckan-test-${series/./-}" "$venv" memory
     inis[$series]=$(series_ini "$series" $index)
     index=$((index + 1))
     "$venv/bin/ckan" -c "${inis[$series]}" db upgrade >/dev/null

@@ -1,4 +1,4 @@
-"""The plugin loads, and CKAN's writes work on the test stack (PostgreSQL, Redis, Solr stand-in)."""
+"""The plugin loads, and CKAN's writes work on the test stack (PostgreSQL, Redis, Apache Solr)."""
 
 from __future__ import annotations
 

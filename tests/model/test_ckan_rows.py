@@ -68,25 +68,45 @@ def test_a_job_recording_fields_does_not_undo_a_dataset_change_made_meanwhile(mo
     assert shown["private"] is False
 
 
-def test_the_index_job_never_writes_back_what_a_user_changed_meanwhile(monkeypatch):
-    """The index job reads the dataset, its editor renames it, the job writes its
-    (older) copy to the search index: the search must show the new title."""
+def _rename(editor, dataset, resource):
+    helpers.call_action(
+        "package_patch", {"user": editor["name"]}, id=dataset["id"], title="HL60, fixed"
+    )
+
+
+def _drop_resource(editor, dataset, resource):
+    helpers.call_action("resource_delete", {"user": editor["name"]}, id=resource["id"])
+
+
+#: a user's change made while the index job runs: (the change, a search that must find
+#: the dataset afterwards, one that must not)
+CHANGES_WHILE_INDEXED = {
+    "renamed": (_rename, 'title:"HL60, fixed"', 'title:"HL60, first run"'),
+    "resource dropped": (_drop_resource, "res_name:fixed", "res_name:dropped"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES_WHILE_INDEXED)
+def test_the_index_job_never_writes_back_what_a_user_changed_meanwhile(change, monkeypatch):
+    """The index job reads the dataset, its editor changes it (a new title, a resource
+    dropped), the job writes its (older) copy to the search index (Apache Solr): the
+    search must show the dataset as the user left it."""
     from ckan.lib.search.index import PackageSearchIndex
 
     from ckanext.dcor_depot.jobs import index
 
+    act, found_by, not_by = CHANGES_WHILE_INDEXED[change]
     editor = factories.User()
     circle = factories.Organization(users=[{"name": editor["name"], "capacity": "editor"}])
     dataset = factories.Dataset(owner_org=circle["id"], private=False, title="HL60, first run")
-    renamed = threading.Event()
+    factories.Resource(package_id=dataset["id"], name="fixed", url="https://example.org/a")
+    dropped = factories.Resource(
+        package_id=dataset["id"], name="dropped", url="https://example.org/b"
+    )
+    assert _found(not_by) == [dataset["id"]]  # indexed by CKAN as it was
+    changed = threading.Event()
     user = threading.Thread(
-        target=lambda: (
-            helpers.call_action(
-                "package_patch", {"user": editor["name"]}, id=dataset["id"], title="HL60, fixed"
-            ),
-            model.Session.remove(),
-            renamed.set(),
-        )
+        target=lambda: (act(editor, dataset, dropped), model.Session.remove(), changed.set())
     )
     job = threading.current_thread()
     write = PackageSearchIndex.update_dict
@@ -94,9 +114,10 @@ def test_the_index_job_never_writes_back_what_a_user_changed_meanwhile(monkeypat
     def the_user_changes_the_dataset_then_write(self, pkg_dict, *args, **kwargs):
         if threading.current_thread() is job and user.ident is None:
             assert pkg_dict["title"] == "HL60, first run"  # read before the change
+            assert len(pkg_dict["resources"]) == 2
             user.start()
             deadline = time.monotonic() + 30
-            while not (renamed.is_set() or _someone_waits_for_a_lock()):
+            while not (changed.is_set() or _someone_waits_for_a_lock()):
                 assert time.monotonic() < deadline, "the user's update neither ended nor waited"
                 time.sleep(0.01)
         return write(self, pkg_dict, *args, **kwargs)
@@ -104,10 +125,16 @@ def test_the_index_job_never_writes_back_what_a_user_changed_meanwhile(monkeypat
     monkeypatch.setattr(PackageSearchIndex, "update_dict", the_user_changes_the_dataset_then_write)
     index.index_dataset(dataset["id"])
     user.join(30)
-    assert renamed.is_set() and user.ident is not None
+    assert changed.is_set() and user.ident is not None
     model.Session.remove()
-    found = helpers.call_action("package_search", fq=f"id:{dataset['id']}")["results"]
-    assert [d["title"] for d in found] == ["HL60, fixed"]
+    assert _found(found_by) == [dataset["id"]]
+    assert _found(not_by) == []
+
+
+def _found(fq: str) -> list[str]:
+    """The ids of the datasets an anonymous search with this filter finds."""
+    found = helpers.call_action("package_search", {"user": ""}, fq=fq)["results"]
+    return [d["id"] for d in found]
 
 
 def _statements(fn) -> int:
