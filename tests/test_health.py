@@ -229,5 +229,10 @@ def test_a_dataset_job_queued_again_since_it_failed_is_no_failure_and_a_dead_job
     assert dead.detail.startswith("abandoned: its worker stopped without ending it")
     queue.connection.zadd(queue.started_job_registry.key, {entry: time.time() + 600})
     assert health.listing("failed")[0] == []
-    assert [e.detail for e in health.listing("waiting")[0]] == ["running"]
+    waiting = health.listing("waiting")[0]
+    assert [e.detail for e in waiting if e.what != "converge"] == ["running"]
+    # the two failed turns' retries: their circle's turns, scheduled (30 s after each failure)
+    assert {(e.what, e.detail) for e in waiting if e.what == "converge"} <= {
+        ("converge", "scheduled")
+    }
     queue.connection.zrem(queue.started_job_registry.key, entry)

@@ -274,3 +274,33 @@ def test_a_scheduled_turn_whose_time_came_does_not_hold_its_circle(cli, random_f
     assert turn.startswith(f"dcor-depot-converge-{circle}-"), turn
     run_worker()
     assert anonymous_status(url) == 403
+
+
+def test_a_turn_that_failed_converges_its_dataset_again_later(
+    cli, random_file, run_worker, monkeypatch
+):
+    """A circle's turn fails while it converges a private switch (the store refused a tag):
+    the job fails, and the dataset waits in its circle's line again, converged by a later
+    turn without another change or the daily sweep."""
+    from ckanext.dcor_depot import errors
+
+    circle = factories.Organization()["id"]
+    dataset = factories.Dataset(owner_org=circle)
+    url = appended(cli, dataset, random_file(1000))["s3_url"]
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
+
+    def refused(*args, **kwargs):
+        raise errors.JobError("the store refused a tag (503)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(converge, "converge_files", refused)
+        patched.setattr(converge, "RETRY_SECONDS", 0.5)
+        with pytest.raises(errors.JobError):
+            converge.converge_turn(circle)  # the turn, run here
+    assert anonymous_status(url) == 200  # not converged yet
+    due = leases.connection().zscore(leases.redis_key("line", circle), dataset["id"])
+    assert due is not None and due > time.time() - 1, "the dataset is not back in line"
+    while time.time() <= due:
+        time.sleep(0.05)  # until the retry is due
+    run_worker()  # the circle's queued turn
+    assert anonymous_status(url) == 403

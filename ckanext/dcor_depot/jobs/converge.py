@@ -203,7 +203,9 @@ def converge_turn(circle: str) -> str:
     """The job: one turn of a circle, the convergence of the first dataset due in its line
     (:func:`converge_dataset`); when the line holds more, the circle's next turn is
     queued behind the other circles' turns. A failed convergence fails the job, named by
-    its dataset (``job.meta["dataset"]``), and the turns go on."""
+    its dataset (``job.meta["dataset"]``), and the turns go on; its dataset waits in line
+    again, due after :data:`RETRY_SECONDS` while its change is announced (a store that
+    failed once is tried again without another change or the daily sweep)."""
     line = redis_key("line", circle)
     job = get_current_job()
     try:
@@ -215,9 +217,26 @@ def converge_turn(circle: str) -> str:
             job.meta["dataset"] = package_id
             job.save_meta()
         connection().zrem(line, package_id)  # announced again during the run: back in line
-        return converge_dataset(package_id, circle)
+        try:
+            return converge_dataset(package_id, circle)
+        except Exception:
+            _retry_later(line, package_id)
+            raise
     finally:
         _end_turn(circle, job.id if job is not None else "")
+
+
+#: Seconds after which the dataset of a failed turn is converged again.
+RETRY_SECONDS = 30.0
+
+
+def _retry_later(line: str, package_id: str) -> None:
+    try:
+        if pending(package_id):
+            retry = repr(time.time() + RETRY_SECONDS)
+            connection().eval(_ENTER_LINE_ONLY, 1, line, package_id, retry)
+    except Exception as exc:  # noqa: BLE001 - the turn's own failure is the one to report
+        log.warning("dataset %s: not put back in line after its turn failed: %s", package_id, exc)
 
 
 def turn_killed(circle: str, job_id: str, package_id: str | None) -> None:
