@@ -220,7 +220,10 @@ def converge_turn(circle: str) -> str:
         try:
             return converge_dataset(package_id, circle)
         except Exception:
-            _retry_later(line, package_id)
+            try:
+                _back_in_line(line, package_id, time.time() + RETRY_SECONDS)
+            except Exception as exc:  # noqa: BLE001 - the turn's own failure is the one to report
+                log.warning("dataset %s: not put back in line: %s", package_id, exc)
             raise
     finally:
         _end_turn(circle, job.id if job is not None else "")
@@ -230,22 +233,17 @@ def converge_turn(circle: str) -> str:
 RETRY_SECONDS = 30.0
 
 
-def _retry_later(line: str, package_id: str) -> None:
-    try:
-        if pending(package_id):
-            retry = repr(time.time() + RETRY_SECONDS)
-            connection().eval(_ENTER_LINE_ONLY, 1, line, package_id, retry)
-    except Exception as exc:  # noqa: BLE001 - the turn's own failure is the one to report
-        log.warning("dataset %s: not put back in line after its turn failed: %s", package_id, exc)
+def _back_in_line(line: str, package_id: str | None, at: float) -> None:
+    """A turn's dataset waits in line again, due at ``at``, while its change is announced."""
+    if package_id and pending(package_id):
+        connection().eval(_ENTER_LINE_ONLY, 1, line, package_id, repr(at))
 
 
 def turn_killed(circle: str, job_id: str, package_id: str | None) -> None:
     """A circle's turn ended without its end (its work horse was killed, or timed out):
     the dataset it converged waits in line again while its change is announced, and the
     circle goes to the next turn (``jobs/worker.py`` calls this in the worker)."""
-    line = redis_key("line", circle)
-    if package_id and pending(package_id):
-        connection().eval(_ENTER_LINE_ONLY, 1, line, package_id, repr(time.time()))
+    _back_in_line(redis_key("line", circle), package_id, time.time())
     _end_turn(circle, job_id)
 
 
