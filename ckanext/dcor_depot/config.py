@@ -105,6 +105,11 @@ def lease_seconds() -> float:
     return float(tk.config["ckanext.dcor_depot.lease_seconds"])
 
 
+def line_check_seconds() -> int:
+    """Seconds between two looks of a converging worker at the circles' lines."""
+    return int(tk.config["ckanext.dcor_depot.line_check_seconds"])
+
+
 def figshare_api_url() -> str:
     return tk.config["ckanext.dcor_depot.figshare_api_url"]
 

@@ -233,6 +233,122 @@ def test_a_turn_whose_work_horse_is_killed_leaves_its_dataset_in_line(cli, rando
         release_scheduler_locks()
 
 
+def test_a_turn_whose_worker_was_killed_with_it_is_taken_over(cli, random_file, tmp_path):
+    """A worker is killed together with the work horse of a circle's turn (no handler runs):
+    RQ still says the turn is started. Once the dead worker's registration has lapsed (RQ:
+    90 s after its last heartbeat; removed here), another converging worker takes the circle
+    over at its next look at the lines (every second here) and converges the private
+    switch once the dead horse's lease ends, without another change or the sweep."""
+    from ckan.lib.jobs import get_queue
+    from rq.job import Job
+    from rq.worker import Worker
+
+    dataset = factories.Dataset(owner_org=factories.Organization()["id"])
+    url = appended(cli, dataset, random_file(1000))["s3_url"]
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
+    ini = derived_ini(
+        tmp_path,
+        **{
+            "ckanext.dcor_depot.lease_seconds": "3",
+            "ckanext.dcor_depot.line_check_seconds": "1",
+        },
+    )
+    marker = tmp_path / "stopped"
+    logs = [open(tmp_path / f"worker-{n}.log", "w") for n in range(2)]  # noqa: SIM115
+    doomed = subprocess.Popen(
+        worker_command(str(ini), burst=False),
+        stdout=logs[0],
+        stderr=logs[0],
+        start_new_session=True,
+        env=stop_at("s3-tagging", marker),
+    )
+    survivor = None
+    try:
+        wait_until_stopped(marker, doomed, "the turn's read of the tags")
+        turns = get_queue(queue.CONVERGE)
+        (started,) = turns.started_job_registry.get_job_ids()
+        owner = Job.fetch(started.split(":")[0], connection=turns.connection).worker_name
+        survivor = subprocess.Popen(
+            worker_command(str(ini), burst=False),
+            stdout=logs[1],
+            stderr=logs[1],
+            start_new_session=True,
+        )
+        kill_tree(doomed.pid)
+        doomed.wait()
+        killed = time.monotonic()
+        leases.connection().delete(Worker.redis_worker_namespace_prefix + owner)
+        release_scheduler_locks()  # the dead worker's scheduler: RQ's locks last a minute
+        while anonymous_status(url) != 403:
+            assert time.monotonic() - killed < 3 + 10, (tmp_path / "worker-1.log").read_text()
+            time.sleep(0.1)  # polling for the circle's new turn
+    finally:
+        for proc in filter(None, (doomed, survivor)):
+            kill_tree(proc.pid)
+            proc.wait()
+        release_scheduler_locks()
+
+
+def test_a_turn_being_queued_holds_its_circle_until_its_queuing_has_surely_stopped(
+    cli, random_file, run_worker
+):
+    """A circle's turn is written in Redis just before its job is queued: a change of the
+    circle made in between queues no second turn; a turn whose job never came (whoever
+    queued it stopped in between) holds the circle for a few seconds only, and the next
+    look of a converging worker at the lines queues the circle's turn."""
+    from ckan.lib.jobs import get_queue
+
+    circle = factories.Organization()["id"]
+    dataset = factories.Dataset(owner_org=circle)
+    url = appended(cli, dataset, random_file(1000))["s3_url"]
+    turns = get_queue(queue.CONVERGE)
+    turn = leases.redis_key("turn", circle)
+    now = time.time()
+    run_worker()  # what the append queued
+    leases.connection().set(turn, f"dcor-depot-converge-{circle}-coming {now} {now}")
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
+    assert not turns.get_job_ids(), "a second turn while the first is being queued"
+    assert converge.queue_orphaned_turns() == 0  # a worker's look at the lines
+    then = now - converge._TURN_GRACE - 1
+    leases.connection().set(turn, f"dcor-depot-converge-{circle}-lost {then} {then}")
+    assert converge.queue_orphaned_turns() == 1
+    (queued,) = turns.get_job_ids()
+    assert queued.startswith(f"dcor-depot-converge-{circle}-"), queued
+    run_worker()
+    assert anonymous_status(url) == 403
+
+
+def test_one_users_changes_during_a_pass_do_not_keep_the_circle_s_turn(
+    cli, random_file, run_worker, monkeypatch
+):
+    """An editor switches a dataset again during every pass over it: the circle's turn
+    makes one pass and hands the dataset to the circle's next turn, queued behind the other
+    circles' turns (it used to pass over it again as long as changes came)."""
+    circle = factories.Organization()["id"]
+    dataset = factories.Dataset(owner_org=circle)
+    url = appended(cli, dataset, random_file(1000))["s3_url"]
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
+    passes = []
+    real = converge.converge_files
+
+    def switched_meanwhile(*args, **kwargs):
+        passes.append(kwargs)
+        assert len(passes) < 3, "the turn keeps passing over one user's changes"
+        done = real(*args, **kwargs)
+        converge.request_convergence(dataset["id"], circle)  # the editor's next change
+        return done
+
+    with monkeypatch.context() as patched:
+        patched.setattr(converge, "converge_files", switched_meanwhile)
+        converge.converge_turn(circle)  # the circle's turn, run here
+    assert len(passes) == 1
+    assert anonymous_status(url) == 403
+    line = leases.redis_key("line", circle)
+    assert leases.connection().zscore(line, dataset["id"]) is not None, "not back in line"
+    run_worker()  # the circle's next turn
+    assert not converge.pending(dataset["id"])
+
+
 def test_a_worker_that_starts_queues_the_turns_a_stopped_worker_left(cli, random_file, run_worker):
     """A worker stopped while it ran a circle's turn (its job never ended; RQ marks it
     failed later): the circle's line still holds the switch. The next worker that starts

@@ -27,8 +27,10 @@ waits for at most the one turn of each other circle that runs. A dataset whose l
 is held waits in the line until the lease ends: when the holder died, its change is
 converged then (the worker's scheduler queues the turn at that time). A turn whose
 work horse is killed puts its dataset back in line and hands the circle on (the
-README's worker, ``jobs/worker.py``); a worker that starts queues the turns of lines
-that a stopped worker left.
+README's worker, ``jobs/worker.py``); each converging worker of the README looks at the
+lines when it starts and every ``ckanext.dcor_depot.line_check_seconds``, and queues the
+turn of a line whose turn nobody holds any more (a worker killed with its horse, or
+stopped; a turn canceled; a process that stopped between a turn and its job).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rq import get_current_job
 from rq.job import Job
+from rq.worker import Worker
 
 from .. import config, errors, locks, placement
 from ..leases import connection, redis_key
@@ -124,6 +127,8 @@ def wait_in_line(package_id: str, circle: str | None = None, at: float | None = 
         TURN_SECONDS,
         _RQ_JOB_KEY,
         repr(now),
+        _RQ_WORKER_KEY,
+        repr(_TURN_GRACE),
     )
     _queue(circle, turn)
 
@@ -135,39 +140,59 @@ TURN_SECONDS = 3600
 _RQ_JOB_KEY = Job.key_for("")
 _RQ_JOB_KEY = _RQ_JOB_KEY.decode() if isinstance(_RQ_JOB_KEY, bytes) else _RQ_JOB_KEY
 
-#: A circle holds at most one turn that is queued or running (KEYS[2], "<job id> <when>"),
-#: so that another circle's change waits for at most the one that runs. The line
-#: (KEYS[1]) and the turn are written in one script with the turn's end
+#: A circle holds at most one turn that is queued or running (KEYS[2], "<job id> <when>
+#: <written>"), so that another circle's change waits for at most the one that runs. The
+#: line (KEYS[1]) and the turn are written in one script with the turn's end
 #: (:data:`_END_TURN`): a dataset that enters the line while a turn runs is in the line
-#: when that turn ends, and the turn queues the next. A turn whose job ended without
-#: ending the turn (failed, or its work horse was killed) holds nothing; nor does one
-#: that runs later than the dataset is due (scheduled for when a lease ends), nor a
-#: scheduled one whose time has come (RQ's scheduler queues it within a second): a new
-#: turn takes the circle. The earlier due time of a dataset wins (Redis 6.2's ZADD LT,
-#: written out for older Redis). Returns {job id, when} of a turn to queue, or {}.
+#: when that turn ends, and the turn queues the next. A turn holds nothing when its job
+#: ended without ending the turn (failed, stopped, canceled, or its work horse was
+#: killed), when it is marked started by a worker that is no longer registered (its whole
+#: process group was killed: RQ lets a worker's registration lapse 90 s after its last
+#: heartbeat), when its job does not exist :data:`_TURN_GRACE` seconds after the turn was
+#: written (whoever queues it stopped before it did), when it runs later than the dataset
+#: is due (scheduled for when a lease ends), and when it is scheduled and its time has
+#: come (RQ's scheduler queues it within a second): a new turn takes the circle then.
+#: The earlier due time of a dataset wins (Redis 6.2's ZADD LT, written out for older
+#: Redis). Returns {job id, when} of a turn to queue, or {}.
 _ENTER_LINE = """
+local now = tonumber(ARGV[6])
 local current = redis.call('zscore', KEYS[1], ARGV[1])
 if (not current) or tonumber(ARGV[2]) < tonumber(current) then
   redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
 end
 local owner = redis.call('get', KEYS[2])
 if owner then
-  local sep = string.find(owner, ' ', 1, true)
-  local status = redis.call('hget', ARGV[5] .. string.sub(owner, 1, sep - 1), 'status')
-  local when = tonumber(string.sub(owner, sep + 1))
-  -- a scheduled turn whose time has come waits for the scheduler (up to a second): not
-  -- for a dataset due now
-  local alive = status == 'queued' or status == 'started' or status == 'deferred'
-    or (status == 'scheduled' and when > tonumber(ARGV[6]))
+  local jid, when, written = string.match(owner, '^(%S+) (%S+) ?(%S*)$')
+  when = tonumber(when)
+  local job = ARGV[5] .. jid
+  local status = redis.call('hget', job, 'status')
+  local alive
+  if status == 'started' then
+    local worker = redis.call('hget', job, 'worker_name')
+    alive = (not worker) or worker == '' or redis.call('exists', ARGV[7] .. worker) == 1
+  elseif status then
+    -- a scheduled turn whose time has come waits for the scheduler (up to a second): not
+    -- for a dataset due now
+    alive = status == 'queued' or status == 'deferred'
+      or (status == 'scheduled' and when > now)
+  else
+    alive = written ~= '' and tonumber(written) + tonumber(ARGV[8]) > now
+  end
   if alive and when <= tonumber(ARGV[2]) then
     return {}
   end
 end
 local first = redis.call('zrange', KEYS[1], 0, 0, 'WITHSCORES')
-local when = math.max(tonumber(first[2]), tonumber(ARGV[6]))
-redis.call('set', KEYS[2], ARGV[3] .. ' ' .. tostring(when), 'EX', ARGV[4])
+local when = math.max(tonumber(first[2]), now)
+redis.call('set', KEYS[2], ARGV[3] .. ' ' .. tostring(when) .. ' ' .. ARGV[6], 'EX', ARGV[4])
 return {ARGV[3], tostring(when)}
 """
+
+#: Seconds after its turn was written by which a turn's job exists (it is queued right
+#: after the script that wrote the turn).
+_TURN_GRACE = 10.0
+#: RQ's key of a worker is this prefix and the worker's name (registered while it lives).
+_RQ_WORKER_KEY = Worker.redis_worker_namespace_prefix
 
 #: The end of a circle's turn (ARGV[1]: its job id): when it still holds the circle, the
 #: next turn (ARGV[2]) takes it if the line holds a dataset, else nobody. Returns what
@@ -183,7 +208,7 @@ if #first == 0 then
   return {}
 end
 local when = math.max(tonumber(first[2]), tonumber(ARGV[4]))
-redis.call('set', KEYS[2], ARGV[2] .. ' ' .. tostring(when), 'EX', ARGV[3])
+redis.call('set', KEYS[2], ARGV[2] .. ' ' .. tostring(when) .. ' ' .. ARGV[4], 'EX', ARGV[3])
 return {ARGV[2], tostring(when)}
 """
 
@@ -200,12 +225,17 @@ def _queue(circle: str, turn: list) -> None:
 
 
 def converge_turn(circle: str) -> str:
-    """The job: one turn of a circle, the convergence of the first dataset due in its line
-    (:func:`converge_dataset`); when the line holds more, the circle's next turn is
-    queued behind the other circles' turns. A failed convergence fails the job, named by
-    its dataset (``job.meta["dataset"]``), and the turns go on; its dataset waits in line
-    again, due after :data:`RETRY_SECONDS` while its change is announced (a store that
-    failed once is tried again without another change or the daily sweep)."""
+    """The job: one turn of a circle, one pass over the first dataset due in its line
+    (:func:`converge_dataset`); when the line holds more (also that dataset, changed
+    during the pass), the circle's next turn is queued behind the other circles' turns.
+    A failed convergence fails the job, named by its dataset (``job.meta["dataset"]``),
+    and the turns go on; its dataset waits in line again, due after
+    :data:`RETRY_SECONDS` while its change is announced (a store that failed once is
+    tried again without another change or the daily sweep).
+
+    The dataset stays in the line until its change is converged: during the pass it is
+    due only when the pass's lease would end, had its holder died (so that no other turn
+    takes it meanwhile, and a turn killed with its worker leaves it due then)."""
     line = redis_key("line", circle)
     job = get_current_job()
     try:
@@ -216,21 +246,53 @@ def converge_turn(circle: str) -> str:
         if job is not None:
             job.meta["dataset"] = package_id
             job.save_meta()
-        connection().zrem(line, package_id)  # announced again during the run: back in line
+        busy = repr(time.time() + config.lease_seconds())
+        connection().zadd(line, {package_id: busy}, xx=True)
         try:
-            return converge_dataset(package_id, circle)
+            message = converge_dataset(package_id, circle, once=True)
         except Exception:
             try:
-                _back_in_line(line, package_id, time.time() + RETRY_SECONDS)
+                _after_pass(line, package_id, busy, retry_at=time.time() + RETRY_SECONDS)
             except Exception as exc:  # noqa: BLE001 - the turn's own failure is the one to report
                 log.warning("dataset %s: not put back in line: %s", package_id, exc)
             raise
+        _after_pass(line, package_id, busy)
+        return message
     finally:
         _end_turn(circle, job.id if job is not None else "")
 
 
 #: Seconds after which the dataset of a failed turn is converged again.
 RETRY_SECONDS = 30.0
+
+
+def _after_pass(line: str, package_id: str, busy: str, retry_at: float | None = None) -> None:
+    """After a turn's pass over a dataset that it left in line due at ``busy``: the dataset
+    leaves the line if its change was converged, or (``retry_at``, after a failure) waits
+    until then; a change announced during the pass (it made the dataset due earlier) is
+    left as it is (:data:`_AFTER_PASS`)."""
+    connection().eval(
+        _AFTER_PASS,
+        2,
+        line,
+        redis_key("converge", package_id),
+        package_id,
+        busy,
+        "" if retry_at is None else repr(retry_at),
+    )
+
+
+_AFTER_PASS = """
+local score = redis.call('zscore', KEYS[1], ARGV[1])
+if score and tonumber(score) == tonumber(ARGV[2]) then
+  if redis.call('exists', KEYS[2]) == 0 then
+    redis.call('zrem', KEYS[1], ARGV[1])
+  elseif ARGV[3] ~= '' then
+    redis.call('zadd', KEYS[1], ARGV[3], ARGV[1])
+  end
+end
+return 0
+"""
 
 
 def _back_in_line(line: str, package_id: str | None, at: float) -> None:
@@ -293,11 +355,13 @@ def pending(package_id: str) -> bool:
     return bool(connection().exists(redis_key("converge", package_id)))
 
 
-def converge_dataset(package_id: str, circle: str | None = None) -> str:
-    """Converge the dataset as long as changes are announced for it. When another run
-    holds its lease, that run converges the change; if it died, its lease ends within
-    ``ckanext.dcor_depot.lease_seconds``, and the dataset waits in its circle's line
-    until then."""
+def converge_dataset(package_id: str, circle: str | None = None, once: bool = False) -> str:
+    """Converge the dataset as long as changes are announced for it (``once``: one pass,
+    as a circle's turn does: a change announced during the pass put the dataset in its
+    circle's line again, so that one user's changes never keep a turn to themselves). When
+    another run holds its lease, that run converges the change; if it died, its lease ends
+    within ``ckanext.dcor_depot.lease_seconds``, and the dataset waits in its circle's
+    line until then."""
     store = config.object_store()
     if store is None:
         return "S3 is off (dcor_object_store.endpoint_url is not set)"
@@ -322,8 +386,12 @@ def converge_dataset(package_id: str, circle: str | None = None) -> str:
                         "next change or run-jobs-dcor-depot (its sweep) converges it again"
                     )
                 connection().eval(_CONSUME, 1, key, token)
+                if once:
+                    break
         finally:
             lease.release()
+        if once:
+            break
     if not done:
         return f"dataset {package_id}: nothing announced"
     message = done[-1].summary() + (f" ({len(done)} passes)" if len(done) > 1 else "")

@@ -12,6 +12,12 @@ request. Everything else is CKAN's worker: a horse per job (a job killed or
 timed out never takes the worker with it), the database engine disposed
 before each fork, the plugins' ``IForkObserver`` called. A change of the ini
 file takes effect when the worker restarts (as for the web server).
+
+A worker on dcor-converge runs RQ's maintenance (its registries' clean-up, a
+scheduler to replace one that died) every ``ckanext.dcor_depot.line_check_seconds``
+instead of every 10 minutes, and looks at the circles' lines each time
+(:func:`converge.queue_orphaned_turns`): a circle whose turn nobody holds any
+more gets a new one.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 import ckan.model as model
 from ckan.lib import jobs as ckan_jobs
 
+from .. import config
 from ..model import ckan_rows
 from . import converge, queue
 
@@ -35,7 +42,7 @@ def _queue_orphaned_turns() -> None:
         log.warning("Worker: the circles' lines were not looked at: %s", exc)
         return
     if queued:
-        log.info("Worker: queued %d circles' turns left by a worker that stopped", queued)
+        log.info("Worker: queued %d circles' turns that nobody held any more", queued)
 
 
 def warm_up() -> None:
@@ -59,9 +66,25 @@ def warm_up() -> None:
 class Worker(ckan_jobs.Worker):
     def work(self, *args: Any, **kwargs: Any) -> Any:
         warm_up()
-        if ckan_jobs.get_queue(queue.CONVERGE).name in self.queue_names():
-            _queue_orphaned_turns()
+        if self._converges:
+            # RQ's maintenance (the first right away) looks at the circles' lines as well
+            self.maintenance_interval = config.line_check_seconds()
         return super().work(*args, **kwargs)
+
+    @property
+    def _converges(self) -> bool:
+        return ckan_jobs.get_queue(queue.CONVERGE).name in self.queue_names()
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # an idle worker's wait for a job ends in time for its next maintenance
+        return max(1, min(super().dequeue_timeout, self.maintenance_interval))
+
+    def run_maintenance_tasks(self) -> None:
+        # RQ's clean-up first: a turn whose worker died is marked failed by it, if it is due
+        super().run_maintenance_tasks()
+        if self._converges:
+            _queue_orphaned_turns()
 
     def handle_work_horse_killed(self, job: Any, retpid: Any, ret_val: Any, rusage: Any) -> None:
         # a circle's turn cut off (killed, timed out) before its end: its dataset waits in
