@@ -10,6 +10,7 @@ from ckan.tests import factories, helpers
 
 
 @pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index")
+@pytest.mark.ckan_config("ckan.search.solr_commit", True)  # CKAN's default: searched at once
 def test_plugin_loaded_and_datasets_are_searchable():
     assert p.plugin_loaded("dcor_depot")
     org = factories.Organization()

@@ -11,7 +11,11 @@ from __future__ import annotations
 import pytest
 from ckan.tests import factories, helpers
 
-pytestmark = pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index")
+pytestmark = [
+    pytest.mark.usefixtures("with_plugins", "clean_db", "clean_index"),
+    # what users get: CKAN's default, every write committed to the index at once
+    pytest.mark.ckan_config("ckan.search.solr_commit", True),
+]
 
 
 @pytest.fixture

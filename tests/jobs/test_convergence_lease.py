@@ -266,14 +266,20 @@ def test_a_turn_whose_worker_was_killed_with_it_is_taken_over(cli, random_file, 
     try:
         wait_until_stopped(marker, doomed, "the turn's read of the tags")
         turns = get_queue(queue.CONVERGE)
-        (started,) = turns.started_job_registry.get_job_ids()
-        owner = Job.fetch(started.split(":")[0], connection=turns.connection).worker_name
+        turn = leases.connection().get(leases.redis_key("turn", dataset["owner_org"]))
+        job = Job.fetch(turn.decode().split()[0], connection=turns.connection)
+        assert job.get_status() == "started"
+        owner = job.worker_name
         survivor = subprocess.Popen(
             worker_command(str(ini), burst=False),
             stdout=logs[1],
             stderr=logs[1],
             start_new_session=True,
         )
+        deadline = time.monotonic() + 60
+        while survivor.pid not in {w.pid for w in Worker.all(connection=turns.connection)}:
+            assert time.monotonic() < deadline, (tmp_path / "worker-1.log").read_text()
+            time.sleep(0.05)  # polling for the other worker's start
         kill_tree(doomed.pid)
         doomed.wait()
         killed = time.monotonic()
@@ -303,8 +309,8 @@ def test_a_turn_being_queued_holds_its_circle_until_its_queuing_has_surely_stopp
     url = appended(cli, dataset, random_file(1000))["s3_url"]
     turns = get_queue(queue.CONVERGE)
     turn = leases.redis_key("turn", circle)
-    now = time.time()
     run_worker()  # what the append queued
+    now = time.time()
     leases.connection().set(turn, f"dcor-depot-converge-{circle}-coming {now} {now}")
     helpers.call_action("package_patch", id=dataset["id"], private=True)
     assert not turns.get_job_ids(), "a second turn while the first is being queued"
@@ -316,6 +322,77 @@ def test_a_turn_being_queued_holds_its_circle_until_its_queuing_has_surely_stopp
     assert queued.startswith(f"dcor-depot-converge-{circle}-"), queued
     run_worker()
     assert anonymous_status(url) == 403
+
+
+def test_a_turn_a_worker_took_and_never_started_does_not_hold_its_circle(
+    cli, random_file, run_worker
+):
+    """A worker takes a circle's turn off RQ's queue and is killed before it starts it:
+    RQ still says "queued", but the turn is in none of RQ's lists of queued jobs. Once the
+    turn is older than a few seconds, the next look of a converging worker at the lines (or
+    the circle's next change) queues a new turn."""
+    from ckan.lib.jobs import get_queue
+    from rq.job import Job
+
+    circle = factories.Organization()["id"]
+    dataset = factories.Dataset(owner_org=circle)
+    url = appended(cli, dataset, random_file(1000))["s3_url"]
+    run_worker()  # what the append queued
+    turns = get_queue(queue.CONVERGE)
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
+    (taken,) = turns.get_job_ids()
+    turns.remove(Job.fetch(taken, connection=turns.connection))  # taken, never started
+    turn = leases.redis_key("turn", circle)
+    jid, when, _ = leases.connection().get(turn).decode().split()
+    then = time.time() - converge._TURN_GRACE - 1
+    leases.connection().set(turn, f"{jid} {when} {then}")  # written a while ago
+    assert converge.queue_orphaned_turns() == 1  # a converging worker's look
+    (queued,) = turns.get_job_ids()
+    assert queued != taken and queued.startswith(f"dcor-depot-converge-{circle}-"), queued
+    run_worker()
+    assert anonymous_status(url) == 403
+
+
+def test_a_look_at_the_lines_adds_no_dataset_and_one_circle_never_stops_it(
+    cli, random_file, run_worker, monkeypatch
+):
+    """A converging worker's look at the circles' lines queues the turn of each circle
+    whose line holds a dataset and whose turn nobody holds, puts nothing in any line (a
+    dataset a turn just converged must not come back), and a circle whose look fails does
+    not keep the others from being looked at."""
+    from ckan.lib.jobs import get_queue
+
+    circles = [factories.Organization()["id"] for _ in range(3)]
+    datasets = [factories.Dataset(owner_org=circle) for circle in circles]
+    urls = [appended(cli, dataset, random_file(1000))["s3_url"] for dataset in datasets]
+    run_worker()
+    turns = get_queue(queue.CONVERGE)
+    for dataset in datasets[1:]:
+        helpers.call_action("package_patch", id=dataset["id"], private=True)
+    client = leases.connection()
+    for circle in circles:
+        client.delete(leases.redis_key("turn", circle))  # their turns lost
+    turns.empty()
+    lines = [leases.redis_key("line", circle) for circle in circles]
+    before = [client.zrange(line, 0, -1, withscores=True) for line in lines]
+    # the look at a line that a turn emptied since the look found it: nothing enters
+    assert not converge._enter_line(circles[0], "", converge._NEVER, time.time())
+    real = converge._enter_line
+
+    def failing_for_one(circle, *args):
+        if circle == circles[1]:
+            raise ConnectionError("Redis went away for a moment")
+        return real(circle, *args)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(converge, "_enter_line", failing_for_one)
+        assert converge.queue_orphaned_turns() == 1  # the third circle's
+    assert [client.zrange(line, 0, -1, withscores=True) for line in lines] == before
+    (queued,) = turns.get_job_ids()
+    assert queued.startswith(f"dcor-depot-converge-{circles[2]}-"), queued
+    assert converge.queue_orphaned_turns() == 1  # the second circle's, at the next look
+    run_worker()
+    assert [anonymous_status(url) for url in urls] == [200, 403, 403]
 
 
 def test_one_users_changes_during_a_pass_do_not_keep_the_circle_s_turn(

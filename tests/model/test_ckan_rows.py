@@ -87,6 +87,7 @@ CHANGES_WHILE_INDEXED = {
 
 
 @pytest.mark.parametrize("change", CHANGES_WHILE_INDEXED)
+@pytest.mark.ckan_config("ckan.search.solr_commit", True)  # CKAN's default: searched at once
 def test_the_index_job_never_writes_back_what_a_user_changed_meanwhile(change, monkeypatch):
     """The index job reads the dataset, its editor changes it (a new title, a resource
     dropped), the job writes its (older) copy to the search index (Apache Solr): the
@@ -172,6 +173,7 @@ def test_recording_costs_the_same_for_the_1st_and_the_60th_resource(run_worker):
     shown = helpers.call_action("resource_show", id=last)
     assert (shown["etag"], shown["size"], shown["dc:setup:channel width"]) == ("abc", 7, 20.5)
     run_worker()
+    search.commit()  # the workers of the tests index without a commit (test.ini)
     indexed = json.loads(search.show(dataset["id"])["validated_data_dict"])
     assert {r["id"]: r.get("etag") for r in indexed["resources"]}[last] == "abc"
     # None removes a field; fields already holding their values change nothing

@@ -115,7 +115,13 @@ def wait_in_line(package_id: str, circle: str | None = None, at: float | None = 
     if circle is None:
         circle = ckan_rows.committed_circle(package_id)[1] or NO_CIRCLE_LINE
     now = time.time()
-    due = now if at is None else at
+    _enter_line(circle, package_id, now if at is None else at, now)
+
+
+def _enter_line(circle: str, package_id: str, due: float, now: float) -> bool:
+    """:data:`_ENTER_LINE` (``package_id`` "": nobody enters, the circle's turn is queued
+    if nobody holds it and its line holds a dataset); whether a turn was queued."""
+    queued, intermediate = queue.waiting_lists("converge")
     turn = connection().eval(
         _ENTER_LINE,
         2,
@@ -129,8 +135,11 @@ def wait_in_line(package_id: str, circle: str | None = None, at: float | None = 
         repr(now),
         _RQ_WORKER_KEY,
         repr(_TURN_GRACE),
+        queued,
+        intermediate,
     )
     _queue(circle, turn)
+    return bool(turn)
 
 
 #: Seconds for which a circle's turn holds the circle at most: a turn whose job RQ never
@@ -148,17 +157,22 @@ _RQ_JOB_KEY = _RQ_JOB_KEY.decode() if isinstance(_RQ_JOB_KEY, bytes) else _RQ_JO
 #: ended without ending the turn (failed, stopped, canceled, or its work horse was
 #: killed), when it is marked started by a worker that is no longer registered (its whole
 #: process group was killed: RQ lets a worker's registration lapse 90 s after its last
-#: heartbeat), when its job does not exist :data:`_TURN_GRACE` seconds after the turn was
-#: written (whoever queues it stopped before it did), when it runs later than the dataset
-#: is due (scheduled for when a lease ends), and when it is scheduled and its time has
-#: come (RQ's scheduler queues it within a second): a new turn takes the circle then.
-#: The earlier due time of a dataset wins (Redis 6.2's ZADD LT, written out for older
-#: Redis). Returns {job id, when} of a turn to queue, or {}.
+#: heartbeat), when it is marked queued but is in none of RQ's lists of queued jobs
+#: (ARGV[9], ARGV[10]: a worker took it and was killed before it started it), or its job
+#: does not exist, :data:`_TURN_GRACE` seconds after the turn was written (whoever queues
+#: it stopped before it did), when it runs later than the dataset is due (scheduled for
+#: when a lease ends), and when it is scheduled and its time has come (RQ's scheduler
+#: queues it within a second): a new turn takes the circle then. The earlier due time of
+#: a dataset wins (Redis 6.2's ZADD LT, written out for older Redis); no dataset enters
+#: when ARGV[1] is "" (a look at the line). Returns {job id, when} of a turn to queue, or
+#: {}.
 _ENTER_LINE = """
 local now = tonumber(ARGV[6])
-local current = redis.call('zscore', KEYS[1], ARGV[1])
-if (not current) or tonumber(ARGV[2]) < tonumber(current) then
-  redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
+if ARGV[1] ~= '' then
+  local current = redis.call('zscore', KEYS[1], ARGV[1])
+  if (not current) or tonumber(ARGV[2]) < tonumber(current) then
+    redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
+  end
 end
 local owner = redis.call('get', KEYS[2])
 if owner then
@@ -166,23 +180,29 @@ if owner then
   when = tonumber(when)
   local job = ARGV[5] .. jid
   local status = redis.call('hget', job, 'status')
+  local young = written ~= '' and tonumber(written) + tonumber(ARGV[8]) > now
   local alive
   if status == 'started' then
     local worker = redis.call('hget', job, 'worker_name')
     alive = (not worker) or worker == '' or redis.call('exists', ARGV[7] .. worker) == 1
+  elseif status == 'queued' then
+    alive = young or redis.call('lpos', ARGV[9], jid) ~= false
+      or redis.call('lpos', ARGV[10], jid) ~= false
   elseif status then
     -- a scheduled turn whose time has come waits for the scheduler (up to a second): not
     -- for a dataset due now
-    alive = status == 'queued' or status == 'deferred'
-      or (status == 'scheduled' and when > now)
+    alive = status == 'deferred' or (status == 'scheduled' and when > now)
   else
-    alive = written ~= '' and tonumber(written) + tonumber(ARGV[8]) > now
+    alive = young
   end
   if alive and when <= tonumber(ARGV[2]) then
     return {}
   end
 end
 local first = redis.call('zrange', KEYS[1], 0, 0, 'WITHSCORES')
+if #first == 0 then
+  return {}
+end
 local when = math.max(tonumber(first[2]), now)
 redis.call('set', KEYS[2], ARGV[3] .. ' ' .. tostring(when) .. ' ' .. ARGV[6], 'EX', ARGV[4])
 return {ARGV[3], tostring(when)}
@@ -311,18 +331,18 @@ def turn_killed(circle: str, job_id: str, package_id: str | None) -> None:
 
 def queue_orphaned_turns() -> int:
     """Queue a turn for every circle whose line holds datasets and whose turn is held by
-    no live job (a worker stopped while it ran one, its job never ended): what happened
-    while no worker ran is converged when one starts. Returns the turns queued."""
+    no live job (a worker stopped or was killed while it ran one, its job never ended):
+    what happened while no worker ran is converged when one starts or looks. A circle
+    whose look failed is logged, and the others are looked at. Returns the turns queued."""
     queued = 0
     prefix = redis_key("line", "")
     for key in connection().scan_iter(match=f"{prefix}*", count=1000):
         circle = key.decode()[len(prefix) :]
-        first = connection().zrange(key, 0, 0)
-        if first:
-            before = connection().get(redis_key("turn", circle))
-            # due "never": its own due time stays, the circle's turn is queued if none lives
-            wait_in_line(first[0].decode(), circle, at=_NEVER)
-            queued += connection().get(redis_key("turn", circle)) != before
+        try:
+            # due "never": a turn that lives holds the circle whenever it runs
+            queued += _enter_line(circle, "", _NEVER, time.time())
+        except Exception as exc:  # noqa: BLE001 - one circle never stops the look at the others
+            log.warning("circle %s: its line was not looked at: %s", circle, exc)
     return queued
 
 

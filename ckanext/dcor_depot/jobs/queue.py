@@ -93,6 +93,13 @@ def queue_of(kind: str) -> str:
 _WAITING = {JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
 
+def waiting_lists(kind: str) -> tuple[str, str]:
+    """RQ's lists in Redis of the queued jobs of this kind: its queue's, and the one that
+    holds a job a worker took and has not started yet (RQ 2 moves it there)."""
+    rq_queue = get_queue(queue_of(kind))
+    return rq_queue.key, rq_queue.intermediate_queue_key
+
+
 def job_id(kind: str, object_id: str) -> str:
     return f"dcor-depot-{kind}-{object_id}"
 

@@ -13,16 +13,17 @@ timed out never takes the worker with it), the database engine disposed
 before each fork, the plugins' ``IForkObserver`` called. A change of the ini
 file takes effect when the worker restarts (as for the web server).
 
-A worker on dcor-converge runs RQ's maintenance (its registries' clean-up, a
-scheduler to replace one that died) every ``ckanext.dcor_depot.line_check_seconds``
-instead of every 10 minutes, and looks at the circles' lines each time
-(:func:`converge.queue_orphaned_turns`): a circle whose turn nobody holds any
-more gets a new one.
+A worker on dcor-converge looks at the circles' lines when it starts and every
+``ckanext.dcor_depot.line_check_seconds`` between two jobs or while it waits
+for one (:func:`converge.queue_orphaned_turns`: a circle whose turn nobody holds
+any more gets a new one), and starts a scheduler then if none of its own runs
+(the worker whose scheduler ran may have died: RQ itself looks every 10 minutes).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import ckan.model as model
@@ -64,27 +65,60 @@ def warm_up() -> None:
 
 
 class Worker(ckan_jobs.Worker):
-    def work(self, *args: Any, **kwargs: Any) -> Any:
-        warm_up()
-        if self._converges:
-            # RQ's maintenance (the first right away) looks at the circles' lines as well
-            self.maintenance_interval = config.line_check_seconds()
-        return super().work(*args, **kwargs)
+    #: Whether the worker takes jobs of dcor-converge (set when it starts to work).
+    _converges = False
+    #: When (time.monotonic()) a worker on dcor-converge looks at the circles' lines next.
+    _next_look = 0.0
 
-    @property
-    def _converges(self) -> bool:
-        return ckan_jobs.get_queue(queue.CONVERGE).name in self.queue_names()
+    #: Whether the worker stops when the queues are empty (it starts no scheduler then).
+    _burst = False
+
+    def work(self, burst: bool = False, **kwargs: Any) -> Any:
+        warm_up()
+        self._converges = ckan_jobs.get_queue(queue.CONVERGE).name in self.queue_names()
+        self._burst = burst
+        return super().work(burst=burst, **kwargs)
 
     @property
     def dequeue_timeout(self) -> int:
-        # an idle worker's wait for a job ends in time for its next maintenance
-        return max(1, min(super().dequeue_timeout, self.maintenance_interval))
+        # an idle converging worker's wait for a job ends in time for its next look
+        if not self._converges:
+            return super().dequeue_timeout
+        return max(1, min(super().dequeue_timeout, config.line_check_seconds() // 2))
+
+    @property
+    def connection_timeout(self) -> int:
+        # RQ's socket timeout of the worker's Redis connection, as without the looks
+        return super().dequeue_timeout + 10
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        # RQ asks before every wait for a job
+        return super().should_run_maintenance_tasks or self._look_due()
 
     def run_maintenance_tasks(self) -> None:
-        # RQ's clean-up first: a turn whose worker died is marked failed by it, if it is due
-        super().run_maintenance_tasks()
-        if self._converges:
+        if super().should_run_maintenance_tasks:  # RQ's own, every 10 minutes
+            super().run_maintenance_tasks()
+        if self._look_due():
+            if self._next_look and not self._burst:  # not at the start: work() set it up
+                self._restart_scheduler()
+            self._next_look = time.monotonic() + config.line_check_seconds()
             _queue_orphaned_turns()
+
+    def _look_due(self) -> bool:
+        return self._converges and time.monotonic() >= self._next_look
+
+    def _restart_scheduler(self) -> None:
+        # what RQ's maintenance does every 10 minutes: a worker whose scheduler is not
+        # running (another worker's ran, and it died) starts one, so that the turns
+        # scheduled for when a lease ends or a failed turn's retry is due are queued
+        scheduler = getattr(self, "scheduler", None)
+        process = getattr(scheduler, "_process", None)
+        if scheduler is not None and (process is None or not process.is_alive()):
+            try:
+                scheduler.acquire_locks(auto_start=True)
+            except Exception as exc:  # noqa: BLE001 - the look at the lines goes on
+                log.warning("Worker: its scheduler was not started: %s", exc)
 
     def handle_work_horse_killed(self, job: Any, retpid: Any, ret_val: Any, rusage: Any) -> None:
         # a circle's turn cut off (killed, timed out) before its end: its dataset waits in
