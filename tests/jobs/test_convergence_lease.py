@@ -254,11 +254,11 @@ def test_a_turn_whose_worker_was_killed_with_it_is_taken_over(cli, random_file, 
         },
     )
     marker = tmp_path / "stopped"
-    logs = [open(tmp_path / f"worker-{n}.log", "w") for n in range(2)]  # noqa: SIM115
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115
     doomed = subprocess.Popen(
         worker_command(str(ini), burst=False),
-        stdout=logs[0],
-        stderr=logs[0],
+        stdout=log,
+        stderr=log,
         start_new_session=True,
         env=stop_at("s3-tagging", marker),
     )
@@ -270,28 +270,20 @@ def test_a_turn_whose_worker_was_killed_with_it_is_taken_over(cli, random_file, 
         job = Job.fetch(turn.decode().split()[0], connection=turns.connection)
         assert job.get_status() == "started"
         owner = job.worker_name
-        survivor = subprocess.Popen(
-            worker_command(str(ini), burst=False),
-            stdout=logs[1],
-            stderr=logs[1],
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while survivor.pid not in {w.pid for w in Worker.all(connection=turns.connection)}:
-            assert time.monotonic() < deadline, (tmp_path / "worker-1.log").read_text()
-            time.sleep(0.05)  # polling for the other worker's start
+        survivor = Workers(1, ini=str(ini))  # started and registered
         kill_tree(doomed.pid)
         doomed.wait()
         killed = time.monotonic()
         leases.connection().delete(Worker.redis_worker_namespace_prefix + owner)
         release_scheduler_locks()  # the dead worker's scheduler: RQ's locks last a minute
         while anonymous_status(url) != 403:
-            assert time.monotonic() - killed < 3 + 10, (tmp_path / "worker-1.log").read_text()
+            assert time.monotonic() - killed < 3 + 10, survivor.log()
             time.sleep(0.1)  # polling for the circle's new turn
     finally:
-        for proc in filter(None, (doomed, survivor)):
-            kill_tree(proc.pid)
-            proc.wait()
+        kill_tree(doomed.pid)
+        doomed.wait()
+        if survivor is not None:
+            survivor.stop()
         release_scheduler_locks()
 
 

@@ -315,17 +315,13 @@ return 0
 """
 
 
-def _back_in_line(line: str, package_id: str | None, at: float) -> None:
-    """A turn's dataset waits in line again, due at ``at``, while its change is announced."""
-    if package_id and pending(package_id):
-        connection().eval(_ENTER_LINE_ONLY, 1, line, package_id, repr(at))
-
-
 def turn_killed(circle: str, job_id: str, package_id: str | None) -> None:
     """A circle's turn ended without its end (its work horse was killed, or timed out):
-    the dataset it converged waits in line again while its change is announced, and the
+    the dataset it converged is due again now while its change is announced, and the
     circle goes to the next turn (``jobs/worker.py`` calls this in the worker)."""
-    _back_in_line(redis_key("line", circle), package_id, time.time())
+    if package_id and pending(package_id):
+        line = redis_key("line", circle)
+        connection().eval(_ENTER_LINE_ONLY, 1, line, package_id, repr(time.time()))
     _end_turn(circle, job_id)
 
 
