@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from ckan.tests import factories, helpers
@@ -201,6 +202,22 @@ def test_a_change_left_to_a_holder_that_was_killed_is_converged_when_its_lease_e
         workers.stop()
 
 
+def _worker_stopping_at(point: str, folder, **options) -> tuple[subprocess.Popen, Path]:
+    """A long-running worker in a session of its own, with these options of the
+    extension (``lease_seconds=3``), that stops itself at ``point`` (see :func:`stop_at`;
+    its marker: ``folder/stopped``); its log: ``folder/worker.log``. Returns it and its ini."""
+    ini = derived_ini(folder, **{f"ckanext.dcor_depot.{k}": str(v) for k, v in options.items()})
+    log = open(folder / "worker.log", "w")  # noqa: SIM115
+    worker = subprocess.Popen(
+        worker_command(str(ini), burst=False),
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        env=stop_at(point, folder / "stopped"),
+    )
+    return worker, ini
+
+
 def test_a_turn_whose_work_horse_is_killed_leaves_its_dataset_in_line(cli, random_file, tmp_path):
     """The work horse of a circle's turn is killed while it converges a private switch
     (after it read the object's tags): the dataset waits in line again and the circle's
@@ -210,18 +227,9 @@ def test_a_turn_whose_work_horse_is_killed_leaves_its_dataset_in_line(cli, rando
     url = appended(cli, dataset, random_file(1000))["s3_url"]
     assert anonymous_status(url) == 200
     helpers.call_action("package_patch", id=dataset["id"], private=True)
-    ini = derived_ini(tmp_path, **{"ckanext.dcor_depot.lease_seconds": "3"})
-    marker = tmp_path / "stopped"
-    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115
-    worker = subprocess.Popen(
-        worker_command(str(ini), burst=False),
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-        env=stop_at("s3-tagging", marker),
-    )
+    worker, _ = _worker_stopping_at("s3-tagging", tmp_path, lease_seconds=3)
     try:
-        horse = wait_until_stopped(marker, worker, "the turn's read of the tags")
+        horse = wait_until_stopped(tmp_path / "stopped", worker, "the turn's read of the tags")
         os.kill(horse, signal.SIGKILL)
         killed = time.monotonic()
         while anonymous_status(url) != 403:
@@ -246,25 +254,10 @@ def test_a_turn_whose_worker_was_killed_with_it_is_taken_over(cli, random_file, 
     dataset = factories.Dataset(owner_org=factories.Organization()["id"])
     url = appended(cli, dataset, random_file(1000))["s3_url"]
     helpers.call_action("package_patch", id=dataset["id"], private=True)
-    ini = derived_ini(
-        tmp_path,
-        **{
-            "ckanext.dcor_depot.lease_seconds": "3",
-            "ckanext.dcor_depot.line_check_seconds": "1",
-        },
-    )
-    marker = tmp_path / "stopped"
-    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115
-    doomed = subprocess.Popen(
-        worker_command(str(ini), burst=False),
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-        env=stop_at("s3-tagging", marker),
-    )
+    doomed, ini = _worker_stopping_at("s3-tagging", tmp_path, lease_seconds=3, line_check_seconds=1)
     survivor = None
     try:
-        wait_until_stopped(marker, doomed, "the turn's read of the tags")
+        wait_until_stopped(tmp_path / "stopped", doomed, "the turn's read of the tags")
         turns = get_queue(queue.CONVERGE)
         turn = leases.connection().get(leases.redis_key("turn", dataset["owner_org"]))
         job = Job.fetch(turn.decode().split()[0], connection=turns.connection)
@@ -282,9 +275,28 @@ def test_a_turn_whose_worker_was_killed_with_it_is_taken_over(cli, random_file, 
     finally:
         kill_tree(doomed.pid)
         doomed.wait()
-        for proc in survivor.procs if survivor is not None else []:
-            kill_tree(proc.pid)  # as the test of last session did (stop() hung once: 60 s)
-            proc.wait()
+        if survivor is not None:
+            survivor.stop()  # SIGTERM, as an operator stops it (even during a look)
+        release_scheduler_locks()
+
+
+def test_a_worker_asked_to_stop_during_its_look_at_the_lines_stops(tmp_path):
+    """An operator stops a converging worker (SIGTERM) while it looks at the circles'
+    lines: it stops once the look is done, as between two jobs. (The look caught the
+    stop RQ raised in it as a failed look, and the worker went on for ever.)"""
+    worker, _ = _worker_stopping_at("line-look", tmp_path, line_check_seconds=1)
+    try:
+        wait_until_stopped(tmp_path / "stopped", worker, "the worker's look at the lines")
+        worker.send_signal(signal.SIGTERM)  # held until the worker goes on
+        worker.send_signal(signal.SIGCONT)
+        try:
+            assert worker.wait(timeout=30) == 0
+        except subprocess.TimeoutExpired:
+            log = (tmp_path / "worker.log").read_text()[-2000:]
+            raise AssertionError("the worker went on after SIGTERM: " + log) from None
+    finally:
+        kill_tree(worker.pid)
+        worker.wait()
         release_scheduler_locks()
 
 

@@ -10,7 +10,9 @@ file ``DCOR_TEST_STOPPED`` and stops itself (SIGSTOP) the first time it reaches:
 - ``s3-part``: the object store's answer to the first part of a multipart upload
   (a part sent, or a part copied from another object);
 - ``s3-tagging``: the object store's answer to the first read of an object's tags
-  (a convergence).
+  (a convergence);
+- ``line-look``: a converging worker's look at the circles' lines (the scan of their
+  keys in Redis).
 
 Only the first process that reaches the point stops (a work horse forked after it
 does not).
@@ -100,5 +102,19 @@ elif _POINT == "s3-tagging":
 
     botocore.client.BaseClient._make_api_call = _tagging_stopping
 
+elif _POINT == "line-look":
+    import redis
+
+    _scan_iter = redis.Redis.scan_iter
+
+    def _scan_stopping(self, match=None, *args, **kwargs):
+        if match and ":line:" in str(match):
+            _stop()
+        return _scan_iter(self, match, *args, **kwargs)
+
+    redis.Redis.scan_iter = _scan_stopping
+
 elif _POINT:
-    raise SystemExit(f"DCOR_TEST_STOP_AT={_POINT!r}: expected part-file, s3-part or s3-tagging")
+    raise SystemExit(
+        f"DCOR_TEST_STOP_AT={_POINT!r}: expected part-file, s3-part, s3-tagging or line-look"
+    )

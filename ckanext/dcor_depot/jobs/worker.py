@@ -72,6 +72,8 @@ class Worker(ckan_jobs.Worker):
 
     #: Whether the worker stops when the queues are empty (it starts no scheduler then).
     _burst = False
+    #: Whether the worker is in its maintenance (RQ's own, the look at the lines).
+    _maintaining = False
 
     def work(self, burst: bool = False, **kwargs: Any) -> Any:
         warm_up()
@@ -97,13 +99,26 @@ class Worker(ckan_jobs.Worker):
         return super().should_run_maintenance_tasks or self._look_due()
 
     def run_maintenance_tasks(self) -> None:
-        if super().should_run_maintenance_tasks:  # RQ's own, every 10 minutes
-            super().run_maintenance_tasks()
-        if self._look_due():
-            if self._next_look and not self._burst:  # not at the start: work() set it up
-                self._restart_scheduler()
-            self._next_look = time.monotonic() + config.line_check_seconds()
-            _queue_orphaned_turns()
+        self._maintaining = True
+        try:
+            if super().should_run_maintenance_tasks:  # RQ's own, every 10 minutes
+                super().run_maintenance_tasks()
+            if self._look_due():
+                if self._next_look and not self._burst:  # not at the start: work() set it up
+                    self._restart_scheduler()
+                self._next_look = time.monotonic() + config.line_check_seconds()
+                _queue_orphaned_turns()
+        finally:
+            self._maintaining = False
+
+    def _shutdown(self) -> None:
+        # RQ's answer to SIGTERM/SIGINT. An idle worker raises StopRequested wherever it is;
+        # in the maintenance, the look would catch it as a failed look and the worker would
+        # go on for ever. There it only notes the request: RQ's loop stops right after.
+        if self._maintaining:
+            self._stop_requested = True
+            return
+        super()._shutdown()
 
     def _look_due(self) -> bool:
         return self._converges and time.monotonic() >= self._next_look
