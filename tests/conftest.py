@@ -7,6 +7,7 @@ import dataclasses
 import datetime
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -496,21 +497,24 @@ def workers():
     pool.stop()
 
 
-class WorkerForker:
-    """Burst workers of the run's ini forked from one process that loaded CKAN once
-    (tests/worker_forker.py): a worker starts in milliseconds instead of seconds."""
+class Forker:
+    """CKAN's commands forked from one process that loaded CKAN once (tests/forker.py): a
+    command starts in a fraction of a second instead of 2 s of CPU."""
 
-    def __init__(self, ini: str):
-        script = str(REPO_DIR / "tests" / "worker_forker.py")
+    def __init__(self, *mode: str):
+        script = str(REPO_DIR / "tests" / "forker.py")
         self.proc = subprocess.Popen(
-            [sys.executable, script, ini], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, script, *mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         ready = self.proc.stdout.readline()
-        assert ready == "ready\n", f"the worker forker did not start: {ready!r}"
+        assert ready == "ready\n", f"the forker ({mode[0]}) did not start: {ready!r}"
 
-    def run(self, log: Path) -> int:
-        """Run a burst worker until the depot's queues are empty; its exit status."""
-        self.proc.stdin.write(f"{log}\n")
+    def run(self, **request) -> int:
+        """Fork what ``request`` says; the forked process's exit status."""
+        self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         return int(self.proc.stdout.readline())
 
@@ -520,40 +524,65 @@ class WorkerForker:
 
 
 @pytest.fixture(scope="session")
-def worker_forker():
-    """Started on first use, for the whole run."""
-    started: list[WorkerForker] = []
+def forkers():
+    """The forkers of the run, each started on first use: ``forkers("worker", TEST_INI)``
+    (burst workers of the run's ini), ``forkers("command")`` (any ``ckan`` command)."""
+    started: dict[tuple[str, ...], Forker] = {}
 
-    def get() -> WorkerForker:
-        if not started:
-            started.append(WorkerForker(TEST_INI))
-        return started[0]
+    def get(*mode: str) -> Forker:
+        if mode not in started:
+            started[mode] = Forker(*mode)
+        return started[mode]
 
     yield get
-    for forker in started:
+    for forker in started.values():
         forker.stop()
 
 
+def _outputs(folder: Path) -> tuple[Path, Path]:
+    paths = tempfile.mkstemp(dir=folder, suffix=".out")[1], tempfile.mkstemp(dir=folder)[1]
+    return Path(paths[0]), Path(paths[1])
+
+
 @pytest.fixture
-def run_worker(worker_forker, tmp_path):
+def run_ckan(forkers, tmp_path):
+    """Factory: ``ckan -c INI ARGS`` as a separate process would run it (forked: see
+    :class:`Forker`), in this environment (default: the test's); its exit status and
+    output, as :func:`subprocess.run` gives them."""
+
+    def run(
+        ini: str | Path, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        stdout, stderr = _outputs(tmp_path)
+        args = ("-c", str(ini), *args)
+        status = forkers("command").run(
+            args=args, stdout=str(stdout), stderr=str(stderr), env=dict(env or os.environ)
+        )
+        return subprocess.CompletedProcess(
+            [CKAN, *args], status, stdout.read_text(), stderr.read_text()
+        )
+
+    return run
+
+
+@pytest.fixture
+def run_worker(forkers, run_ckan, tmp_path):
     """Factory: run a burst worker in its own process until the depot's queues are empty;
     assert that it and every job it ran ended well (a burst worker exits 0 when a job
     fails). With ``failures_allowed`` the jobs that failed are returned instead.
 
-    With the run's ini it is forked from :class:`WorkerForker`; with another ini it is
-    ``ckan dcor-depot-worker --burst`` started anew."""
+    With the run's ini it is forked from a process with CKAN's environment loaded;
+    with another ini it is ``ckan -c INI dcor-depot-worker --burst`` (see :class:`Forker`)."""
 
     def run(ini: str = TEST_INI, failures_allowed: bool = False) -> list[str]:
         before = failed_jobs()
         if ini == TEST_INI:
-            log = tmp_path / "worker.log"
-            status = worker_forker().run(log)
+            log = _outputs(tmp_path)[0]
+            status = forkers("worker", TEST_INI).run(log=str(log))
             output = log.read_text()
         else:
-            proc = subprocess.run(
-                worker_command(ini), capture_output=True, text=True, timeout=600, check=False
-            )
-            status, output = proc.returncode, proc.stderr
+            done = run_ckan(*worker_command(ini)[2:])
+            status, output = done.returncode, done.stderr
         assert status == 0, output[-3000:]
         problems = job_failures(failed_jobs() - before)
         assert failures_allowed or not problems, (problems, output[-3000:])

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import configparser
 import importlib.util
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,6 @@ from ckanext.dcor_depot import config
 
 from .conftest import TEST_INI
 
-CKAN = str(Path(sys.executable).with_name("ckan"))
 # CKAN 2.11 reads the logging set-up from the top ini file only
 LOGGING = """
 [loggers]
@@ -49,19 +45,13 @@ def ini_option(name: str) -> str:
         path = Path(section["use"].removeprefix("config:"))
 
 
-def run_ckan(tmp_path, options: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """Run ``ckan`` with the run's test ini plus ``options`` in a separate process."""
+def site_ini(tmp_path, options: dict[str, str]) -> Path:
+    """The run's test ini plus ``options``, for ``ckan`` in a separate process."""
     ini = tmp_path / "site.ini"
     lines = ["[app:main]", f"use = config:{TEST_INI}"]
     lines += [f"{key} = {value}" for key, value in options.items()]
     ini.write_text("\n".join(lines) + LOGGING)
-    return subprocess.run(
-        [CKAN, "-c", str(ini), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=os.environ,
-    )
+    return ini
 
 
 @pytest.mark.parametrize(
@@ -96,10 +86,10 @@ def run_ckan(tmp_path, options: dict[str, str], *args: str) -> subprocess.Comple
         ("dcor_object_store.staging_bucket", "{circle-prefix}staging", "begins like a circle's"),
     ],
 )
-def test_bad_value_stops_ckan_with_a_clear_message(tmp_path, key, value, expected):
+def test_bad_value_stops_ckan_with_a_clear_message(tmp_path, key, value, expected, run_ckan):
     prefix = ini_option("dcor_object_store.bucket_name").split("{")[0]
     value = value.replace("{circle-prefix}", prefix)
-    result = run_ckan(tmp_path, {key: value}, "dcor-check-object-store")
+    result = run_ckan(site_ini(tmp_path, {key: value}), "dcor-check-object-store")
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert f"{key}:" in output
@@ -108,8 +98,10 @@ def test_bad_value_stops_ckan_with_a_clear_message(tmp_path, key, value, expecte
     assert "botocore" not in output
 
 
-def test_without_endpoint_s3_is_off_and_the_log_says_so_once(tmp_path):
-    result = run_ckan(tmp_path, {"dcor_object_store.endpoint_url": ""}, "dcor-check-object-store")
+def test_without_endpoint_s3_is_off_and_the_log_says_so_once(tmp_path, run_ckan):
+    result = run_ckan(
+        site_ini(tmp_path, {"dcor_object_store.endpoint_url": ""}), "dcor-check-object-store"
+    )
     assert result.returncode == 1
     assert "No object store configured" in result.stderr
     assert result.stderr.count("S3 features") == 1
@@ -124,17 +116,20 @@ def test_path_options_and_their_defaults():
 
 
 @pytest.mark.usefixtures("with_plugins")
-def test_the_store_certificate_is_verified_against_the_configured_ca_bundle(tmp_path):
+def test_the_store_certificate_is_verified_against_the_configured_ca_bundle(tmp_path, run_ckan):
     import certifi
 
     own_ca = config.s3_settings().ssl_verify  # the development gateway's private CA
     assert isinstance(own_ca, str)
-    result = run_ckan(tmp_path, {"dcor_object_store.ssl_verify": own_ca}, "dcor-check-object-store")
+    result = run_ckan(
+        site_ini(tmp_path, {"dcor_object_store.ssl_verify": own_ca}), "dcor-check-object-store"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "reachable, credentials accepted" in result.stdout
     # a bundle of other CAs (certifi's public ones) does not vouch for the gateway
     result = run_ckan(
-        tmp_path, {"dcor_object_store.ssl_verify": certifi.where()}, "dcor-check-object-store"
+        site_ini(tmp_path, {"dcor_object_store.ssl_verify": certifi.where()}),
+        "dcor-check-object-store",
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
@@ -143,7 +138,7 @@ def test_the_store_certificate_is_verified_against_the_configured_ca_bundle(tmp_
 
 
 @pytest.mark.parametrize("storage", ["resources", "default"])
-def test_ckan_file_storages_for_resources_stop_ckan_naming_the_options(tmp_path, storage):
+def test_ckan_file_storages_for_resources_stop_ckan_naming_the_options(tmp_path, storage, run_ckan):
     """CKAN 2.12 hands resource files to a storage named by ckan.files.default_storages.resource,
     or to one it derives from the default storage; the depot's jobs would never find them."""
     options = {
@@ -151,7 +146,7 @@ def test_ckan_file_storages_for_resources_stop_ckan_naming_the_options(tmp_path,
         f"ckan.files.storage.{storage}.path": str(tmp_path / "files"),
         f"ckan.files.storage.{storage}.initialize": "true",
     }
-    result = run_ckan(tmp_path, options, "dcor-check-object-store")
+    result = run_ckan(site_ini(tmp_path, options), "dcor-check-object-store")
     output = result.stdout + result.stderr
     if importlib.util.find_spec("ckan.lib.files") is None:
         # CKAN 2.11 has no file storages: the options mean nothing there

@@ -117,7 +117,9 @@ def test_dcoraid_uploads_a_file_of_several_parts(
     site, rtdc_file, random_file, store, run_worker, tmp_path
 ):
     """DCOR-Aid has no multipart below 1 GiB + 1 byte: two parts of 512 MiB + 1 byte,
-    next to the DC file it wants in every upload (one PUT)."""
+    next to the DC file it wants in every upload (one PUT). The store's ETag of the
+    object (the MD5 of its parts' MD5s, which it computed from the bytes it received)
+    shows that it holds the file's bytes: not read back (1 GiB)."""
     server, org, api = site
     dataset = new_dataset(api, org, private=True)
     size = GiB + 1
@@ -125,17 +127,22 @@ def test_dcoraid_uploads_a_file_of_several_parts(
     large = random_file(size, "large.bin")
     upload(api, dataset, [rtdc_file(), large], run_worker, server.ini, tmp_path)
 
-    shown = helpers.call_action("package_show", id=dataset["id"])
-    resource = next(r for r in shown["resources"] if r["name"] == "large.bin")
-    assert (resource["sha256"], resource["size"]) == (sha256_path(large), size)
-    part_md5s = b""
+    sha256, part_md5s = hashlib.sha256(), b""
     with open(large, "rb") as fd:
         while part := fd.read(layout(size)):
+            sha256.update(part)
             part_md5s += hashlib.md5(part).digest()
-    assert resource["etag"] == f"{hashlib.md5(part_md5s).hexdigest()}-2"
+    etag = f"{hashlib.md5(part_md5s).hexdigest()}-2"
+    shown = helpers.call_action("package_show", id=dataset["id"])
+    resource = next(r for r in shown["resources"] if r["name"] == "large.bin")
+    assert (resource["sha256"], resource["size"], resource["etag"]) == (
+        sha256.hexdigest(),
+        size,
+        etag,
+    )
     bucket = store.circle_bucket(org["id"])
-    key = object_key("resource", resource["id"])
-    assert object_sha256(store, bucket, key) == sha256_path(large)
+    stored = store.object_info(bucket, object_key("resource", resource["id"]))
+    assert (stored.etag, stored.size) == (etag, size)
 
 
 def test_what_the_site_refuses_reaches_dcoraid_as_a_message(site, ckan_server, tmp_path):

@@ -13,7 +13,7 @@ import yaml
 from ckanext.dcor_depot import cli
 
 from .conftest import REPO_DIR, load_script
-from .test_config import run_ckan
+from .test_config import site_ini
 
 config_docs = load_script("config_docs")
 README = REPO_DIR / "README.md"
@@ -47,14 +47,14 @@ def test_a_changed_declaration_is_reported_with_the_command_that_fixes_it(
     assert "README.md is out of date with config_declaration.yaml; run: " in capsys.readouterr().out
 
 
-def test_the_example_configuration_sets_every_option_and_ckan_accepts_it(tmp_path):
+def test_the_example_configuration_sets_every_option_and_ckan_accepts_it(tmp_path, run_ckan):
     parser = configparser.RawConfigParser(strict=True)
     parser.read(INI_EXAMPLE)
     options = {key: value for key, value in parser["app:main"].items() if key.startswith(PREFIXES)}
     assert set(options) == declared_keys()
     assert "solr_url" in parser["app:main"] and "ckan.plugins" in parser["app:main"]
     # the extension's values of the example validate (a command that needs no S3)
-    result = run_ckan(tmp_path, options, "list-all-resources", "--state", "all")
+    result = run_ckan(site_ini(tmp_path, options), "list-all-resources", "--state", "all")
     assert result.returncode == 0, result.stderr[-2000:]
 
 

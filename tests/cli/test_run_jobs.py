@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import subprocess
 import threading
 import time
 
@@ -18,7 +17,7 @@ from ckanext.dcor_depot.cli import run_jobs_dcor_depot
 from ckanext.dcor_depot.jobs import queue
 from ckanext.dcor_depot.storage.s3 import object_key
 
-from ..conftest import CKAN, TEST_INI, http, make_old, sha256_hex
+from ..conftest import TEST_INI, http, make_old, sha256_hex
 
 pytestmark = pytest.mark.usefixtures(
     "with_plugins", "clean_db", "clean_index", "clean_queues", "clean_circles"
@@ -96,7 +95,7 @@ def public_dataset():
 
 
 def test_upload_succeeds_while_redis_is_down_and_run_jobs_catches_up(
-    public_dataset, api_upload, rtdc_file, redis_down, cli, caplog
+    public_dataset, api_upload, rtdc_file, redis_down, cli, caplog, run_ckan
 ):
     user, dataset = public_dataset
     path = rtdc_file(name="late.rtdc")
@@ -114,9 +113,7 @@ def test_upload_succeeds_while_redis_is_down_and_run_jobs_catches_up(
     assert "s3_available" not in helpers.call_action("resource_show", id=resource["id"])
 
     # as an operator runs it: a separate process
-    result = subprocess.run(
-        [CKAN, "-c", TEST_INI, "run-jobs-dcor-depot"], capture_output=True, text=True, check=False
-    )
+    result = run_ckan(TEST_INI, "run-jobs-dcor-depot")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "1 resources: 1 done, 0 already fine, 0 failed" in result.stdout
     shown = helpers.call_action("resource_show", id=resource["id"])
