@@ -275,8 +275,8 @@ def worker_command(ini: str = TEST_INI, burst: bool = True, ckan_own: bool = Fal
     return [CKAN, "-c", ini, *command, *(["--burst"] if burst else []), *QUEUES]
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants at once.
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """SIGKILL (or ``sig``) a process and all its descendants at once.
 
     RQ's work horse (the process that runs a job) leaves its worker's process
     group (setsid/setpgrp): killing the group would let the job run on.
@@ -294,7 +294,7 @@ def kill_tree(pid: int) -> None:
         todo += children.get(victims[-1], [])
     for victim in victims:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(victim, signal.SIGKILL)
+            os.kill(victim, sig)
 
 
 def release_scheduler_locks() -> None:
@@ -339,8 +339,11 @@ class Workers:
         """``command``: how to start each worker (default: ``worker_command(ini)``)."""
         command = command or worker_command(ini, burst=False)
         self.logs = [tempfile.TemporaryFile("w+") for _ in range(count)]
+        # a worker that does not stop shows where each of its processes was (see stop())
+        env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
         self.procs = [
-            subprocess.Popen(command, stdout=log, stderr=log, text=True) for log in self.logs
+            subprocess.Popen(command, stdout=log, stderr=log, text=True, env=env)
+            for log in self.logs
         ]
         self.failed_before = failed_jobs()
         #: jobs queued before (by earlier runs) are not this pool's
@@ -400,10 +403,27 @@ class Workers:
         return "\n".join(text)
 
     def stop(self) -> None:
+        """SIGTERM, as an operator stops a worker; a worker that has not ended 60 s later
+        fails the test with the Python stack of each of its processes (SIGABRT)."""
         for proc in self.procs:
             proc.terminate()
+        stuck = []
         for proc in self.procs:
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                stuck.append(proc)
+        for proc in stuck:
+            kill_tree(proc.pid, signal.SIGABRT)  # faulthandler writes the stacks to the log
+            proc.wait(timeout=30)
+        if stuck:
+            text = []
+            for log in self.logs:
+                log.seek(0)
+                text.append(log.read()[-12000:])
+            raise AssertionError(
+                "a worker did not stop within 60 s of SIGTERM:\n" + "\n".join(text)
+            )
 
 
 def failed_jobs() -> set[str]:

@@ -32,6 +32,7 @@ def forked(stdout: str, stderr: str, run: Callable[[], object]) -> int:
     (as a process's: ``sys.exit``'s code, 1 after an exception and its traceback)."""
     pid = os.fork()
     if pid == 0:
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # not the forker's requests
         for fd, path in ((1, stdout), (2, stderr)):
             os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), fd)
         status = 0
