@@ -7,6 +7,7 @@ fixture) would take these tests' jobs while they run: a test that drives the job
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -295,6 +296,51 @@ def test_a_worker_asked_to_stop_during_its_look_at_the_lines_stops(tmp_path):
             log = (tmp_path / "worker.log").read_text()[-2000:]
             raise AssertionError("the worker went on after SIGTERM: " + log) from None
     finally:
+        kill_tree(worker.pid)
+        worker.wait()
+        release_scheduler_locks()
+
+
+def _running_for(job, seconds: float) -> bool:
+    """Whether RQ's job has been running (started) for at least ``seconds``."""
+    job.refresh()
+    if job.get_status() != "started" or job.started_at is None:
+        return False
+    started = job.started_at.replace(tzinfo=datetime.timezone.utc).timestamp()
+    return time.time() - started >= seconds
+
+
+def test_a_worker_asked_to_stop_during_a_job_ends_with_it_and_starts_no_scheduler(tmp_path):
+    """An operator stops a converging worker (SIGTERM) while it runs a job; the job ends
+    right after. The worker ends, without starting the scheduler that RQ stopped at the
+    request again. (At its look, due by then, it did; its teardown then stopped the new
+    scheduler at once, which may ignore a signal within 1 s of the first, and the worker
+    waited for it: twice for more than 60 s on a fresh machine.)"""
+    from ckan.lib.jobs import get_queue
+
+    ini = derived_ini(tmp_path, **{"ckanext.dcor_depot.line_check_seconds": "1"})
+    release_scheduler_locks()  # the worker runs RQ's scheduler
+    done = tmp_path / "done"
+    workers = Workers(1, ini=str(ini))
+    worker = workers.procs[0]
+    try:
+        job = get_queue(queue.SHORT).enqueue(
+            subprocess.run, ["sh", "-c", f'while [ ! -e "{done}" ]; do sleep 0.02; done']
+        )
+        while not _running_for(job, seconds=1.5):
+            time.sleep(0.05)  # polling until a look is due (every second here)
+        worker.terminate()
+        done.touch()  # the job ends right after the request
+        try:
+            assert worker.wait(timeout=30) == 0
+        finally:
+            workers.logs[0].seek(0)
+            log = workers.logs[0].read()
+        assert "has finished job" in log, log
+        after = log[log.index("has finished job") :]
+        assert "Acquired scheduler lock" not in after, after
+    finally:
+        done.touch()
         kill_tree(worker.pid)
         worker.wait()
         release_scheduler_locks()

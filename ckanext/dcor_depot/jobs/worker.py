@@ -95,7 +95,13 @@ class Worker(ckan_jobs.Worker):
 
     @property
     def should_run_maintenance_tasks(self) -> bool:
-        # RQ asks before every wait for a job
+        # RQ asks before every wait for a job, and also when a stop was requested during a
+        # job: then no maintenance, which would start the scheduler (RQ's and the look)
+        # that the stop just ended. Teardown stops that new one at once, and RQ's
+        # scheduler process may ignore a signal within 1 s of the first: the worker
+        # waited for it for ever.
+        if self._stop_requested:
+            return False
         return super().should_run_maintenance_tasks or self._look_due()
 
     def run_maintenance_tasks(self) -> None:
