@@ -139,9 +139,8 @@ def test_killed_after_recording_before_deleting_the_old_copy(
     assert placed.recorded.bucket == store.circle_bucket(circle_b["id"])
     assert placed.moved_from == old  # still to delete
     readable = 200 if not private else 403
-    for location in (old, placed.recorded):
-        assert anonymous_status(store.object_url(*location)) in (readable, 403)
-    assert anonymous_status(store.object_url(*old)) == (200 if not private else 403)
+    assert anonymous_status(store.object_url(*placed.recorded)) in (readable, 403)
+    assert anonymous_status(store.object_url(*old)) == 403  # nobody reads the old copy
     assert member_download(app, member, resource) == sha256_path(path)
 
     result = cli.invoke(run_jobs_dcor_depot, [])
@@ -206,3 +205,34 @@ def test_a_dataset_whose_files_cannot_be_verified_in_the_target_is_not_moved(
     assert unknown.exit_code == 1
     assert "There is no active circle (organization) 'no-such-circle'" in unknown.output
     assert config.object_store() is store
+
+
+def stopped_here(*args):
+    raise KeyboardInterrupt  # the process dies here
+
+
+def test_an_old_copy_left_by_a_move_is_never_readable_by_anonymous_once_the_dataset_is_private(
+    circles, cli, random_file, store
+):
+    """A move recorded the new copy and was stopped before it deleted the old one, and
+    the new copy is then lost: the old one stays (the only copy of the bytes). The dataset
+    turns private: its convergence tags the old copy private as well, and says what is
+    wrong with the new one."""
+    member, circle_a, circle_b, dataset = circles
+    resource = appended(cli, dataset, random_file(1000, name="cells.bin"))
+    old = placement.file_of(store, dataset["id"], resource["id"]).recorded
+    assert anonymous_status(store.object_url(*old)) == 200
+    helpers.call_action("package_patch", id=dataset["id"], owner_org=circle_b["id"])
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(store, "delete_object", stopped_here)
+        move.move_objects(store, dataset["id"])
+    placed = placement.file_of(store, dataset["id"], resource["id"])
+    assert placed.moved_from == old
+    store.delete_object(*placed.recorded)  # the new copy is lost
+
+    helpers.call_action("package_patch", id=dataset["id"], private=True)
+    result = cli.invoke(run_jobs_dcor_depot, [])
+    assert store.object_info(*old) is not None  # kept: the new copy is not there
+    assert anonymous_status(store.object_url(*old)) == 403
+    assert result.exit_code == 1, result.output
+    assert resource["id"] in result.output and "missing" in result.output, result.output

@@ -545,6 +545,10 @@ def _tag_all(
             work.append((placed, placed.recorded, placed.public))
         if placed.wanted and placed.wanted != placed.recorded:
             work.append((placed, placed.wanted, False))  # a copy nobody recorded there
+        if placed.moved_from and placed.moved_from != placed.recorded:
+            # the old copy a move left (deleted below once the new one is there): nobody
+            # reads it, and it must not stay public when the dataset no longer is
+            work.append((placed, placed.moved_from, False))
 
     def tag(location: placement.ObjectLocation, public: bool) -> str:
         current = store.tags(*location)
