@@ -10,6 +10,7 @@ import ckan.model as model
 import pytest
 import sqlalchemy as sa
 from ckan.lib import search
+from ckan.lib.search.common import make_connection
 from ckan.tests import factories, helpers
 
 from ckanext.dcor_depot.jobs import index
@@ -173,7 +174,9 @@ def test_recording_costs_the_same_for_the_1st_and_the_60th_resource(run_worker):
     shown = helpers.call_action("resource_show", id=last)
     assert (shown["etag"], shown["size"], shown["dc:setup:channel width"]) == ("abc", 7, 20.5)
     run_worker()
-    search.commit()  # the workers of the tests index without a commit (test.ini)
+    # the workers of the tests index without a commit (test.ini); CKAN's search.commit()
+    # does not wait for Solr's new searcher, which a read right after may not see yet
+    make_connection().commit(waitSearcher=True)
     indexed = json.loads(search.show(dataset["id"])["validated_data_dict"])
     assert {r["id"]: r.get("etag") for r in indexed["resources"]}[last] == "abc"
     # None removes a field; fields already holding their values change nothing
