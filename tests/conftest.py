@@ -395,11 +395,12 @@ class Workers:
             for proc in self.procs:
                 os.kill(proc.pid, signal.SIGCONT)
 
-    def log(self) -> str:
+    def log(self, tail: int | None = 2000) -> str:
+        """The workers' logs (the last ``tail`` characters of each; None: all of them)."""
         text = []
         for log in self.logs:
             log.seek(0)
-            text.append(log.read()[-2000:])
+            text.append(log.read()[-tail if tail else 0 :])
         return "\n".join(text)
 
     def stop(self) -> None:
@@ -417,12 +418,8 @@ class Workers:
             kill_tree(proc.pid, signal.SIGABRT)  # faulthandler writes the stacks to the log
             proc.wait(timeout=30)
         if stuck:
-            text = []
-            for log in self.logs:
-                log.seek(0)
-                text.append(log.read()[-12000:])
             raise AssertionError(
-                "a worker did not stop within 60 s of SIGTERM:\n" + "\n".join(text)
+                "a worker did not stop within 60 s of SIGTERM:\n" + self.log(12000)
             )
 
 
@@ -559,9 +556,8 @@ def forkers():
         forker.stop()
 
 
-def _outputs(folder: Path) -> tuple[Path, Path]:
-    paths = tempfile.mkstemp(dir=folder, suffix=".out")[1], tempfile.mkstemp(dir=folder)[1]
-    return Path(paths[0]), Path(paths[1])
+def _new_file(folder: Path, suffix: str) -> Path:
+    return Path(tempfile.mkstemp(dir=folder, suffix=suffix)[1])
 
 
 @pytest.fixture
@@ -573,7 +569,7 @@ def run_ckan(forkers, tmp_path):
     def run(
         ini: str | Path, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess:
-        stdout, stderr = _outputs(tmp_path)
+        stdout, stderr = _new_file(tmp_path, ".out"), _new_file(tmp_path, ".err")
         args = ("-c", str(ini), *args)
         status = forkers("command").run(
             args=args, stdout=str(stdout), stderr=str(stderr), env=dict(env or os.environ)
@@ -597,7 +593,7 @@ def run_worker(forkers, run_ckan, tmp_path):
     def run(ini: str = TEST_INI, failures_allowed: bool = False) -> list[str]:
         before = failed_jobs()
         if ini == TEST_INI:
-            log = _outputs(tmp_path)[0]
+            log = _new_file(tmp_path, ".log")
             status = forkers("worker", TEST_INI).run(log=str(log))
             output = log.read_text()
         else:

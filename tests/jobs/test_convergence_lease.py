@@ -334,8 +334,7 @@ def test_a_worker_asked_to_stop_during_a_job_ends_with_it_and_starts_no_schedule
         try:
             assert worker.wait(timeout=30) == 0
         finally:
-            workers.logs[0].seek(0)
-            log = workers.logs[0].read()
+            log = workers.log(tail=None)
         assert "has finished job" in log, log
         after = log[log.index("has finished job") :]
         assert "Acquired scheduler lock" not in after, after

@@ -116,6 +116,10 @@ def test_worker_killed_in_the_middle_of_a_move_then_a_rerun(
     assert member_download(app, member, resource) == expected
 
 
+def stopped_here(*args):
+    raise KeyboardInterrupt  # the process dies here
+
+
 @pytest.mark.parametrize("private", [False, True], ids=["public", "private"])
 def test_killed_after_recording_before_deleting_the_old_copy(
     circles, cli, random_file, store, app, monkeypatch, private
@@ -127,10 +131,7 @@ def test_killed_after_recording_before_deleting_the_old_copy(
     old = placement.file_of(store, dataset["id"], resource["id"]).recorded
     helpers.call_action("package_patch", id=dataset["id"], owner_org=circle_b["id"])
 
-    def killed(bucket, key):
-        raise KeyboardInterrupt  # the process dies here
-
-    monkeypatch.setattr(store, "delete_object", killed)
+    monkeypatch.setattr(store, "delete_object", stopped_here)
     with pytest.raises(KeyboardInterrupt):
         move.move_objects(store, dataset["id"])
     monkeypatch.undo()
@@ -205,10 +206,6 @@ def test_a_dataset_whose_files_cannot_be_verified_in_the_target_is_not_moved(
     assert unknown.exit_code == 1
     assert "There is no active circle (organization) 'no-such-circle'" in unknown.output
     assert config.object_store() is store
-
-
-def stopped_here(*args):
-    raise KeyboardInterrupt  # the process dies here
 
 
 def test_an_old_copy_left_by_a_move_is_never_readable_by_anonymous_once_the_dataset_is_private(
